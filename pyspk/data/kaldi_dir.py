@@ -1,0 +1,311 @@
+"""Kaldi data directories and trials files: read, write, validate.
+
+A data directory holds plain-text tables keyed by the first field of each line:
+
+    wav.scp     utt  path | command |
+    utt2spk     utt  spk
+    spk2utt     spk  utt1 utt2 ...
+    feats.scp   utt  ark:offset           (written by the fbank stage)
+    utt2num_frames, vad.scp, utt2lang, utt2orig, utt2genre, spk2gender   (optional)
+
+Every table is sorted by key in C-locale (byte) order with no duplicate key, as
+Kaldi requires. A trials file has lines ``enroll test target|nontarget``.
+
+Errors are :class:`DataDirError` and name the file, the line and the problem.
+Writers are atomic (see :mod:`pyspk.io`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from pyspk.io import atomic_open
+
+# Tables that map a key to a single value (the rest of the line).
+SCALAR_TABLES = (
+    "wav.scp", "utt2spk", "feats.scp", "utt2num_frames", "utt2dur", "vad.scp",
+    "utt2lang", "utt2orig", "utt2genre", "utt2gender", "spk2gender", "segments",
+    "reco2dur", "text",
+)
+TRIAL_LABELS = ("target", "nontarget")
+
+
+class DataDirError(ValueError):
+    """A data directory or trials file is malformed. The message names file and line."""
+
+
+def _where(path: Path, lineno: int) -> str:
+    return f"{path}:{lineno}"
+
+
+def _read_lines(path: Path) -> List[Tuple[int, str]]:
+    """Return (line number, line) for non-empty lines; reject non-UTF-8 bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"{path}: file not found")
+    raw = path.read_bytes()
+    out = []
+    for lineno, bline in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line = bline.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataDirError(
+                f"{_where(path, lineno)}: non-UTF-8 byte {bline[e.start:e.start + 1]!r} at column {e.start + 1}"
+            ) from None
+        line = line.rstrip("\r")
+        if line.strip():
+            out.append((lineno, line))
+    return out
+
+
+def _check_order(path: Path, keys: Sequence[Tuple[int, str]]) -> None:
+    """Keys must be strictly increasing in byte order (sorted, no duplicates)."""
+    seen: Dict[str, int] = {}
+    prev: Optional[Tuple[int, str]] = None
+    for lineno, key in keys:
+        if key in seen:
+            raise DataDirError(f"{_where(path, lineno)}: duplicate key '{key}' (first on line {seen[key]})")
+        seen[key] = lineno
+        if prev is not None and key.encode() < prev[1].encode():
+            raise DataDirError(
+                f"{_where(path, lineno)}: keys not sorted: '{key}' comes after '{prev[1]}' (line {prev[0]}); "
+                f"sort with LC_ALL=C sort or run utils/fix_data_dir"
+            )
+        prev = (lineno, key)
+
+
+def read_table(path, check_sorted: bool = True, allow_empty: bool = False) -> "OrderedDict[str, str]":
+    """Read a ``key value...`` table into an ordered dict of key -> rest of line."""
+    path = Path(path)
+    lines = _read_lines(path)
+    if not lines and not allow_empty:
+        raise DataDirError(f"{path}: file is empty")
+    table: "OrderedDict[str, str]" = OrderedDict()
+    keyed = []
+    for lineno, line in lines:
+        parts = line.strip().split(None, 1)
+        if len(parts) < 2:
+            raise DataDirError(f"{_where(path, lineno)}: expected 'key value', got {line.strip()!r}")
+        keyed.append((lineno, parts[0]))
+        if parts[0] in table and not check_sorted:
+            raise DataDirError(f"{_where(path, lineno)}: duplicate key '{parts[0]}'")
+        table[parts[0]] = parts[1].strip()
+    if check_sorted:
+        _check_order(path, keyed)
+    return table
+
+
+def read_spk2utt(path, check_sorted: bool = True) -> "OrderedDict[str, List[str]]":
+    return OrderedDict((k, v.split()) for k, v in read_table(path, check_sorted).items())
+
+
+def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:
+    """Write ``key value`` lines atomically. Values that are lists are space-joined."""
+    keys = sorted(table, key=lambda k: k.encode()) if sort else list(table)
+    with atomic_open(path) as f:
+        for k in keys:
+            v = table[k]
+            if isinstance(v, (list, tuple)):
+                v = " ".join(str(x) for x in v)
+            if not k or any(c.isspace() for c in k):
+                raise DataDirError(f"{path}: key {k!r} is empty or contains whitespace")
+            f.write(f"{k} {v}\n")
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> "OrderedDict[str, List[str]]":
+    spk2utt: Dict[str, List[str]] = {}
+    for utt in sorted(utt2spk, key=lambda k: k.encode()):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return OrderedDict((s, spk2utt[s]) for s in sorted(spk2utt, key=lambda k: k.encode()))
+
+
+def spk2utt_to_utt2spk(spk2utt: Mapping[str, Sequence[str]]) -> "OrderedDict[str, str]":
+    utt2spk = {u: s for s, utts in spk2utt.items() for u in utts}
+    return OrderedDict((u, utt2spk[u]) for u in sorted(utt2spk, key=lambda k: k.encode()))
+
+
+def wav_scp_path(value: str) -> Optional[str]:
+    """The file an entry of wav.scp points at, or None for a ``command |`` pipe."""
+    value = value.strip()
+    if value.endswith("|"):
+        return None
+    return value
+
+
+def pipe_input_files(value: str) -> List[str]:
+    """Files named as arguments of a ``command |`` wav.scp entry that look like audio paths."""
+    try:
+        toks = shlex.split(value.rstrip("|"))
+    except ValueError:
+        return []
+    exts = (".wav", ".flac", ".sph", ".m4a", ".mp3", ".ogg", ".WAV", ".FLAC")
+    return [t for t in toks if t.endswith(exts) and not t.startswith("-")]
+
+
+@dataclass
+class Trial:
+    enroll: str
+    test: str
+    target: bool
+
+
+def read_trials(path, known_enroll: Optional[Iterable[str]] = None,
+                known_test: Optional[Iterable[str]] = None) -> List[Trial]:
+    """Read ``enroll test target|nontarget`` lines.
+
+    ``known_enroll``/``known_test``: when given, an id outside them is an error naming
+    the line (e.g. utterances of the data dir, or speakers for multi-utterance enrolment).
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    if not lines:
+        raise DataDirError(f"{path}: trials file is empty")
+    ke = set(known_enroll) if known_enroll is not None else None
+    kt = set(known_test) if known_test is not None else None
+    trials = []
+    seen: Dict[Tuple[str, str], int] = {}
+    for lineno, line in lines:
+        parts = line.split()
+        if len(parts) != 3 or parts[2] not in TRIAL_LABELS:
+            raise DataDirError(f"{_where(path, lineno)}: expected 'enroll test target|nontarget', got {line.strip()!r}")
+        e, t, lab = parts
+        if ke is not None and e not in ke:
+            raise DataDirError(f"{_where(path, lineno)}: unknown enrolment id '{e}'")
+        if kt is not None and t not in kt:
+            raise DataDirError(f"{_where(path, lineno)}: unknown test id '{t}'")
+        if (e, t) in seen:
+            raise DataDirError(f"{_where(path, lineno)}: duplicate trial '{e} {t}' (first on line {seen[(e, t)]})")
+        seen[(e, t)] = lineno
+        trials.append(Trial(e, t, lab == "target"))
+    return trials
+
+
+def write_trials(path, trials: Iterable[Tuple[str, str, bool]]) -> None:
+    with atomic_open(path) as f:
+        for e, t, tgt in trials:
+            f.write(f"{e} {t} {'target' if tgt else 'nontarget'}\n")
+
+
+@dataclass
+class DataDir:
+    """An in-memory data directory. Tables are ordered dicts keyed by utterance/speaker."""
+
+    path: Optional[Path] = None
+    wav_scp: "OrderedDict[str, str]" = field(default_factory=OrderedDict)
+    utt2spk: "OrderedDict[str, str]" = field(default_factory=OrderedDict)
+    extra: Dict[str, "OrderedDict[str, str]"] = field(default_factory=dict)
+
+    @property
+    def spk2utt(self) -> "OrderedDict[str, List[str]]":
+        return utt2spk_to_spk2utt(self.utt2spk)
+
+    @property
+    def utts(self) -> List[str]:
+        return list(self.utt2spk)
+
+    @property
+    def speakers(self) -> List[str]:
+        return list(self.spk2utt)
+
+    @classmethod
+    def load(cls, path, validate: bool = True, check_files: bool = True) -> "DataDir":
+        path = Path(path)
+        if validate:
+            validate_data_dir(path, check_files=check_files)
+        d = cls(path=path)
+        if (path / "wav.scp").exists():
+            d.wav_scp = read_table(path / "wav.scp", check_sorted=validate)
+        d.utt2spk = read_table(path / "utt2spk", check_sorted=validate)
+        for name in SCALAR_TABLES:
+            if name not in ("wav.scp", "utt2spk") and (path / name).exists():
+                d.extra[name] = read_table(path / name, check_sorted=validate)
+        return d
+
+    def save(self, path=None) -> Path:
+        path = Path(path or self.path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.wav_scp:
+            write_table(path / "wav.scp", self.wav_scp)
+        write_table(path / "utt2spk", self.utt2spk)
+        write_table(path / "spk2utt", self.spk2utt)
+        for name, table in self.extra.items():
+            write_table(path / name, table)
+        self.path = path
+        return path
+
+
+def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
+                      need_feats: bool = False) -> Dict[str, int]:
+    """Validate a data directory; raise DataDirError naming file and line on the first problem.
+
+    Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
+    keys; utt2spk and spk2utt agree; wav.scp/feats.scp/optional per-utterance tables
+    cover exactly the utterances of utt2spk; wav.scp paths exist (``check_files``);
+    every ``trials*`` file names only known utterances (or speakers, for ``spk``-level
+    enrolment when the enrol id is a speaker id).
+    Returns counts {"utts": .., "speakers": .., "trials": ..}.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataDirError(f"{path}: not a directory")
+    utt2spk = read_table(path / "utt2spk")
+    for lineno, (u, s) in enumerate(utt2spk.items(), 1):
+        if len(s.split()) != 1:
+            raise DataDirError(f"{path / 'utt2spk'}: utterance '{u}' has {len(s.split())} speaker fields, expected 1")
+    spk2utt_path = path / "spk2utt"
+    spk2utt = read_spk2utt(spk2utt_path)
+    expected = utt2spk_to_spk2utt(utt2spk)
+    for lineno, (spk, utts) in enumerate(spk2utt.items(), 1):
+        want = expected.get(spk)
+        if want is None:
+            raise DataDirError(f"{_where(spk2utt_path, lineno)}: speaker '{spk}' has no utterance in utt2spk")
+        if utts != want:
+            missing = sorted(set(want) - set(utts))
+            extra = sorted(set(utts) - set(want))
+            raise DataDirError(
+                f"{_where(spk2utt_path, lineno)}: speaker '{spk}' disagrees with utt2spk "
+                f"(missing {missing[:3]}, extra {extra[:3]}, or order differs); run utils/fix_data_dir"
+            )
+    if len(spk2utt) != len(expected):
+        missing = sorted(set(expected) - set(spk2utt))
+        raise DataDirError(f"{spk2utt_path}: speakers of utt2spk missing here: {missing[:5]}")
+
+    def _cover(name: str, required: bool) -> Optional["OrderedDict[str, str]"]:
+        p = path / name
+        if not p.exists():
+            if required:
+                raise DataDirError(f"{p}: file not found")
+            return None
+        table = read_table(p)
+        for lineno, key in enumerate(table, 1):
+            if key not in utt2spk:
+                raise DataDirError(f"{_where(p, lineno)}: utterance '{key}' is not in utt2spk")
+        if len(table) != len(utt2spk):
+            missing = [u for u in utt2spk if u not in table]
+            raise DataDirError(f"{p}: no entry for {len(missing)} utterance(s) of utt2spk, e.g. '{missing[0]}'")
+        return table
+
+    wav = _cover("wav.scp", need_wav)
+    if wav is not None and check_files:
+        for lineno, (utt, value) in enumerate(wav.items(), 1):
+            f = wav_scp_path(value)
+            files = [f] if f is not None else pipe_input_files(value)
+            for fn in files:
+                if not os.path.isabs(fn):
+                    fn = str(path / fn) if not os.path.exists(fn) else fn
+                if not os.path.exists(fn):
+                    raise DataDirError(f"{_where(path / 'wav.scp', lineno)}: utterance '{utt}': audio file '{fn}' does not exist")
+    _cover("feats.scp", need_feats)
+    for name in ("utt2num_frames", "vad.scp", "utt2lang", "utt2orig", "utt2genre", "utt2dur"):
+        _cover(name, False)
+    n_trials = 0
+    spks = set(spk2utt)
+    for tf in sorted(path.glob("trials*")):
+        if tf.is_file():
+            n_trials += len(read_trials(tf, known_enroll=set(utt2spk) | spks, known_test=set(utt2spk)))
+    return {"utts": len(utt2spk), "speakers": len(spk2utt), "trials": n_trials}

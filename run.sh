@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# pyspk recipe: speaker verification with AM-SupCon, class-aware attention and MGDA.
+# A bare ./run.sh runs every stage on SynthCeleb, a corpus made on the spot.
+# Stages (see README.md for inputs and outputs of each):
+#   0 data preparation        1 fbank features          2 augmentation (+ its fbank)
+#   3 training (per system)   4 x-vector extraction     5 back-ends (mean, LDA, PLDA, cohort)
+#   6 scoring (cosine, AS-norm, PLDA)                   7 report (results.md, results.json, det.png)
+set -euo pipefail
+
+# ---- defaults: every one of these is also a --flag ----
+stage=0
+stop_stage=7
+corpus=synth            # synth | speechocean762 | voxceleb1 | voxceleb2 | cnceleb | folder
+config=                 # one system's yaml; empty = every system of conf/<corpus>/systems.list
+systems=                # space-separated system names; overrides the list file
+nj=2                    # parallel jobs for features and extraction
+force=false             # true: redo stages even when their .done stamps are up to date
+seed=777
+data=data
+exp=exp
+fbank_dir=fbank
+synth_size=default      # tiny | default (SynthCeleb size)
+nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
+augment=true            # stage 2 on/off; off trains on the clean set
+musan_root=             # MUSAN folder; empty = noise made by the tool, babble from training speech
+rirs_root=              # RIRS_NOISES folder; empty = rooms simulated with pyroomacoustics
+speechocean762_root=../shared/data/speechocean762
+voxceleb1_root=
+voxceleb2_root=
+cnceleb_root=
+folder_root=
+
+. ./path.sh
+. ./cmd.sh                # cmd, train_cmd (also --cmd, --train-cmd)
+help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--config YAML] [--nj N] [--cmd CMD] [--force true]"
+. utils/parse_options.sh
+
+case $corpus in
+  synth)          train_set=synth_train;    test_set=synth_test ;;
+  speechocean762) train_set=so762_train;    test_set=so762_test ;;
+  voxceleb1)      train_set=voxceleb1_dev;  test_set=voxceleb1_test ;;
+  voxceleb2)      train_set=voxceleb2_dev;  test_set=voxceleb1_test ;;
+  cnceleb)        train_set=cnceleb_train;  test_set=cnceleb1_eval ;;
+  folder)         train_set=folder_train;   test_set=folder_test ;;
+  *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762, voxceleb1, voxceleb2, cnceleb, folder)" >&2; exit 1 ;;
+esac
+conf_dir=conf/$corpus
+if [ -n "$config" ]; then
+  systems=$(basename "$config" .yaml)
+elif [ -z "$systems" ]; then
+  systems=$(grep -v '^#' "$conf_dir/systems.list" | xargs)
+fi
+system_config() { if [ -n "$config" ]; then echo "$config"; else echo "$conf_dir/$1.yaml"; fi; }
+train_data=$data/$train_set
+$augment && train_data=$data/${train_set}_combined
+stamp() { echo "$1/.done.$2"; }
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  echo "stage 0: data preparation ($corpus) -> $data/$train_set $data/$test_set"
+  utils/stamped.sh --force $force "$(stamp $data stage0_$corpus)" -- \
+    local/prepare_corpus.sh --corpus $corpus --data $data --seed $seed --nj $nj --synth-size $synth_size \
+      --speechocean762-root "$speechocean762_root" --voxceleb1-root "$voxceleb1_root" \
+      --voxceleb2-root "$voxceleb2_root" --cnceleb-root "$cnceleb_root" --folder-root "$folder_root"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $train_set $test_set"
+  for set in $train_set $test_set; do
+    utils/stamped.sh --force $force "$(stamp $data/$set fbank)" $data/$set/wav.scp conf/fbank.yaml -- \
+      pyspk fbank --config conf/fbank.yaml --nj $nj --cmd "$cmd" $data/$set $fbank_dir/$set
+  done
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
+  echo "stage 2: augmentation of $train_set (reverb, noise, music, babble) and their fbank -> $train_data"
+  utils/stamped.sh --force $force "$(stamp $train_data augment)" $data/$train_set/feats.scp conf/augment.yaml -- \
+    pyspk augment --config conf/augment.yaml --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
+      ${musan_root:+--musan-root "$musan_root"} ${rirs_root:+--rirs-root "$rirs_root"} \
+      $data/$train_set $fbank_dir $train_data
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  for sys in $systems; do
+    echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys"
+    utils/stamped.sh --force $force "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data/feats.scp -- \
+      $train_cmd $exp/$sys/log/train.log \
+        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed \
+          --train-dir $train_data --exp-dir $exp/$sys
+  done
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  for sys in $systems; do
+    for set in $train_set $test_set; do
+      echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
+      utils/stamped.sh --force $force "$(stamp $exp/$sys/xvectors_$set extract)" $exp/$sys/final.pt $data/$set/feats.scp -- \
+        pyspk extract --nj $nj --cmd "$cmd" $exp/$sys/final.pt $data/$set $exp/$sys/xvectors_$set
+    done
+  done
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  for sys in $systems; do
+    echo "stage 5: back-ends (mean, LDA, PLDA, AS-norm cohort) for $sys -> $exp/$sys/backend"
+    utils/stamped.sh --force $force "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$train_set conf/backend.yaml -- \
+      pyspk backend --config conf/backend.yaml $exp/$sys/xvectors_$train_set $data/$train_set $exp/$sys/backend
+  done
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  for sys in $systems; do
+    echo "stage 6: scoring $data/$test_set/trials* with $sys (cosine, AS-norm, PLDA) -> $exp/$sys/scores"
+    utils/stamped.sh --force $force "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set -- \
+      pyspk score --backend-dir $exp/$sys/backend --xvector-dir $exp/$sys/xvectors_$test_set \
+        --data-dir $data/$test_set --out-dir $exp/$sys/scores
+  done
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  echo "stage 7: report -> $exp/results.md $exp/results.json $exp/det.png"
+  pyspk report --exp-dir $exp --systems "$systems" --command "$0 $*" --out $exp/results.md
+fi
+echo "$0: done (stages $stage..$stop_stage)"
