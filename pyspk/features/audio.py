@@ -1,0 +1,78 @@
+"""Audio reading for wav.scp entries (file paths and ``command |`` pipes).
+
+Every failure is an :class:`AudioError` naming the utterance and the source, so
+the fbank stage can stop (or, with ``--skip-bad``, skip and list the reason).
+Stereo policy: channel 0 is taken with a warning (``stereo: first``, default),
+or the file is refused (``stereo: error``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+class AudioError(Exception):
+    """Unreadable or unusable audio; ``utt`` and ``source`` name the culprit."""
+
+    def __init__(self, utt: str, source: str, reason: str):
+        super().__init__(f"utterance '{utt}' ({source}): {reason}")
+        self.utt, self.source, self.reason = utt, source, reason
+
+
+def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Polyphase resampling (scipy.signal.resample_poly, Kaiser-windowed FIR)."""
+    if orig_sr == new_sr:
+        return wave
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(int(new_sr), int(orig_sr))
+    out = resample_poly(wave.astype(np.float64), ratio.numerator, ratio.denominator)
+    return out.astype(np.float32)
+
+
+def _read_source(source: str) -> tuple[np.ndarray, int]:
+    """Decode a path or a ``cmd |`` pipe into (samples float32 (N, C), rate)."""
+    if source.endswith("|"):
+        proc = subprocess.run(source[:-1], shell=True, capture_output=True)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"pipe exited with status {proc.returncode}: {err[0]}")
+        data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+    else:
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
+    return data, sr
+
+
+def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
+               stereo: str = "first") -> np.ndarray:
+    """Mono float32 samples of one wav.scp entry at ``target_sr``; AudioError on bad input."""
+    try:
+        data, sr = _read_source(source)
+    except Exception as e:  # soundfile / OS / pipe errors all become one clear message
+        raise AudioError(utt, source, f"cannot read audio: {e}") from None
+    if sr not in SUPPORTED_RATES:
+        raise AudioError(utt, source, f"unsupported sample rate {sr} Hz (supported: {SUPPORTED_RATES})")
+    if data.shape[1] > 1:
+        if stereo == "error":
+            raise AudioError(utt, source, f"{data.shape[1]} channels; only mono is accepted (stereo: error)")
+        log.warning("utterance '%s' (%s): %d channels, taking channel 0", utt, source, data.shape[1])
+    wave = data[:, 0]
+    if wave.shape[0] == 0:
+        raise AudioError(utt, source, "zero-length recording")
+    if wave.shape[0] < math.ceil(min_duration_s * sr):
+        raise AudioError(utt, source, f"too short: {wave.shape[0]} samples = "
+                         f"{1000.0 * wave.shape[0] / sr:.1f} ms < {1000.0 * min_duration_s:.0f} ms")
+    if not np.isfinite(wave).all():
+        raise AudioError(utt, source, "NaN or inf samples")
+    return resample(np.ascontiguousarray(wave), sr, target_sr)

@@ -1,0 +1,154 @@
+"""Log-mel filterbank features (Kaldi ``compute-fbank`` definition) via Lhotse.
+
+The signal work is Lhotse's :class:`lhotse.Fbank` (its ``Wav2LogFilterBank``
+torch module): DC removal, pre-emphasis ``x[n] - 0.97 x[n-1]``, a Povey window
+(Hann ** 0.85), a power spectrum of a zero-padded 512-point FFT, a triangular
+mel filterbank on ``mel(f) = 1127 ln(1 + f / 700)`` between ``low_freq`` and
+``high_freq``, then ``log(max(E, eps))``.
+
+Samples are scaled to the int16 range (x 32768) before extraction, as Kaldi
+reads 16-bit PCM, so the log energies equal Kaldi's rather than being offset
+by ``2 ln 32768``.  The extractor object is built once per configuration and
+reused (building it costs more than one short utterance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+INT16_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Settings of conf/fbank.yaml (the ``fbank`` and ``vad`` sections).
+
+    ``high_freq`` is absolute when > 0, an offset from Nyquist when <= 0
+    (Kaldi's convention). ``snip_edges=False`` gives ``round(N / shift)``
+    frames (Lhotse's convention).
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    low_freq: float = 20.0
+    high_freq: float = 7600.0
+    dither: float = 0.0
+    preemph_coeff: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    snip_edges: bool = False
+    int16_scale: bool = True
+    # energy VAD (Kaldi compute-vad); applied at read time, stored as vad.scp
+    vad: bool = False
+    vad_energy_threshold: float = 5.5
+    vad_energy_mean_scale: float = 0.5
+    vad_frames_context: int = 2
+    vad_proportion_threshold: float = 0.6
+    # bad input handling
+    min_duration_s: float = 0.025
+    stereo: str = "first"  # "first": take channel 0 with a warning; "error": refuse
+
+    @property
+    def frame_shift_samples(self) -> int:
+        return int(round(self.sample_rate * self.frame_shift_ms / 1000.0))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "FbankConfig":
+        """Build from a flat dict; an unknown key is an error naming the nearest valid key."""
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in valid:
+                near = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise ValueError(f"{source}: unknown fbank option '{key}'{hint}; valid: {', '.join(valid)}")
+        cfg = cls(**dict(d))
+        if cfg.stereo not in ("first", "error"):
+            raise ValueError(f"{source}: stereo must be 'first' or 'error', got '{cfg.stereo}'")
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path) -> "FbankConfig":
+        """Read conf/fbank.yaml: top-level keys, optionally grouped under ``fbank:`` / ``vad:``."""
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+        flat: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "fbank" and isinstance(value, dict):
+                flat.update(value)
+            elif key == "vad" and isinstance(value, dict):
+                for k, v in value.items():
+                    flat["vad" if k == "enabled" else f"vad_{k}"] = v
+            else:
+                flat[key] = value
+        return cls.from_dict(flat, source=str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _extractor(config: FbankConfig):
+    """The Lhotse Fbank torch module for ``config`` (cached: built once per process)."""
+    from lhotse import Fbank
+    from lhotse import FbankConfig as LhotseFbankConfig
+
+    high = config.high_freq if config.high_freq > 0 else config.sample_rate / 2 + config.high_freq
+    lcfg = LhotseFbankConfig(
+        sampling_rate=config.sample_rate,
+        frame_length=config.frame_length_ms / 1000.0,
+        frame_shift=config.frame_shift_ms / 1000.0,
+        dither=config.dither,
+        preemph_coeff=config.preemph_coeff,
+        remove_dc_offset=config.remove_dc_offset,
+        window_type=config.window_type,
+        snip_edges=config.snip_edges,
+        low_freq=config.low_freq,
+        high_freq=high,
+        num_filters=config.num_mel_bins,
+    )
+    return Fbank(lcfg)
+
+
+def num_frames(num_samples: int, config: FbankConfig | None = None) -> int:
+    """Frames produced for ``num_samples`` samples (Kaldi/Lhotse rules)."""
+    config = config or FbankConfig()
+    shift = config.frame_shift_samples
+    win = int(round(config.sample_rate * config.frame_length_ms / 1000.0))
+    if config.snip_edges:
+        return 0 if num_samples < win else 1 + (num_samples - win) // shift
+    return (num_samples + shift // 2) // shift
+
+
+def compute_fbank(wave: np.ndarray, sample_rate: int, config: FbankConfig | None = None) -> np.ndarray:
+    """Log-mel filterbank of a mono waveform in [-1, 1]: (frames, num_mel_bins) float32.
+
+    ``wave`` is resampled when ``sample_rate`` differs from ``config.sample_rate``.
+    """
+    config = config or FbankConfig()
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise ValueError(f"compute_fbank expects a 1-D waveform, got shape {wave.shape}")
+    if sample_rate != config.sample_rate:
+        from pyspk.features.audio import resample
+
+        wave = resample(wave, sample_rate, config.sample_rate)
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    if config.int16_scale:
+        x = x * INT16_SCALE
+    with torch.inference_mode():
+        feats = _extractor(config).extractor(x.unsqueeze(0))[0]
+    return feats.numpy().astype(np.float32, copy=False)
+
+
+def load_config(path: str | Path | None) -> FbankConfig:
+    """FbankConfig from a yaml path, or the defaults when ``path`` is None."""
+    return FbankConfig() if path is None else FbankConfig.from_yaml(path)
