@@ -53,7 +53,7 @@ class FbankConfig:
     vad_energy_threshold: float = 5.5
     vad_energy_mean_scale: float = 0.5
     vad_frames_context: int = 2
-    vad_proportion_threshold: float = 0.6
+    vad_proportion_threshold: float = 0.12
     # bad input handling
     min_duration_s: float = 0.025
     stereo: str = "first"  # "first": take channel 0 with a warning; "error": refuse
@@ -114,6 +114,7 @@ def _extractor(config: FbankConfig):
         low_freq=config.low_freq,
         high_freq=high,
         num_filters=config.num_mel_bins,
+        use_energy=config.vad,  # column 0 = raw log energy, the input of the energy VAD
     )
     return Fbank(lcfg)
 
@@ -128,10 +129,13 @@ def num_frames(num_samples: int, config: FbankConfig | None = None) -> int:
     return (num_samples + shift // 2) // shift
 
 
-def compute_fbank(wave: np.ndarray, sample_rate: int, config: FbankConfig | None = None) -> np.ndarray:
-    """Log-mel filterbank of a mono waveform in [-1, 1]: (frames, num_mel_bins) float32.
+def compute_fbank_energy(wave: np.ndarray, sample_rate: int, config: FbankConfig | None = None):
+    """(fbank (T, num_mel_bins) float32, raw log energy (T,) float32 or None).
 
-    ``wave`` is resampled when ``sample_rate`` differs from ``config.sample_rate``.
+    The log energy (Kaldi ``raw_energy``: after DC removal, before pre-emphasis and
+    window, ``log(sum_n x[n]^2)``) is produced only when ``config.vad`` is set.
+    ``wave`` is mono in [-1, 1]; it is resampled when ``sample_rate`` differs from
+    ``config.sample_rate``.
     """
     config = config or FbankConfig()
     wave = np.asarray(wave)
@@ -145,8 +149,15 @@ def compute_fbank(wave: np.ndarray, sample_rate: int, config: FbankConfig | None
     if config.int16_scale:
         x = x * INT16_SCALE
     with torch.inference_mode():
-        feats = _extractor(config).extractor(x.unsqueeze(0))[0]
-    return feats.numpy().astype(np.float32, copy=False)
+        feats = _extractor(config).extractor(x.unsqueeze(0))[0].numpy()
+    if config.vad:
+        return np.ascontiguousarray(feats[:, 1:], dtype=np.float32), feats[:, 0].astype(np.float32)
+    return feats.astype(np.float32, copy=False), None
+
+
+def compute_fbank(wave: np.ndarray, sample_rate: int, config: FbankConfig | None = None) -> np.ndarray:
+    """Log-mel filterbank of a mono waveform in [-1, 1]: (frames, num_mel_bins) float32."""
+    return compute_fbank_energy(wave, sample_rate, config)[0]
 
 
 def load_config(path: str | Path | None) -> FbankConfig:
