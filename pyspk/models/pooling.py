@@ -1,0 +1,79 @@
+"""Temporal pooling layers: frame-level (B, C, T) features -> one utterance vector.
+
+- :class:`StatisticsPooling` (Snyder et al. 2018, x-vector): the mean and the
+  standard deviation over time of every channel, concatenated -> (B, 2C).
+- :class:`AttentiveStatisticsPooling` (Okabe et al. 2018, in the channel- and
+  context-dependent form of Desplanques et al. 2020, ECAPA-TDNN §3.4):
+  attention scores e_t,c = v_c^T f(W [h_t; μ; σ] + b) + k_c, with μ, σ the
+  global mean/std of h appended to every frame (context), α_t,c = softmax_t(e_t,c)
+  per channel, then the weighted mean μ̃_c = Σ_t α_t,c h_t,c and weighted std
+  σ̃_c = sqrt(Σ_t α_t,c h_t,c² − μ̃_c²) -> (B, 2C).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_VAR_FLOOR = 1e-5
+
+
+def _mean_std(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over the last axis, optionally weighted (weights sum to 1 over time)."""
+    if weights is None:
+        mean = x.mean(dim=-1)
+        var = (x - mean.unsqueeze(-1)).pow(2).mean(dim=-1)
+    else:
+        mean = (weights * x).sum(dim=-1)
+        var = (weights * (x - mean.unsqueeze(-1)).pow(2)).sum(dim=-1)
+    return mean, var.clamp(min=_VAR_FLOOR).sqrt()
+
+
+class StatisticsPooling(nn.Module):
+    """(B, C, T) -> (B, 2C): [mean_t h; std_t h]."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_dim = 2 * in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = _mean_std(x)
+        return torch.cat([mean, std], dim=1)
+
+
+class AttentiveStatisticsPooling(nn.Module):
+    """Channel- and context-dependent attentive statistics pooling (ECAPA-TDNN).
+
+    f is Conv1d(3C -> A) + ReLU + BatchNorm + tanh, then a Conv1d(A -> C) gives
+    one score per channel and frame; softmax over time. ``global_context=False``
+    drops the appended [μ; σ] (plain channel-dependent attention).
+    """
+
+    def __init__(self, in_channels: int, attention_channels: int = 128, global_context: bool = True):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_dim = 2 * in_channels
+        self.global_context = global_context
+        att_in = 3 * in_channels if global_context else in_channels
+        self.attention = nn.Sequential(
+            nn.Conv1d(att_in, attention_channels, kernel_size=1),
+            nn.ReLU(),
+            nn.BatchNorm1d(attention_channels),
+            nn.Tanh(),
+            nn.Conv1d(attention_channels, in_channels, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.shape[-1]
+        if self.global_context:
+            mean, std = _mean_std(x)
+            context = torch.cat(
+                [x, mean.unsqueeze(-1).expand(-1, -1, frames), std.unsqueeze(-1).expand(-1, -1, frames)], dim=1
+            )
+        else:
+            context = x
+        # softmax in float32 even under autocast: frames can number in the thousands.
+        alpha = torch.softmax(self.attention(context).float(), dim=-1).to(x.dtype)
+        mean, std = _mean_std(x, alpha)
+        return torch.cat([mean, std], dim=1)
