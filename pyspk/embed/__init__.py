@@ -1,0 +1,1 @@
+"""Embedding extraction: encoder forward over features, jobs, ark/scp tables."""
