@@ -46,11 +46,11 @@ def test_fitted_llrs_match_true_model():
     mu, sb, sw = true_model()
     X, lab = draw(rng, mu, sb, sw, 600, 8)
     plda = PLDA(n_iter=10).fit(X, lab)
-    Xt, lt = draw(rng, mu, sb, sw, 400, 2)
-    e, t = Xt[0::2], Xt[1::2]              # 400 target pairs
+    Xt, lt = draw(rng, mu, sb, sw, 2000, 2)
+    e, t = Xt[0::2], Xt[1::2]              # 2000 target pairs
     e = np.concatenate([e, e])
-    t = np.concatenate([t, np.roll(t, 1, axis=0)])  # + 400 non-target pairs
-    labels = np.r_[np.ones(400), np.zeros(400)]
+    t = np.concatenate([t, np.roll(t, 1, axis=0)])  # + 2000 non-target pairs
+    labels = np.r_[np.ones(2000), np.zeros(2000)]
     fitted = plda.score(e, t)
     true = oracle(mu, sb, sw).score(e, t)
     assert np.corrcoef(fitted, true)[0, 1] > 0.99
