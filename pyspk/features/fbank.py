@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 INT16_SCALE = 32768.0
 
@@ -145,6 +144,8 @@ def compute_fbank_energy(wave: np.ndarray, sample_rate: int, config: FbankConfig
         from pyspk.features.audio import resample
 
         wave = resample(wave, sample_rate, config.sample_rate)
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     if config.int16_scale:
         x = x * INT16_SCALE

@@ -1,0 +1,68 @@
+"""Signals made in the tool when MUSAN is not given, and additive mixing at an SNR.
+
+Coloured noise: white Gaussian noise shaped in the frequency domain by
+``|H(f)| = f^(-beta/2)`` (power spectrum ``1/f^beta``; beta 0 white, 1 pink,
+2 brown), normalised to unit power.
+Music: a sequence of notes, each a sum of harmonics ``sum_k a^k sin(2 pi k f0 t)``
+of a random equal-tempered pitch ``f0 = 440 * 2^(n/12)`` with an attack/decay
+envelope, so the signal is tonal and non-stationary like MUSAN music.
+Mixing: ``y = x + g n`` with ``g = sqrt(P_x / (P_n 10^(SNR/10)))`` so that
+``10 log10(P_x / P(g n)) = SNR`` exactly (powers over the whole utterance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def coloured_noise(num_samples: int, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power noise with power spectrum proportional to 1/f^beta."""
+    white = rng.standard_normal(num_samples)
+    spec = np.fft.rfft(white)
+    f = np.fft.rfftfreq(num_samples)
+    f[0] = f[1] if num_samples > 1 else 1.0
+    spec *= f ** (-beta / 2.0)
+    noise = np.fft.irfft(spec, n=num_samples)
+    noise -= noise.mean()
+    return (noise / max(np.sqrt(np.mean(noise ** 2)), 1e-12)).astype(np.float32)
+
+
+def synth_music(num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power random harmonic melody (notes of 0.15-0.6 s, 1-3 voices)."""
+    out = np.zeros(num_samples, dtype=np.float64)
+    for _ in range(int(rng.integers(1, 4))):
+        pos = 0
+        while pos < num_samples:
+            dur = int(rng.uniform(0.15, 0.6) * sample_rate)
+            n = min(dur, num_samples - pos)
+            t = np.arange(n) / sample_rate
+            f0 = 440.0 * 2.0 ** (rng.integers(-24, 13) / 12.0)
+            decay = rng.uniform(0.3, 0.8)
+            note = sum(decay ** k * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 2 * np.pi))
+                       for k in range(int(rng.integers(3, 9))) if (k + 1) * f0 < sample_rate / 2)
+            env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.0, 6.0))
+            out[pos:pos + n] += env * note
+            pos += dur
+    out -= out.mean()
+    return (out / max(np.sqrt(np.mean(out ** 2)), 1e-12)).astype(np.float32)
+
+
+def fit_length(noise: np.ndarray, num_samples: int, offset: int = 0) -> np.ndarray:
+    """Crop (from ``offset``) or loop ``noise`` to exactly ``num_samples`` samples."""
+    if noise.shape[0] == 0:
+        raise ValueError("empty noise signal")
+    reps = int(np.ceil((offset % noise.shape[0] + num_samples) / noise.shape[0]))
+    return np.tile(noise, reps)[offset % noise.shape[0]: offset % noise.shape[0] + num_samples]
+
+
+def power(x: np.ndarray) -> float:
+    return float(np.mean(np.asarray(x, dtype=np.float64) ** 2))
+
+
+def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``signal + g * noise`` with g chosen so that the SNR is ``snr_db`` (same lengths)."""
+    ps, pn = power(signal), power(noise)
+    if pn <= 0.0 or ps <= 0.0:
+        return signal.astype(np.float32)
+    gain = np.sqrt(ps / (pn * 10.0 ** (snr_db / 10.0)))
+    return (signal + gain * noise).astype(np.float32)

@@ -1,0 +1,187 @@
+"""One fbank job: wav.scp split -> ``feats.JOB.ark/.scp`` (+ ``vad.JOB.ark/.scp``) with kaldiio.
+
+Files of job J under FBANK_DIR (final names appear only when complete):
+
+    feats.J.ark, feats.J.scp        log-mel features, scp points at the absolute ark path
+    vad.J.ark, vad.J.scp            0/1 per frame (only when VAD is configured)
+    utt2num_frames.J                frames per utterance
+    bad.J                           ``utt reason`` of skipped utterances (--skip-bad)
+    .done.feats.J                   written last: the job's input/config hash
+
+A job is reused when its stamp matches the current input and every scp entry
+verifies (see :func:`verify_job`).  Augmented sets carry ``aug.scp`` (utt -> JSON
+recipe); the job then applies the recipe to the audio on the fly
+(:mod:`pyspk.augment.apply`) before computing features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import kaldiio
+import numpy as np
+
+from pyspk.features.audio import AudioError, read_audio
+from pyspk.features.fbank import FbankConfig, compute_fbank_energy
+from pyspk.features.vad import vad_from_config
+from pyspk.io import atomic_write_text, touch_done
+
+log = logging.getLogger(__name__)
+
+
+def job_files(fbank_dir, job: int) -> Dict[str, Path]:
+    d = Path(fbank_dir).resolve()
+    return {
+        "ark": d / f"feats.{job}.ark", "scp": d / f"feats.{job}.scp",
+        "vad_ark": d / f"vad.{job}.ark", "vad_scp": d / f"vad.{job}.scp",
+        "frames": d / f"utt2num_frames.{job}", "bad": d / f"bad.{job}",
+        "done": d / f".done.feats.{job}", "split": d / "split" / f"wav.{job}.scp",
+    }
+
+
+def split_lines(lines: List[str], nj: int) -> List[List[str]]:
+    """Contiguous split into ``nj`` near-equal parts (Kaldi split_scp.pl); keeps sort order."""
+    n = len(lines)
+    bounds = [round(i * n / nj) for i in range(nj + 1)]
+    return [lines[bounds[i]:bounds[i + 1]] for i in range(nj)]
+
+
+def job_signature(split_text: str, recipes_text: str, config: FbankConfig) -> str:
+    """Hash of everything a job's output depends on (its wav.scp lines, recipes, config)."""
+    h = hashlib.sha256()
+    for part in (split_text, recipes_text, json.dumps(config.__dict__, sort_keys=True)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _read_scp(path: Path) -> List[Tuple[str, str, int]]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        utt, loc = line.split(None, 1)
+        ark, off = loc.rsplit(":", 1)
+        out.append((utt, ark, int(off)))
+    return out
+
+
+def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[str, int]]) -> str:
+    """'' when every scp entry of ``ark`` is a complete binary float matrix/vector, else a reason."""
+    if not scp.is_file() or not ark.is_file():
+        return f"{scp.name} or {ark.name} missing"
+    size = ark.stat().st_size
+    end = 0
+    with open(ark, "rb") as f:
+        for utt, path, off in _read_scp(scp):
+            if Path(path) != ark:
+                return f"{scp.name}: '{utt}' points at {path}, not {ark}"
+            f.seek(off)
+            head = f.read(15 if header == b"FM " else 10)
+            if head[:2] != b"\0B" or head[2:5] != header:
+                return f"{ark.name}: entry '{utt}' at {off} is not a binary {header.decode().strip()} object"
+            rows = struct.unpack("<i", head[6:10])[0]
+            cols = struct.unpack("<i", head[11:15])[0] if header == b"FM " else 1
+            if frames is not None and frames.get(utt) != rows:
+                return f"{ark.name}: '{utt}' has {rows} frames, utt2num_frames says {frames.get(utt)}"
+            end = off + len(head) + 4 * rows * cols
+            if end > size:
+                return f"{ark.name}: entry '{utt}' is truncated"
+    if end != size:
+        return f"{ark.name}: {size - end} bytes after the last scp entry"
+    return ""
+
+
+def verify_job(fbank_dir, job: int, signature: str, vad: bool) -> str:
+    """'' when job ``job`` is complete and consistent with ``signature``; else why not."""
+    p = job_files(fbank_dir, job)
+    if not p["done"].is_file():
+        return "no completion stamp"
+    if p["done"].read_text().strip() != signature:
+        return "input or config changed since it was computed"
+    if not p["frames"].is_file():
+        return f"{p['frames'].name} missing"
+    frames = {u: int(n) for u, n in (ln.split() for ln in p["frames"].read_text().splitlines())}
+    why = _check_entries(p["scp"], p["ark"], b"FM ", frames)
+    if not why and vad:
+        why = _check_entries(p["vad_scp"], p["vad_ark"], b"FV ", frames)
+    if not why and len(frames) != len(_read_scp(p["scp"])):
+        why = "utt2num_frames and feats.scp disagree"
+    return why
+
+
+def _write_stream(p: Dict[str, Path], items, vad: bool) -> Tuple[Dict[str, int], Dict[str, str]]:
+    """Write (utt, feats, vad) items to temporary arks/scps; rename onto the final names."""
+    tmp = {k: p[k].with_name(f".{p[k].name}.tmp{os.getpid()}") for k in ("ark", "scp", "vad_ark", "vad_scp")}
+    frames: Dict[str, int] = {}
+    bad: Dict[str, str] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            feats_w = stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['ark']},{tmp['scp']}"))
+            vad_w = stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['vad_ark']},{tmp['vad_scp']}")) if vad else None
+            for utt, feats, v, reason in items:
+                if reason:
+                    bad[utt] = reason
+                    continue
+                feats_w(utt, feats)
+                if vad_w is not None:
+                    vad_w(utt, v)
+                frames[utt] = int(feats.shape[0])
+        for ark_key, scp_key in (("ark", "scp"), ("vad_ark", "vad_scp")):
+            if ark_key == "vad_ark" and not vad:
+                continue
+            text = tmp[scp_key].read_text(encoding="utf-8").replace(str(tmp[ark_key]), str(p[ark_key]))
+            os.replace(tmp[ark_key], p[ark_key])
+            atomic_write_text(p[scp_key], text)
+    finally:
+        for t in tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                t.unlink()
+    return frames, bad
+
+
+def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool = False) -> Dict[str, str]:
+    """Compute features for split ``job``; return the skipped utterances {utt: reason}.
+
+    Raises AudioError on the first bad utterance unless ``skip_bad``.
+    """
+    from pyspk.augment.apply import RecipeApplier, read_recipes
+
+    p = job_files(fbank_dir, job)
+    split_text = p["split"].read_text(encoding="utf-8")
+    entries = [ln.split(None, 1) for ln in split_text.splitlines() if ln.strip()]
+    recipes, recipes_text = read_recipes(Path(data_dir), [u for u, _ in entries])
+    signature = job_signature(split_text, recipes_text, config)
+    with contextlib.suppress(FileNotFoundError):
+        p["done"].unlink()
+    applier = RecipeApplier(config.sample_rate)
+
+    def items():
+        for utt, source in entries:
+            try:
+                wave = read_audio(utt, source, config.sample_rate, config.min_duration_s, config.stereo)
+                if utt in recipes:
+                    wave = applier(utt, wave, recipes[utt])
+                feats, energy = compute_fbank_energy(wave, config.sample_rate, config)
+                if not np.isfinite(feats).all():
+                    raise AudioError(utt, source, "features contain NaN or inf")
+            except AudioError as e:
+                if not skip_bad:
+                    raise
+                log.warning("skipping %s", e)
+                yield utt, None, None, f"{e.reason} [{e.source}]"
+                continue
+            v = vad_from_config(energy, config) if config.vad else None
+            yield utt, feats, v, ""
+
+    frames, bad = _write_stream(p, items(), config.vad)
+    atomic_write_text(p["frames"], "".join(f"{u} {n}\n" for u, n in frames.items()))
+    atomic_write_text(p["bad"], "".join(f"{u} {r}\n" for u, r in bad.items()))
+    touch_done(p["done"], signature + "\n")
+    log.info("job %d: %d utterances, %d skipped", job, len(frames), len(bad))
+    return bad

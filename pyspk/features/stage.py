@@ -1,0 +1,149 @@
+"""The fbank stage driver (Kaldi ``make_fbank.sh``): split, run jobs via ``$cmd``, merge.
+
+    make_fbank(data_dir, fbank_dir, config_path, nj, cmd)
+
+1. splits ``data_dir/wav.scp`` into ``nj`` contiguous parts (``fbank_dir/split/wav.J.scp``);
+2. runs every job that does not verify (:func:`pyspk.features.ark.verify_job`) through
+   the queue script: ``CMD JOB=a:b fbank_dir/log/fbank.JOB.log python -m pyspk.bin.fbank
+   --job JOB ...`` (one call per contiguous range of pending jobs);
+3. merges the job scps into ``data_dir/feats.scp``, ``utt2num_frames`` (and
+   ``vad.scp``), each written atomically.
+
+A failed job makes :class:`StageError` name its log.  With ``skip_bad`` the skipped
+utterances (listed in ``data_dir/bad_utts`` with their reason) are removed from the
+data directory's per-utterance tables, as Kaldi's fix_data_dir.sh would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from pyspk.features.ark import job_files, job_signature, split_lines, verify_job
+from pyspk.features.fbank import FbankConfig
+from pyspk.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PER_UTT_TABLES = ("wav.scp", "utt2spk", "utt2lang", "utt2orig", "utt2genre", "utt2dur", "utt2gender",
+                  "text", "aug.scp")
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message names the log file(s) to read."""
+
+
+def _ranges(jobs: List[int]) -> List[tuple]:
+    out: List[list] = []
+    for j in jobs:
+        if out and out[-1][1] == j - 1:
+            out[-1][1] = j
+        else:
+            out.append([j, j])
+    return [tuple(r) for r in out]
+
+
+def write_splits(data_dir: Path, fbank_dir: Path, nj: int) -> List[str]:
+    """Write ``split/wav.J.scp`` (only when their content changed); return their texts."""
+    lines = (data_dir / "wav.scp").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = [ln for ln in lines if ln.strip()]
+    read_table(data_dir / "wav.scp")  # sorted, unique keys, or a clear error
+    texts = ["".join(part) for part in split_lines(lines, nj)]
+    for j, text in enumerate(texts, 1):
+        path = job_files(fbank_dir, j)["split"]
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+    return texts
+
+
+def run_jobs(cmd: str, fbank_dir: Path, jobs: List[int], job_argv: List[str]) -> None:
+    """Run ``jobs`` through the queue script; StageError naming the logs of failed jobs."""
+    log_pattern = fbank_dir / "log" / "fbank.JOB.log"
+    (fbank_dir / "log").mkdir(parents=True, exist_ok=True)
+    failed = []
+    for a, b in _ranges(jobs):
+        line = (f"{cmd} JOB={a}:{b} {shlex.quote(str(log_pattern))} "
+                f"{shlex.quote(sys.executable)} -m pyspk.bin.fbank --job JOB "
+                + " ".join(shlex.quote(x) for x in job_argv))
+        log.info("running %s", line)
+        rc = subprocess.call(line, shell=True)
+        if rc != 0:
+            failed += [j for j in range(a, b + 1) if not job_files(fbank_dir, j)["done"].is_file()] or [a]
+    if failed:
+        logs = ", ".join(str(log_pattern).replace("JOB", str(j)) for j in failed)
+        raise StageError(f"{len(failed)} fbank job(s) failed; see {logs}")
+
+
+def merge(data_dir: Path, fbank_dir: Path, nj: int, vad: bool) -> Dict[str, str]:
+    """Concatenate job outputs into the data directory; return the skipped {utt: reason}."""
+    parts = {"feats.scp": "scp", "utt2num_frames": "frames", "bad_utts": "bad"}
+    if vad:
+        parts["vad.scp"] = "vad_scp"
+    texts = {name: "".join(job_files(fbank_dir, j)[key].read_text(encoding="utf-8") for j in range(1, nj + 1))
+             for name, key in parts.items()}
+    bad = dict(ln.split(None, 1) for ln in texts["bad_utts"].splitlines())
+    if bad:
+        _drop_utts(data_dir, set(bad))
+    for name, text in texts.items():
+        if name == "bad_utts" and not text:
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / name).unlink()
+            continue
+        path = data_dir / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+    if not vad:
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / "vad.scp").unlink()
+    return bad
+
+
+def _drop_utts(data_dir: Path, bad: set) -> None:
+    for name in PER_UTT_TABLES:
+        path = data_dir / name
+        if path.is_file():
+            table = read_table(path)
+            if bad & set(table):
+                write_table(path, {u: v for u, v in table.items() if u not in bad})
+    utt2spk = read_table(data_dir / "utt2spk")
+    write_table(data_dir / "spk2utt", utt2spk_to_spk2utt(utt2spk))
+
+
+def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: str,
+               force: bool = False, skip_bad: bool = False) -> Dict[str, str]:
+    """Run the whole fbank stage; return the skipped utterances {utt: reason}."""
+    data_dir, fbank_dir = Path(data_dir), Path(fbank_dir).resolve()
+    config = FbankConfig() if config_path is None else FbankConfig.from_yaml(config_path)
+    n_utts = len(read_table(data_dir / "wav.scp"))
+    nj = max(1, min(nj, n_utts))
+    texts = write_splits(data_dir, fbank_dir, nj)
+    from pyspk.augment.apply import read_recipes
+
+    pending = []
+    for j, text in enumerate(texts, 1):
+        utts = [ln.split(None, 1)[0] for ln in text.splitlines()]
+        sig = job_signature(text, read_recipes(data_dir, utts)[1], config)
+        why = "--force" if force else verify_job(fbank_dir, j, sig, config.vad)
+        if why:
+            log.info("fbank job %d of %d: computing (%s)", j, nj, why)
+            pending.append(j)
+        else:
+            log.info("fbank job %d of %d: reusing verified output", j, nj)
+    if force:
+        for j in pending:
+            with contextlib.suppress(FileNotFoundError):
+                job_files(fbank_dir, j)["done"].unlink()
+    if pending:
+        argv = (["--config", str(Path(config_path).resolve())] if config_path else []) + \
+            (["--skip-bad"] if skip_bad else []) + [str(data_dir.resolve()), str(fbank_dir)]
+        run_jobs(cmd, fbank_dir, pending, argv)
+    bad = merge(data_dir, fbank_dir, nj, config.vad)
+    for utt, reason in bad.items():
+        log.warning("skipped utterance '%s': %s", utt, reason)
+    return bad
