@@ -97,7 +97,9 @@ class MarginSoftmax(nn.Module):
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(emb, labels)
-        return F.cross_entropy(logits.float(), labels), logits
+        # the cross-entropy in at least float32, also under fp16/bf16 autocast
+        low = logits.dtype in (torch.float16, torch.bfloat16)
+        return F.cross_entropy(logits.float() if low else logits, labels), logits
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind}, embed_dim={self.embed_dim}, num_classes={self.num_classes}, "

@@ -1,0 +1,298 @@
+"""Loss heads, AM-SupCon and CAA weights against hand computations and brute-force loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyspk.losses.margin_softmax import MarginScheduler, MarginSoftmax
+from pyspk.losses.supcon import EmaPrototypes, am_supcon_loss, caa_weights, supcon_loss
+
+
+def _unit(angle: float) -> list[float]:
+    return [math.cos(angle), math.sin(angle)]
+
+
+def _ce(logits: list[float], target: int) -> float:
+    mx = max(logits)
+    return -(logits[target] - mx - math.log(sum(math.exp(v - mx) for v in logits)))
+
+
+# ---------------------------------------------------------------- margin softmax heads
+# Two prototypes at angles 0 and pi/2 (2-d), four embeddings at known angles and norms.
+PROTO_ANGLES = [0.0, math.pi / 2]
+EMB = [(0.3, 2.0, 0), (1.0, 0.5, 1), (2.0, 1.0, 0), (3.0, 3.0, 0)]  # (angle, norm, label); 3.0 > pi - 0.2
+
+
+def _head(kind: str, margin=0.2, scale=32.0, easy=False) -> tuple[MarginSoftmax, torch.Tensor, torch.Tensor]:
+    head = MarginSoftmax(2, 2, kind=kind, margin=margin, scale=scale, easy_margin=easy)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0 * v for v in _unit(a)] for a in PROTO_ANGLES]))  # norm 3: normalised away
+    emb = torch.tensor([[n * v for v in _unit(a)] for a, n, _ in EMB])
+    labels = torch.tensor([y for _, _, y in EMB])
+    return head, emb, labels
+
+
+def _hand_margin_logits(kind: str, m: float, s: float, easy: bool) -> list[list[float]]:
+    rows = []
+    for a, _, y in EMB:
+        row = []
+        for c, pa in enumerate(PROTO_ANGLES):
+            theta = abs(a - pa)  # both in [0, pi]: the angle between the unit vectors
+            cos = math.cos(theta)
+            if c == y:
+                if kind == "am":
+                    cos = cos - m
+                elif easy:
+                    cos = math.cos(theta + m) if cos > 0 else cos
+                else:
+                    cos = math.cos(theta + m) if theta + m <= math.pi else cos - m * math.sin(m)
+            row.append(s * cos)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("kind,easy", [("aam", False), ("aam", True), ("am", False)])
+def test_margin_heads_match_hand_computation(kind, easy):
+    head, emb, labels = _head(kind, easy=easy)
+    loss, logits = head(emb, labels)
+    want = _hand_margin_logits(kind, 0.2, 32.0, easy)
+    assert torch.allclose(logits, torch.tensor(want), atol=1e-4)
+    want_loss = sum(_ce(row, y) for row, (_, _, y) in zip(want, EMB)) / len(EMB)
+    assert loss.item() == pytest.approx(want_loss, rel=1e-5)
+
+
+def test_aam_fallback_used_past_pi_minus_m():
+    head, emb, labels = _head("aam")
+    _, logits = head(emb, labels)
+    theta = 3.0  # sample 3 sits 3.0 rad from its prototype; 3.0 + 0.2 > pi
+    assert logits[3, 0].item() == pytest.approx(32.0 * (math.cos(theta) - 0.2 * math.sin(0.2)), rel=1e-5)
+    assert logits[3, 0].item() < 32.0 * math.cos(theta)  # the fallback still penalises
+
+
+def test_softmax_head_is_linear_with_bias():
+    head, emb, labels = _head("softmax")
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.5, -1.0]))
+    loss, logits = head(emb, labels)
+    w = head.weight.detach()
+    want = [[sum(e * wc for e, wc in zip(row, w[c].tolist())) + [0.5, -1.0][c] for c in range(2)]
+            for row in emb.tolist()]
+    assert torch.allclose(logits, torch.tensor(want), atol=1e-5)
+    assert loss.item() == pytest.approx(sum(_ce(r, y) for r, y in zip(want, labels.tolist())) / 4, rel=1e-5)
+    assert torch.allclose(head.prototypes.norm(dim=1), torch.ones(2))
+
+
+def test_margin_zero_aam_is_scaled_cosine_and_margin_settable():
+    head, emb, labels = _head("aam", margin=0.0)
+    _, logits0 = head(emb, labels)
+    assert torch.allclose(logits0, torch.tensor(_hand_margin_logits("aam", 0.0, 32.0, False)), atol=1e-4)
+    head.margin = 0.3
+    _, logits = head(emb, labels)
+    assert torch.allclose(logits, torch.tensor(_hand_margin_logits("aam", 0.3, 32.0, False)), atol=1e-4)
+
+
+def test_margin_is_checkpointed_and_bad_kind_rejected():
+    head = MarginSoftmax(4, 3, margin=0.1)
+    head.margin = 0.15
+    other = MarginSoftmax(4, 3, margin=0.0)
+    other.load_state_dict(head.state_dict())
+    assert other.margin == 0.15
+    with pytest.raises(ValueError, match="aam"):
+        MarginSoftmax(4, 3, kind="arcface")
+
+
+@pytest.mark.parametrize("kind", ["aam", "am", "softmax"])
+def test_margin_softmax_gradcheck(kind):
+    torch.manual_seed(0)
+    head = MarginSoftmax(5, 4, kind=kind, margin=0.2, scale=8.0).double()
+    emb = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    weight = head.weight.detach().clone().requires_grad_(True)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+
+    def loss(e, w):
+        return torch.func.functional_call(head, {"weight": w}, (e, labels), strict=False)[0]
+
+    assert torch.autograd.gradcheck(loss, (emb, weight))
+
+
+@pytest.mark.parametrize("mode", ["linear", "exp"])
+def test_margin_scheduler(mode):
+    head = MarginSoftmax(4, 3, margin=0.2)
+    sched = MarginScheduler(head, final_margin=0.2, start_epoch=1, ramp_epochs=4, mode=mode)
+    assert sched.step(0.5) == 0.0 and head.margin == 0.0
+    assert sched.step(1.0) == pytest.approx(0.0)
+    mid = sched.step(3.0)
+    want = 0.1 if mode == "linear" else 0.2 * (1 - math.exp(-2.5)) / (1 - math.exp(-5))
+    assert mid == pytest.approx(want) and head.margin == pytest.approx(want)
+    values = [sched.step(1 + 0.25 * k) for k in range(17)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert sched.step(5.0) == 0.2 and sched.step(50) == 0.2
+
+
+# ---------------------------------------------------------------- AM-SupCon
+def _naive_am_supcon(emb, labels, margin, tau, weights=None) -> float:
+    """The formula of METHOD.md §2, one pair at a time."""
+    z = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in emb]
+    n = len(z)
+    cos = [[sum(a * b for a, b in zip(z[i], z[j])) for j in range(n)] for i in range(n)]
+    w = weights if weights is not None else [[1.0] * n for _ in range(n)]
+    anchors = []
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and labels[p] == labels[i]]
+        if not positives:
+            continue
+        total = 0.0
+        for p in positives:
+            theta = math.acos(max(-1.0, min(1.0, cos[i][p])))
+            num = math.exp(math.cos(min(math.pi, max(0.0, theta + margin))) / tau)
+            den = num + sum(w[i][a] * math.exp(cos[i][a] / tau) for a in range(n) if a not in (i, p))
+            total += -math.log(num / den)
+        anchors.append(total / len(positives))
+    return sum(anchors) / len(anchors)
+
+
+def _naive_supcon_khosla(emb, labels, tau) -> float:
+    """Khosla et al. 2020, eq. 2 (L_out), averaged over anchors that have positives."""
+    z = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in emb]
+    n = len(z)
+    out = []
+    for i in range(n):
+        dots = {a: sum(x * y for x, y in zip(z[i], z[a])) / tau for a in range(n) if a != i}
+        log_den = math.log(sum(math.exp(v) for v in dots.values()))
+        pos = [p for p in dots if labels[p] == labels[i]]
+        if pos:
+            out.append(-sum(dots[p] - log_den for p in pos) / len(pos))
+    return sum(out) / len(out)
+
+
+SIX = [[1.0, 0.2, -0.3], [0.8, 0.5, 0.1], [-0.2, 1.0, 0.4], [0.1, 0.9, -0.5], [0.3, 0.7, 0.2], [-1.0, -0.2, 0.6]]
+SIX_LABELS = [0, 0, 1, 1, 1, 2]  # anchor 5 has no positive and is skipped
+SIX_WEIGHTS = [[1.0 if SIX_LABELS[i] == SIX_LABELS[k] else 0.1 + 0.1 * ((i + k) % 7) for k in range(6)]
+               for i in range(6)]
+
+
+@pytest.mark.parametrize("margin,tau,weighted", [(0.2, 0.07, False), (0.2, 0.07, True), (0.1, 0.5, True),
+                                                 (0.0, 0.1, True), (0.5, 0.2, False)])
+def test_am_supcon_matches_double_loop(margin, tau, weighted):
+    w = SIX_WEIGHTS if weighted else None
+    got = am_supcon_loss(torch.tensor(SIX), torch.tensor(SIX_LABELS), margin=margin, temperature=tau,
+                         weights=torch.tensor(w) if weighted else None)
+    assert got.item() == pytest.approx(_naive_am_supcon(SIX, SIX_LABELS, margin, tau, w), rel=1e-5)
+
+
+def test_am_supcon_with_zero_margin_is_khosla_supcon():
+    torch.manual_seed(1)
+    emb = torch.randn(12, 8)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4])
+    want = _naive_supcon_khosla(emb.tolist(), labels.tolist(), 0.1)
+    assert am_supcon_loss(emb, labels, margin=0.0, temperature=0.1).item() == pytest.approx(want, rel=1e-5)
+    assert supcon_loss(emb, labels, temperature=0.1).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_am_supcon_margin_raises_loss_and_reduction_counts_anchors():
+    emb, labels = torch.tensor(SIX), torch.tensor(SIX_LABELS)
+    base = am_supcon_loss(emb, labels, margin=0.0)
+    assert am_supcon_loss(emb, labels, margin=0.2) > base
+    # lowering negative weights lowers the loss (they only appear in the denominator)
+    assert am_supcon_loss(emb, labels, margin=0.0, weights=torch.tensor(SIX_WEIGHTS)) < base
+
+
+def test_am_supcon_pair_alone_is_zero_and_stable():
+    # Two views of one speaker and nothing else: the denominator is the positive term alone.
+    emb = torch.tensor([[1.0, 0.0], [0.6, 0.8]], requires_grad=True)
+    loss = am_supcon_loss(emb, torch.tensor([3, 3]), margin=0.2)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(emb.grad).all()
+
+
+def test_am_supcon_extreme_inputs_are_finite():
+    torch.manual_seed(0)
+    emb = torch.randn(64, 16) * 1e3
+    emb[1] = emb[0]  # identical positive views: cos = 1 exactly
+    emb.requires_grad_(True)
+    labels = torch.arange(32).repeat(2)
+    labels[1] = labels[0]
+    loss = am_supcon_loss(emb, labels, margin=0.2, temperature=0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+
+
+def test_am_supcon_errors():
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        am_supcon_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="weights"):
+        am_supcon_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), weights=torch.ones(3, 3))
+
+
+@pytest.mark.parametrize("margin,weighted", [(0.2, False), (0.2, True), (0.0, True)])
+def test_am_supcon_gradcheck(margin, weighted):
+    torch.manual_seed(2)
+    emb = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor(SIX_LABELS)
+    w = torch.tensor(SIX_WEIGHTS, dtype=torch.float64) if weighted else None
+    assert torch.autograd.gradcheck(lambda e: am_supcon_loss(e, labels, margin, 0.3, w), (emb,))
+
+
+# ---------------------------------------------------------------- CAA weights
+def test_caa_weights_by_hand():
+    protos = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    emb = torch.tensor([[2.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.6, 0.8]])
+    labels = torch.tensor([0, 0, 1, 2])
+    s = 5.0
+    ws = [[1.0, 0.0], [0.0, 1.0], [-1 / math.sqrt(2), -1 / math.sqrt(2)]]
+    zs = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.6, 0.8]]
+    a = []
+    for z, y in zip(zs, labels.tolist()):
+        e = [math.exp(s * (z[0] * w[0] + z[1] * w[1])) for w in ws]
+        a.append(e[y] / sum(e))
+    omega = caa_weights(emb, labels, protos, scale=s)
+    for i in range(4):
+        for k in range(4):
+            want = 1.0 if labels[i] == labels[k] else min(a[i], a[k])
+            assert omega[i, k].item() == pytest.approx(want, rel=1e-5)
+    assert (omega > 0).all() and (omega <= 1).all()
+    floored = caa_weights(emb, labels, protos, scale=s, floor=0.5)
+    assert floored.min().item() == pytest.approx(max(0.5, min(a)), rel=1e-6)
+
+
+def test_caa_weights_carry_no_gradient():
+    emb = torch.randn(6, 4, requires_grad=True)
+    protos = torch.randn(3, 4, requires_grad=True)
+    omega = caa_weights(emb, torch.tensor([0, 0, 1, 1, 2, 2]), protos)
+    assert not omega.requires_grad and omega.grad_fn is None
+    assert torch.equal(omega, omega.t())
+    with pytest.raises(ValueError, match="labels"):
+        caa_weights(emb, torch.tensor([0, 0, 1, 1, 2, 3]), protos)
+
+
+def test_ema_prototypes():
+    ema = EmaPrototypes(3, 2, momentum=0.5)
+    ema.update(torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 1.0]]), torch.tensor([0, 1, 1]))
+    assert torch.allclose(ema.prototypes[0], torch.tensor([1.0, 0.0]))
+    assert torch.allclose(ema.prototypes[1], torch.tensor([0.0, 1.0]))
+    assert torch.equal(ema.prototypes[2], torch.zeros(2)) and ema.seen.tolist() == [True, True, False]
+    ema.update(torch.tensor([[0.0, 5.0], [-4.0, 0.0]]), torch.tensor([0, 2]))
+    # class 0: normalise(0.5*[1,0] + 0.5*[0,1]); class 2 first seen: its batch mean
+    assert torch.allclose(ema.prototypes[0], torch.tensor([1.0, 1.0]) / math.sqrt(2))
+    assert torch.allclose(ema.prototypes[2], torch.tensor([-1.0, 0.0]))
+    assert torch.allclose(ema.prototypes[1], torch.tensor([0.0, 1.0]))
+    state = ema.state_dict()
+    assert set(state) == {"prototypes", "seen"}
+    fresh = EmaPrototypes(3, 2)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.prototypes, ema.prototypes)
+
+
+def test_am_supcon_random_batch_matches_loop_with_arbitrary_weights():
+    # weights below 1 on positives too: the formula applies ω_ia to every a in A(i) \ {p}
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(20, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 6, (20,), generator=g)
+    w = torch.rand(20, 20, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    got = am_supcon_loss(emb, labels, margin=0.3, temperature=0.1, weights=w)
+    want = _naive_am_supcon(emb.tolist(), labels.tolist(), 0.3, 0.1, w.tolist())
+    assert got.item() == pytest.approx(want, rel=1e-9)

@@ -1,0 +1,122 @@
+"""MGDA min-norm solver on constructed gradients, and the one-backward combiner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyspk.balance.fixed import fixed_combine
+from pyspk.balance.mgda import mgda_combine, min_norm_alpha
+
+
+def _grid_alpha(g1: torch.Tensor, g2: torch.Tensor, steps: int = 10001) -> float:
+    """Brute force: the α on a fine grid of [0, 1] with the smallest ‖α g1 + (1-α) g2‖."""
+    alphas = torch.linspace(0, 1, steps, dtype=torch.float64)
+    norms = ((alphas[:, None] * g1.double()[None] + (1 - alphas[:, None]) * g2.double()[None]) ** 2).sum(1)
+    return float(alphas[norms.argmin()])
+
+
+def test_equal_gradients_give_half():
+    g = torch.tensor([0.3, -1.2, 2.0])
+    assert min_norm_alpha(g, g.clone()) == 0.5
+    assert min_norm_alpha(torch.zeros(5), torch.zeros(5)) == 0.5
+
+
+def test_opposite_gradients():
+    g = torch.tensor([1.0, 2.0, -0.5])
+    assert min_norm_alpha(g, -g) == pytest.approx(0.5)
+    # unequal norms, g2 = -3 g1: α = 3/4 puts the combination at the origin
+    assert min_norm_alpha(g, -3 * g) == pytest.approx(0.75)
+
+
+def test_orthogonal_gradients_of_unequal_norms():
+    g1 = torch.tensor([3.0, 0.0, 0.0])
+    g2 = torch.tensor([0.0, 1.0, 0.0])
+    # α = |g2|² / (|g1|² + |g2|²)
+    assert min_norm_alpha(g1, g2) == pytest.approx(1.0 / 10.0)
+    assert min_norm_alpha(g2, g1) == pytest.approx(9.0 / 10.0)
+
+
+def test_one_zero_gradient():
+    g = torch.tensor([0.5, -0.5, 1.0])
+    assert min_norm_alpha(torch.zeros(3), g) == 1.0  # all weight on the zero gradient
+    assert min_norm_alpha(g, torch.zeros(3)) == 0.0
+
+
+def test_clipping_when_one_gradient_dominates():
+    g1 = torch.tensor([1.0, 0.0])
+    g2 = torch.tensor([2.0, 0.1])  # the min-norm point of the segment is g1 itself
+    assert min_norm_alpha(g1, g2) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_min_norm_property_against_grid_search(seed):
+    g = torch.Generator().manual_seed(seed)
+    g1 = torch.randn(4, 7, generator=g)
+    g2 = torch.randn(4, 7, generator=g) * (0.2 + seed)  # any shape: flattened
+    if seed % 2:
+        g2 = g2 + 2 * g1  # gradients that agree: α is clipped at an end
+    assert min_norm_alpha(g1, g2) == pytest.approx(_grid_alpha(g1.flatten(), g2.flatten()), abs=2e-4)
+
+
+def test_non_finite_gradient_raises():
+    with pytest.raises(FloatingPointError):
+        min_norm_alpha(torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match="size"):
+        min_norm_alpha(torch.ones(3), torch.ones(4))
+
+
+def _toy_problem():
+    torch.manual_seed(0)
+    encoder = torch.nn.Linear(6, 4)
+    head = torch.nn.Linear(4, 3)
+    x = torch.randn(8, 6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+    def losses():
+        z = encoder(x)
+        loss_cls = torch.nn.functional.cross_entropy(head(z), labels)
+        loss_con = (z.pow(2).sum(1) - 1).pow(2).mean()
+        return z, loss_cls, loss_con
+
+    return encoder, head, losses
+
+
+def test_mgda_combine_gradient_is_alpha_weighted_sum():
+    encoder, head, losses = _toy_problem()
+    z, loss_cls, loss_con = losses()
+    g1, g2 = (torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in (loss_cls, loss_con))
+    total, alpha = mgda_combine(loss_cls, loss_con, z)
+    assert isinstance(alpha, float) and 0.0 < alpha < 1.0
+    assert alpha == pytest.approx(_grid_alpha(g1.flatten(), g2.flatten()), abs=2e-4)
+    assert total.item() == pytest.approx(alpha * loss_cls.item() + (1 - alpha) * loss_con.item(), rel=1e-6)
+    total.backward()
+    got = [p.grad.clone() for p in encoder.parameters()]
+
+    # reference: each loss's encoder gradient on a fresh graph, weighted by α
+    encoder.zero_grad()
+    _, loss_cls, loss_con = losses()
+    refs_cls = torch.autograd.grad(loss_cls, list(encoder.parameters()), retain_graph=True)
+    refs_con = torch.autograd.grad(loss_con, list(encoder.parameters()))
+    for g, a, b in zip(got, refs_cls, refs_con):
+        assert torch.allclose(g, alpha * a + (1 - alpha) * b, atol=1e-6)
+    # the head gets the combined loss's gradient: α ∂L_cls/∂W (L_con does not touch it)
+    _, loss_cls, _ = losses()
+    head_ref = torch.autograd.grad(loss_cls, head.weight)[0]
+    assert torch.allclose(head.weight.grad, alpha * head_ref, atol=1e-6)
+
+
+def test_mgda_combine_with_loss_independent_of_shared():
+    z = torch.randn(3, 2, requires_grad=True)
+    w = torch.randn(2, requires_grad=True)
+    total, alpha = mgda_combine(z.pow(2).sum(), w.pow(2).sum(), z)
+    assert alpha == 0.0  # g2 = 0 wrt z: all weight on the loss that does not move z
+    with pytest.raises(ValueError, match="require grad"):
+        mgda_combine(z.sum(), z.sum(), z.detach())
+
+
+def test_fixed_combine():
+    a, b = torch.tensor(2.0), torch.tensor(3.0)
+    assert fixed_combine(a, b, 0.5).item() == 3.5
+    with pytest.raises(ValueError):
+        fixed_combine(a, b, -1.0)
