@@ -1,0 +1,109 @@
+"""One encoder turned into an utterance embedder.
+
+Whole-utterance by default: the post-processed features (VAD selection, then CMN,
+with the settings the encoder was trained with, ``ckpt["extra"]["features"]``) go
+through the encoder in one forward pass.  Utterances longer than ``max_frames``
+are cut into windows of ``chunk_frames`` frames every ``chunk_hop`` frames (the
+last window ends at the last frame) and the window embeddings are averaged, as
+WeSpeaker/SpeechBrain do for long recordings to bound memory and keep the
+embedding close to the training segment length.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkConfig:
+    max_frames: int = 6000     # longer utterances (60 s at 10 ms) are chunked; 0 = always whole
+    chunk_frames: int = 3000   # window length in frames
+    chunk_hop: int = 1500      # window shift in frames
+
+    def __post_init__(self):
+        if self.max_frames < 0 or self.chunk_frames < 1 or self.chunk_hop < 1:
+            raise ValueError(f"chunking needs max_frames >= 0, chunk_frames >= 1, chunk_hop >= 1 ({self})")
+
+
+def chunk_starts(num_frames: int, chunk: ChunkConfig):
+    """Window start frames: every chunk_hop, plus one window ending at the last frame."""
+    if chunk.max_frames == 0 or num_frames <= chunk.max_frames or num_frames <= chunk.chunk_frames:
+        return [0], num_frames
+    last = num_frames - chunk.chunk_frames
+    starts = list(range(0, last + 1, chunk.chunk_hop))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts, chunk.chunk_frames
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class Embedder:
+    """``embed(feats)`` -> float32 embedding of one utterance's raw (ark) features."""
+
+    def __init__(self, model, features: Optional[dict] = None, chunk: Optional[ChunkConfig] = None,
+                 device: str = "cpu"):
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        feats_cfg = dict(features or {})
+        self.cmn = bool(feats_cfg.get("cmn", True))
+        self.cmn_window = feats_cfg.get("cmn_window")
+        self.use_vad = bool(feats_cfg.get("vad", False))
+        self.chunk = chunk or ChunkConfig()
+
+    @classmethod
+    def from_checkpoint(cls, path, chunk: Optional[ChunkConfig] = None, device: str = "auto") -> "Embedder":
+        from pyspk.models import load_encoder
+
+        model, ckpt = load_encoder(path)
+        return cls(model, ckpt.get("extra", {}).get("features"), chunk, device)
+
+    def prepare(self, feats: np.ndarray, vad: Optional[np.ndarray] = None) -> np.ndarray:
+        from pyspk.features.reader import load_features
+
+        return load_features(feats, cmn=self.cmn, cmn_window=self.cmn_window,
+                             vad=vad if self.use_vad else None)
+
+    def embed(self, feats: np.ndarray, vad: Optional[np.ndarray] = None, utt: str = "?") -> np.ndarray:
+        """Embedding of one utterance; ValueError naming ``utt`` on bad input or NaN output."""
+        import torch
+
+        try:
+            x = self.prepare(feats, vad)
+        except ValueError as e:
+            raise ValueError(f"utterance '{utt}': {e}") from None
+        starts, length = chunk_starts(x.shape[0], self.chunk)
+        windows = np.stack([x[s:s + length] for s in starts])
+        with torch.inference_mode():
+            emb = self.model(torch.from_numpy(windows).to(self.device)).float().cpu().numpy()
+        out = emb.mean(axis=0).astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
+        return out
+
+    def embed_wave(self, wave: np.ndarray, sample_rate: int, fbank_config=None, utt: str = "?") -> np.ndarray:
+        """Fbank (``pyspk.features.fbank``) + VAD when the encoder was trained with it, then embed."""
+        import dataclasses
+
+        from pyspk.features.fbank import FbankConfig, compute_fbank, compute_fbank_energy
+
+        cfg = fbank_config or FbankConfig()
+        if self.use_vad:
+            from pyspk.features.vad import vad_from_config
+
+            cfg = dataclasses.replace(cfg, vad=True)
+            feats, energy = compute_fbank_energy(wave, sample_rate, cfg)
+            return self.embed(feats, vad_from_config(energy, cfg), utt=utt)
+        return self.embed(compute_fbank(wave, sample_rate, dataclasses.replace(cfg, vad=False)), utt=utt)

@@ -1,0 +1,119 @@
+"""Extraction round trip with a tiny real encoder: ark/scp, speaker means, resume, errors."""
+
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from pyspk.embed.extractor import ChunkConfig, Embedder, chunk_starts
+from pyspk.embed.stage import ExtractError, extract, job_files
+from pyspk.embed.store import read_num_utts, read_vectors
+from pyspk.features.reader import load_features
+from pyspk.models import build_encoder, save_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_PL = str(REPO / "utils" / "run.pl")
+FEAT_DIM = 10
+KW = {"feat_dim": FEAT_DIM, "channels": 8, "stats_channels": 16, "embed_dim": 6}
+
+
+def tiny_model(path, cmn_window=None):
+    torch.manual_seed(0)
+    model = build_encoder("tdnn", **KW)
+    extra = {"features": {"cmn": True, "cmn_window": cmn_window, "vad": False}}
+    save_encoder(path, model, "tdnn", KW, extra)
+    return path
+
+
+def tiny_data(d, n_spk=3, n_utt=3, seed=0, nan_utt=None):
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    feats, utt2spk = {}, {}
+    for s in range(n_spk):
+        for u in range(n_utt):
+            utt = f"s{s}-u{u}"
+            feats[utt] = rng.normal(size=(int(rng.integers(40, 90)), FEAT_DIM)).astype(np.float32)
+            utt2spk[utt] = f"s{s}"
+    if nan_utt:
+        feats[nan_utt][3, 2] = np.nan
+    kaldiio.save_ark(str(d / "feats.ark"), dict(sorted(feats.items())), scp=str(d / "feats.scp"))
+    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(utt2spk.items())))
+    return feats, utt2spk
+
+
+def test_round_trip_means_and_resume(tmp_path):
+    model_path = tiny_model(tmp_path / "final.pt")
+    feats, utt2spk = tiny_data(tmp_path / "data")
+    out = tmp_path / "xv"
+    res = extract(model_path, tmp_path / "data", out, nj=2, cmd=RUN_PL, device="cpu")
+    assert res["jobs_run"] == [1, 2] and res["num_utts"] == 9
+    xv = read_vectors(out / "xvector.scp")
+    assert sorted(xv) == sorted(feats) and all(v.shape == (6,) for v in xv.values())
+    # equal to a direct forward pass of the encoder on the CMN'd features
+    model = build_encoder("tdnn", **KW)
+    model.load_state_dict(torch.load(model_path)["state_dict"])
+    model.eval()
+    x = torch.from_numpy(load_features(feats["s1-u2"], cmn=True))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(xv["s1-u2"], model(x)[0].numpy(), rtol=1e-4, atol=1e-5)
+    spk = dict(kaldiio.load_scp(str(out / "spk_xvector.scp")))
+    for s in ("s0", "s1", "s2"):
+        want = np.mean([xv[u] for u in xv if utt2spk[u] == s], axis=0)
+        np.testing.assert_allclose(spk[s], want, rtol=1e-5, atol=1e-6)
+    assert read_num_utts(out / "num_utts.ark") == {"s0": 3, "s1": 3, "s2": 3}
+    for j in (1, 2):
+        assert job_files(out, j)["done"].is_file()
+    # resume: nothing to redo; a removed stamp redoes only that job
+    stamp_time = job_files(out, 1)["done"].stat().st_mtime_ns
+    assert extract(model_path, tmp_path / "data", out, nj=2, cmd=RUN_PL, device="cpu")["jobs_run"] == []
+    job_files(out, 2)["done"].unlink()
+    assert extract(model_path, tmp_path / "data", out, nj=2, cmd=RUN_PL, device="cpu")["jobs_run"] == [2]
+    assert job_files(out, 1)["done"].stat().st_mtime_ns == stamp_time
+    # a new model invalidates every job
+    tiny_model(model_path, cmn_window=20)
+    assert extract(model_path, tmp_path / "data", out, nj=2, cmd=RUN_PL, device="cpu")["jobs_run"] == [1, 2]
+
+
+def test_failed_job_names_log_and_utterance(tmp_path):
+    model_path = tiny_model(tmp_path / "final.pt")
+    tiny_data(tmp_path / "data", nan_utt="s2-u1")
+    out = tmp_path / "xv"
+    with pytest.raises(ExtractError, match=r"extract\.2\.log"):
+        extract(model_path, tmp_path / "data", out, nj=2, cmd=RUN_PL, device="cpu")
+    assert "s2-u1" in (out / "log" / "extract.2.log").read_text()
+    assert job_files(out, 1)["done"].is_file() and not job_files(out, 2)["done"].is_file()
+    assert not (out / "xvector.scp").exists()
+
+
+def test_chunk_starts():
+    c = ChunkConfig(max_frames=100, chunk_frames=40, chunk_hop=30)
+    assert chunk_starts(100, c) == ([0], 100)          # not longer than max_frames: whole
+    assert chunk_starts(130, c) == ([0, 30, 60, 90], 40)
+    assert chunk_starts(125, c) == ([0, 30, 60, 85], 40)  # last window ends at the end
+    assert chunk_starts(10_000, ChunkConfig(max_frames=0)) == ([0], 10_000)
+
+
+def test_chunked_embedding_is_window_mean(tmp_path):
+    model, ckpt = None, None
+    from pyspk.models import load_encoder
+
+    model, ckpt = load_encoder(tiny_model(tmp_path / "m.pt"))
+    feats = np.random.default_rng(3).normal(size=(130, FEAT_DIM)).astype(np.float32)
+    emb = Embedder(model, ckpt["extra"]["features"], ChunkConfig(100, 40, 30), "cpu")
+    got = emb.embed(feats)
+    x = load_features(feats, cmn=True)
+    with torch.no_grad():
+        want = np.mean([model(torch.from_numpy(x[s:s + 40])[None])[0].numpy() for s in (0, 30, 60, 90)], axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_nan_embedding_names_utterance():
+    class NaNModel(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 3), float("nan"))
+
+    emb = Embedder(NaNModel(), {"cmn": False}, device="cpu")
+    with pytest.raises(ValueError, match="utterance 'bad-utt': embedding contains NaN"):
+        emb.embed(np.zeros((20, 4), np.float32), utt="bad-utt")
