@@ -89,6 +89,9 @@ class LossConfig:
 class BalanceConfig:
     kind: str = _choice("none", "fixed", "mgda", default="none")
     lambda_: float = field(default=1.0, metadata={"key": "lambda"})  # fixed: L_cls + lambda * L_con
+    # mgda: "full" trains the head's own weights with the whole dL_cls/dW (Sener & Koltun 2018,
+    # Alg. 2: task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
+    head_grad: str = _choice("full", "alpha", default="full")
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""The training data of one run: tables of ``--train-dir``, checks, store, sampler, loader.
+
+``--train-dir`` is a Kaldi data dir with ``feats.scp``, ``utt2spk``, ``spk2utt``,
+``utt2num_frames`` and optionally ``vad.scp`` and ``utt2orig`` (augmented copy ->
+original, written by the augmentation stage). Every check that needs the data
+runs here, before the first step: missing tables, utterances without features,
+more speakers per batch than the data has, utterances shorter than the crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pyspk.data.dataset import CropBatchDataset, FeatureStore, check_lengths, make_loader
+from pyspk.data.kaldi_dir import DataDirError, read_table
+from pyspk.data.sampler import build_sampler
+from pyspk.train.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+FEAT_DIM_GUESS = 80
+
+
+@dataclass
+class TrainData:
+    speakers: List[str]
+    sampler: object
+    dataset: CropBatchDataset
+    feat_dim: int
+    num_workers: int
+
+    def loader(self):
+        return make_loader(self.dataset, self.sampler, self.num_workers)
+
+
+def _read(train_dir: Path, name: str, required: bool = True) -> Optional[Dict[str, str]]:
+    path = train_dir / name
+    if not path.is_file():
+        if required:
+            raise DataDirError(f"{path}: missing (the training dir needs feats.scp, utt2spk, utt2num_frames)")
+        return None
+    return read_table(path)
+
+
+def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size: int = 1,
+                    source: str = "<config>") -> TrainData:
+    """Read and check ``train_dir``; build the feature store, sampler and dataset."""
+    train_dir = Path(train_dir)
+    feats_scp = _read(train_dir, "feats.scp")
+    utt2spk = _read(train_dir, "utt2spk")
+    u2nf = {u: int(n) for u, n in _read(train_dir, "utt2num_frames").items()}
+    vad_scp = _read(train_dir, "vad.scp", required=False) if cfg.features.vad else None
+    utt2orig = _read(train_dir, "utt2orig", required=False)
+    missing = [u for u in utt2spk if u not in feats_scp]
+    if missing:
+        raise DataDirError(f"{train_dir}/feats.scp: no features for {len(missing)} utterance(s) of utt2spk, "
+                           f"e.g. '{missing[0]}'; run utils/fix_data_dir")
+    utt2spk = {u: s for u, s in utt2spk.items()}
+    fc = cfg.features
+    if fc.short_utts == "error":
+        check_lengths(sorted(utt2spk), u2nf, fc.crop_frames, f"{train_dir}/utt2num_frames")
+    nbytes = sum(u2nf.get(u, 0) for u in utt2spk) * FEAT_DIM_GUESS * 4
+    in_memory = fc.in_memory == "always" or (fc.in_memory == "auto" and nbytes <= fc.memory_limit_mb * 2**20)
+    log.info("%s: %d utterances, %d speakers, %.0f MB of features (%s)", train_dir, len(utt2spk),
+             len(set(utt2spk.values())), nbytes / 2**20, "in memory" if in_memory else "read on demand")
+    store = FeatureStore({u: feats_scp[u] for u in utt2spk}, vad_scp, fc.cmn, fc.cmn_window, in_memory,
+                         source=f"{train_dir}/feats.scp")
+    if in_memory and fc.short_utts == "error" and vad_scp:
+        after_vad = {u: store.num_frames(u) for u in utt2spk}
+        check_lengths(sorted(utt2spk), after_vad, fc.crop_frames, f"{train_dir}/feats.scp (after VAD)")
+    n_spk = len(set(utt2spk.values()))
+    smp = cfg.sampler
+    if smp.kind == "pk" and smp.speakers_per_batch > n_spk:
+        raise ConfigError(f"{source}: key 'sampler.speakers_per_batch' = {smp.speakers_per_batch} but "
+                          f"{train_dir} has only {n_spk} speakers")
+    sampler = build_sampler(smp, utt2spk, utt2orig, seed=seed, rank=rank, world_size=world_size,
+                            steps_per_epoch=cfg.train.steps_per_epoch)
+    first = sampler.utts[0]
+    feat_dim = int(store[first].shape[1])
+    dataset = CropBatchDataset(store, sampler.utts, sampler.labels, fc.crop_frames, fc.spec_augment,
+                               seed=seed, rank=rank)
+    return TrainData(sampler.speakers, sampler, dataset, feat_dim, cfg.train.num_workers)

@@ -1,0 +1,230 @@
+"""The training loop: one config, one data dir, one experiment dir.
+
+:func:`train` builds the encoder and head, resumes from the latest
+``EXP/checkpoints/epoch_N.pt`` when there is one (else fine-tunes from
+``train.init_from`` when set), runs the remaining epochs and writes
+
+    EXP/config.yaml        the resolved config (rank 0, before the first step)
+    EXP/checkpoints/       epoch_N.pt after every epoch (atomic)
+    EXP/train.csv          one row per step (loss parts, alpha, lr, margin, acc, frames/s)
+    EXP/final.pt           mean of the last ``average_last`` checkpoints' encoders,
+                           pyspk.models.save_encoder format with extra = {features, config, speakers}
+
+Per step: Z = encoder(crops); L_cls from the head; L_con, CAA and the balance in
+:class:`pyspk.train.objective.Objective`; one backward. A non-finite loss stops
+training with :class:`TrainingDiverged` naming the step and the last good
+checkpoint, before any update or write. Under ``torchrun`` the model (encoder +
+head) is wrapped in DDP and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pyspk.io import atomic_write_text
+from pyspk.models import build_encoder, save_encoder
+from pyspk.train import checkpoint as C
+from pyspk.train import distributed as D
+from pyspk.train.config import Config, config_to_dict, dump_config
+from pyspk.train.data import TrainData, load_train_data
+from pyspk.train.objective import Objective, SpeakerModel, build_head
+from pyspk.train.schedulers import LrSchedule, margin_at
+from pyspk.train.steplog import StepLog
+
+log = logging.getLogger("pyspk.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def build_optimizer(optim_cfg, params):
+    if optim_cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                               nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay)
+    return torch.optim.Adam(params, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
+                 source: str = "<config>"):
+        self.cfg, self.exp_dir, self.seed = cfg, Path(exp_dir), seed
+        self.dist = dist or D.DistInfo()
+        self.cfg.train.seed = seed
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = D.choose_device(cfg.train.device, self.dist)
+        self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source)
+        D.init_process_group(self.dist, self.device)
+        seed_everything(seed)
+        enc = build_encoder(cfg.encoder.name, feat_dim=self.data.feat_dim, **cfg.encoder.kwargs)
+        head = build_head(cfg.loss, enc.embed_dim, len(self.data.speakers))
+        self.model = SpeakerModel(enc, head).to(self.device)
+        self.objective = Objective(cfg.loss, cfg.balance, len(self.data.speakers), enc.embed_dim,
+                                   distributed=self.dist.enabled).to(self.device)
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.steps_per_epoch = len(self.data.sampler)
+        o = cfg.optim
+        self.schedule = LrSchedule(o.lr, o.final_lr, o.warmup_steps, o.decay, cfg.train.epochs, self.steps_per_epoch)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.step = 0, 0
+        self.steplog = StepLog(self.exp_dir / "train.csv", cfg.train.log_interval, enabled=self.dist.is_main)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"model": self.model.encoder.state_dict(),
+                "head": self.model.head.state_dict() if self.model.head is not None else None,
+                "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "sampler": self.data.sampler.state_dict(), "rng": C.rng_state(),
+                "epoch": self.epoch, "step": self.step, "speakers": self.data.speakers,
+                "config": config_to_dict(self.cfg)}
+
+    def resume(self, path) -> None:
+        st = C.load_checkpoint(path, map_location=self.device)
+        if st["speakers"] != self.data.speakers:
+            raise ValueError(f"{path}: trained on other speakers than this --train-dir; "
+                             f"use a new exp dir (or train.init_from to fine-tune)")
+        self.model.encoder.load_state_dict(st["model"])
+        if self.model.head is not None:
+            self.model.head.load_state_dict(st["head"])
+        self.objective.load_state_dict(st["objective"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.data.sampler.load_state_dict(st["sampler"])
+        C.set_rng_state(st["rng"])
+        self.epoch, self.step = st["epoch"], st["step"]
+        self.steplog.restore(self.step)
+        log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.step)
+
+    def init_from(self, path) -> None:
+        """Fine-tune: load encoder weights; the head only when the speakers match."""
+        st = C.load_checkpoint(path, map_location=self.device)
+        enc_state = st["model"] if "model" in st else st["state_dict"]
+        self.model.encoder.load_state_dict(enc_state)
+        head_state, spks = st.get("head"), st.get("speakers") or st.get("extra", {}).get("speakers")
+        if self.model.head is not None and head_state is not None and spks == self.data.speakers:
+            self.model.head.load_state_dict(head_state)
+            log.info("init_from %s: encoder and head loaded", path)
+        else:
+            log.info("init_from %s: encoder loaded; head re-initialised (%s -> %d speakers)", path,
+                     len(spks) if spks else "no", len(self.data.speakers))
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        latest = C.latest_checkpoint(self.exp_dir)
+        if latest is not None:
+            self.resume(latest)
+        elif self.cfg.train.init_from:
+            self.init_from(self.cfg.train.init_from)
+        if self.dist.is_main:
+            atomic_write_text(self.exp_dir / "config.yaml", dump_config(self.cfg))
+        model = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            self._run_epoch(model, epoch)
+            self.epoch = epoch + 1
+            self.data.sampler.load_state_dict({"epoch": self.epoch, "position": 0, "seed": self.seed})
+            if self.dist.is_main:
+                C.save_checkpoint(C.checkpoint_path(self.exp_dir, self.epoch), self.state_dict())
+                self.steplog.flush()
+            D.barrier()
+        final = self.exp_dir / "final.pt"
+        if self.dist.is_main:
+            self.write_final(final)
+        D.barrier()
+        return final
+
+    def _run_epoch(self, model, epoch: int) -> None:
+        cfg, n = self.cfg, self.steps_per_epoch
+        self.data.sampler.set_epoch(epoch)
+        model.train()
+        bar = tqdm(total=n, initial=self.data.sampler.position, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
+        t0 = time.perf_counter()
+        for i, (feats, labels) in enumerate(self.data.loader()):
+            row = self._train_step(model, feats, labels, epoch, i)
+            t1 = time.perf_counter()
+            row["frames_per_s"] = feats.shape[0] * feats.shape[1] * self.dist.world_size / max(t1 - t0, 1e-9)
+            t0 = t1
+            self.steplog.add(row, n)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2g}")
+        bar.close()
+
+    def _train_step(self, model, feats, labels, epoch: int, i: int) -> dict:
+        cfg = self.cfg
+        lr = self.schedule.apply(self.optimizer, self.step)
+        ms = cfg.loss.margin_schedule
+        margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.margin, ms.start, ms.warmup_epochs)
+        head = self.model.head
+        if head is not None:
+            head.margin = margin
+        feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            z, loss_cls, logits = model(feats, labels)
+        total, parts = self.objective(z, loss_cls, labels, head)
+        bad = not math.isfinite(parts["loss"])
+        if self.dist.enabled:
+            bad = D.any_rank(bad, self.device)
+        if bad:
+            last = C.latest_checkpoint(self.exp_dir)
+            raise TrainingDiverged(
+                f"loss is {parts['loss']} at step {self.step + 1} (epoch {epoch + 1}, batch {i + 1}); "
+                f"stopped before updating; last good checkpoint: {last or 'none (no epoch completed)'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.objective.after_step(z, labels)
+        self.step += 1
+        acc = float((logits.argmax(1) == labels).float().mean()) if logits is not None else float("nan")
+        return {"epoch": epoch + 1, "step": self.step, **parts, "lr": lr,
+                "margin": margin if head is not None else float("nan"), "acc": acc}
+
+    # ------------------------------------------------------------------ output
+    def write_final(self, path: Path) -> None:
+        """Average the last ``average_last`` epoch checkpoints into ``final.pt``."""
+        n = self.cfg.train.average_last
+        enc = build_encoder(self.cfg.encoder.name, feat_dim=self.data.feat_dim, **self.cfg.encoder.kwargs)
+        enc.load_state_dict(C.average_encoder(self.exp_dir, n))
+        kwargs = dict(self.cfg.encoder.kwargs)
+        if self.data.feat_dim != 80:
+            kwargs["feat_dim"] = self.data.feat_dim
+        fc = self.cfg.features
+        extra = {"features": {"cmn": fc.cmn, "cmn_window": fc.cmn_window, "vad": fc.vad},
+                 "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers)}
+        save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
+        log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
+
+
+def train(cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
+          source: str = "<config>") -> Path:
+    """Train (or resume) one system; returns the path of ``final.pt``."""
+    trainer = Trainer(cfg, train_dir, exp_dir, seed, dist, source)
+    try:
+        return trainer.run()
+    finally:
+        D.destroy_process_group()
