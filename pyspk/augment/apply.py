@@ -74,17 +74,24 @@ class RecipeApplier:
     def _noise_signal(self, utt, n, r, synth_fn):
         if "synth" in r:
             return synth_fn(n, r["synth"])
-        parts = [self._read_segment(utt, f["path"], int(f.get("offset", 0)), n) for f in r["files"]]
+        parts = [self._read_segment(utt, f["path"], float(f.get("offset_s", 0.0)), n) for f in r["files"]]
         return np.sum([p / max(np.sqrt(np.mean(p.astype(np.float64) ** 2)), 1e-12) for p in parts], axis=0)
 
-    def _read_segment(self, utt, path, offset, n):
+    def _read_segment(self, utt, path, offset_s, n):
+        """``n`` samples (at our rate) of ``path`` from ``offset_s``, looping past its end."""
         import soundfile as sf
 
         try:
-            data, sr = sf.read(path, dtype="float32", always_2d=True)
+            info = sf.info(path)
+            start = int(offset_s * info.samplerate) % max(info.frames, 1)
+            need = int(np.ceil(n * info.samplerate / self.sample_rate)) + 1
+            data, sr = sf.read(path, start=start, frames=need, dtype="float32", always_2d=True)
+            if data.shape[0] < need:  # wrap around: the whole file, looped from ``start``
+                whole, sr = sf.read(path, dtype="float32", always_2d=True)
+                data = fit_length(whole, need, start)
         except Exception as e:
             raise AudioError(utt, path, f"cannot read augmentation audio: {e}") from None
-        return fit_length(resample(data[:, 0], sr, self.sample_rate), n, offset)
+        return fit_length(resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate), n)
 
     def _noise(self, utt, wave, r):
         synth = lambda n, s: coloured_noise(n, float(s["beta"]), np.random.default_rng(int(s["seed"])))  # noqa: E731

@@ -1,0 +1,59 @@
+"""conf/augment.yaml: which Kaldi v2-style copies to make and their settings.
+
+Defaults follow egs/voxceleb/v2/run.sh: reverb with small/medium-room RIRs; noise
+at SNR 0/5/10/15 dB; music at 5/8/10/15 dB; babble of 3-7 speakers at 13-20 dB.
+Speed perturbation (0.9/1.1) is off by default. Unknown keys are errors naming the
+nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping
+
+
+@dataclass
+class AugmentConfig:
+    reverb: bool = True
+    noise: bool = True
+    music: bool = True
+    babble: bool = True
+    speed: bool = False
+    num_rooms: int = 50                      # simulated RIR pool size (no --rirs-root)
+    noise_snrs: List[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0])
+    noise_betas: List[float] = field(default_factory=lambda: [0.0, 1.0, 2.0])  # white, pink, brown
+    music_snrs: List[float] = field(default_factory=lambda: [5.0, 8.0, 10.0, 15.0])
+    babble_snrs: List[float] = field(default_factory=lambda: [13.0, 15.0, 17.0, 20.0])
+    babble_min_speakers: int = 3
+    babble_max_speakers: int = 7
+    speed_factors: List[float] = field(default_factory=lambda: [0.9, 1.1])
+    speed_new_speakers: bool = True          # Kaldi convention: sp0.9-<spk> is another speaker
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "augment config") -> "AugmentConfig":
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in valid:
+                near = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise ValueError(f"{source}: unknown augment option '{key}'{hint}")
+        cfg = cls(**dict(d))
+        if not 1 <= cfg.babble_min_speakers <= cfg.babble_max_speakers:
+            raise ValueError(f"{source}: need 1 <= babble_min_speakers <= babble_max_speakers")
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path) -> "AugmentConfig":
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(yaml.safe_load(f) or {}, source=str(path))
+
+    def kinds(self) -> List[str]:
+        """Names of the enabled copies, in the order they are made."""
+        out = [k for k in ("reverb", "noise", "music", "babble") if getattr(self, k)]
+        if self.speed:
+            out += [f"sp{f:g}" for f in self.speed_factors]
+        return out

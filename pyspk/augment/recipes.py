@@ -1,0 +1,127 @@
+"""Write the augmented copies of a data directory (tables + ``aug.scp`` recipes).
+
+Ids (Kaldi v2 style, speaker prefix kept so the tables stay sorted per speaker):
+``<utt>-reverb``, ``<utt>-noise``, ``<utt>-music``, ``<utt>-babble``; speed copies
+``sp0.9-<utt>`` with speaker ``sp0.9-<spk>`` (new speakers) or ``<utt>-sp0.9`` with
+the same speaker.  Every copy has ``utt2orig`` (copy -> original utterance).
+Random choices come from ``numpy.random.default_rng([seed, k])`` with ``k`` fixed per
+copy kind, over the sorted utterances, so a seed fixes every recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from pyspk.augment.config import AugmentConfig
+from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from pyspk.io import atomic_write_text
+
+COPY_TABLES = ("utt2lang", "utt2genre", "utt2gender", "utt2dur")
+
+
+def copy_ids(kind: str, utt: str, spk: str, new_speakers: bool) -> Tuple[str, str]:
+    """(augmented utt id, its speaker) for one copy kind."""
+    if kind.startswith("sp") and new_speakers:
+        return f"{kind}-{utt}", f"{kind}-{spk}"
+    return f"{utt}-{kind}", spk
+
+
+def _recipe(kind: str, utt: str, rng: np.random.Generator, cfg: AugmentConfig, ctx: dict) -> dict:
+    if kind == "reverb":
+        if ctx.get("rirs"):
+            return {"kind": "reverb", "rir": ctx["rirs"][int(rng.integers(len(ctx["rirs"])))]}
+        return {"kind": "reverb", "rir_pool": ctx["rir_pool"], "index": int(rng.integers(cfg.num_rooms))}
+    if kind in ("noise", "music"):
+        snr = float(rng.choice(getattr(cfg, f"{kind}_snrs")))
+        musan = ctx.get("musan", {}).get(kind)
+        if musan:
+            path, dur = musan[int(rng.integers(len(musan)))]
+            return {"kind": kind, "snr": snr, "files": [{"path": path, "offset_s": round(float(rng.uniform(0, dur)), 3)}]}
+        synth = {"seed": int(rng.integers(2 ** 31))}
+        if kind == "noise":
+            synth["beta"] = float(rng.choice(cfg.noise_betas))
+        return {"kind": kind, "snr": snr, "synth": synth}
+    if kind == "babble":
+        snr = float(rng.choice(cfg.babble_snrs))
+        n = int(rng.integers(cfg.babble_min_speakers, cfg.babble_max_speakers + 1))
+        speech = ctx.get("musan", {}).get("speech")
+        if speech:
+            picks = rng.choice(len(speech), size=min(n, len(speech)), replace=False)
+            return {"kind": "babble", "snr": snr, "files": [{"path": speech[i][0], "offset_s": 0.0} for i in picks]}
+        pool = ctx["babble_pool"](utt)
+        if not pool:
+            raise ValueError(f"babble for '{utt}': no other speaker's utterance to mix")
+        picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+        return {"kind": "babble", "snr": snr, "sources": [pool[i] for i in sorted(picks)]}
+    if kind.startswith("sp"):
+        return {"kind": "speed", "factor": float(kind[2:])}
+    raise ValueError(f"unknown augmentation kind '{kind}'")
+
+
+def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict) -> Path:
+    """Write one augmented copy ``out_dir`` of ``data_dir`` (tables, utt2orig, aug.scp)."""
+    wav = read_table(data_dir / "wav.scp")
+    utt2spk = read_table(data_dir / "utt2spk")
+    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
+    new_wav, new_u2s, utt2orig, recipes = {}, {}, {}, {}
+    for utt in utt2spk:
+        new_utt, new_spk = copy_ids(kind, utt, utt2spk[utt], cfg.speed_new_speakers)
+        new_wav[new_utt], new_u2s[new_utt], utt2orig[new_utt] = wav[utt], new_spk, utt
+        recipes[new_utt] = _recipe(kind, utt, rng, cfg, ctx)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(out_dir / "wav.scp", new_wav)
+    write_table(out_dir / "utt2spk", new_u2s)
+    write_table(out_dir / "spk2utt", utt2spk_to_spk2utt(new_u2s))
+    write_table(out_dir / "utt2orig", utt2orig)
+    for name in COPY_TABLES:
+        if (data_dir / name).is_file():
+            t = read_table(data_dir / name)
+            write_table(out_dir / name, {u: t[o] for u, o in utt2orig.items() if o in t})
+    text = "".join(f"{u} {json.dumps(recipes[u], sort_keys=True)}\n" for u in sorted(recipes, key=str.encode))
+    if not (out_dir / "aug.scp").is_file() or (out_dir / "aug.scp").read_text(encoding="utf-8") != text:
+        atomic_write_text(out_dir / "aug.scp", text)
+    return out_dir
+
+
+def babble_pool_fn(data_dir: Path):
+    """utt -> wav.scp values of utterances of other speakers (the babble candidates)."""
+    wav = read_table(data_dir / "wav.scp")
+    utt2spk = read_table(data_dir / "utt2spk")
+    by_spk: Dict[str, List[str]] = {}
+    for u, s in utt2spk.items():
+        by_spk.setdefault(s, []).append(u)
+    cache: Dict[str, List[str]] = {}
+
+    def pool(utt: str) -> List[str]:
+        spk = utt2spk[utt]
+        if spk not in cache:
+            cache[spk] = [wav[u] for s, us in by_spk.items() if s != spk for u in us]
+        return cache[spk]
+
+    return pool
+
+
+def make_context(data_dir: Path, cfg: AugmentConfig, seed: int, rir_dir: Path, sample_rate: int,
+                 musan_root: Optional[str] = None, rirs_root: Optional[str] = None) -> dict:
+    """Noise sources shared by every copy: RIR list or simulated pool, MUSAN, babble pool."""
+    from pyspk.augment import rir
+
+    ctx: dict = {"babble_pool": babble_pool_fn(data_dir)}
+    if cfg.reverb:
+        if rirs_root:
+            ctx["rirs"] = rir.list_rirs(rirs_root)
+        else:
+            pool = Path(rir_dir).resolve() / f"rir_pool.n{cfg.num_rooms}.sr{sample_rate}.seed{seed}.npz"
+            if not pool.is_file():
+                rir.simulate_pool(pool, cfg.num_rooms, sample_rate, seed)
+            ctx["rir_pool"] = str(pool)
+    if musan_root:
+        from pyspk.augment.musan import musan_sources
+
+        ctx["musan"] = musan_sources(musan_root)
+    return ctx
