@@ -296,3 +296,27 @@ def test_am_supcon_random_batch_matches_loop_with_arbitrary_weights():
     got = am_supcon_loss(emb, labels, margin=0.3, temperature=0.1, weights=w)
     want = _naive_am_supcon(emb.tolist(), labels.tolist(), 0.3, 0.1, w.tolist())
     assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_losses_run_in_float32_under_autocast():
+    torch.manual_seed(4)
+    emb = torch.randn(8, 16).to(torch.bfloat16)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    head = MarginSoftmax(16, 4)
+    ref_con = am_supcon_loss(emb.float(), labels)
+    ref_cls = head(emb.float(), labels)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        con = am_supcon_loss(emb, labels)
+        cls, logits = head(emb, labels)
+    assert con.dtype == cls.dtype == logits.dtype == torch.float32
+    assert con.item() == pytest.approx(ref_con.item(), rel=1e-6)
+    assert cls.item() == pytest.approx(ref_cls.item(), rel=1e-6)
+
+
+def test_am_supcon_zero_weight_rows_stay_finite():
+    emb = torch.randn(4, 3, requires_grad=True)
+    w = torch.zeros(4, 4)
+    loss = am_supcon_loss(emb, torch.tensor([0, 0, 1, 1]), weights=w)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)  # only the positive term remains
+    assert torch.isfinite(emb.grad).all()

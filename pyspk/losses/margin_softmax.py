@@ -96,10 +96,12 @@ class MarginSoftmax(nn.Module):
         return self.scale * cos
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(emb, labels)
-        # the cross-entropy in at least float32, also under fp16/bf16 autocast
-        low = logits.dtype in (torch.float16, torch.bfloat16)
-        return F.cross_entropy(logits.float() if low else logits, labels), logits
+        # cosines, margins and the cross-entropy in float32 (float64 if given), also under autocast
+        if emb.dtype in (torch.float16, torch.bfloat16):
+            emb = emb.float()
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            logits = self.logits(emb, labels)
+            return F.cross_entropy(logits, labels), logits
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind}, embed_dim={self.embed_dim}, num_classes={self.num_classes}, "

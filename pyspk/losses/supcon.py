@@ -50,8 +50,19 @@ def am_supcon_loss(
     _check_inputs(embeddings, labels, "am_supcon_loss")
     if temperature <= 0:
         raise ValueError(f"am_supcon_loss: temperature must be > 0, got {temperature}")
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        return _am_supcon(_at_least_float32(embeddings), labels, margin, temperature,
+                          None if weights is None else _at_least_float32(weights))
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _am_supcon(embeddings, labels, margin, temperature, weights) -> torch.Tensor:
+    """The computation of :func:`am_supcon_loss`, in the inputs' dtype (float32 or float64)."""
     n = embeddings.shape[0]
-    z = F.normalize(embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings, dim=1)
+    z = F.normalize(embeddings, dim=1)
     cos = z @ z.t()
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
     pos = (labels.view(-1, 1) == labels.view(1, -1)) & ~eye
@@ -66,12 +77,14 @@ def am_supcon_loss(
     if weights is not None:
         if weights.shape != (n, n):
             raise ValueError(f"am_supcon_loss: weights must be ({n}, {n}), got {tuple(weights.shape)}")
-        log_terms = log_terms + torch.log(weights.to(log_terms.dtype))
+        # ω = 0 becomes the smallest normal float: the term vanishes, its log stays finite
+        weights = weights.to(log_terms.dtype)
+        log_terms = log_terms + torch.log(weights.clamp(min=torch.finfo(weights.dtype).tiny))
     log_terms = log_terms.masked_fill(eye, float("-inf"))
     log_s = torch.logsumexp(log_terms, dim=1, keepdim=True)  # log S_i
 
     # log(S_i − ω_ip exp(cos θ_ip/τ)): -inf where the pair term is (numerically) all of S_i.
-    x = torch.exp(log_terms - log_s)
+    x = torch.exp(log_terms - log_s.clamp(min=torch.finfo(log_s.dtype).min))  # a row of zeros stays 0, not NaN
     tiny = 4 * torch.finfo(x.dtype).eps
     keep = x < 1.0 - tiny
     log_rest = torch.where(keep, log_s + torch.log1p(-torch.where(keep, x, torch.zeros_like(x))),
