@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyspk.balance.fixed import fixed_combine
-from pyspk.balance.mgda import mgda_combine, min_norm_alpha
+from pyspk.balance.mgda import alpha_from_inner_products, inner_products, mgda_combine, min_norm_alpha
 
 
 def _grid_alpha(g1: torch.Tensor, g2: torch.Tensor, steps: int = 10001) -> float:
@@ -120,3 +120,19 @@ def test_fixed_combine():
     assert fixed_combine(a, b, 0.5).item() == 3.5
     with pytest.raises(ValueError):
         fixed_combine(a, b, -1.0)
+
+
+def test_all_reduce_hook_sums_products_over_ranks():
+    # Two "ranks" holding halves of the batch: summing the inner products over ranks
+    # must give the α of the whole batch.
+    torch.manual_seed(3)
+    g1, g2 = torch.randn(8, 5), torch.randn(8, 5)
+    want = min_norm_alpha(g1, g2)
+    other = inner_products(g1[4:], g2[4:])
+    z = torch.randn(4, 5, requires_grad=True)
+    loss_cls = (z * g1[:4]).sum()  # gradient w.r.t. z is g1's first half
+    loss_con = (z * g2[:4]).sum()
+    _, alpha = mgda_combine(loss_cls, loss_con, z, all_reduce=lambda t: t + other)
+    assert alpha == pytest.approx(want, rel=1e-9)
+    g11, g12, g22 = inner_products(g1, g2).tolist()
+    assert alpha_from_inner_products(g11, g12, g22) == pytest.approx(want, rel=1e-12)

@@ -15,33 +15,54 @@ each, and the encoder is back-propagated once, through the combined loss.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+
+
+def alpha_from_inner_products(g11: float, g12: float, g22: float) -> float:
+    """The min-norm α from the inner products g1·g1, g1·g2, g2·g2.
+
+    ‖g1 − g2‖² = g11 − 2 g12 + g22 and (g2 − g1)·g2 = g22 − g12, so
+    α = clip((g22 − g12) / (g11 − 2 g12 + g22), 0, 1). Split out so that a
+    data-parallel caller can sum the three products over ranks first (the batch
+    gradient is the concatenation of the ranks' gradients). Equal gradients
+    (‖g1 − g2‖² ≤ 1e-12·max(g11, g22), both zero included) give 0.5; non-finite
+    products raise FloatingPointError.
+    """
+    dd = g11 - 2.0 * g12 + g22
+    if not all(math.isfinite(v) for v in (g11, g12, g22)):
+        raise FloatingPointError("min_norm_alpha: non-finite gradient (NaN or inf)")
+    if dd <= 1e-12 * max(g11, g22) or dd <= 0.0:
+        return 0.5
+    return min(1.0, max(0.0, (g22 - g12) / dd))
+
+
+def inner_products(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """float64 tensor [g1·g1, g1·g2, g2·g2] of the flattened gradients."""
+    a = g1.detach().reshape(-1).double()
+    b = g2.detach().reshape(-1).to(a.device).double()
+    if a.shape != b.shape:
+        raise ValueError(f"min_norm_alpha: gradients differ in size ({a.numel()} vs {b.numel()})")
+    return torch.stack([a @ a, a @ b, b @ b])
 
 
 def min_norm_alpha(g1: torch.Tensor, g2: torch.Tensor) -> float:
     """α ∈ [0, 1] minimising ‖α·g1 + (1 − α)·g2‖² (the two-gradient case of MGDA).
 
-    Tensors of any shape (flattened); dot products in float64. Equal gradients
-    (‖g1 − g2‖² ≤ 1e-12·max(‖g1‖², ‖g2‖²), both zero included) give 0.5.
-    Non-finite gradients raise FloatingPointError.
+    Tensors of any shape (flattened); dot products in float64; see
+    :func:`alpha_from_inner_products` for the formula and the equal-gradient case.
     """
-    a = g1.detach().reshape(-1).double()
-    b = g2.detach().reshape(-1).to(a.device).double()
-    if a.shape != b.shape:
-        raise ValueError(f"min_norm_alpha: gradients differ in size ({a.numel()} vs {b.numel()})")
-    diff = b - a
-    dd = float(diff @ diff)
-    scale = max(float(a @ a), float(b @ b))
-    if not (math.isfinite(dd) and math.isfinite(scale)):
-        raise FloatingPointError("min_norm_alpha: non-finite gradient (NaN or inf)")
-    if dd <= 1e-12 * scale or dd == 0.0:
-        return 0.5
-    alpha = float(diff @ b) / dd
-    return min(1.0, max(0.0, alpha))
+    g11, g12, g22 = inner_products(g1, g2).tolist()
+    return alpha_from_inner_products(g11, g12, g22)
 
 
-def mgda_combine(loss_cls: torch.Tensor, loss_con: torch.Tensor, shared: torch.Tensor) -> tuple[torch.Tensor, float]:
+def mgda_combine(
+    loss_cls: torch.Tensor,
+    loss_con: torch.Tensor,
+    shared: torch.Tensor,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, float]:
     """Combine the two losses with the MGDA-UB weight; return ``(total, alpha)``.
 
     g1 = ∂loss_cls/∂shared and g2 = ∂loss_con/∂shared come from
@@ -51,9 +72,13 @@ def mgda_combine(loss_cls: torch.Tensor, loss_con: torch.Tensor, shared: torch.T
     does one ``total.backward()`` through heads and encoder. The encoder therefore
     receives α·g1 + (1 − α)·g2 through Z, and each head's own parameters get the
     gradient of the combined loss (the AAM head's W: α·∂L_cls/∂W). A loss that does
-    not depend on ``shared`` contributes a zero gradient. Under fp16 autocast the
-    gradients w.r.t. ``shared`` may underflow; α is invariant to scaling both
-    losses by one constant, so the caller may scale them if needed.
+    not depend on ``shared`` contributes a zero gradient.
+
+    ``all_reduce``: under data parallelism, a function that sums a small tensor over
+    ranks (e.g. ``dist.all_reduce`` wrapped to return its argument); it is applied to
+    the three inner products so that every rank gets the same α for the global batch.
+    Under fp16 autocast the gradients w.r.t. ``shared`` may underflow; α is invariant
+    to scaling both losses by one constant, so the caller may scale them if needed.
     """
     if not shared.requires_grad:
         raise ValueError("mgda_combine: `shared` (the embedding batch) must require grad")
@@ -61,6 +86,9 @@ def mgda_combine(loss_cls: torch.Tensor, loss_con: torch.Tensor, shared: torch.T
     for loss in (loss_cls, loss_con):
         (g,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
         grads.append(torch.zeros_like(shared) if g is None else g)
-    alpha = min_norm_alpha(grads[0], grads[1])
+    prods = inner_products(grads[0], grads[1])
+    if all_reduce is not None:
+        prods = all_reduce(prods)
+    alpha = alpha_from_inner_products(*prods.tolist())
     total = alpha * loss_cls + (1.0 - alpha) * loss_con
     return total, alpha
