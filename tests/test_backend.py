@@ -86,7 +86,7 @@ def make_xvector_dirs(tmp_path, n_spk=12, n_utt=6, dim=16, seed=0):
              for i, a in enumerate(utts) for b in utts[i + 1:] if a.endswith("u0")]
     (d / "trials").write_text("\n".join(lines) + "\n")
     spk_lines = [f"{s} {u} {'target' if utt2spk[u] == s else 'nontarget'}"
-                 for s in sorted(set(utt2spk.values())) for u in utts if u.endswith(("u4", "u5"))]
+                 for s in sorted(set(utt2spk.values())) for u in utts if u.endswith(f"u{n_utt - 1}")]
     (d / "trials_spk").write_text("\n".join(spk_lines) + "\n")
     return out
 
@@ -148,3 +148,30 @@ def test_backend_save_load_same_scores(tmp_path):
     for name in ("cosine", "asnorm", "plda"):
         np.testing.assert_allclose(be.score_trials(name, X, X[::-1], idx, idx),
                                    be2.score_trials(name, X, X[::-1], idx, idx), rtol=1e-5, atol=1e-6)
+
+
+def test_report_two_systems_and_missing(tmp_path, capsys):
+    from pyspk.bin import report as report_bin
+
+    dirs = make_xvector_dirs(tmp_path, n_spk=8, n_utt=4)
+    dtr, xtr, _ = dirs["train"]
+    dte, xte, _ = dirs["test"]
+    exp = tmp_path / "exp"
+    for sys_name, lda in (("sysA", 4), ("sysB", 0)):
+        be = fit_backend_dir(xtr, dtr, exp / sys_name / "backend", BackendConfig(lda_dim=lda, asnorm_top_n=4))
+        score_data_dir(be, xte, dte, exp / sys_name / "scores")
+        (exp / sys_name / "config.yaml").write_text("model: tiny\n")
+    out = exp / "results.md"
+    assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysB", "--command", "./run.sh --x 1",
+                            "--out", str(out)]) == 0
+    md = out.read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| sys")]
+    assert len(rows) == 2 * 3 * 2  # systems x back-ends x trials lists
+    assert "./run.sh --x 1" in md and str(exp / "sysA" / "config.yaml") in md
+    res = json.loads((exp / "results.json").read_text())
+    assert set(res["systems"]) == {"sysA", "sysB"}
+    assert (exp / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (exp / "det_trials_spk.png").is_file()
+    capsys.readouterr()
+    assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysC", "--out", str(out)]) == 1
+    assert "sysC" in capsys.readouterr().err

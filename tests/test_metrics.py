@@ -109,3 +109,17 @@ def test_invalid_input(scores, labels, msg):
 def test_bad_p_target():
     with pytest.raises(ValueError, match="p_target"):
         compute_min_dcf([1.0, 0.0], [1, 0], 1.5)
+
+
+def test_det_plot_several_systems(tmp_path):
+    from pyspk.metrics.det import det_points, plot_det
+
+    rng = np.random.default_rng(5)
+    curves = {}
+    for name, sep in (("good", 3.0), ("bad", 1.0)):
+        s, lab = random_case(rng, 200, 2000, ties=False)
+        curves[name] = (s + sep * lab, lab)
+    path = plot_det(curves, tmp_path / "det.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p_fa, p_miss = det_points(*curves["good"])
+    assert np.all(np.diff(p_fa) <= 0) and np.all(np.diff(p_miss) >= 0)

@@ -1,6 +1,7 @@
 """The scoring stage: every ``trials*`` list of a data dir against every back-end.
 
 Writes ``<out>/<trials_name>.<backend>`` (``enroll test score`` lines, trials order),
+a copy of each trials list as ``<out>/<trials_name>`` (the key, for reports and DET plots),
 ``metrics.json``::
 
     {"<trials_name>": {"<backend>": {"eer": f, "eer_threshold": f, "min_dcf_0.01": f,
@@ -121,6 +122,7 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: S
         ei, ti = trial_indices(path, trials, enroll_row, tables.utt_row, xvector_dir)
         labels = np.array([tr.target for tr in trials])
         metrics[path.name] = {}
+        copy_trials(path, out)
         for name in backends:
             scores = backend.score_trials(name, enroll_vecs, tables.utt_vecs, ei, ti, n_enroll=enroll_counts)
             write_scores(out / f"{path.name}.{name}", trials, scores)
@@ -141,3 +143,8 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: S
     if cfg.calibration:
         atomic_write_text(out / "calibration.json", json.dumps(calib, indent=2) + "\n")
     return metrics
+
+
+def copy_trials(path, out_dir) -> None:
+    """Keep the scored key beside the scores (``S/<trials_name>``) for reports and DET plots."""
+    atomic_write_text(Path(out_dir) / Path(path).name, Path(path).read_text())

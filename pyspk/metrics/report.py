@@ -1,0 +1,107 @@
+"""The report stage: every system's scores/metrics.json -> results.md, results.json, det.png.
+
+For each system ``S`` of the recipe it reads ``EXP/S/scores/metrics.json`` (written
+by ``pyspk score``) and names ``EXP/S/config.yaml``.  ``results.md`` has one row per
+system x back-end x trials list (EER %, minDCF(0.01), minDCF(0.001), Cllr when present),
+then the command and each system's config.  ``det.png`` holds the DET curves of every
+system and back-end on the *first* trials list (sorted by name, normally ``trials``);
+each further list ``L`` gets ``det_L.png``.  Curves are drawn from the score files
+``EXP/S/scores/<L>.<backend>`` and the key copy ``EXP/S/scores/<L>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from pyspk.io import atomic_write_text
+
+STYLES = ("-", "--", ":", "-.")
+
+
+def load_system(exp_dir: Path, system: str) -> dict:
+    d = exp_dir / system
+    mfile = d / "scores" / "metrics.json"
+    if not d.is_dir():
+        raise FileNotFoundError(f"system '{system}': {d} does not exist")
+    if not mfile.is_file():
+        raise FileNotFoundError(f"system '{system}': {mfile} not found (run the score stage)")
+    cfg = d / "config.yaml"
+    return {"metrics": json.loads(mfile.read_text()), "config": str(cfg) if cfg.is_file() else None,
+            "scores_dir": str(d / "scores")}
+
+
+def read_scored(scores_dir: Path, trials_name: str, backend: str):
+    """(scores, labels) of one score file, aligned with the key copy by (enroll, test)."""
+    key = {}
+    for line in (scores_dir / trials_name).read_text().splitlines():
+        e, t, lab = line.split()
+        key[(e, t)] = lab == "target"
+    scores, labels = [], []
+    path = scores_dir / f"{trials_name}.{backend}"
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        e, t, s = line.split()
+        if (e, t) not in key:
+            raise ValueError(f"{path}:{lineno}: trial '{e} {t}' is not in {scores_dir / trials_name}")
+        scores.append(float(s))
+        labels.append(key[(e, t)])
+    return np.array(scores), np.array(labels)
+
+
+def markdown_table(systems: Dict[str, dict]) -> List[str]:
+    rows = ["| System | Back-end | Trials | EER (%) | minDCF(0.01) | minDCF(0.001) | Cllr |",
+            "|---|---|---|---:|---:|---:|---:|"]
+    for name, info in systems.items():
+        for trials, backends in info["metrics"].items():
+            for backend, m in backends.items():
+                cllr = f"{m['cllr']:.3f}" if "cllr" in m else "-"
+                rows.append(f"| {name} | {backend} | {trials} | {100 * m['eer']:.2f} | "
+                            f"{m.get('min_dcf_0.01', float('nan')):.4f} | "
+                            f"{m.get('min_dcf_0.001', float('nan')):.4f} | {cllr} |")
+    return rows
+
+
+def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: bool = True) -> dict:
+    """Write results.md (out_path), results.json and det*.png beside it; returns the json dict."""
+    exp_dir, out_path = Path(exp_dir), Path(out_path)
+    if not systems:
+        raise ValueError("no systems to report")
+    info = {s: load_system(exp_dir, s) for s in systems}
+    lines = ["# Results", "", *markdown_table(info), "",
+             "EER in %, minDCF normalised (c_miss = c_fa = 1); Cllr of the logistic-regression "
+             "calibrated scores (fitted on the first trials list, so optimistic there).", "",
+             f"Command: `{command}`", "", "Systems:"]
+    lines += [f"- {s}: config `{i['config'] or 'missing (no config.yaml)'}`, scores `{i['scores_dir']}`"
+              for s, i in info.items()]
+    dets = _plot_dets(info, out_path.parent) if plot else []
+    if dets:
+        lines += ["", "DET curves: " + ", ".join(f"![{p.stem}]({p.name})" for p in dets)]
+    atomic_write_text(out_path, "\n".join(lines) + "\n")
+    result = {"command": command, "systems": info, "det": [p.name for p in dets]}
+    atomic_write_text(out_path.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _plot_dets(info: Dict[str, dict], out_dir: Path) -> List[Path]:
+    from pyspk.metrics.det import plot_det
+
+    lists = sorted({t for i in info.values() for t in i["metrics"]})
+    colours = [f"C{k % 10}" for k in range(len(info))]
+    paths = []
+    for n, trials in enumerate(lists):
+        curves, styles = {}, {}
+        for (system, i), colour in zip(info.items(), colours):
+            for k, backend in enumerate(i["metrics"].get(trials, {})):
+                sdir = Path(i["scores_dir"])
+                if not (sdir / trials).is_file() or not (sdir / f"{trials}.{backend}").is_file():
+                    continue
+                label = f"{system} {backend}"
+                curves[label] = read_scored(sdir, trials, backend)
+                styles[label] = {"color": colour, "linestyle": STYLES[k % len(STYLES)]}
+        if curves:
+            paths.append(plot_det(curves, out_dir / ("det.png" if n == 0 else f"det_{trials}.png"),
+                                  title=f"DET: {trials}", styles=styles))
+    return paths
