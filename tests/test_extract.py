@@ -117,3 +117,35 @@ def test_nan_embedding_names_utterance():
     emb = Embedder(NaNModel(), {"cmn": False}, device="cpu")
     with pytest.raises(ValueError, match="utterance 'bad-utt': embedding contains NaN"):
         emb.embed(np.zeros((20, 4), np.float32), utt="bad-utt")
+
+
+def test_embed_and_verify_cli(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from pyspk.bin import embed as embed_bin
+    from pyspk.bin import verify as verify_bin
+
+    torch.manual_seed(0)
+    kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
+    save_encoder(tmp_path / "m.pt", build_encoder("tdnn", **kw), "tdnn", kw,
+                 {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    a, b = str(tmp_path / "a.wav"), str(tmp_path / "b.wav")
+    assert embed_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", a, b]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith(a) and len(out[0].split("[")[1].split()) == 5 + 1
+    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json",
+                            "--threshold", "0.99", a, a]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["score"] == pytest.approx(1.0, abs=1e-5) and res["decision"] == "same"
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "thresholds.json").write_text(json.dumps({"trials": "trials", "cosine": 1.5}))
+    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json",
+                            "--scores-dir", str(tmp_path / "scores"), a, b]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["threshold"] == 1.5 and res["decision"] == "different"
+    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), a, str(tmp_path / "missing.wav")]) == 1

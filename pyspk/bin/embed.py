@@ -1,0 +1,48 @@
+"""pyspk embed --model M.pt [--fbank-config conf/fbank.yaml] [--out-ark A.ark] a.wav [b.wav ...]
+
+Prints one Kaldi text vector per file (``path  [ v1 v2 ... ]``) to stdout, or writes
+them to A.ark/A.scp (kaldiio) with --out-ark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pyspk embed", description=__doc__.split("\n\n")[1])
+    ap.add_argument("--model", required=True, help="encoder checkpoint (final.pt)")
+    ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
+    ap.add_argument("--out-ark", default=None, help="write A.ark + A.scp instead of printing")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("wavs", nargs="+")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pyspk.embed.extractor import Embedder
+    from pyspk.embed.single import embed_file
+    from pyspk.features.audio import AudioError
+    from pyspk.features.fbank import load_config
+
+    try:
+        embedder = Embedder.from_checkpoint(args.model, device=args.device)
+        cfg = load_config(args.fbank_config)
+        vecs = {w: embed_file(embedder, w, cfg) for w in args.wavs}
+    except (AudioError, ValueError, OSError) as e:
+        print(f"pyspk embed: error: {e}", file=sys.stderr)
+        return 1
+    if args.out_ark:
+        from pathlib import Path
+
+        from pyspk.embed.store import write_vectors
+
+        write_vectors(args.out_ark, Path(args.out_ark).with_suffix(".scp"), vecs)
+    else:
+        for w, v in vecs.items():
+            print(f"{w}  [ " + " ".join(f"{x:.6g}" for x in v) + " ]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
