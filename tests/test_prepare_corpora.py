@@ -354,3 +354,59 @@ def test_dispatcher_requires_root_and_splits_so762(tmp_path):
     assert "no test/ half" in r.stderr
     assert validate_data_dir(tmp_path / "d/so762_test")["speakers"] == 2
     assert validate_data_dir(tmp_path / "d/so762_train")["speakers"] == 4
+
+
+# ---------------------------------------------------------------- download scripts (no internet)
+def make_tar(tmp_path: Path, top: str, inner: str) -> Path:
+    import tarfile
+    src = tmp_path / "src"
+    clip(src / top / inner, 1)
+    archive = tmp_path / "served" / f"{top}.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src / top, arcname=top)
+    return archive
+
+
+def test_download_unreachable_host_says_so(tmp_path):
+    r = run_sh("local/download_musan.sh", "--dir", str(tmp_path / "dl"), "--url", "http://127.0.0.1:9/musan.tar.gz")
+    assert r.returncode != 0
+    assert "no network, or the host is unreachable" in r.stderr and "musan.tar.gz" in r.stderr
+    assert not (tmp_path / "dl" / "musan.tar.gz").exists()
+
+
+def test_download_checksum_unpack_and_resume(tmp_path):
+    import hashlib
+    archive = make_tar(tmp_path, "musan", "noise/free-sound/noise-0000.wav")
+    url = archive.as_uri()
+    dl = tmp_path / "dl"
+    r = run_sh("local/download_musan.sh", "--dir", str(dl), "--url", url, "--md5", "0" * 32)
+    assert r.returncode != 0 and "expected 00000000" in r.stderr and "Delete it and rerun" in r.stderr
+    (dl / "musan.tar.gz").unlink()
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    r = run_sh("local/download_musan.sh", "--dir", str(dl), "--url", url, "--md5", md5)
+    assert r.returncode == 0, r.stderr
+    assert (dl / "musan/noise/free-sound/noise-0000.wav").is_file() and (dl / ".unpacked.musan.tar.gz").is_file()
+    r = run_sh("local/download_musan.sh", "--dir", str(dl), "--url", "http://127.0.0.1:9/x", "--md5", md5)
+    assert r.returncode == 0 and "ready" in r.stdout  # finished unpack: nothing fetched again
+
+
+def test_download_speechocean762_records_first_checksum(tmp_path):
+    import hashlib
+    archive = make_tar(tmp_path, "speechocean762", "WAVE/SPEAKER0001/000010011.WAV")
+    dl = tmp_path / "dl"
+    r = run_sh("local/download_speechocean762.sh", "--dir", str(dl), "--url", archive.as_uri())
+    assert r.returncode == 0, r.stderr
+    rec = (dl / "speechocean762.tar.gz.sha256").read_text().split()[0]
+    assert rec == hashlib.sha256(archive.read_bytes()).hexdigest() and "no published checksum" in r.stderr
+    assert (dl / "speechocean762/WAVE/SPEAKER0001/000010011.WAV").is_file()
+
+
+def test_download_voxceleb_needs_local_archives(tmp_path):
+    r = run_sh("local/download_voxceleb.sh", "--dir", str(tmp_path / "v"))
+    assert r.returncode != 0 and "--src is required" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_sh("local/download_voxceleb.sh", "--src", str(tmp_path / "empty"), "--dir", str(tmp_path / "v"))
+    assert r.returncode != 0 and "no VoxCeleb archive" in r.stderr
+    r = run_sh("local/download_cnceleb.sh", "--src", str(tmp_path / "empty"), "--dir", str(tmp_path / "c"))
+    assert r.returncode != 0 and "cn-celeb_v2.tar.gz not found" in r.stderr

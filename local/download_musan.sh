@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Download and unpack MUSAN (OpenSLR resource 17, about 11 GB: music, speech, noise)
+# -> DIR/musan/{music,speech,noise}; use it with ./run.sh --musan-root DIR/musan.
+#
+#   local/download_musan.sh [--dir downloads] [--url URL] [--md5 SUM]
+#
+# Mirrors: https://us.openslr.org/resources/17/, https://openslr.elda.org/resources/17/.
+# The md5 below is the value that public recipes (WeSpeaker, voxceleb_trainer) check for
+# musan.tar.gz; we have not downloaded the archive here to confirm it ourselves.
+set -euo pipefail
+dir=downloads
+url=https://www.openslr.org/resources/17/musan.tar.gz
+md5=0c472d4fc0c5141eca47ad1ffeb2a7df
+help_message="usage: $0 [--dir DIR] [--url URL] [--md5 SUM]"
+. "$(dirname "$0")/../utils/parse_options.sh"
+. "$(dirname "$0")/download_common.sh"
+
+archive=$dir/musan.tar.gz
+if [ -f "$dir/.unpacked.musan.tar.gz" ] && [ -d "$dir/musan/noise" ]; then
+  echo "$0: $dir/musan is ready"; exit 0
+fi
+fetch "$url" "$archive"
+verify "$archive" md5 "$md5"
+unpack "$archive" "$dir"
+[ -d "$dir/musan/noise" ] || die "$archive did not contain musan/noise"
+echo "$0: done: --musan-root $dir/musan"
