@@ -1,0 +1,280 @@
+package QueueCommon;
+# Shared by utils/run.pl, utils/slurm.pl and utils/queue.pl (Kaldi's queue-script
+# convention): argument parsing, JOB substitution, shell quoting, the log header and
+# footer, the failure report, the Kaldi-style option config (slurm.conf, queue.conf),
+# the generated batch script and the wait on its status files.
+# Only modules of perl-base are used, so the scripts run on a bare Debian.
+use strict;
+use warnings;
+use File::Basename qw(dirname basename);
+use File::Path qw(make_path);
+use Cwd qw(getcwd);
+use POSIX ();
+
+our $PROG = basename($0);
+
+sub die_usage { print STDERR "$PROG: $_[0]\n"; exit 1; }
+
+# Parse `[--name value | --name=value]... [NAME=a:b | NAME=a] LOGFILE COMMAND...`.
+# Option names have dashes turned into underscores (--max-jobs-run -> max_jobs_run).
+sub parse_args {
+  my @args = @_;
+  my %opt;
+  while (@args && $args[0] =~ /^--/) {
+    my $a = shift @args;
+    my ($name, $value);
+    if ($a =~ /^--([^=]+)=(.*)$/) { ($name, $value) = ($1, $2); }
+    else {
+      $name = substr($a, 2);
+      die_usage("option $a needs a value") unless @args;
+      $value = shift @args;
+    }
+    $name =~ s/-/_/g;
+    $opt{$name} = $value;
+  }
+  for my $k (qw(max_jobs_run num_threads)) {
+    die_usage("--" . ($k =~ s/_/-/gr) . " needs a positive integer, got '$opt{$k}'")
+      if defined $opt{$k} && $opt{$k} !~ /^[1-9]\d*$/;
+  }
+  my ($jobname, $first, $last, $array) = ("", 1, 1, 0);
+  if (@args && $args[0] =~ /^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$/) {
+    ($jobname, $first, $last, $array) = ($1, $2, defined $3 ? $3 : $2, 1);
+    shift @args;
+    die_usage("bad job range $jobname=$first:$last (first > last)") if $first > $last;
+  } elsif (@args && $args[0] =~ /^\w+=[\d:]+$/) {
+    die_usage("bad job range '$args[0]' (expected NAME=first:last, e.g. JOB=1:4)");
+  }
+  die_usage("usage: $PROG [options] [JOB=1:N] LOGFILE COMMAND...") if @args < 2;
+  my $logfile = shift @args;
+  die_usage("log file '$logfile' must contain '$jobname' when running $last - $first + 1 > 1 jobs")
+    if $last > $first && index($logfile, $jobname) < 0;
+  return { opt => \%opt, jobname => $jobname, first => $first, last => $last,
+           array => $array, logfile => $logfile, cmd => shell_join(@args) };
+}
+
+# Kaldi's rule: a word without whitespace or quotes is passed to bash as it is (so `\|`,
+# `\>` given as separate words act as pipes and redirections); other words are quoted.
+# A command given as a single word is a shell command line itself ("a | b").
+sub shell_join {
+  return $_[0] if @_ == 1;
+  return join(" ", map { /^[^\s'"]+$/ ? $_ : quote($_) } @_);
+}
+
+sub quote { my $s = shift; $s =~ s/'/'\\''/g; return "'$s'"; }
+
+# Every occurrence of the job name is replaced, as Kaldi does (feats.JOB.ark -> feats.3.ark).
+sub subst {
+  my ($s, $name, $id) = @_;
+  return $s if $name eq "";
+  $s =~ s/\Q$name\E/$id/g;
+  return $s;
+}
+
+sub now { return scalar localtime(); }
+
+sub write_header {
+  my ($log, $cmd) = @_;
+  make_path(dirname($log));
+  open(my $fh, ">", $log) or die_usage("cannot write log file $log: $!");
+  print $fh "# $cmd\n# Started at " . now() . "\n#\n";
+  close($fh);
+}
+
+sub write_footer {
+  my ($log, $code, $elapsed, $threads) = @_;
+  open(my $fh, ">>", $log) or die_usage("cannot append to log file $log: $!");
+  print $fh "# Accounting: time=$elapsed threads=$threads\n";
+  print $fh "# Ended (code $code) at " . now() . ", elapsed time $elapsed seconds\n";
+  close($fh);
+}
+
+# "run.pl: 1 / 4 failed, log is in /tmp/x/log.3"; exits 1 when anything failed.
+sub report_and_exit {
+  my ($njobs, @failed) = @_;
+  exit 0 unless @failed;
+  my $n = scalar @failed;
+  if ($n == 1) { print STDERR "$PROG: $n / $njobs failed, log is in $failed[0]\n"; }
+  else { print STDERR "$PROG: $n / $njobs failed, logs are in " . join(" ", @failed) . "\n"; }
+  exit 1;
+}
+
+# ---- Kaldi-style option config: `command ...`, `option NAME=VALUE args`,
+# `option NAME=* args with $0`, `default NAME=VALUE`; '#' starts a comment.
+sub read_config {
+  my ($file, $builtin) = @_;
+  my (@lines, $where);
+  if (defined $file) {
+    open(my $fh, "<", $file) or die_usage("cannot read config $file: $!");
+    @lines = <$fh>; close($fh); $where = $file;
+  } else { @lines = split(/\n/, $builtin); $where = "$PROG (built-in config)"; }
+  my %c = (command => undef, exact => {}, wild => {}, default => {}, names => {}, file => $where);
+  my $n = 0;
+  for my $line (@lines) {
+    $n++;
+    $line =~ s/#.*//; $line =~ s/^\s+|\s+$//g;
+    next if $line eq "";
+    if ($line =~ /^command\s+(.+)$/) { $c{command} = $1; }
+    elsif ($line =~ /^option\s+(\w+)=(\S+)\s*(.*)$/) {
+      $c{names}{$1} = 1;
+      if ($2 eq "*") { $c{wild}{$1} = $3; } else { $c{exact}{"$1=$2"} = $3; }
+    } elsif ($line =~ /^default\s+(\w+)=(\S+)$/) { $c{default}{$1} = $2; $c{names}{$1} = 1; }
+    else { die_usage("$where:$n: cannot parse '$line' (expected 'command ...', 'option NAME=VALUE ...' or 'default NAME=VALUE')"); }
+  }
+  die_usage("$where: no 'command' line") unless defined $c{command};
+  return \%c;
+}
+
+# The submit command and its arguments for the given options (command line over defaults).
+sub submit_args {
+  my ($c, $opt) = @_;
+  my %eff = (%{$c->{default}}, %$opt);
+  my $args = $c->{command};
+  for my $name (sort keys %eff) {
+    my $v = $eff{$name};
+    if (exists $c->{exact}{"$name=$v"}) { $args .= " " . $c->{exact}{"$name=$v"}; }
+    elsif (exists $c->{wild}{$name}) { (my $a = $c->{wild}{$name}) =~ s/\$0/$v/g; $args .= " $a"; }
+    else {
+      my $known = join(", ", map { "--" . s/_/-/gr } sort keys %{$c->{names}});
+      die_usage("option --" . ($name =~ s/_/-/gr) . " $v is not described in $c->{file} (options there: $known)");
+    }
+  }
+  return split(" ", $args);
+}
+
+# The log file of each job, the job script in LOGDIR/q/ and its status-file stem.
+sub batch_paths {
+  my ($p) = @_;
+  my $dir = dirname($p->{logfile});
+  my $base = basename($p->{logfile});
+  $base = subst($base, $p->{jobname}, "") if $p->{jobname} ne "";
+  $base =~ s/\.\.+/./g; $base =~ s/^\.|\.$//g; $base = "job" if $base eq "";
+  my $qdir = "$dir/q";
+  make_path($qdir);
+  return ($qdir, $base, "$qdir/$base.sh", "$qdir/done.$base.$$");
+}
+
+# A bash script that runs task $task_var's command into its log, writes the Kaldi
+# header and footer, and last (atomically) a status file holding the exit code.
+sub write_batch_script {
+  my ($p, $script, $status_stem, $task_var, $threads, @env_names) = @_;
+  open(my $fh, ">", $script) or die_usage("cannot write $script: $!");
+  print $fh "#!/bin/bash\n# written by $PROG at " . now() . "\n";
+  print $fh "cd " . quote(getcwd()) . " || exit 100\n";
+  for my $e (@env_names) { print $fh "export $e=" . quote($ENV{$e}) . "\n" if defined $ENV{$e}; }
+  print $fh "status=" . quote($status_stem) . "\n";
+  print $fh "task=\${$task_var:?'not run as an array task'}\ncase \$task in\n";
+  for my $id ($p->{first} .. $p->{last}) {
+    my $cmd = subst($p->{cmd}, $p->{jobname}, $id);
+    my $log = subst($p->{logfile}, $p->{jobname}, $id);
+    print $fh "  $id) log=" . quote($log) . "; cmd=" . quote($cmd) . " ;;\n";
+  }
+  print $fh "  *) echo \"$PROG: no task \$task in this script\" >&2; exit 100 ;;\nesac\n";
+  print $fh <<"EOF";
+mkdir -p "\$(dirname "\$log")"
+{ printf '# %s\\n' "\$cmd"; echo "# Started at \$(date) on \$(hostname)"; echo '#'; } > "\$log"
+t0=\$(date +%s)
+bash -o pipefail -c "\$cmd" >> "\$log" 2>&1 < /dev/null
+rc=\$?
+t=\$((\$(date +%s) - t0))
+echo "# Accounting: time=\$t threads=$threads" >> "\$log"
+echo "# Ended (code \$rc) at \$(date), elapsed time \$t seconds" >> "\$log"
+echo \$rc > "\$status.\$task.tmp" && mv "\$status.\$task.tmp" "\$status.\$task"
+exit \$rc
+EOF
+  close($fh);
+  chmod(0755, $script);
+}
+
+# Wait until every task has written its status file. $alive->() returns 1 while the
+# scheduler still knows the job, 0 once it is gone, undef when it cannot tell; a task
+# with no status file 30 s after its job left the scheduler is failed (killed, node lost);
+# $outfile->($id) names the scheduler's own output file of task $id for that message.
+# Returns the list of failed log files.
+sub wait_for_status {
+  my ($p, $status_stem, $alive, $outfile) = @_;
+  my %pending = map { $_ => 1 } ($p->{first} .. $p->{last});
+  my (%failed, $gone_since);
+  my ($sleep, $last_check) = (0.1, time());
+  while (%pending) {
+    for my $id (sort { $a <=> $b } keys %pending) {
+      my $sf = "$status_stem.$id";
+      next unless -e $sf;
+      open(my $fh, "<", $sf) or next;
+      my $rc = <$fh>; close($fh);
+      $failed{$id} = 1 unless defined $rc && $rc =~ /^0\s*$/;
+      delete $pending{$id}; unlink($sf);
+    }
+    last unless %pending;
+    if (time() - $last_check >= 10 || defined $gone_since) {
+      $last_check = time();
+      my $state = $alive->();
+      $gone_since = time() if defined $state && !$state && !defined $gone_since;
+      if (defined $gone_since && time() - $gone_since > 30) {
+        for my $id (sort { $a <=> $b } keys %pending) {
+          my $log = subst($p->{logfile}, $p->{jobname}, $id);
+          print STDERR "$PROG: task $id left the queue without a status (killed?); see $log and " . $outfile->($id) . "\n";
+          $failed{$id} = 1;
+        }
+        last;
+      }
+    }
+    select(undef, undef, undef, $sleep);
+    $sleep = $sleep * 1.5 > 2 ? 2 : $sleep * 1.5;
+  }
+  return map { subst($p->{logfile}, $p->{jobname}, $_) } sort { $a <=> $b } keys %failed;
+}
+
+# Variables the generated job script sets to their values at submission, so that the
+# job finds the same python, package and locale whatever the scheduler exports.
+our @CARRY_ENV = qw(PATH PYTHONPATH LD_LIBRARY_PATH VIRTUAL_ENV PYSPK_ROOT LC_ALL LANG
+                    PYTHONUNBUFFERED HOME);
+
+# The whole of slurm.pl / queue.pl once the back-end is known. %b holds: builtin
+# (config text used when there is no --config and no conf/NAME.conf), default_config,
+# task_var, array_args->(first, last, max_jobs, name, qdir, base) (scheduler arguments),
+# parse_id->(stdout of the submit command), alive->(id), cancel->(id) (a command).
+sub submit_and_wait {
+  my ($p, %b) = @_;
+  my %opt = %{$p->{opt}};
+  my $config = delete $opt{config};
+  $config = $b{default_config} if !defined $config && -f $b{default_config};
+  my $max_jobs = delete $opt{max_jobs_run};
+  my $c = read_config($config, $b{builtin});
+  my @submit = submit_args($c, \%opt);
+  my $threads = $opt{num_threads} || $c->{default}{num_threads} || 1;
+  my ($qdir, $base, $script, $stem) = batch_paths($p);
+  unlink(glob("$stem.*"));
+  write_batch_script($p, $script, $stem, $b{task_var}, $threads, @CARRY_ENV);
+  my @cmd = (@submit, $b{array_args}->($p->{first}, $p->{last}, $max_jobs, $base, $qdir), $script);
+  my ($out, $id) = ("", undef);
+  for my $try (1 .. 3) {    # a busy controller refuses now and then; try again
+    open(my $fh, "-|", @cmd) or die_usage("cannot run $cmd[0]: $!");
+    $out = join("", <$fh>);
+    close($fh);
+    last if $? == 0 && defined($id = $b{parse_id}->($out));
+    print STDERR "$PROG: submission failed (try $try of 3): @cmd\n$out";
+    die_usage("giving up; the job script is $script") if $try == 3;
+    sleep(5 * $try);
+  }
+  my $stop = sub {
+    system(@{$b{cancel}->($id)});
+    print STDERR "$PROG: got SIG$_[0]; cancelled job $id\n";
+    exit 1;
+  };
+  $SIG{$_} = $stop for qw(INT TERM HUP);
+  my @failed = wait_for_status($p, $stem, sub { $b{alive}->($id) }, sub { "$qdir/$base.$_[0].out" });
+  report_and_exit($p->{last} - $p->{first} + 1, @failed);
+}
+
+# Output and exit status of a command given as a list (stderr included).
+sub capture {
+  my @cmd = @_;
+  my $pid = open(my $fh, "-|");
+  return ("", -1) unless defined $pid;
+  if ($pid == 0) { open(STDERR, ">&", \*STDOUT); exec(@cmd) or POSIX::_exit(127); }
+  my $out = join("", <$fh>);
+  close($fh);
+  return ($out, $? >> 8);
+}
+
+1;

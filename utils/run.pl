@@ -1,0 +1,84 @@
+#!/usr/bin/env perl
+# Run Kaldi-style parallel jobs on this machine.
+#
+#   utils/run.pl [--max-jobs-run N] [--num-threads N] [--mem 4G] [--gpu N] [--config F] \
+#                [JOB=1:N] LOGFILE COMMAND...
+#
+# Every occurrence of the job name (any NAME in NAME=first:last) in LOGFILE and COMMAND
+# is replaced by the job's index. The command runs through `bash -o pipefail -c`, with
+# this process's environment, stdin from /dev/null and stdout+stderr into its log, which
+# starts with "# COMMAND" and ends with Kaldi's "# Accounting: time=.. threads=.." and
+# "# Ended (code N) at ..." lines. A word without whitespace or quotes reaches bash as
+# it is, so a quoted `\|` is a pipe: `run.pl JOB=1:2 log.JOB echo JOB \| tr 1 x`; a
+# COMMAND given as one word is a command line of its own: `run.pl log "ls | wc -l"`.
+#
+# --max-jobs-run N: at most N jobs at the same time (default: all at once).
+# --mem, --gpu, --config and any other --name value: accepted and ignored, so that a
+#   cmd.sh line written for slurm.pl or queue.pl also works here.
+# Exit status: 0 when every job succeeded; else 1, naming the failed logs on stderr
+# ("run.pl: 1 / 4 failed, log is in exp/log/x.3.log").
+# INT/TERM/HUP to run.pl are passed to every running job (each runs in its own
+# process group, so whole pipelines stop), and run.pl exits non-zero.
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use lib dirname(abs_path(__FILE__)) . "/lib";
+use POSIX ();
+use QueueCommon;
+
+my $p = QueueCommon::parse_args(@ARGV);
+my $max_jobs = $p->{opt}{max_jobs_run} || 0;
+my $threads = $p->{opt}{num_threads} || 1;
+my %running;    # pid -> [job id, log file, start time]
+my @failed;
+
+my %signum = (HUP => 1, INT => 2, TERM => 15);
+sub stop_all {
+  my $sig = shift;
+  for my $pid (keys %running) {
+    kill('TERM', -$pid);
+    my ($id, $log, $t0) = @{$running{$pid}};
+    QueueCommon::write_footer($log, 128 + $signum{$sig}, time() - $t0, $threads);
+  }
+  print STDERR "$QueueCommon::PROG: got SIG$sig; stopped " . scalar(keys %running) . " running job(s)\n";
+  exit 1;
+}
+$SIG{$_} = \&stop_all for qw(INT TERM HUP);
+
+sub start_job {
+  my $id = shift;
+  my $log = QueueCommon::subst($p->{logfile}, $p->{jobname}, $id);
+  my $cmd = QueueCommon::subst($p->{cmd}, $p->{jobname}, $id);
+  QueueCommon::write_header($log, $cmd);
+  my $pid = fork();
+  QueueCommon::die_usage("fork failed: $!") unless defined $pid;
+  if ($pid == 0) {
+    $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+    POSIX::setpgid(0, 0);
+    open(STDIN, "<", "/dev/null");
+    open(STDOUT, ">>", $log) or POSIX::_exit(127);
+    open(STDERR, ">&", \*STDOUT) or POSIX::_exit(127);
+    exec("bash", "-o", "pipefail", "-c", $cmd) or print STDERR "cannot run bash: $!\n";
+    POSIX::_exit(127);
+  }
+  $running{$pid} = [$id, $log, time()];
+}
+
+sub reap_one {
+  my $pid = waitpid(-1, 0);
+  return if $pid <= 0 || !exists $running{$pid};
+  my $status = $?;
+  my ($id, $log, $t0) = @{delete $running{$pid}};
+  my $code = ($status & 127) ? 128 + ($status & 127) : $status >> 8;
+  QueueCommon::write_footer($log, $code, time() - $t0, $threads);
+  push @failed, [$id, $log] if $code != 0;
+}
+
+for my $id ($p->{first} .. $p->{last}) {
+  reap_one() while $max_jobs && keys(%running) >= $max_jobs;
+  start_job($id);
+}
+reap_one() while %running;
+QueueCommon::report_and_exit($p->{last} - $p->{first} + 1,
+  map { $_->[1] } sort { $a->[0] <=> $b->[0] } @failed);
