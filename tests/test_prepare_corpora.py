@@ -410,3 +410,21 @@ def test_download_voxceleb_needs_local_archives(tmp_path):
     assert r.returncode != 0 and "no VoxCeleb archive" in r.stderr
     r = run_sh("local/download_cnceleb.sh", "--src", str(tmp_path / "empty"), "--dir", str(tmp_path / "c"))
     assert r.returncode != 0 and "cn-celeb_v2.tar.gz not found" in r.stderr
+
+
+# ---------------------------------------------------------------- recipe configs
+@pytest.mark.parametrize("corpus", ["speechocean762", "voxceleb1", "voxceleb2", "cnceleb", "folder"])
+def test_corpus_configs_load_with_the_trainer_schema(corpus):
+    config = pytest.importorskip("pyspk.train.config")
+    names = [l.strip() for l in (REPO / "conf" / corpus / "systems.list").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert names == ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
+    cfgs = {n: config.load_config(REPO / "conf" / corpus / f"{n}.yaml") for n in names}
+    p = cfgs["proposed"]
+    assert (p.loss.cls, p.loss.con, p.loss.caa, p.balance.kind) == ("aam", "am_supcon", True, "mgda")
+    assert (p.loss.margin, p.loss.scale, p.loss.temperature, p.loss.con_margin) == (0.2, 32.0, 0.07, 0.2)
+    assert cfgs["aam_am_supcon_caa_fixed"].balance.kind == "fixed"
+    assert cfgs["am_supcon_caa"].loss.prototypes == "ema" and cfgs["supcon"].loss.con == "supcon"
+    assert p.encoder.kwargs["embed_dim"] == 192 and p.features.crop_frames == 200
+    if corpus in ("voxceleb1", "voxceleb2", "cnceleb"):
+        assert p.encoder.kwargs["channels"] == 1024
