@@ -41,7 +41,7 @@ sub parse_args {
     ($jobname, $first, $last, $array) = ($1, $2, defined $3 ? $3 : $2, 1);
     shift @args;
     die_usage("bad job range $jobname=$first:$last (first > last)") if $first > $last;
-  } elsif (@args && $args[0] =~ /^\w+=[\d:]+$/) {
+  } elsif (@args && $args[0] =~ /^[A-Za-z_]\w*=[\d:,-]+$/) {
     die_usage("bad job range '$args[0]' (expected NAME=first:last, e.g. JOB=1:4)");
   }
   die_usage("usage: $PROG [options] [JOB=1:N] LOGFILE COMMAND...") if @args < 2;
