@@ -6,7 +6,8 @@ where mu is the mean of the training embeddings (WeSpeaker / Kaldi recipes
 subtract it before cosine or PLDA scoring to remove the dataset offset).
 Trials are given as index arrays into an embedding table: each table is
 centred and normalised once, then the row-wise dot products are taken in
-chunks, so 1M trials over 50k embeddings need one pass and bounded memory.
+chunks (small enough to stay in cache), so 1M trials over 50k embeddings need one
+pass and bounded memory.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class CosineScorer:
         """All pairs: (len(A), len(B)) cosine matrix."""
         return self.normalise(A) @ self.normalise(B).T
 
-    def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, chunk: int = 250_000) -> np.ndarray:
+    def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, chunk: int = 20_000) -> np.ndarray:
         """Scores of trials ``(enroll_vecs[enroll_idx[i]], test_vecs[test_idx[i]])``."""
         e, t = self.normalise(enroll_vecs), self.normalise(test_vecs)
         out = np.empty(len(enroll_idx), dtype=np.float32)

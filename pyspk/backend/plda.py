@@ -150,18 +150,44 @@ class PLDA:
             out[sl] = self.score_projected(self.project(enroll[sl]), self.project(test[sl]), n[sl])
         return out
 
+    def trial_features(self, u_enroll, u_test, n_enroll=1, dtype=np.float64):
+        """Per-table features so that LLR(e, t) = <F_e[e], G_t[t]> + c_e[e].
+
+        Expanding the per-dimension Gaussians of :meth:`score_projected`:
+        F_e = [ (1/v_diff - 1/v_same)/2,  a u_e / v_same ],   G_t = [ u_t^2,  u_t ],
+        c_e = sum_d [ (log v_diff - log v_same)/2 - a^2 u_e^2 / (2 v_same) ],
+        with a, v_same computed once per distinct enrolment count n.
+        """
+        psi, d = self.psi, self.psi.shape[0]
+        n = np.broadcast_to(np.asarray(n_enroll, dtype=np.float64), (u_enroll.shape[0],))
+        n_values, which = np.unique(n, return_inverse=True)
+        nn = n_values[:, None]
+        a = nn * psi / (nn * psi + 1.0)                  # (distinct n, d)
+        v_same = 1.0 + psi / (nn * psi + 1.0)
+        v_diff = 1.0 + psi
+        F = np.empty((u_enroll.shape[0], 2 * d), dtype=dtype)
+        F[:, :d] = (0.5 * (1.0 / v_diff - 1.0 / v_same))[which]
+        F[:, d:] = u_enroll * (a / v_same)[which]
+        const = 0.5 * (np.log(v_diff) - np.log(v_same)).sum(axis=1)
+        c = const[which] - 0.5 * np.einsum("ij,ij->i", u_enroll ** 2, (a ** 2 / v_same)[which])
+        G = np.empty((u_test.shape[0], 2 * d), dtype=dtype)
+        G[:, :d] = u_test ** 2
+        G[:, d:] = u_test
+        return F, G, c
+
     def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1,
-                     chunk: int = 200_000) -> np.ndarray:
+                     chunk: int = 20_000, dtype=np.float32) -> np.ndarray:
         """LLRs for trials given as index arrays into enrolment/test vector tables.
 
-        Projects each table once, then scores in chunks (1M trials in a few seconds).
+        Projects each table once (:meth:`trial_features`), then every trial is one
+        dot product of gathered rows, in cache-sized chunks (``dtype`` float32 by
+        default: ~1e-6 relative error, half the memory traffic).
         """
-        ue, ut = self.project(enroll_vecs), self.project(test_vecs)
-        n = np.broadcast_to(np.asarray(n_enroll, dtype=np.float64), (ue.shape[0],))
+        F, G, c = self.trial_features(self.project(enroll_vecs), self.project(test_vecs), n_enroll, dtype)
         out = np.empty(len(enroll_idx))
         for s in range(0, len(enroll_idx), chunk):
             ei, ti = enroll_idx[s:s + chunk], test_idx[s:s + chunk]
-            out[s:s + chunk] = self.score_projected(ue[ei], ut[ti], n[ei])
+            out[s:s + chunk] = np.einsum("ij,ij->i", F[ei], G[ti]) + c[ei]
         return out
 
     # ----------------------------------------------------------------- storage
