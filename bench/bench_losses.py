@@ -6,8 +6,11 @@ AM-SupCon + MGDA-UB combination), on a batch of 128 embeddings of dimension 192
 embeddings stand in for an encoder output (a leaf tensor), so the figures are the
 head overhead only; the full-step overhead against ECAPA-TDNN is bench_train's.
 
+The two variants are timed interleaved (median of each); on a shared, loaded CPU
+the absolute figures swing widely, the ratio less so; ``--threads 1`` is steadier there.
+
 Prints TSV rows: figure<TAB>value<TAB>unit<TAB>note.
-    python bench/bench_losses.py [--quick] [--device cpu|cuda] [--batch 128] [--dim 192] [--classes 1211]
+    python bench/bench_losses.py [--quick] [--device cpu|cuda] [--threads N] [--batch 128] [--dim 192] [--classes 1211]
 """
 
 from __future__ import annotations
@@ -47,19 +50,21 @@ def step_proposed(head, emb, labels):
     total.backward()
 
 
-def time_ms(fn, head, emb, labels, device, reps: int, warmup: int) -> float:
-    """Median wall time of one call, in ms."""
-    times = []
+def time_pair_ms(fns, head, emb, labels, device, reps: int, warmup: int) -> list[float]:
+    """Median wall time of one call of each function, in ms. The calls alternate
+    (a, b, a, b, ...) so that a change of machine load hits both alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for i in range(warmup + reps):
-        head.zero_grad(set_to_none=True)
-        emb.grad = None
-        _sync(device)
-        t0 = time.perf_counter()
-        fn(head, emb, labels)
-        _sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            head.zero_grad(set_to_none=True)
+            emb.grad = None
+            _sync(device)
+            t0 = time.perf_counter()
+            fn(head, emb, labels)
+            _sync(device)
+            if i >= warmup:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def main(argv=None) -> int:
@@ -69,7 +74,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--dim", type=int, default=192)
     p.add_argument("--classes", type=int, default=1211)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     reps, warmup = (10, 3) if args.quick else (50, 10)
 
@@ -79,10 +87,9 @@ def main(argv=None) -> int:
     k = 2
     labels = torch.randperm(args.classes)[: args.batch // k].repeat_interleave(k).to(device)
 
-    aam = time_ms(step_aam, head, emb, labels, device, reps, warmup)
-    prop = time_ms(step_proposed, head, emb, labels, device, reps, warmup)
+    aam, prop = time_pair_ms((step_aam, step_proposed), head, emb, labels, device, reps, warmup)
     setup = (f"batch {args.batch}x{args.dim}, C={args.classes}, {device.type}, "
-             f"{torch.get_num_threads()} threads, median of {reps}")
+             f"{torch.get_num_threads()} threads, median of {reps} interleaved")
     print(f"head_aam_fwd_bwd\t{aam:.3f}\tms\t{setup}")
     print(f"head_proposed_fwd_bwd\t{prop:.3f}\tms\tAAM + CAA + AM-SupCon + MGDA; {setup}")
     print(f"head_overhead\t{prop - aam:.3f}\tms\tproposed minus AAM (ratio {prop / aam:.2f}x of the head alone); "
