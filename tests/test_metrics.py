@@ -123,3 +123,14 @@ def test_det_plot_several_systems(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     p_fa, p_miss = det_points(*curves["good"])
     assert np.all(np.diff(p_fa) <= 0) and np.all(np.diff(p_miss) >= 0)
+
+
+def test_compute_metrics_equals_separate_calls():
+    from pyspk.metrics import compute_metrics
+
+    rng = np.random.default_rng(9)
+    s, lab = random_case(rng, 30, 70, ties=True)
+    m = compute_metrics(s, lab, (0.01, 0.001))
+    assert (m["eer"], m["eer_threshold"]) == compute_eer(s, lab)
+    assert (m["min_dcf_0.01"], m["min_dcf_0.01_threshold"]) == compute_min_dcf(s, lab, 0.01)
+    assert (m["min_dcf_0.001"], m["min_dcf_0.001_threshold"]) == compute_min_dcf(s, lab, 0.001)

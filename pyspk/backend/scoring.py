@@ -29,7 +29,7 @@ from pyspk.backend.model import BACKENDS, Backend
 from pyspk.data.kaldi_dir import read_trials
 from pyspk.embed.store import read_num_utts, read_vectors, stack
 from pyspk.io import atomic_open, atomic_write_text
-from pyspk.metrics import compute_eer, compute_min_dcf
+from pyspk.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,7 @@ def _find_line(path, enroll, test):
 
 
 def metrics_of(scores, labels, p_targets: Sequence[float]) -> dict:
-    eer, thr = compute_eer(scores, labels)
-    out = {"eer": eer, "eer_threshold": thr}
-    for p in p_targets:
-        dcf, t = compute_min_dcf(scores, labels, p)
-        out[f"min_dcf_{p:g}"], out[f"min_dcf_{p:g}_threshold"] = dcf, t
+    out = compute_metrics(scores, labels, p_targets)
     out["num_trials"], out["num_targets"] = int(len(labels)), int(np.sum(labels))
     return out
 

@@ -5,7 +5,7 @@ Entry points: ``compute_eer(scores, labels) -> (eer, threshold)`` and
 labels 1 = target, accept when score >= threshold.
 """
 
-from pyspk.metrics.dcf import compute_min_dcf
+from pyspk.metrics.dcf import compute_metrics, compute_min_dcf
 from pyspk.metrics.eer import compute_eer, operating_points, validate_scores
 
-__all__ = ["compute_eer", "compute_min_dcf", "operating_points", "validate_scores"]
+__all__ = ["compute_eer", "compute_min_dcf", "compute_metrics", "operating_points", "validate_scores"]

@@ -60,7 +60,7 @@ def operating_points(scores, labels) -> Tuple[np.ndarray, np.ndarray, np.ndarray
     See the module docstring for the definition of the points.
     """
     s, lab = validate_scores(scores, labels)
-    order = np.argsort(s, kind="stable")
+    order = np.argsort(s)  # stability is not needed: tied values are grouped below
     s = s[order]
     lab = lab[order]
     n_tar = int(lab.sum())
@@ -95,7 +95,11 @@ def compute_eer(scores, labels) -> Tuple[float, float]:
     Raises ValueError on empty classes, NaN/inf scores, a length mismatch or
     labels other than 0/1.
     """
-    p_miss, p_fa, thr = operating_points(scores, labels)
+    return eer_from_points(*operating_points(scores, labels))
+
+
+def eer_from_points(p_miss: np.ndarray, p_fa: np.ndarray, thr: np.ndarray) -> Tuple[float, float]:
+    """The EER interpolation of :func:`compute_eer` on precomputed operating points."""
     i = int(np.argmax(p_miss >= p_fa))  # exists: the last point has P_miss=1, P_fa=0
     if p_miss[i] == p_fa[i]:
         return float(p_miss[i]), float(thr[i])
