@@ -159,6 +159,8 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     signature = job_signature(split_text, recipes_text, config)
     with contextlib.suppress(FileNotFoundError):
         p["done"].unlink()
+    for stale in p["ark"].parent.glob(f".*.{job}.*.tmp*"):  # left by a killed run of this job
+        stale.unlink()
     applier = RecipeApplier(config.sample_rate)
 
     def items():
