@@ -118,6 +118,8 @@ def generate_speaker(task: SpeakerTask, cfg: SynthConfig, seed: int, audio_dir: 
     """Make every utterance of one speaker (run in a fresh process; see module docstring)."""
     spk_dir = audio_dir / task.spk
     spk_dir.mkdir(parents=True, exist_ok=True)
+    for stale in spk_dir.glob(".*.tmp*"):  # temp files of a killed run
+        stale.unlink()
     plan_file = spk_dir / ".plan"
     if not plan_file.is_file() or plan_file.read_text() != task.digest:
         for old in spk_dir.glob("*.flac"):  # made with other knobs: start the speaker afresh
