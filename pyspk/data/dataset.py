@@ -3,7 +3,8 @@
 :class:`FeatureStore` reads ``feats.scp`` (and ``vad.scp``) through kaldiio and
 applies :func:`pyspk.features.reader.load_features` (VAD frame selection, then
 CMN) at read time, so the arks stay raw. It keeps every processed matrix in RAM
-when asked (``in_memory``) or reads each one on demand.
+when asked (``in_memory``; stored as float16, half the memory, a rounding error
+of < 0.01 on mean-normalised log-Mel values) or reads each one on demand.
 
 :class:`CropBatchDataset` turns a batch of utterance indices (from a sampler)
 into a ``(B, crop_frames, F)`` float tensor and the speaker labels. Its random
@@ -41,7 +42,7 @@ class FeatureStore:
         self.cache: Dict[str, np.ndarray] = {}
         if in_memory:
             for utt in sorted(self.feats_scp):
-                self.cache[utt] = self._read(utt)
+                self.cache[utt] = self._read(utt).astype(np.float16)
 
     def _read(self, utt: str) -> np.ndarray:
         try:
@@ -55,7 +56,7 @@ class FeatureStore:
 
     def __getitem__(self, utt: str) -> np.ndarray:
         m = self.cache.get(utt)
-        return m if m is not None else self._read(utt)
+        return m.astype(np.float32) if m is not None else self._read(utt)
 
     def num_frames(self, utt: str) -> Optional[int]:
         """Frames after VAD when known (in memory), else None."""

@@ -61,7 +61,7 @@ def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size
     fc = cfg.features
     if fc.short_utts == "error":
         check_lengths(sorted(utt2spk), u2nf, fc.crop_frames, f"{train_dir}/utt2num_frames")
-    nbytes = sum(u2nf.get(u, 0) for u in utt2spk) * FEAT_DIM_GUESS * 4
+    nbytes = sum(u2nf.get(u, 0) for u in utt2spk) * FEAT_DIM_GUESS * 2   # float16 in RAM
     in_memory = fc.in_memory == "always" or (fc.in_memory == "auto" and nbytes <= fc.memory_limit_mb * 2**20)
     log.info("%s: %d utterances, %d speakers, %.0f MB of features (%s)", train_dir, len(utt2spk),
              len(set(utt2spk.values())), nbytes / 2**20, "in memory" if in_memory else "read on demand")

@@ -14,8 +14,9 @@ weight of MGDA-UB needs only three inner products,
     alpha = clip((g22 - g12) / (g11 - 2 g12 + g22), 0, 1),
 
 and each is a sum over ranks of the local products (the 1/W factors cancel in
-the ratio). :func:`global_min_norm_alpha` all-reduces the three local products
-so every rank uses the same alpha, the one MGDA would compute on the whole
+the ratio). The trainer passes :func:`all_reduce_sum` to
+:func:`pyspk.balance.mgda.mgda_combine`, which sums the three local products over
+ranks, so every rank uses the same alpha, the one MGDA would compute on the whole
 batch, and the averaged DDP gradient is exactly the gradient of
 alpha * L_cls + (1 - alpha) * L_con over the global batch. The gradients come
 from ``torch.autograd.grad`` with respect to Z only, which does not touch the
@@ -101,23 +102,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     """True when ``flag`` is true on any rank (e.g. a NaN loss), so all ranks stop together."""
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(all_reduce_sum(t).item() > 0)
-
-
-def global_min_norm_alpha(g1: torch.Tensor, g2: torch.Tensor) -> float:
-    """MGDA-UB min-norm weight from the globally summed inner products (module docstring)."""
-    prods = torch.stack([(g1 * g1).sum(), (g1 * g2).sum(), (g2 * g2).sum()]).double()
-    g11, g12, g22 = all_reduce_sum(prods).tolist()
-    denom = g11 - 2.0 * g12 + g22
-    if denom <= 1e-30:
-        return 0.5
-    return float(min(1.0, max(0.0, (g22 - g12) / denom)))
-
-
-def mgda_combine_ddp(loss_cls: torch.Tensor, loss_con: torch.Tensor, shared: torch.Tensor):
-    """Like :func:`pyspk.balance.mgda.mgda_combine` but with alpha agreed across ranks."""
-    g1, g2 = (torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)[0]
-              for loss in (loss_cls, loss_con))
-    g1 = torch.zeros_like(shared) if g1 is None else g1
-    g2 = torch.zeros_like(shared) if g2 is None else g2
-    alpha = global_min_norm_alpha(g1.float(), g2.float())
-    return alpha * loss_cls + (1.0 - alpha) * loss_con, alpha

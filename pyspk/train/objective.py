@@ -105,10 +105,9 @@ class Objective:
         if loss_cls is not None and loss_con is not None:
             if self.balance.kind == "fixed":
                 total = fixed_combine(loss_cls, loss_con, self.balance.lambda_)
-            elif self.distributed:
-                total, alpha = D.mgda_combine_ddp(loss_cls, loss_con, shared)
             else:
-                total, alpha = mgda_combine(loss_cls, loss_con, shared)
+                total, alpha = mgda_combine(loss_cls, loss_con, shared,
+                                            all_reduce=D.all_reduce_sum if self.distributed else None)
         else:
             total = loss_cls if loss_cls is not None else loss_con
         parts = {"loss": float(total.detach()),
