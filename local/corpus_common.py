@@ -173,9 +173,16 @@ def convert_trials(lines: Sequence[Tuple[int, str, str, bool]], resolve: Callabl
     missing: Dict[str, Tuple[str, int, int]] = {}
     seen: Dict[Tuple[str, str], int] = {}
     dropped = 0
+    cache: Dict[str, Tuple[Optional[str], str]] = {}  # millions of lines name a few thousand files
+
+    def lookup(key: str) -> Tuple[Optional[str], str]:
+        if key not in cache:
+            cache[key] = resolve(key)
+        return cache[key]
+
     for lineno, e, t, target in lines:
-        ue, pe = resolve(e)
-        ut, pt = resolve(t)
+        ue, pe = lookup(e)
+        ut, pt = lookup(t)
         if ue is None or ut is None:
             dropped += 1
             for key, u, p in ((e, ue, pe), (t, ut, pt)):
