@@ -1,0 +1,86 @@
+"""Energy VAD (Kaldi compute-vad) and read-time CMN (load_features)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyspk.features.cmvn import apply_cmn, sliding_mean
+from pyspk.features.fbank import FbankConfig, compute_fbank_energy
+from pyspk.features.reader import load_features
+from pyspk.features.vad import compute_vad, vad_from_config
+
+
+def vad_loop(e, thr, scale, ctx, prop):
+    """Kaldi's compute-vad loop, written directly."""
+    t_final = thr + scale * (sum(e) / len(e))
+    out = []
+    for t in range(len(e)):
+        num = den = 0
+        for t2 in range(t - ctx, t + ctx + 1):
+            if 0 <= t2 < len(e):
+                den += 1
+                num += e[t2] > t_final
+        out.append(1.0 if num >= den * prop else 0.0)
+    return np.array(out, dtype=np.float32)
+
+
+@pytest.mark.parametrize("ctx,prop,scale", [(0, 0.6, 0.5), (2, 0.12, 0.5), (3, 0.5, 0.0)])
+def test_vad_matches_kaldi_loop(ctx, prop, scale):
+    e = np.random.default_rng(ctx).uniform(0, 20, size=257)
+    np.testing.assert_array_equal(compute_vad(e, 5.5, scale, ctx, prop), vad_loop(e, 5.5, scale, ctx, prop))
+    assert compute_vad(np.zeros(0)).shape == (0,)
+
+
+def test_vad_separates_speech_from_silence():
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([0.1 * rng.standard_normal(16000), 1e-4 * rng.standard_normal(16000),
+                           0.1 * rng.standard_normal(16000)]).astype(np.float32)
+    cfg = FbankConfig(vad=True)
+    feats, energy = compute_fbank_energy(wave, 16000, cfg)
+    vad = vad_from_config(energy, cfg)
+    assert feats.shape == (300, 80) and energy.shape == (300,)
+    assert vad[:95].all() and vad[205:].all() and not vad[110:190].any()
+    # the raw log energy is Kaldi's: log sum of squared int16-scale samples (DC removed)
+    frame = wave[1600 - 120:1600 - 120 + 400] * 32768.0  # frame 10 starts at 10*160 - (400-160)//2
+    frame = frame - frame.mean()
+    assert abs(energy[10] - np.log(np.sum(frame.astype(np.float64) ** 2))) < 1e-3
+
+
+def test_load_features_vad_then_cmn():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(5.0, 2.0, size=(50, 4)).astype(np.float32)
+    vad = (np.arange(50) % 3 != 0).astype(np.float32)
+    out = load_features(feats, cmn=True, vad=vad)
+    kept = feats[vad > 0.5]
+    np.testing.assert_allclose(out, kept - kept.mean(0), atol=1e-5)
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(load_features(feats, cmn=False), feats)
+    assert load_features(feats, cmn=False, vad=vad).shape == (kept.shape[0], 4)
+
+
+def test_sliding_cmn_matches_brute_force():
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(40, 3)).astype(np.float32)
+    w = 9
+    want = np.empty_like(feats)
+    for t in range(40):
+        start = min(max(t - w // 2, 0), 40 - w)
+        want[t] = feats[t] - feats[start:start + w].mean(0)
+    np.testing.assert_allclose(load_features(feats, cmn_window=w), want, atol=1e-5)
+    np.testing.assert_allclose(sliding_mean(feats, 100), np.broadcast_to(feats.mean(0), feats.shape), atol=1e-6)
+    np.testing.assert_allclose(apply_cmn(feats, None), feats - feats.mean(0), atol=1e-6)
+
+
+def test_load_features_rejects_bad_input():
+    feats = np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match="5 frames"):
+        load_features(feats, vad=np.ones(4))
+    with pytest.raises(ValueError, match="no frame"):
+        load_features(feats, vad=np.zeros(5))
+    bad = feats.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        load_features(bad)
+    with pytest.raises(ValueError, match="2-D"):
+        load_features(np.ones(5))
