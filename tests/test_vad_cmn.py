@@ -74,7 +74,7 @@ def test_sliding_cmn_matches_brute_force():
 
 def test_load_features_rejects_bad_input():
     feats = np.ones((5, 2), np.float32)
-    with pytest.raises(ValueError, match="5 frames"):
+    with pytest.raises(ValueError, match="features have 5"):
         load_features(feats, vad=np.ones(4))
     with pytest.raises(ValueError, match="no frame"):
         load_features(feats, vad=np.zeros(5))
