@@ -104,22 +104,22 @@ def make_trials(utt2spk: Mapping[str, str], seed: int, nontarget_ratio: float = 
     ``a b`` with ``a < b`` in byte order; the list is sorted. Same seed -> same list.
     """
     utts = sorted(utt2spk, key=bkey)
-    spk = [utt2spk[u] for u in utts]
     index = {u: i for i, u in enumerate(utts)}
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
+    spk_id = {s: i for i, s in enumerate(spk2utt)}
+    spk_idx = [spk_id[utt2spk[u]] for u in utts]
     rng = np.random.default_rng(seed)
     targets: List[Tuple[int, int]] = []
-    for _, members in utt2spk_to_spk2utt(utt2spk).items():
+    for members in spk2utt.values():
         ids = [index[u] for u in members]
         targets.extend((a, b) for k, a in enumerate(ids) for b in ids[k + 1:])
+    n_same = len(targets)
     if max_target is not None and len(targets) > max_target:
         keep = np.sort(rng.choice(len(targets), size=max_target, replace=False))
         targets = [targets[i] for i in keep]
     n = len(utts)
-    same_spk_pairs = sum(len(m) * (len(m) - 1) // 2 for m in utt2spk_to_spk2utt(utt2spk).values())
-    total_non = n * (n - 1) // 2 - same_spk_pairs
+    total_non = n * (n - 1) // 2 - n_same
     want = min(int(round(nontarget_ratio * len(targets))), total_non)
-    spk_id = {s: i for i, s in enumerate(sorted(set(spk)))}
-    spk_idx = [spk_id[s] for s in spk]
     nontargets: List[Tuple[int, int]]
     if want > total_non // 2:
         allpairs = [(a, b) for a in range(n) for b in range(a + 1, n) if spk_idx[a] != spk_idx[b]]
