@@ -33,6 +33,14 @@ SCALAR_TABLES = (
     "reco2dur", "text",
 )
 TRIAL_LABELS = ("target", "nontarget")
+# Tables keyed by utterance (wav.scp too, unless a segments file maps utterances to
+# recordings), by speaker, and by recording.
+UTT_TABLES = (
+    "utt2spk", "wav.scp", "segments", "feats.scp", "utt2num_frames", "utt2dur", "vad.scp",
+    "utt2lang", "utt2orig", "utt2genre", "utt2gender", "text",
+)
+SPK_TABLES = ("spk2gender",)
+RECO_TABLES = ("reco2dur",)
 
 
 class DataDirError(ValueError):
@@ -46,7 +54,7 @@ def _where(path: Path, lineno: int) -> str:
 def _read_lines(path: Path) -> List[Tuple[int, str]]:
     """Return (line number, line) for non-empty lines; reject non-UTF-8 bytes."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():   # not is_file(): /dev/stdin (a pipe) is fine
         raise DataDirError(f"{path}: file not found")
     raw = path.read_bytes()
     out = []
@@ -79,25 +87,33 @@ def _check_order(path: Path, keys: Sequence[Tuple[int, str]]) -> None:
         prev = (lineno, key)
 
 
-def read_table(path, check_sorted: bool = True, allow_empty: bool = False) -> "OrderedDict[str, str]":
-    """Read a ``key value...`` table into an ordered dict of key -> rest of line."""
+def _read_keyed(path, check_sorted: bool = True, allow_empty: bool = False) -> List[Tuple[int, str, str]]:
+    """(line number, key, rest of line) for each line of a ``key value...`` table."""
     path = Path(path)
     lines = _read_lines(path)
     if not lines and not allow_empty:
-        raise DataDirError(f"{path}: file is empty")
-    table: "OrderedDict[str, str]" = OrderedDict()
-    keyed = []
+        raise DataDirError(f"{_where(path, 1)}: file is empty")
+    rows = []
+    first: Dict[str, int] = {}
     for lineno, line in lines:
         parts = line.strip().split(None, 1)
         if len(parts) < 2:
             raise DataDirError(f"{_where(path, lineno)}: expected 'key value', got {line.strip()!r}")
-        keyed.append((lineno, parts[0]))
-        if parts[0] in table and not check_sorted:
-            raise DataDirError(f"{_where(path, lineno)}: duplicate key '{parts[0]}'")
-        table[parts[0]] = parts[1].strip()
+        if not check_sorted and parts[0] in first:
+            raise DataDirError(f"{_where(path, lineno)}: duplicate key '{parts[0]}' (first on line {first[parts[0]]})")
+        first.setdefault(parts[0], lineno)
+        rows.append((lineno, parts[0], parts[1].strip()))
     if check_sorted:
-        _check_order(path, keyed)
-    return table
+        _check_order(path, [(n, k) for n, k, _ in rows])
+    return rows
+
+
+def read_table(path, check_sorted: bool = True, allow_empty: bool = False) -> "OrderedDict[str, str]":
+    """Read a ``key value...`` table into an ordered dict of key -> rest of line.
+
+    ``check_sorted``: keys must be in C-locale order (else only duplicates are errors).
+    """
+    return OrderedDict((k, v) for _, k, v in _read_keyed(path, check_sorted, allow_empty))
 
 
 def read_spk2utt(path, check_sorted: bool = True) -> "OrderedDict[str, List[str]]":
@@ -107,14 +123,19 @@ def read_spk2utt(path, check_sorted: bool = True) -> "OrderedDict[str, List[str]
 def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:
     """Write ``key value`` lines atomically. Values that are lists are space-joined."""
     keys = sorted(table, key=lambda k: k.encode()) if sort else list(table)
+    lines = []
+    for k in keys:
+        v = table[k]
+        if isinstance(v, (list, tuple)):
+            v = " ".join(str(x) for x in v)
+        v = str(v)
+        if not k or any(c.isspace() for c in k):
+            raise DataDirError(f"{path}: key {k!r} is empty or contains whitespace")
+        if not v.strip() or "\n" in v or "\r" in v:
+            raise DataDirError(f"{path}: value of key '{k}' is empty or spans lines: {v!r}")
+        lines.append(f"{k} {v}\n")
     with atomic_open(path) as f:
-        for k in keys:
-            v = table[k]
-            if isinstance(v, (list, tuple)):
-                v = " ".join(str(x) for x in v)
-            if not k or any(c.isspace() for c in k):
-                raise DataDirError(f"{path}: key {k!r} is empty or contains whitespace")
-            f.write(f"{k} {v}\n")
+        f.writelines(lines)
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> "OrderedDict[str, List[str]]":
@@ -164,7 +185,7 @@ def read_trials(path, known_enroll: Optional[Iterable[str]] = None,
     path = Path(path)
     lines = _read_lines(path)
     if not lines:
-        raise DataDirError(f"{path}: trials file is empty")
+        raise DataDirError(f"{_where(path, 1)}: trials file is empty")
     ke = set(known_enroll) if known_enroll is not None else None
     kt = set(known_test) if known_test is not None else None
     trials = []
@@ -239,28 +260,29 @@ class DataDir:
         return path
 
 
-def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
-                      need_feats: bool = False) -> Dict[str, int]:
-    """Validate a data directory; raise DataDirError naming file and line on the first problem.
+def _check_wav_files(path: Path, rows: List[Tuple[int, str, str]]) -> None:
+    """Every file a wav.scp entry names (directly, or as an audio argument of a pipe) exists.
 
-    Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
-    keys; utt2spk and spk2utt agree; wav.scp/feats.scp/optional per-utterance tables
-    cover exactly the utterances of utt2spk; wav.scp paths exist (``check_files``);
-    every ``trials*`` file names only known utterances (or speakers, for ``spk``-level
-    enrolment when the enrol id is a speaker id).
-    Returns counts {"utts": .., "speakers": .., "trials": ..}.
+    Relative paths are taken from the current directory, as Kaldi does, then from the
+    data directory.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise DataDirError(f"{path}: not a directory")
-    utt2spk = read_table(path / "utt2spk")
-    for lineno, (u, s) in enumerate(utt2spk.items(), 1):
-        if len(s.split()) != 1:
-            raise DataDirError(f"{path / 'utt2spk'}: utterance '{u}' has {len(s.split())} speaker fields, expected 1")
+    wav_scp = path / "wav.scp"
+    for lineno, key, value in rows:
+        f = wav_scp_path(value)
+        for fn in [f] if f is not None else pipe_input_files(value):
+            if not os.path.isabs(fn) and not os.path.exists(fn):
+                fn = str(path / fn)
+            if not os.path.exists(fn):
+                raise DataDirError(f"{_where(wav_scp, lineno)}: '{key}': audio file '{fn}' does not exist")
+
+
+def _check_spk2utt(path: Path, utt2spk: Mapping[str, str]) -> "OrderedDict[str, List[str]]":
+    """spk2utt must be exactly what utt2spk implies (same speakers, same sorted lists)."""
     spk2utt_path = path / "spk2utt"
-    spk2utt = read_spk2utt(spk2utt_path)
     expected = utt2spk_to_spk2utt(utt2spk)
-    for lineno, (spk, utts) in enumerate(spk2utt.items(), 1):
+    spk2utt: "OrderedDict[str, List[str]]" = OrderedDict()
+    for lineno, spk, value in _read_keyed(spk2utt_path):
+        utts = value.split()
         want = expected.get(spk)
         if want is None:
             raise DataDirError(f"{_where(spk2utt_path, lineno)}: speaker '{spk}' has no utterance in utt2spk")
@@ -271,41 +293,66 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
                 f"{_where(spk2utt_path, lineno)}: speaker '{spk}' disagrees with utt2spk "
                 f"(missing {missing[:3]}, extra {extra[:3]}, or order differs); run utils/fix_data_dir"
             )
+        spk2utt[spk] = utts
     if len(spk2utt) != len(expected):
-        missing = sorted(set(expected) - set(spk2utt))
-        raise DataDirError(f"{spk2utt_path}: speakers of utt2spk missing here: {missing[:5]}")
+        missing = [s for s in expected if s not in spk2utt]
+        u = expected[missing[0]][0]
+        raise DataDirError(
+            f"{spk2utt_path}: speaker '{missing[0]}' of utt2spk (utterance '{u}') is missing here "
+            f"({len(missing)} speaker(s) in all); run utils/fix_data_dir"
+        )
+    return spk2utt
 
-    def _cover(name: str, required: bool) -> Optional["OrderedDict[str, str]"]:
+
+def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
+                      need_feats: bool = False) -> Dict[str, int]:
+    """Validate a data directory; raise DataDirError naming file and line on the first problem.
+
+    Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
+    keys; utt2spk and spk2utt agree; wav.scp (or segments, when present)/feats.scp/
+    optional per-utterance tables cover exactly the utterances of utt2spk; wav.scp paths
+    exist (``check_files``); every ``trials*`` file names only known utterances (or
+    speakers, for speaker-level enrolment).
+    Returns counts {"utts": .., "speakers": .., "trials": ..}.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataDirError(f"{path}: not a directory")
+    utt2spk: "OrderedDict[str, str]" = OrderedDict()
+    for lineno, utt, spk in _read_keyed(path / "utt2spk"):
+        if len(spk.split()) != 1:
+            raise DataDirError(f"{_where(path / 'utt2spk', lineno)}: utterance '{utt}' has "
+                               f"{len(spk.split())} speaker fields, expected 1")
+        utt2spk[utt] = spk
+    spk2utt = _check_spk2utt(path, utt2spk)
+
+    def _cover(name: str, required: bool, keys: Mapping[str, object]) -> Optional[List[Tuple[int, str, str]]]:
         p = path / name
         if not p.exists():
             if required:
                 raise DataDirError(f"{p}: file not found")
             return None
-        table = read_table(p)
-        for lineno, key in enumerate(table, 1):
-            if key not in utt2spk:
-                raise DataDirError(f"{_where(p, lineno)}: utterance '{key}' is not in utt2spk")
-        if len(table) != len(utt2spk):
-            missing = [u for u in utt2spk if u not in table]
-            raise DataDirError(f"{p}: no entry for {len(missing)} utterance(s) of utt2spk, e.g. '{missing[0]}'")
-        return table
+        rows = _read_keyed(p)
+        for lineno, key, _ in rows:
+            if key not in keys:
+                raise DataDirError(f"{_where(p, lineno)}: '{key}' is not in {'utt2spk' if keys is utt2spk else 'segments'}")
+        if len(rows) != len(keys):
+            present = {k for _, k, _ in rows}
+            missing = [u for u in keys if u not in present]
+            raise DataDirError(f"{p}: no entry for {len(missing)} key(s), e.g. '{missing[0]}'; run utils/fix_data_dir")
+        return rows
 
-    wav = _cover("wav.scp", need_wav)
+    segments = _cover("segments", False, utt2spk)
+    recordings = OrderedDict((v.split()[0], True) for _, _, v in segments) if segments else utt2spk
+    wav = _cover("wav.scp", need_wav, recordings)
     if wav is not None and check_files:
-        for lineno, (utt, value) in enumerate(wav.items(), 1):
-            f = wav_scp_path(value)
-            files = [f] if f is not None else pipe_input_files(value)
-            for fn in files:
-                if not os.path.isabs(fn):
-                    fn = str(path / fn) if not os.path.exists(fn) else fn
-                if not os.path.exists(fn):
-                    raise DataDirError(f"{_where(path / 'wav.scp', lineno)}: utterance '{utt}': audio file '{fn}' does not exist")
-    _cover("feats.scp", need_feats)
+        _check_wav_files(path, wav)
+    _cover("feats.scp", need_feats, utt2spk)
     for name in ("utt2num_frames", "vad.scp", "utt2lang", "utt2orig", "utt2genre", "utt2dur"):
-        _cover(name, False)
+        _cover(name, False, utt2spk)
     n_trials = 0
-    spks = set(spk2utt)
+    known = set(utt2spk)
     for tf in sorted(path.glob("trials*")):
         if tf.is_file():
-            n_trials += len(read_trials(tf, known_enroll=set(utt2spk) | spks, known_test=set(utt2spk)))
+            n_trials += len(read_trials(tf, known_enroll=known | set(spk2utt), known_test=known))
     return {"utts": len(utt2spk), "speakers": len(spk2utt), "trials": n_trials}
