@@ -175,3 +175,22 @@ def test_report_two_systems_and_missing(tmp_path, capsys):
     capsys.readouterr()
     assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysC", "--out", str(out)]) == 1
     assert "sysC" in capsys.readouterr().err
+
+
+def test_lda_whitens_within_class_and_keeps_discriminant_directions():
+    from pyspk.backend.lda import LDA
+
+    rng = np.random.default_rng(3)
+    n_spk, per, d = 40, 20, 6
+    centres = np.zeros((n_spk, d))
+    centres[:, :2] = rng.normal(size=(n_spk, 2)) * 5      # speakers differ in dims 0-1 only
+    lab = np.repeat(np.arange(n_spk), per)
+    X = centres[lab] + rng.normal(size=(n_spk * per, d)) * np.array([1, 1, 3, 3, 3, 3])
+    lda = LDA(2).fit(X, lab)
+    Y = lda.transform(X)
+    means = np.stack([Y[lab == k].mean(0) for k in range(n_spk)])
+    within = np.cov((Y - means[lab]).T, bias=True)
+    np.testing.assert_allclose(within, np.eye(2), atol=0.02)
+    assert np.all(np.abs(lda.W[2:]) < 0.05 * np.abs(lda.W[:2]).max())  # noise dims ignored
+    with pytest.raises(ValueError, match="lda_dim"):
+        LDA(7).fit(X, lab)

@@ -149,3 +149,29 @@ def test_embed_and_verify_cli(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["threshold"] == 1.5 and res["decision"] == "different"
     assert verify_bin.main(["--model", str(tmp_path / "m.pt"), a, str(tmp_path / "missing.wav")]) == 1
+
+
+def test_verify_with_backend_dir_plda(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from pyspk.backend.config import BackendConfig
+    from pyspk.backend.model import Backend
+    from pyspk.bin import verify as verify_bin
+
+    torch.manual_seed(0)
+    kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
+    save_encoder(tmp_path / "m.pt", build_encoder("tdnn", **kw), "tdnn", kw,
+                 {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 5))
+    Backend.fit(X, [f"s{i % 6}" for i in range(60)], BackendConfig(lda_dim=0, asnorm_top_n=3)).save(tmp_path / "backend")
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "thresholds.json").write_text(json.dumps({"trials": "trials", "cosine": 0.3, "plda": -1e9}))
+    sf.write(tmp_path / "a.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    a = str(tmp_path / "a.wav")
+    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json", "--backend", "plda",
+                            "--backend-dir", str(tmp_path / "backend"), a, a]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["threshold"] == -1e9 and res["decision"] == "same" and np.isfinite(res["score"])
