@@ -1,0 +1,182 @@
+"""Augmentation: signals at the intended SNR, reverberation, recipes (ids, utt2orig,
+determinism), MUSAN through Lhotse, and the whole stage with its combined directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pyspk.augment.apply import RecipeApplier, read_recipes
+from pyspk.augment.config import AugmentConfig
+from pyspk.augment.recipes import make_context, write_copy
+from pyspk.augment.rir import load_pool, reverberate, simulate_pool
+from pyspk.augment.signals import coloured_noise, mix_at_snr, power, synth_music
+from pyspk.data.kaldi_dir import read_table, validate_data_dir
+from pyspk.features.audio import read_audio
+from pyspk.features.fbank import FbankConfig, compute_fbank
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tone(n=16000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    return (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def make_set(root: Path, n_spk=3, n_utt=2) -> Path:
+    data = root / "data" / "tr"
+    (root / "wav").mkdir(parents=True)
+    data.mkdir(parents=True)
+    scp, u2s, lang = [], [], []
+    for s in range(n_spk):
+        for u in range(n_utt):
+            utt = f"spk{s}-u{u}"
+            p = root / "wav" / f"{utt}.flac"
+            sf.write(p, tone(12000, 10 * s + u), 16000)
+            scp.append(f"{utt} {p}\n")
+            u2s.append(f"{utt} spk{s}\n")
+            lang.append(f"{utt} en\n")
+    (data / "wav.scp").write_text("".join(scp))
+    (data / "utt2spk").write_text("".join(u2s))
+    (data / "utt2lang").write_text("".join(lang))
+    return data
+
+
+def snr_db(clean, mixed):
+    return 10 * np.log10(power(clean) / power(mixed - clean))
+
+
+@pytest.mark.parametrize("snr", [0.0, 5.0, 13.0])
+def test_mix_at_snr_is_exact(snr):
+    x = tone()
+    y = mix_at_snr(x, coloured_noise(x.shape[0], 1.0, np.random.default_rng(0)), snr)
+    assert abs(snr_db(x, y) - snr) < 0.01
+
+
+def test_coloured_noise_and_music():
+    rng = np.random.default_rng(0)
+    white, brown = coloured_noise(32000, 0.0, rng), coloured_noise(32000, 2.0, rng)
+    assert abs(power(white) - 1) < 1e-3 and abs(power(brown) - 1) < 1e-3
+    low = lambda x: np.sum(np.abs(np.fft.rfft(x))[:1000] ** 2) / np.sum(np.abs(np.fft.rfft(x)) ** 2)  # noqa
+    assert low(brown) > 0.9 > 0.2 > low(white)
+    m = synth_music(16000, 16000, np.random.default_rng(1))
+    assert m.shape == (16000,) and abs(power(m) - 1) < 1e-3
+    np.testing.assert_array_equal(m, synth_music(16000, 16000, np.random.default_rng(1)))
+
+
+def test_reverb(tmp_path):
+    x = tone()
+    delta = np.zeros(100, np.float32)
+    delta[30] = 0.5
+    np.testing.assert_allclose(reverberate(x, delta), x, atol=1e-5)  # direct path only: unchanged
+    pool = simulate_pool(tmp_path / "p.npz", 2, 16000, seed=3)
+    rirs = load_pool(pool)
+    assert len(rirs) == 2 and all(r.ndim == 1 and r.size > 100 for r in rirs)
+    np.testing.assert_array_equal(rirs[1], load_pool(simulate_pool(tmp_path / "q.npz", 2, 16000, seed=3))[1])
+    y = reverberate(x, rirs[0])
+    assert y.shape == x.shape and abs(power(y) / power(x) - 1) < 1e-3
+    assert np.corrcoef(x, y)[0, 1] < 0.99  # the signal is changed
+
+
+def test_recipes_ids_utt2orig_and_determinism(tmp_path):
+    data = make_set(tmp_path)
+    cfg = AugmentConfig(num_rooms=2, speed=True, speed_factors=[0.9])
+    ctx = make_context(data, cfg, 7, tmp_path / "rirs", 16000)
+    for kind in cfg.kinds():
+        out = write_copy(data, tmp_path / f"tr_{kind}", kind, cfg, 7, ctx)
+        validate_data_dir(out)
+        u2o, u2s = read_table(out / "utt2orig"), read_table(out / "utt2spk")
+        orig_u2s = read_table(data / "utt2spk")
+        assert set(u2o.values()) == set(orig_u2s)
+        for u, o in u2o.items():
+            if kind == "sp0.9":
+                assert u == f"sp0.9-{o}" and u2s[u] == f"sp0.9-{orig_u2s[o]}"
+            else:
+                assert u == f"{o}-{kind}" and u2s[u] == orig_u2s[o]
+        assert read_table(out / "utt2lang")[next(iter(u2o))] == "en"
+        recipes, _ = read_recipes(out, list(u2o))
+        assert {r["kind"] for r in recipes.values()} == {"speed" if kind == "sp0.9" else kind}
+        if kind == "babble":
+            for u, r in recipes.items():  # other speakers only, 3..min(7, available)
+                assert 3 <= len(r["sources"]) <= 4
+                assert all(f"/{orig_u2s[u2o[u]]}-" not in s for s in r["sources"])
+    again = write_copy(data, tmp_path / "again", "noise", cfg, 7, ctx)
+    assert (again / "aug.scp").read_text() == (tmp_path / "tr_noise" / "aug.scp").read_text()
+    other = write_copy(data, tmp_path / "other", "noise", cfg, 8, ctx)
+    assert (other / "aug.scp").read_text() != (tmp_path / "tr_noise" / "aug.scp").read_text()
+
+
+def test_applier_hits_the_recipe_snr_and_speed(tmp_path):
+    data = make_set(tmp_path)
+    x = read_audio("u", read_table(data / "wav.scp")["spk0-u0"], 16000)
+    app = RecipeApplier(16000)
+    for kind in ("noise", "music"):
+        r = {"kind": kind, "snr": 5.0, "synth": {"seed": 3, "beta": 1.0}}
+        y = app("u", x, r)
+        assert abs(snr_db(x, y) - 5.0) < 0.01
+        np.testing.assert_array_equal(y, app("u", x, r))  # deterministic
+    srcs = [read_table(data / "wav.scp")[u] for u in ("spk1-u0", "spk2-u0", "spk2-u1")]
+    y = app("u", x, {"kind": "babble", "snr": 13.0, "sources": srcs})
+    assert abs(snr_db(x, y) - 13.0) < 0.01
+    sp = app("u", x, {"kind": "speed", "factor": 0.9})
+    assert abs(sp.shape[0] - x.shape[0] / 0.9) <= 2
+    with pytest.raises(ValueError, match="unknown augmentation kind"):
+        app("u", x, {"kind": "chorus"})
+
+
+def test_musan_through_lhotse(tmp_path):
+    pytest.importorskip("lhotse")
+    musan = tmp_path / "musan"
+    for part in ("noise", "music", "speech"):
+        (musan / part / "x").mkdir(parents=True)
+        sf.write(musan / part / "x" / f"{part}-0001.wav", tone(24000, 5), 16000)
+    (musan / "music" / "x" / "ANNOTATIONS").write_text("music-0001 classical N someone\n")  # as in MUSAN
+    data = make_set(tmp_path / "d")
+    cfg = AugmentConfig(reverb=False)
+    ctx = make_context(data, cfg, 1, tmp_path / "rirs", 16000, musan_root=str(musan))
+    out = write_copy(data, tmp_path / "tr_music", "music", cfg, 1, ctx)
+    recipes, _ = read_recipes(out, list(read_table(out / "utt2spk")))
+    r = next(iter(recipes.values()))
+    assert r["files"][0]["path"].endswith("music-0001.wav")
+    x = tone(40000, 9)  # longer than the noise file: it is looped
+    y = RecipeApplier(16000)("u", x, r)
+    assert abs(snr_db(x, y) - r["snr"]) < 0.01
+
+
+def test_augment_stage_end_to_end(tmp_path):
+    run_pl = REPO / "utils" / "run.pl"
+    if not run_pl.is_file():
+        pytest.skip("utils/run.pl not in the checkout")
+    from pyspk.augment.stage import make_augmented
+    from pyspk.features.stage import make_fbank
+
+    data = make_set(tmp_path)
+    fbank_conf = str(REPO / "conf" / "fbank.yaml")
+    make_fbank(data, tmp_path / "fbank" / "tr", fbank_conf, 1, str(run_pl))
+    cfg = AugmentConfig(num_rooms=3)
+    combined = tmp_path / "data" / "tr_combined"
+    counts = make_augmented(data, tmp_path / "fbank", combined, cfg, fbank_conf, 1, str(run_pl), seed=5)
+    assert counts == {"utts": 30, "speakers": 3, "trials": 0}
+    validate_data_dir(combined, need_feats=True)
+    u2o = read_table(combined / "utt2orig")
+    feats = kaldiio.load_scp(str(combined / "feats.scp"))
+    assert set(feats) == set(u2o) == set(read_table(combined / "utt2num_frames"))
+    assert read_table(combined / "utt2lang")["spk1-u1-babble"] == "en"
+    for u, o in u2o.items():
+        assert read_table(combined / "utt2spk")[u] == read_table(data / "utt2spk")[o]
+        assert feats[u].shape == feats[o].shape
+        if u != o:
+            assert np.abs(feats[u] - feats[o]).mean() > 0.05  # augmentation changed the features
+    # features of a copy equal recomputing its recipe on the original audio
+    recipe = json.loads((tmp_path / "data" / "tr_noise" / "aug.scp").read_text().splitlines()[0].split(" ", 1)[1])
+    x = read_audio("u", read_table(data / "wav.scp")["spk0-u0"], 16000)
+    want = compute_fbank(RecipeApplier(16000)("u", x, recipe), 16000, FbankConfig.from_yaml(fbank_conf))
+    np.testing.assert_allclose(feats["spk0-u0-noise"], want, atol=1e-5)
+    # rerun: every job is reused (a queue script that always fails proves none is started)
+    assert make_augmented(data, tmp_path / "fbank", combined, cfg, fbank_conf, 1, "false", seed=5) == counts
