@@ -8,12 +8,14 @@ already long enough stays as it is. A group of one segment keeps its id; a merge
 becomes ``<spk>-<genre>-merged<k>`` (k counts per speaker and genre, 4 digits).
 
 Audio of a merged group: a ``sox A B ... -t wav - |`` pipe when sox is installed (no
-disk), else one FLAC written by Python (soundfile) into ``audio_dir/<spk>/`` atomically;
-an existing file is reused, so a rerun does not rewrite the whole corpus.
+disk), else one FLAC written by Python (soundfile) into ``audio_dir/<spk>/`` atomically,
+named ``<utt>.<hash of its member paths>.flac``: a rerun reuses files of unchanged groups
+instead of rewriting the corpus, and never a file made for another grouping.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shlex
 import shutil
@@ -82,7 +84,9 @@ def merge_short_segments(wav_scp: Mapping[str, str], utt2spk: Mapping[str, str],
                 if sox:
                     src = " ".join([shlex.quote(sox)] + [shlex.quote(p) for p in paths] + ["-t", "wav", "-", "|"])
                 else:
-                    out = (audio_dir / spk / f"{u}.flac").resolve()
+                    # the name carries a hash of the members, so a file made for another grouping is never reused
+                    tag = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:10]
+                    out = (audio_dir / spk / f"{u}.{tag}.flac").resolve()
                     concat_to_flac(paths, out)
                     src = str(out)
                 n_merged += 1
