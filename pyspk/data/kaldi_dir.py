@@ -305,14 +305,14 @@ def _check_spk2utt(path: Path, utt2spk: Mapping[str, str]) -> "OrderedDict[str, 
 
 
 def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
-                      need_feats: bool = False) -> Dict[str, int]:
+                      need_feats: bool = False, check_trials: bool = True) -> Dict[str, int]:
     """Validate a data directory; raise DataDirError naming file and line on the first problem.
 
     Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
     keys; utt2spk and spk2utt agree; wav.scp (or segments, when present)/feats.scp/
     optional per-utterance tables cover exactly the utterances of utt2spk; wav.scp paths
     exist (``check_files``); every ``trials*`` file names only known utterances (or
-    speakers, for speaker-level enrolment).
+    speakers, for speaker-level enrolment; ``check_trials``).
     Returns counts {"utts": .., "speakers": .., "trials": ..}.
     """
     path = Path(path)
@@ -352,7 +352,7 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
         _cover(name, False, utt2spk)
     n_trials = 0
     known = set(utt2spk)
-    for tf in sorted(path.glob("trials*")):
+    for tf in sorted(path.glob("trials*")) if check_trials else []:
         if tf.is_file():
             n_trials += len(read_trials(tf, known_enroll=known | set(spk2utt), known_test=known))
     return {"utts": len(utt2spk), "speakers": len(spk2utt), "trials": n_trials}
