@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-CASES = ("cosine", "metrics", "plda_train", "plda_score", "asnorm", "extract")
+CASES = ("cosine", "metrics", "plda_train", "plda_score", "asnorm", "score_stage", "extract")
 
 
 def peak_mib() -> float:
@@ -111,6 +111,37 @@ def case_asnorm(q):
     dt, _ = timed(lambda: asn.score_trials(X, X, ei, ti))
     row("asnorm_scoring_time", f"{dt:.3f}", "s", f"{n_tr} trials over {n_emb}x192, cohort 1000, top 300 (no target)")
     row("asnorm_scoring_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak incl. inputs")
+
+
+def case_score_stage(q):
+    """The whole ``pyspk score`` stage: read trials, score 3 back-ends, write files + metrics."""
+    import tempfile
+    from pathlib import Path
+
+    from pyspk.backend import Backend, BackendConfig
+    from pyspk.backend.scoring import score_data_dir
+    from pyspk.embed.store import write_vectors
+
+    rng = np.random.default_rng(0)
+    n_emb, n_tr = (2000, 50_000) if q else (20_000, 1_000_000)
+    X, lab = plda_data(True)
+    be = Backend.fit(X, [str(v) for v in lab], BackendConfig(lda_dim=150, plda_iters=3))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        utts = [f"u{i:06d}" for i in range(n_emb)]
+        write_vectors(t / "xv" / "xvector.ark", t / "xv" / "xvector.scp",
+                      dict(zip(utts, rng.normal(size=(n_emb, 192)).astype(np.float32))))
+        (t / "data").mkdir()
+        pairs = set()
+        while len(pairs) < n_tr:
+            pairs.update(zip(rng.integers(0, n_emb, n_tr).tolist(), rng.integers(0, n_emb, n_tr).tolist()))
+        pairs = list(pairs)[:n_tr]
+        (t / "data" / "trials").write_text("".join(
+            f"{utts[a]} {utts[b]} {'target' if (a + b) % 10 == 0 else 'nontarget'}\n" for a, b in pairs))
+        dt, _ = timed(lambda: score_data_dir(be, t / "xv", t / "data", t / "scores"))
+    row("score_stage_time", f"{dt:.3f}", "s", f"pyspk score on {n_tr} trials over {n_emb} x-vectors: read, "
+        "cosine + AS-norm (cohort 1000) + PLDA, 3 score files, metrics (no target)")
+    row("score_stage_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak incl. inputs")
 
 
 def case_extract(q):

@@ -175,3 +175,23 @@ def test_verify_with_backend_dir_plda(tmp_path, capsys):
                             "--backend-dir", str(tmp_path / "backend"), a, a]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["threshold"] == -1e9 and res["decision"] == "same" and np.isfinite(res["score"])
+
+
+def test_vad_frames_are_selected(tmp_path):
+    model_path = tmp_path / "m.pt"
+    torch.manual_seed(0)
+    model = build_encoder("tdnn", **KW)
+    save_encoder(model_path, model, "tdnn", KW, {"features": {"cmn": True, "cmn_window": None, "vad": True}})
+    feats, _ = tiny_data(tmp_path / "data", n_spk=2, n_utt=1)
+    vad = {u: (np.arange(len(f)) % 3 != 0).astype(np.float32) for u, f in feats.items()}
+    kaldiio.save_ark(str(tmp_path / "data" / "vad.ark"), vad, scp=str(tmp_path / "data" / "vad.scp"))
+    extract(model_path, tmp_path / "data", tmp_path / "xv", nj=1, cmd=RUN_PL, device="cpu")
+    xv = read_vectors(tmp_path / "xv" / "xvector.scp")
+    model.eval()
+    x = torch.from_numpy(load_features(feats["s1-u0"], cmn=True, vad=vad["s1-u0"]))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(xv["s1-u0"], model(x)[0].numpy(), rtol=1e-4, atol=1e-5)
+    (tmp_path / "data" / "vad.scp").unlink()
+    with pytest.raises(ExtractError):
+        extract(model_path, tmp_path / "data", tmp_path / "xv2", nj=1, cmd=RUN_PL, device="cpu")
+    assert "vad.scp does not exist" in (tmp_path / "xv2" / "log" / "extract.1.log").read_text()
