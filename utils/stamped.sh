@@ -8,7 +8,11 @@
 # A command killed midway leaves no stamp, so a rerun redoes it.
 set -u
 force=false
-if [ "${1:-}" = "--force" ]; then force=$2; shift 2; fi
+case "${1:-}" in
+  --force) force=${2:-}; shift; shift || true ;;
+  --force=*) force=${1#--force=}; shift ;;
+esac
+case $force in true|false) ;; *) echo "$0: --force takes true or false, got '$force'" >&2; exit 2 ;; esac
 if [ $# -lt 3 ]; then
   echo "usage: $0 [--force true|false] STAMP [INPUT ...] -- COMMAND [ARG ...]" >&2; exit 2
 fi
