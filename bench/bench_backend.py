@@ -10,6 +10,7 @@ is its own.  Timings are wall-clock of the operation only (inputs are made first
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -172,14 +173,22 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="10x smaller sizes (smoke run)")
     ap.add_argument("--case", choices=CASES, default=None, help="run one case in this process")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="BLAS/OpenMP/torch threads of each case (0 = library defaults); on a loaded machine "
+                         "OpenBLAS threads spin against other processes and small-matrix LAPACK slows down a lot")
     args = ap.parse_args()
     if args.case:
         globals()[f"case_{args.case}"](args.quick)
         return 0
     rc = 0
+    env = dict(os.environ)
+    if args.threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(args.threads)
+        print(f"threads\t{args.threads}\tthreads\tBLAS/OpenMP/torch threads per case", flush=True)
     for c in CASES:
         cmd = [sys.executable, __file__, "--case", c] + (["--quick"] if args.quick else [])
-        r = subprocess.run(cmd)
+        r = subprocess.run(cmd, env=env)
         if r.returncode:
             print(f"bench_backend: case {c} failed (exit {r.returncode})", file=sys.stderr)
             rc = 1

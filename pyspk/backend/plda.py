@@ -104,7 +104,7 @@ class PLDA:
 
     def _em_step(self, sw, sb, s_within, n, mc):
         T, psi = simultaneous_diag(sw, sb)
-        Tinv = np.linalg.inv(T)
+        Tinv = sw @ T.T                                 # T Sigma_w T^T = I  =>  T^-1 = Sigma_w T^T
         u = mc @ T.T                                    # class means in the diagonal basis
         gain = n[:, None] * psi / (n[:, None] * psi + 1.0)   # C_k n_k Sigma_w^-1 per dimension
         y = gain * u                                    # posterior means (K, d)
