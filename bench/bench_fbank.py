@@ -1,0 +1,178 @@
+"""Fbank stage benchmarks (issue 4). Prints TSV rows: figure, value, unit, note.
+
+1. Throughput, one job, one thread (torch.set_num_threads(1)), 16 kHz FLAC:
+   end to end (read + fbank + ark/scp write, the job's own code: pyspk.features.ark.run_job)
+   and the fbank computation alone on the same, pre-loaded waveforms, in x real time,
+   and their ratio (targets: >= 1000x RT per core, ratio >= 0.8).
+2. Agreement with kaldi-native-fbank (dither 0, 20-7600 Hz, int16-scaled samples,
+   povey window, pre-emphasis 0.97, no energy): max |log-mel difference| (target < 2e-3).
+3. Peak memory (max RSS of any process, resource.getrusage(RUSAGE_CHILDREN) in a fresh
+   measuring process) of the whole stage (pyspk fbank --nj 1 via utils/run.pl) for 1 h
+   and 10 h of audio (wav.scp entries of 10 s drawn from 20 generated FLAC files).
+
+    python bench/bench_fbank.py [--quick]      (--quick: 0.1 h / 0.5 h, fewer repeats)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SR = 16000
+
+
+def speechlike(seconds: float, seed: int) -> np.ndarray:
+    """Harmonic 'voiced' segments with pauses and noise, int16-representable."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 20))
+    env = (np.sin(2 * np.pi * rng.uniform(2, 4) * t) > -0.3).astype(float)
+    x = 0.2 * x * env + 0.005 * rng.standard_normal(n)
+    return (np.round(np.clip(x, -1, 1) * 32767) / 32768).astype(np.float32)
+
+
+def write_set(root: Path, utts: int, seconds: float, distinct: int, fmt: str = "flac") -> Path:
+    """data dir whose wav.scp has ``utts`` entries over ``distinct`` FLAC files."""
+    wav, data = root / "wav", root / "data"
+    wav.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(distinct):
+        p = wav / f"f{i:03d}.{fmt}"
+        if not p.exists():
+            sf.write(p, speechlike(seconds, i), SR, subtype="PCM_16")
+        files.append(p)
+    lines = [f"u{i:06d} {files[i % distinct]}\n" for i in range(utts)]
+    (data / "wav.scp").write_text("".join(lines))
+    (data / "utt2spk").write_text("".join(f"u{i:06d} s{i % 10}\n" for i in range(utts)))
+    return data
+
+
+def row(figure, value, unit, note=""):
+    print(f"{figure}\t{value}\t{unit}\t{note}", flush=True)
+
+
+def decode_rate(data: Path, fmt: str) -> float:
+    """x real time of decoding the set's files alone (soundfile / libsndfile)."""
+    paths = [ln.split()[1] for ln in (data / "wav.scp").read_text().splitlines()]
+    t0 = time.perf_counter()
+    n = sum(sf.read(p, dtype="float32")[0].shape[0] for p in paths)
+    return n / SR / (time.perf_counter() - t0)
+
+
+def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
+    import torch
+
+    from pyspk.features.ark import run_job
+    from pyspk.features.audio import read_audio
+    from pyspk.features.fbank import FbankConfig, compute_fbank_energy
+    from pyspk.features.stage import write_splits
+
+    torch.set_num_threads(1)
+    data = write_set(tmp / f"tp_{fmt}", utts, 8.0, distinct=utts, fmt=fmt)
+    cfg = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
+    fb = (tmp / f"tp_{fmt}" / "fbank").resolve()
+    write_splits(data, fb, 1)
+    waves = [read_audio(u, s, SR) for u, s in (ln.split() for ln in (data / "wav.scp").read_text().splitlines())]
+    audio_s = sum(w.shape[0] for w in waves) / SR
+    compute_fbank_energy(waves[0], SR, cfg)  # build the extractor once, as a job does
+    best_alone, best_e2e, best_dec = float("inf"), float("inf"), 0.0
+    for _ in range(repeats):  # interleaved, best of N: robust to other load on the machine
+        t0 = time.perf_counter()
+        for w in waves:
+            compute_fbank_energy(w, SR, cfg)
+        best_alone = min(best_alone, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run_job(data, fb, 1, cfg)
+        best_e2e = min(best_e2e, time.perf_counter() - t0)
+        best_dec = max(best_dec, decode_rate(data, fmt))
+    alone, e2e = audio_s / best_alone, audio_s / best_e2e
+    note = f"{utts} utts x 8 s 16 kHz {fmt.upper()}, 1 thread, VAD on, best of {repeats}"
+    if fmt == "flac":
+        row("fbank_alone_xRT", f"{alone:.0f}", "x real time", note)
+        row("fbank_end_to_end_xRT", f"{e2e:.0f}", "x real time", f"target >= 1000; {e2e / 1000:.2f} of target; {note}")
+        row("end_to_end_over_alone", f"{e2e / alone:.3f}", "ratio", "target >= 0.8")
+        row("flac_decode_alone_xRT", f"{best_dec:.0f}", "x real time",
+            f"soundfile decode only; bound on the ratio: {best_dec / (best_dec + alone):.3f}")
+    else:
+        row(f"end_to_end_over_alone_{fmt}", f"{e2e / alone:.3f}", "ratio",
+            f"same job on {fmt.upper()} (decode {best_dec:.0f}x RT): the non-decode I/O overhead")
+
+
+def agreement() -> None:
+    import kaldi_native_fbank as knf
+
+    from pyspk.features.fbank import FbankConfig, compute_fbank
+
+    worst = 0.0
+    for seed in range(5):
+        wave = speechlike(3.0, 100 + seed)
+        ours = compute_fbank(wave, SR, FbankConfig())
+        opts = knf.FbankOptions()
+        opts.frame_opts.dither = 0.0
+        opts.frame_opts.snip_edges = False
+        opts.frame_opts.window_type = "povey"
+        opts.mel_opts.num_bins = 80
+        opts.mel_opts.low_freq = 20
+        opts.mel_opts.high_freq = 7600
+        k = knf.OnlineFbank(opts)
+        k.accept_waveform(SR, (wave * 32768).tolist())
+        k.input_finished()
+        ref = np.stack([k.get_frame(i) for i in range(k.num_frames_ready)])
+        assert ref.shape == ours.shape, (ref.shape, ours.shape)
+        worst = max(worst, float(np.abs(ours - ref).max()))
+    row("kaldi_native_fbank_max_abs_diff", f"{worst:.2e}", "log-mel", "target < 2e-3; 5 x 3 s, snip_edges false")
+
+
+def peak_memory(tmp: Path, hours: float) -> None:
+    data = write_set(tmp / f"mem{hours:g}", int(hours * 360), 10.0, distinct=20)
+    fb = tmp / f"mem{hours:g}" / "fbank"
+    cmd = [sys.executable, "-m", "pyspk.bin.fbank", "--config", str(REPO / "conf" / "fbank.yaml"), "--nj", "1",
+           "--cmd", str(REPO / "utils" / "run.pl"), str(data), str(fb)]
+    probe = ("import resource, subprocess, sys, time; t = time.time(); "
+             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t)")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", probe] + cmd, capture_output=True, text=True, env=env, check=True)
+    rc, kib, secs = out.stdout.split()
+    if rc != "0":
+        raise RuntimeError(f"fbank stage failed for {hours} h; see {fb}/log")
+    frames = sum(int(ln.split()[1]) for ln in (data / "utt2num_frames").read_text().splitlines())
+    row(f"fbank_stage_peak_rss_{hours:g}h", f"{int(kib) / 1024:.0f}", "MiB",
+        f"{frames} frames, ark {sum(p.stat().st_size for p in fb.glob('feats.*.ark')) / 2**30:.2f} GiB, "
+        f"wall {float(secs):.0f} s (incl. startup)")
+    import shutil
+
+    shutil.rmtree(fb)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_fbank.") as d:
+        tmp = Path(d)
+        throughput(tmp, utts=30 if args.quick else 150, repeats=2 if args.quick else 5)
+        throughput(tmp, utts=30 if args.quick else 150, repeats=2 if args.quick else 5, fmt="wav")
+        agreement()
+        for hours in ((0.1, 0.5) if args.quick else (1.0, 10.0)):
+            peak_memory(tmp, hours)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
