@@ -218,3 +218,16 @@ def test_queue_pl_own_config_and_its_errors(tmp_path, fake_sge):
     conf.write_text("command qsub\noptoin mem=* -l mem=$0\n")
     r = run_util("queue.pl", "--config", conf, tmp_path / "g.log", "true", env=env)
     assert r.returncode == 1 and f"{conf}:2: cannot parse 'optoin mem=* -l mem=$0'" in r.stderr
+
+
+def test_queue_pl_task_killed_without_status_is_failed(tmp_path, fake_sge):
+    """Task 2's job script is killed (SIGKILL) before it can write its status file;
+    once qstat no longer knows the job, queue.pl reports that task as failed."""
+    env, _ = fake_sge
+    env["PYSPK_QUEUE_GRACE"] = "1"
+    r = run_util("queue.pl", "JOB=1:2", tmp_path / "k.JOB.log", "[ JOB = 2 ] && kill -9 $PPID; echo JOB",
+                 env=env)
+    assert r.returncode == 1
+    assert (f"task 2 left the queue without a status (killed?); see {tmp_path}/k.2.log and "
+            f"{tmp_path}/q/k.log.2.out") in r.stderr
+    assert f"1 / 2 failed, log is in {tmp_path}/k.2.log" in r.stderr

@@ -240,6 +240,25 @@ def test_options_reach_sbatch_and_python_env_is_carried(slurm, tmp_path):
         assert "threads=2" in lines[-2]
 
 
+def test_cancelled_tasks_are_reported_failed(slurm, tmp_path):
+    """scancel kills the job scripts before they write their status files; slurm.pl must
+    notice that the job left the queue and name both logs (grace cut to 2 s here)."""
+    env = dict(slurm.env, PYSPK_QUEUE_GRACE="2")
+    proc = subprocess.Popen([str(REPO / "utils" / "slurm.pl"), "JOB=1:2", f"{tmp_path}/c.JOB.log", "sleep", "120"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        slurm.wait_until("both tasks to start", lambda: all((tmp_path / f"c.{i}.log").exists() for i in (1, 2)))
+        jobs = subprocess.run(["squeue", "-h", "-o", "%F"], env=env, capture_output=True, text=True, timeout=15)
+        assert jobs.stdout.split(), jobs.stderr
+        subprocess.run(["scancel", jobs.stdout.split()[0]], env=env, check=True, timeout=15)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert f"2 / 2 failed, logs are in {tmp_path}/c.1.log {tmp_path}/c.2.log" in err, err
+    assert f"task 1 left the queue without a status (killed?); see {tmp_path}/c.1.log" in err
+
+
 def test_option_missing_from_config_is_an_error(slurm, tmp_path):
     r = slurm_pl(slurm, "--colour", "red", f"{tmp_path}/x.log", "true")
     assert r.returncode != 0

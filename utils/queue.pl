@@ -10,7 +10,8 @@
 # with `qsub -terse -t first:last [-tc N] -N NAME -o LOGDIR/q/NAME.$TASK_ID.out`, and
 # waits: each task writes its exit code to a status file in LOGDIR/q/ after its log's
 # footer, and those files decide success (no reliance on qacct). A task that leaves the
-# queue (qstat -j no longer knows the job) without a status file counts as failed.
+# queue (qstat -j no longer knows the job) without a status file counts as failed, once
+# PYSPK_QUEUE_GRACE seconds (default 60: NFS caches file attributes) have passed.
 #
 # Options map onto qsub arguments through a Kaldi-style config (--config, else
 # conf/queue.conf in the current directory, else the built-in one below); see

@@ -67,7 +67,12 @@ sub start_job {
 
 sub reap_one {
   my $pid = waitpid(-1, 0);
-  return if $pid <= 0 || !exists $running{$pid};
+  if ($pid == -1) {    # no child left to wait for (should not happen): count the rest as failed
+    push @failed, map { [$_->[0], $_->[1]] } values %running;
+    %running = ();
+    return;
+  }
+  return unless exists $running{$pid};
   my $status = $?;
   my ($id, $log, $t0) = @{delete $running{$pid}};
   my $code = ($status & 127) ? 128 + ($status & 127) : $status >> 8;

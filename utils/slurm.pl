@@ -11,7 +11,8 @@
 # footer) and then writes its exit code to a status file in LOGDIR/q/; those files, not
 # the scheduler's accounting, decide success, so nothing depends on sacct being
 # configured. A task that leaves the queue without a status file (scancel, node
-# failure, out-of-memory kill of the job script) counts as failed, naming its logs.
+# failure, out-of-memory kill of the job script) counts as failed, naming its logs,
+# once PYSPK_QUEUE_GRACE seconds (default 60: NFS caches file attributes) have passed.
 #
 # Options map onto sbatch arguments through a Kaldi-style config (--config, else
 # conf/slurm.conf in the current directory, else the built-in one below):

@@ -21,12 +21,12 @@ sub parse_args {
   my @args = @_;
   my %opt;
   while (@args && $args[0] =~ /^--/) {
-    my $a = shift @args;
+    my $arg = shift @args;
     my ($name, $value);
-    if ($a =~ /^--([^=]+)=(.*)$/) { ($name, $value) = ($1, $2); }
+    if ($arg =~ /^--([^=]+)=(.*)$/) { ($name, $value) = ($1, $2); }
     else {
-      $name = substr($a, 2);
-      die_usage("option $a needs a value") unless @args;
+      $name = substr($arg, 2);
+      die_usage("option $arg needs a value") unless @args;
       $value = shift @args;
     }
     $name =~ s/-/_/g;
@@ -36,9 +36,9 @@ sub parse_args {
     die_usage("--" . ($k =~ s/_/-/gr) . " needs a positive integer, got '$opt{$k}'")
       if defined $opt{$k} && $opt{$k} !~ /^[1-9]\d*$/;
   }
-  my ($jobname, $first, $last, $array) = ("", 1, 1, 0);
+  my ($jobname, $first, $last) = ("", 1, 1);
   if (@args && $args[0] =~ /^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$/) {
-    ($jobname, $first, $last, $array) = ($1, $2, defined $3 ? $3 : $2, 1);
+    ($jobname, $first, $last) = ($1, $2, defined $3 ? $3 : $2);
     shift @args;
     die_usage("bad job range $jobname=$first:$last (first > last)") if $first > $last;
   } elsif (@args && $args[0] =~ /^[A-Za-z_]\w*=[\d:,-]+$/) {
@@ -46,10 +46,10 @@ sub parse_args {
   }
   die_usage("usage: $PROG [options] [JOB=1:N] LOGFILE COMMAND...") if @args < 2;
   my $logfile = shift @args;
-  die_usage("log file '$logfile' must contain '$jobname' when running $last - $first + 1 > 1 jobs")
+  die_usage("log file '$logfile' must contain '$jobname' (" . ($last - $first + 1) . " jobs, one log each)")
     if $last > $first && index($logfile, $jobname) < 0;
   return { opt => \%opt, jobname => $jobname, first => $first, last => $last,
-           array => $array, logfile => $logfile, cmd => shell_join(@args) };
+           logfile => $logfile, cmd => shell_join(@args) };
 }
 
 # Kaldi's rule: a word without whitespace or quotes is passed to bash as it is (so `\|`,
@@ -187,7 +187,9 @@ EOF
 
 # Wait until every task has written its status file. $alive->() returns 1 while the
 # scheduler still knows the job, 0 once it is gone, undef when it cannot tell; a task
-# with no status file 30 s after its job left the scheduler is failed (killed, node lost);
+# with no status file $grace s (60, or env PYSPK_QUEUE_GRACE) after its job left the
+# scheduler is failed (killed, node lost): the wait covers NFS attribute caching, and
+# the directory is re-read meanwhile; the scheduler is asked at most every 10 s;
 # $outfile->($id) names the scheduler's own output file of task $id for that message.
 # Returns the list of failed log files.
 sub wait_for_status {
@@ -195,7 +197,11 @@ sub wait_for_status {
   my %pending = map { $_ => 1 } ($p->{first} .. $p->{last});
   my (%failed, $gone_since);
   my ($sleep, $last_check) = (0.1, time());
+  my $grace = defined $ENV{PYSPK_QUEUE_GRACE} ? $ENV{PYSPK_QUEUE_GRACE} : 60;
+  die_usage("PYSPK_QUEUE_GRACE must be a whole number of seconds, got '$grace'") unless $grace =~ /^\d+$/;
+  my $every = $grace < 10 ? $grace : 10;
   while (%pending) {
+    if (defined $gone_since && opendir(my $dh, dirname($status_stem))) { my @x = readdir($dh); closedir($dh); }
     for my $id (sort { $a <=> $b } keys %pending) {
       my $sf = "$status_stem.$id";
       next unless -e $sf;
@@ -205,18 +211,18 @@ sub wait_for_status {
       delete $pending{$id}; unlink($sf);
     }
     last unless %pending;
-    if (time() - $last_check >= 10 || defined $gone_since) {
+    if (!defined $gone_since && time() - $last_check >= $every) {
       $last_check = time();
       my $state = $alive->();
-      $gone_since = time() if defined $state && !$state && !defined $gone_since;
-      if (defined $gone_since && time() - $gone_since > 30) {
-        for my $id (sort { $a <=> $b } keys %pending) {
-          my $log = subst($p->{logfile}, $p->{jobname}, $id);
-          print STDERR "$PROG: task $id left the queue without a status (killed?); see $log and " . $outfile->($id) . "\n";
-          $failed{$id} = 1;
-        }
-        last;
+      $gone_since = time() if defined $state && !$state;
+    }
+    if (defined $gone_since && time() - $gone_since >= $grace) {
+      for my $id (sort { $a <=> $b } keys %pending) {
+        my $log = subst($p->{logfile}, $p->{jobname}, $id);
+        print STDERR "$PROG: task $id left the queue without a status (killed?); see $log and " . $outfile->($id) . "\n";
+        $failed{$id} = 1;
       }
+      last;
     }
     select(undef, undef, undef, $sleep);
     $sleep = $sleep * 1.5 > 2 ? 2 : $sleep * 1.5;
@@ -231,7 +237,7 @@ our @CARRY_ENV = qw(PATH PYTHONPATH LD_LIBRARY_PATH VIRTUAL_ENV PYSPK_ROOT LC_AL
 
 # The whole of slurm.pl / queue.pl once the back-end is known. %b holds: builtin
 # (config text used when there is no --config and no conf/NAME.conf), default_config,
-# task_var, array_args->(first, last, max_jobs, name, qdir, base) (scheduler arguments),
+# task_var, array_args->(first, last, max_jobs, name, qdir) (scheduler arguments),
 # parse_id->(stdout of the submit command), alive->(id), cancel->(id) (a command).
 sub submit_and_wait {
   my ($p, %b) = @_;
@@ -243,7 +249,7 @@ sub submit_and_wait {
   my @submit = submit_args($c, \%opt);
   my $threads = $opt{num_threads} || $c->{default}{num_threads} || 1;
   my ($qdir, $base, $script, $stem) = batch_paths($p);
-  unlink(glob("$stem.*"));
+  unlink(map { "$stem.$_" } $p->{first} .. $p->{last});    # a stale file of a reused pid
   write_batch_script($p, $script, $stem, $b{task_var}, $threads, @CARRY_ENV);
   my @cmd = (@submit, $b{array_args}->($p->{first}, $p->{last}, $max_jobs, $base, $qdir), $script);
   my ($out, $id) = ("", undef);
