@@ -231,13 +231,23 @@ def test_options_reach_sbatch_and_python_env_is_carried(slurm, tmp_path):
     # script carries PATH/PYTHONPATH even though sbatch runs with --export=PATH.
     cmd = ('echo cpus=$SLURM_CPUS_PER_TASK mem=$SLURM_MEM_PER_NODE && '
            'python -c "import pyspk.io; print(\'ok\', JOB)"')
-    r = slurm_pl(slurm, "--num-threads", "2", "--mem", "100M", "--max-jobs-run", "1",
-                 "JOB=1:2", f"{tmp_path}/o.JOB.log", cmd)
+    r = slurm_pl(slurm, "--num-threads", "2", "--mem", "100M", "JOB=1:2", f"{tmp_path}/o.JOB.log", cmd)
     assert r.returncode == 0, r.stderr + "\n".join((tmp_path / f"o.{i}.log").read_text() for i in (1, 2))
     for i in (1, 2):
         lines = _log(tmp_path / f"o.{i}.log")
         assert "cpus=2 mem=100" in lines and f"ok {i}" in lines, lines
         assert "threads=2" in lines[-2]
+
+
+def test_max_jobs_run_throttles_the_array(slurm, tmp_path):
+    # Two 1-CPU tasks fit the 2-CPU node at once; --max-jobs-run 1 (--array=1-2%1) must
+    # run them one after the other. Each task logs its start and end time.
+    r = slurm_pl(slurm, "--max-jobs-run", "1", "JOB=1:2", f"{tmp_path}/m.JOB.log",
+                 "date +%s.%N; sleep 1; date +%s.%N")
+    assert r.returncode == 0, r.stderr
+    (s1, e1), (s2, e2) = [[float(x) for x in _log(tmp_path / f"m.{i}.log") if not x.startswith("#")]
+                          for i in (1, 2)]
+    assert e1 <= s2 or e2 <= s1, "the two tasks overlapped"
 
 
 def test_cancelled_tasks_are_reported_failed(slurm, tmp_path):
