@@ -231,3 +231,12 @@ def test_queue_pl_task_killed_without_status_is_failed(tmp_path, fake_sge):
     assert (f"task 2 left the queue without a status (killed?); see {tmp_path}/k.2.log and "
             f"{tmp_path}/q/k.log.2.out") in r.stderr
     assert f"1 / 2 failed, log is in {tmp_path}/k.2.log" in r.stderr
+
+
+def test_queue_pl_submit_command_not_found(tmp_path):
+    conf = tmp_path / "q.conf"
+    conf.write_text("command no-such-qsub-here -V\n")
+    r = run_util("queue.pl", "--config", conf, tmp_path / "x.log", "true")
+    assert r.returncode == 1
+    assert f"no-such-qsub-here (the 'command' of {conf}) is not on PATH" in r.stderr
+    assert not (tmp_path / "q").exists()                                   # nothing submitted

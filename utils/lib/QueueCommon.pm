@@ -247,6 +247,8 @@ sub submit_and_wait {
   my $max_jobs = delete $opt{max_jobs_run};
   my $c = read_config($config, $b{builtin});
   my @submit = submit_args($c, \%opt);
+  die_usage("$submit[0] (the 'command' of $c->{file}) is not on PATH; is this a login node of the cluster?")
+    unless grep { -x "$_/$submit[0]" } split(/:/, $ENV{PATH} || ""), ($submit[0] =~ m{/} ? (".") : ());
   my $threads = $opt{num_threads} || $c->{default}{num_threads} || 1;
   my ($qdir, $base, $script, $stem) = batch_paths($p);
   unlink(map { "$stem.$_" } $p->{first} .. $p->{last});    # a stale file of a reused pid
