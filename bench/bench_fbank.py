@@ -155,6 +155,8 @@ def peak_memory(tmp: Path, hours: float) -> None:
     row(f"fbank_stage_peak_rss_{hours:g}h", f"{int(kib) / 1024:.0f}", "MiB",
         f"{frames} frames, ark {sum(p.stat().st_size for p in fb.glob('feats.*.ark')) / 2**30:.2f} GiB, "
         f"wall {float(secs):.0f} s (incl. startup)")
+    row(f"fbank_stage_{hours:g}h_xRT", f"{hours * 3600 / float(secs):.0f}", "x real time",
+        "whole stage, 1 job, wall clock incl. process startup and merge; target >= 1000")
     import shutil
 
     shutil.rmtree(fb)

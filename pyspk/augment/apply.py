@@ -27,22 +27,32 @@ from pyspk.augment.signals import coloured_noise, fit_length, mix_at_snr, synth_
 from pyspk.features.audio import AudioError, read_audio, resample
 
 
-def read_recipes(data_dir: Path, utts: List[str]) -> Tuple[Dict[str, dict], str]:
-    """Recipes of ``utts`` from ``data_dir/aug.scp`` (empty when absent) and their raw lines."""
+def recipe_lines(data_dir: Path) -> Dict[str, Tuple[int, str]]:
+    """utt -> (line number, JSON text) of ``data_dir/aug.scp``; empty when absent."""
     path = Path(data_dir) / "aug.scp"
     if not path.is_file():
-        return {}, ""
-    wanted = set(utts)
-    recipes, lines = {}, []
+        return {}
+    out = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         utt, _, js = line.partition(" ")
-        if utt in wanted:
+        out[utt] = (lineno, js)
+    return out
+
+
+def read_recipes(data_dir: Path, utts: List[str], lines: Dict[str, Tuple[int, str]] | None = None
+                 ) -> Tuple[Dict[str, dict], str]:
+    """Recipes of ``utts`` (from ``lines`` or ``data_dir/aug.scp``) and their raw text."""
+    lines = recipe_lines(data_dir) if lines is None else lines
+    recipes, text = {}, []
+    for utt in utts:
+        if utt in lines:
+            lineno, js = lines[utt]
             try:
                 recipes[utt] = json.loads(js)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad recipe for '{utt}': {e}") from None
-            lines.append(line)
-    return recipes, "\n".join(lines)
+                raise ValueError(f"{Path(data_dir) / 'aug.scp'}:{lineno}: bad recipe for '{utt}': {e}") from None
+            text.append(f"{utt} {js}")
+    return recipes, "\n".join(text)
 
 
 class RecipeApplier:

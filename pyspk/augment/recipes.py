@@ -88,22 +88,33 @@ def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, see
     return out_dir
 
 
-def babble_pool_fn(data_dir: Path):
-    """utt -> wav.scp values of utterances of other speakers (the babble candidates)."""
+def babble_pool_fn(data_dir: Path, max_sources: int = 7, seed: int = 0):
+    """utt -> candidate babble sources: wav.scp values of up to ``4 * max_sources`` utterances
+    of other speakers, drawn by rejection from the whole set (O(1) memory per call)."""
     wav = read_table(data_dir / "wav.scp")
     utt2spk = read_table(data_dir / "utt2spk")
-    by_spk: Dict[str, List[str]] = {}
-    for u, s in utt2spk.items():
-        by_spk.setdefault(s, []).append(u)
-    cache: Dict[str, List[str]] = {}
+    utts = list(utt2spk)
+    n_other = {s: len(utts) - c for s, c in _counts(utt2spk.values()).items()}
+    rng = np.random.default_rng([seed, len(utts)])
 
     def pool(utt: str) -> List[str]:
         spk = utt2spk[utt]
-        if spk not in cache:
-            cache[spk] = [wav[u] for s, us in by_spk.items() if s != spk for u in us]
-        return cache[spk]
+        want = min(4 * max_sources, n_other[spk])
+        picked: Dict[str, None] = {}
+        while len(picked) < want:
+            other = utts[int(rng.integers(len(utts)))]
+            if utt2spk[other] != spk:
+                picked[other] = None
+        return [wav[u] for u in sorted(picked, key=str.encode)]
 
     return pool
+
+
+def _counts(values) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
 
 
 def make_context(data_dir: Path, cfg: AugmentConfig, seed: int, rir_dir: Path, sample_rate: int,
@@ -111,7 +122,7 @@ def make_context(data_dir: Path, cfg: AugmentConfig, seed: int, rir_dir: Path, s
     """Noise sources shared by every copy: RIR list or simulated pool, MUSAN, babble pool."""
     from pyspk.augment import rir
 
-    ctx: dict = {"babble_pool": babble_pool_fn(data_dir)}
+    ctx: dict = {"babble_pool": babble_pool_fn(data_dir, cfg.babble_max_speakers, seed)}
     if cfg.reverb:
         if rirs_root:
             ctx["rirs"] = rir.list_rirs(rirs_root)

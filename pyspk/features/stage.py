@@ -123,12 +123,14 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     n_utts = len(read_table(data_dir / "wav.scp"))
     nj = max(1, min(nj, n_utts))
     texts = write_splits(data_dir, fbank_dir, nj)
-    from pyspk.augment.apply import read_recipes
+    from pyspk.augment.apply import recipe_lines
 
+    lines = recipe_lines(data_dir)
     pending = []
     for j, text in enumerate(texts, 1):
         utts = [ln.split(None, 1)[0] for ln in text.splitlines()]
-        sig = job_signature(text, read_recipes(data_dir, utts)[1], config)
+        recipes_text = "\n".join(f"{u} {lines[u][1]}" for u in utts if u in lines)
+        sig = job_signature(text, recipes_text, config)
         why = "--force" if force else verify_job(fbank_dir, j, sig, config.vad)
         if why:
             log.info("fbank job %d of %d: computing (%s)", j, nj, why)
