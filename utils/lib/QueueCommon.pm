@@ -19,6 +19,12 @@ sub die_usage { print STDERR "$PROG: $_[0]\n"; exit 1; }
 # Option names have dashes turned into underscores (--max-jobs-run -> max_jobs_run).
 sub parse_args {
   my @args = @_;
+  if (!@args || $args[0] eq "--help" || $args[0] eq "-h") {    # the script's header comment
+    open(my $fh, "<", $0) or die_usage("usage: $PROG [options] [JOB=1:N] LOGFILE COMMAND...");
+    <$fh>;
+    while (my $line = <$fh>) { last unless $line =~ s/^# ?//; print STDERR $line; }
+    exit(@args ? 0 : 1);
+  }
   my %opt;
   while (@args && $args[0] =~ /^--/) {
     my $arg = shift @args;
