@@ -70,13 +70,15 @@ class _BaseSampler:
         self.views, self.seed = views, seed
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = steps_per_epoch
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position, self._resumed = 0, 0, False
 
     # ---- state
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (position 0) unless a loaded state is already in it."""
-        if epoch != self.epoch:
+        """Start epoch ``epoch`` at position 0, or, right after :meth:`load_state_dict`
+        of a state in that same epoch, at the loaded position."""
+        if not (self._resumed and epoch == self.epoch):
             self.epoch, self.position = epoch, 0
+        self._resumed = False
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -84,6 +86,7 @@ class _BaseSampler:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.seed = int(state.get("seed", self.seed))
+        self._resumed = True
 
     # ---- iteration
     def __len__(self) -> int:

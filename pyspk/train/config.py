@@ -81,6 +81,7 @@ class LossConfig:
     caa: bool = False                  # class-aware attention weights on negative pairs
     caa_scale: float = 30.0
     caa_floor: float = 0.0             # lower bound of the CAA weights
+    caa_normalize: bool = False        # scale each anchor's negative weights to mean 1 (objective.py)
     prototypes: str = _choice("auto", "head", "ema", default="auto")  # auto: head if cls != none
     ema_momentum: float = 0.9
 

@@ -72,6 +72,21 @@ def uses_ema_prototypes(loss_cfg) -> bool:
     return loss_cfg.prototypes == "ema" or (loss_cfg.prototypes == "auto" and loss_cfg.cls == "none")
 
 
+def normalize_negative_weights(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Scale each anchor's negative-pair weights to mean 1 (positives keep weight 1).
+
+    omega'_ik = omega_ik / mean_{k' in Neg(i)} omega_ik'. CAA's min(a_i, a_k) is ~1/C for
+    every pair while the prototypes are still uninformative (start of training, EMA
+    prototypes of a random encoder), which silences all negatives and lets the
+    contrastive loss collapse the embeddings. Normalised, only the *relative* weights
+    act: hard negatives count less than easy ones, as in OSM-CAA (Wang et al. 2019),
+    whose loss divides by the sum of the attention weights.
+    """
+    neg = labels[:, None] != labels[None, :]
+    mean = (weights * neg).sum(1, keepdim=True) / neg.sum(1, keepdim=True).clamp_min(1)
+    return torch.where(neg, weights / mean.clamp_min(1e-12), weights)
+
+
 class Objective:
     """Combine the configured losses; see the module docstring."""
 
@@ -93,6 +108,8 @@ class Objective:
             weights = caa_weights(z.detach(), labels, protos.detach(), scale=cfg.caa_scale)
             if cfg.caa_floor > 0:
                 weights = weights.clamp_min(cfg.caa_floor)
+            if cfg.caa_normalize:
+                weights = normalize_negative_weights(weights, labels)
         margin = cfg.con_margin if cfg.con == "am_supcon" else 0.0
         return am_supcon_loss(z, labels, margin=margin, temperature=cfg.temperature, weights=weights)
 
