@@ -138,7 +138,7 @@ sub submit_args {
   for my $name (sort keys %eff) {
     my $v = $eff{$name};
     if (exists $c->{exact}{"$name=$v"}) { $args .= " " . $c->{exact}{"$name=$v"}; }
-    elsif (exists $c->{wild}{$name}) { (my $a = $c->{wild}{$name}) =~ s/\$0/$v/g; $args .= " $a"; }
+    elsif (exists $c->{wild}{$name}) { (my $arg = $c->{wild}{$name}) =~ s/\$0/$v/g; $args .= " $arg"; }
     else {
       my $known = join(", ", map { "--" . s/_/-/gr } sort keys %{$c->{names}});
       die_usage("option --" . ($name =~ s/_/-/gr) . " $v is not described in $c->{file} (options there: $known)");
