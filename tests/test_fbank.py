@@ -285,3 +285,15 @@ def test_cli_skip_bad_fixes_data_dir_and_force_recomputes(tmp_path):
     r = subprocess.run(cli[:3] + ["--force"] + cli[3:], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert job_files(fb, 1)["ark"].stat().st_mtime_ns != mtime
+
+
+def test_reader_matches_lhotse_kaldi_import(tmp_path):
+    # Lhotse's Kaldi import (lhotse.kaldi.load_kaldi_data_dir) reads plain-file entries the
+    # same way; it refuses 'cmd |' entries without kaldi_native_io, one reason the jobs
+    # decode wav.scp with soundfile themselves.
+    lk = pytest.importorskip("lhotse.kaldi")
+    data = make_set(tmp_path, n_spk=1, n_utt=1)
+    recordings = lk.load_kaldi_data_dir(data, sampling_rate=16000)[0]
+    for rec in recordings:
+        source = read_table(data / "wav.scp")[rec.id]
+        np.testing.assert_allclose(read_audio(rec.id, source, 16000), rec.load_audio()[0], atol=1e-6)

@@ -3,7 +3,14 @@
 Every failure is an :class:`AudioError` naming the utterance and the source, so
 the fbank stage can stop (or, with ``--skip-bad``, skip and list the reason).
 Stereo policy: channel 0 is taken with a warning (``stereo: first``, default),
-or the file is refused (``stereo: error``).
+or the file is refused (``stereo: error``).  Sample rates outside
+:data:`SUPPORTED_RATES` are refused; the others are resampled to the configured rate.
+
+Entries are decoded here with soundfile (pipes: the command's stdout bytes) rather than
+through Lhotse's Kaldi import: ``lhotse.kaldi.load_kaldi_data_dir`` opens every
+recording up front to get its duration (a second pass over every pipe) and refuses
+``cmd |`` entries without kaldi_native_io; ``tests/test_fbank.py`` checks that both
+read plain files identically.
 """
 
 from __future__ import annotations
