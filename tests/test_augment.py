@@ -180,3 +180,19 @@ def test_augment_stage_end_to_end(tmp_path):
     np.testing.assert_allclose(feats["spk0-u0-noise"], want, atol=1e-5)
     # rerun: every job is reused (a queue script that always fails proves none is started)
     assert make_augmented(data, tmp_path / "fbank", combined, cfg, fbank_conf, 1, "false", seed=5) == counts
+
+
+def test_copies_of_a_segmented_dir(tmp_path):
+    data = make_set(tmp_path)
+    wav = read_table(data / "wav.scp")
+    (data / "wav.scp").write_text("".join(f"{u}-rec {v}\n" for u, v in wav.items()))
+    (data / "segments").write_text("".join(f"{u} {u}-rec 0.1 0.6\n" for u in wav))
+    cfg = AugmentConfig(reverb=False)
+    ctx = make_context(data, cfg, 3, tmp_path / "rirs", 16000)
+    out = write_copy(data, tmp_path / "tr_babble", "babble", cfg, 3, ctx)
+    validate_data_dir(out)
+    seg = read_table(out / "segments")
+    assert seg["spk0-u0-babble"] == "spk0-u0-rec 0.1 0.6"
+    assert read_table(out / "wav.scp") == read_table(data / "wav.scp")
+    r = read_recipes(out, ["spk0-u0-babble"])[0]["spk0-u0-babble"]
+    assert all(s in wav.values() for s in r["sources"])

@@ -297,3 +297,25 @@ def test_reader_matches_lhotse_kaldi_import(tmp_path):
     for rec in recordings:
         source = read_table(data / "wav.scp")[rec.id]
         np.testing.assert_allclose(read_audio(rec.id, source, 16000), rec.load_audio()[0], atol=1e-6)
+
+
+def test_segments(tmp_path):
+    data = make_set(tmp_path, n_spk=1, n_utt=2, seconds=2.0)
+    wav = read_table(data / "wav.scp")
+    (data / "wav.scp").write_text("".join(f"rec{i} {v}\n" for i, v in enumerate(wav.values())))
+    (data / "segments").write_text("a-0 rec0 0.00 0.80\na-1 rec0 0.80 -1\na-2 rec1 0.25 1.50\n")
+    (data / "utt2spk").write_text("a-0 a\na-1 a\na-2 a\n")
+    fb = tmp_path / "fb"
+    assert len(write_splits(data, fb.resolve(), 2)) == 2
+    for job in (1, 2):
+        run_job(data, fb, job, FbankConfig())
+    feats = {**kaldiio.load_scp(str(job_files(fb, 1)["scp"])), **kaldiio.load_scp(str(job_files(fb, 2)["scp"]))}
+    rec0 = read_audio("r", list(wav.values())[0], 16000)
+    rec1 = read_audio("r", list(wav.values())[1], 16000)
+    np.testing.assert_array_equal(feats["a-0"], compute_fbank(rec0[:12800], 16000))
+    np.testing.assert_array_equal(feats["a-1"], compute_fbank(rec0[12800:], 16000))
+    np.testing.assert_array_equal(feats["a-2"], compute_fbank(rec1[4000:24000], 16000))
+    (data / "segments").write_text("a-0 rec0 0.00 0.80\na-1 rec0 0.80 0.81\na-2 rec1 0.25 1.50\n")
+    write_splits(data, fb.resolve(), 1)
+    with pytest.raises(AudioError, match="'a-1'.*segment 0.8-0.81 s"):
+        run_job(data, fb, 1, FbankConfig())

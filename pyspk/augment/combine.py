@@ -2,7 +2,8 @@
 
 The combined directory holds the union of utt2spk, feats.scp, utt2num_frames,
 utt2orig (clean utterances map to themselves), and vad.scp / utt2lang when every
-part has them; wav.scp plus aug.scp (the copies' recipes, so that
+part has them; wav.scp (a recording shared by several parts, with segments, once)
+and segments, plus aug.scp (the copies' recipes, so that
 ``pyspk fbank`` on the combined directory reproduces its features); spk2utt is rebuilt. Duplicate utterance ids are an error.
 """
 
@@ -14,7 +15,8 @@ from typing import Dict, List
 
 from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
 
-TABLES = ("utt2spk", "feats.scp", "utt2num_frames", "utt2orig", "vad.scp", "utt2lang", "wav.scp", "aug.scp")
+TABLES = ("utt2spk", "feats.scp", "utt2num_frames", "utt2orig", "vad.scp", "utt2lang", "wav.scp", "segments",
+          "aug.scp")
 REQUIRED = ("utt2spk", "feats.scp", "utt2num_frames")
 
 
@@ -37,6 +39,8 @@ def combine_dirs(parts: List[Path], out_dir: Path) -> Dict[str, int]:
             else:
                 t = {u: u for u in read_table(p / "utt2spk")} if name == "utt2orig" else {}
             for k, v in t.items():
+                if name == "wav.scp" and table.get(k) == v:
+                    continue  # with segments, copies share the clean set's recordings
                 if k in table:
                     raise DataDirError(f"cannot combine: utterance '{k}' appears twice (again in {p / name})")
                 table[k] = v

@@ -66,15 +66,22 @@ def _recipe(kind: str, utt: str, rng: np.random.Generator, cfg: AugmentConfig, c
 def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict) -> Path:
     """Write one augmented copy ``out_dir`` of ``data_dir`` (tables, utt2orig, aug.scp)."""
     wav = read_table(data_dir / "wav.scp")
+    segments = read_table(data_dir / "segments") if (data_dir / "segments").is_file() else None
     utt2spk = read_table(data_dir / "utt2spk")
     rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
     new_wav, new_u2s, utt2orig, recipes = {}, {}, {}, {}
     for utt in utt2spk:
         new_utt, new_spk = copy_ids(kind, utt, utt2spk[utt], cfg.speed_new_speakers)
-        new_wav[new_utt], new_u2s[new_utt], utt2orig[new_utt] = wav[utt], new_spk, utt
+        # with segments the recordings stay as they are; the copies' segments point at them
+        new_wav[new_utt] = segments[utt] if segments is not None else wav[utt]
+        new_u2s[new_utt], utt2orig[new_utt] = new_spk, utt
         recipes[new_utt] = _recipe(kind, utt, rng, cfg, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_table(out_dir / "wav.scp", new_wav)
+    if segments is not None:
+        write_table(out_dir / "segments", new_wav)
+        write_table(out_dir / "wav.scp", wav)
+    else:
+        write_table(out_dir / "wav.scp", new_wav)
     write_table(out_dir / "utt2spk", new_u2s)
     write_table(out_dir / "spk2utt", utt2spk_to_spk2utt(new_u2s))
     write_table(out_dir / "utt2orig", utt2orig)
@@ -93,6 +100,9 @@ def babble_pool_fn(data_dir: Path, max_sources: int = 7, seed: int = 0):
     of other speakers, drawn by rejection from the whole set (O(1) memory per call)."""
     wav = read_table(data_dir / "wav.scp")
     utt2spk = read_table(data_dir / "utt2spk")
+    if (data_dir / "segments").is_file():  # babble from whole recordings of the other segments
+        seg = read_table(data_dir / "segments")
+        wav = {u: wav[seg[u].split()[0]] for u in utt2spk}
     utts = list(utt2spk)
     n_other = {s: len(utts) - c for s, c in _counts(utt2spk.values()).items()}
     rng = np.random.default_rng([seed, len(utts)])

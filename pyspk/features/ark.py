@@ -43,7 +43,41 @@ def job_files(fbank_dir, job: int) -> Dict[str, Path]:
         "vad_ark": d / f"vad.{job}.ark", "vad_scp": d / f"vad.{job}.scp",
         "frames": d / f"utt2num_frames.{job}", "bad": d / f"bad.{job}",
         "done": d / f".done.feats.{job}", "split": d / "split" / f"wav.{job}.scp",
+        "segments": d / "split" / f"segments.{job}",
     }
+
+
+Entry = Tuple[str, str, Optional[float], Optional[float]]  # utt, wav.scp value, start s, end s
+
+
+def read_split(fbank_dir, job: int) -> Tuple[List[Entry], str]:
+    """The job's entries and the split text its signature hashes.
+
+    Without ``segments`` an entry is a whole wav.scp line; with it (Kaldi
+    ``segments``: ``utt rec start end``, end -1 = to the end) a slice of a recording.
+    """
+    p = job_files(fbank_dir, job)
+    wav_text = p["split"].read_text(encoding="utf-8")
+    wav = dict(ln.split(None, 1) for ln in wav_text.splitlines() if ln.strip())
+    if not p["segments"].is_file():
+        return [(u, src, None, None) for u, src in wav.items()], wav_text
+    seg_text = p["segments"].read_text(encoding="utf-8")
+    entries = []
+    for ln in seg_text.splitlines():
+        utt, rec, start, end = ln.split()
+        entries.append((utt, wav[rec], float(start), float(end)))
+    return entries, seg_text + "\0" + wav_text
+
+
+def _slice(utt: str, source: str, wave: np.ndarray, start: float, end: float, config: FbankConfig) -> np.ndarray:
+    """Samples of segment [start, end) s (end < 0: to the end); AudioError when empty or too short."""
+    sr = config.sample_rate
+    a = int(round(start * sr))
+    b = wave.shape[0] if end < 0 else min(int(round(end * sr)), wave.shape[0])
+    if b - a < max(1, int(np.ceil(config.min_duration_s * sr))):
+        raise AudioError(utt, source, f"segment {start:g}-{end:g} s has {max(b - a, 0)} samples "
+                         f"(recording: {wave.shape[0]}), shorter than {1000 * config.min_duration_s:.0f} ms")
+    return wave[a:b]
 
 
 def split_lines(lines: List[str], nj: int) -> List[List[str]]:
@@ -153,9 +187,8 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     from pyspk.augment.apply import RecipeApplier, read_recipes
 
     p = job_files(fbank_dir, job)
-    split_text = p["split"].read_text(encoding="utf-8")
-    entries = [ln.split(None, 1) for ln in split_text.splitlines() if ln.strip()]
-    recipes, recipes_text = read_recipes(Path(data_dir), [u for u, _ in entries])
+    entries, split_text = read_split(fbank_dir, job)
+    recipes, recipes_text = read_recipes(Path(data_dir), [e[0] for e in entries])
     signature = job_signature(split_text, recipes_text, config)
     with contextlib.suppress(FileNotFoundError):
         p["done"].unlink()
@@ -163,10 +196,19 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
         stale.unlink()
     applier = RecipeApplier(config.sample_rate)
 
+    last: list = [None, None]  # (source, samples): consecutive segments share a recording
+
+    def load(utt: str, source: str, start, end) -> np.ndarray:
+        if start is None:
+            return read_audio(utt, source, config.sample_rate, config.min_duration_s, config.stereo)
+        if last[0] != source:
+            last[:] = [source, read_audio(utt, source, config.sample_rate, 0.0, config.stereo)]
+        return _slice(utt, source, last[1], start, end, config)
+
     def items():
-        for utt, source in entries:
+        for utt, source, start, end in entries:
             try:
-                wave = read_audio(utt, source, config.sample_rate, config.min_duration_s, config.stereo)
+                wave = load(utt, source, start, end)
                 if utt in recipes:
                     wave = applier(utt, wave, recipes[utt])
                 feats, energy = compute_fbank_energy(wave, config.sample_rate, config)

@@ -24,14 +24,14 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
-from pyspk.features.ark import job_files, job_signature, split_lines, verify_job
+from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, write_table
+from pyspk.features.ark import job_files, job_signature, read_split, split_lines, verify_job
 from pyspk.features.fbank import FbankConfig
 from pyspk.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-PER_UTT_TABLES = ("wav.scp", "utt2spk", "utt2lang", "utt2orig", "utt2genre", "utt2dur", "utt2gender",
+PER_UTT_TABLES = ("wav.scp", "segments", "utt2spk", "utt2lang", "utt2orig", "utt2genre", "utt2dur", "utt2gender",
                   "text", "aug.scp")
 
 
@@ -49,17 +49,34 @@ def _ranges(jobs: List[int]) -> List[tuple]:
     return [tuple(r) for r in out]
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
 def write_splits(data_dir: Path, fbank_dir: Path, nj: int) -> List[str]:
-    """Write ``split/wav.J.scp`` (only when their content changed); return their texts."""
-    lines = (data_dir / "wav.scp").read_text(encoding="utf-8").splitlines(keepends=True)
-    lines = [ln for ln in lines if ln.strip()]
-    read_table(data_dir / "wav.scp")  # sorted, unique keys, or a clear error
-    texts = ["".join(part) for part in split_lines(lines, nj)]
-    for j, text in enumerate(texts, 1):
-        path = job_files(fbank_dir, j)["split"]
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            atomic_write_text(path, text)
-    return texts
+    """Write ``split/wav.J.scp`` (+ ``split/segments.J``), only where their content changed.
+
+    Returns the split texts that the job signatures hash (see :func:`read_split`).
+    """
+    wav = read_table(data_dir / "wav.scp")  # sorted, unique keys, or a clear error
+    seg_path = data_dir / "segments"
+    segments = read_table(seg_path) if seg_path.is_file() else None
+    keys = list(segments if segments is not None else wav)
+    for j, part in enumerate(split_lines(keys, nj), 1):
+        p = job_files(fbank_dir, j)
+        if segments is None:
+            _write_if_changed(p["split"], "".join(f"{u} {wav[u]}\n" for u in part))
+            with contextlib.suppress(FileNotFoundError):
+                p["segments"].unlink()
+            continue
+        recs = sorted({segments[u].split()[0] for u in part}, key=str.encode)
+        missing = [r for r in recs if r not in wav]
+        if missing:
+            raise DataDirError(f"{seg_path}: recording '{missing[0]}' is not in {data_dir / 'wav.scp'}")
+        _write_if_changed(p["split"], "".join(f"{r} {wav[r]}\n" for r in recs))
+        _write_if_changed(p["segments"], "".join(f"{u} {segments[u]}\n" for u in part))
+    return [read_split(fbank_dir, j)[1] for j in range(1, nj + 1)]
 
 
 def run_jobs(cmd: str, fbank_dir: Path, jobs: List[int], job_argv: List[str]) -> None:
@@ -120,7 +137,7 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     """Run the whole fbank stage; return the skipped utterances {utt: reason}."""
     data_dir, fbank_dir = Path(data_dir), Path(fbank_dir).resolve()
     config = FbankConfig() if config_path is None else FbankConfig.from_yaml(config_path)
-    n_utts = len(read_table(data_dir / "wav.scp"))
+    n_utts = len(read_table(data_dir / ("segments" if (data_dir / "segments").is_file() else "wav.scp")))
     nj = max(1, min(nj, n_utts))
     texts = write_splits(data_dir, fbank_dir, nj)
     from pyspk.augment.apply import recipe_lines
@@ -128,7 +145,7 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     lines = recipe_lines(data_dir)
     pending = []
     for j, text in enumerate(texts, 1):
-        utts = [ln.split(None, 1)[0] for ln in text.splitlines()]
+        utts = [e[0] for e in read_split(fbank_dir, j)[0]]
         recipes_text = "\n".join(f"{u} {lines[u][1]}" for u in utts if u in lines)
         sig = job_signature(text, recipes_text, config)
         why = "--force" if force else verify_job(fbank_dir, j, sig, config.vad)
