@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Naive speaker-verification baseline, to calibrate the difficulty of a test set.
 
-    local/naive_baseline.py DATA_DIR_TEST [--nj N] [--json OUT]
+    local/naive_baseline.py DATA_DIR_TEST [--nj N] [--json OUT] [--lda-train DATA_DIR_TRAIN]
 
 Each utterance becomes e = [mean_t(F), std_t(F)] of its 80-dim log-mel fbank F
 (pyspk.features.fbank.compute_fbank, i.e. Kaldi fbank via Lhotse); a trial's score is
-cos(e_enroll, e_test). Two variants are scored: ``raw`` as is, and ``centered`` after
-subtracting the mean embedding of the test set (a stronger, still naive, baseline).
+cos(e_enroll, e_test). Three variants are scored: ``raw`` as is; ``centered`` after
+subtracting the mean embedding of the test set; ``level_free``: the mean part also minus
+its own average over the 80 bins (so a gain change, a constant shift of every log-mel
+bin, does not move it), then centered. The last is the strongest of these naive systems.
 Prints TSV rows ``trials_name<TAB>variant<TAB>eer_percent<TAB>num_trials`` for every
 ``trials*`` file of the directory.
 """
@@ -66,8 +68,8 @@ def cosine_scores(emb: dict, trials) -> np.ndarray:
     return np.sum(e * t, axis=1)
 
 
-def run(data_dir: Path, nj: int = 1) -> list:
-    """Return rows (trials_name, variant, eer_percent, num_trials)."""
+def embed_dir(data_dir: Path, nj: int = 1) -> tuple:
+    """(utterance ids, (N, 160) embeddings) of a data dir."""
     validate_data_dir(data_dir)
     wav = read_table(data_dir / "wav.scp")
     utts = list(wav)
@@ -76,14 +78,57 @@ def run(data_dir: Path, nj: int = 1) -> list:
             vecs = pool.map(utterance_embedding, [wav[u] for u in utts], chunksize=16)
     else:
         vecs = [utterance_embedding(wav[u]) for u in utts]
-    raw = dict(zip(utts, vecs))
-    mean = np.mean(np.stack(vecs), axis=0)
-    centered = {u: v - mean for u, v in raw.items()}
+    return utts, np.stack(vecs)
+
+
+def level_free(x: np.ndarray) -> np.ndarray:
+    """Subtract from the mean part (first half) its own average over bins (removes the gain)."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half] - x[:, :half].mean(axis=1, keepdims=True), x[:, half:]], axis=1)
+
+
+def lda_projection(x: np.ndarray, labels: list, dim: int = 100) -> tuple:
+    """Fisher LDA: (mean, W) with W the top generalised eigenvectors of S_b w = l S_w w
+    (S_b: covariance of speaker means, S_w: pooled within-speaker covariance)."""
+    from scipy.linalg import eigh
+
+    x = x.astype(np.float64)
+    mu = x.mean(axis=0)
+    spk = sorted(set(labels))
+    idx = {s: i for i, s in enumerate(spk)}
+    lab = np.array([idx[s] for s in labels])
+    means = np.stack([x[lab == i].mean(axis=0) for i in range(len(spk))])
+    within = x - means[lab]
+    s_w = within.T @ within / len(x)
+    s_w += 1e-3 * np.trace(s_w) / len(s_w) * np.eye(len(s_w))  # ridge: S_w is singular on small sets
+    s_b = (means - mu).T @ (means - mu) / len(spk)
+    _, vecs = eigh(s_b, s_w)
+    return mu, vecs[:, ::-1][:, : min(dim, len(spk) - 1)]
+
+
+def run(data_dir: Path, nj: int = 1, lda_train: Path | None = None) -> list:
+    """Return rows (trials_name, variant, eer_percent, num_trials).
+
+    With ``lda_train`` (a training data dir) a fourth, *trained* variant ``lda_train``
+    projects the level-free embeddings with an LDA fitted on that dir's speakers: a
+    check that the speaker information is there to be learnt (not a naive system).
+    """
+    utts, x = embed_dir(data_dir, nj)
+    raw = dict(zip(utts, x))
+    centered = dict(zip(utts, x - x.mean(axis=0)))
+    lf = level_free(x)
+    level_free_emb = dict(zip(utts, lf - lf.mean(axis=0)))
+    variants = [("raw", raw), ("centered", centered), ("level_free", level_free_emb)]
+    if lda_train is not None:
+        tr_utts, tr_x = embed_dir(lda_train, nj)
+        utt2spk = read_table(lda_train / "utt2spk")
+        mu, w = lda_projection(level_free(tr_x), [utt2spk[u] for u in tr_utts])
+        variants.append(("lda_train", dict(zip(utts, (lf - mu) @ w))))
     rows = []
     for tf in sorted(data_dir.glob("trials*")):
         trials = read_trials(tf, known_enroll=utts, known_test=utts)
         labels = np.array([t.target for t in trials], dtype=int)
-        for name, emb in (("raw", raw), ("centered", centered)):
+        for name, emb in variants:
             rows.append((tf.name, name, 100.0 * eer(cosine_scores(emb, trials), labels), len(trials)))
     return rows
 
@@ -93,9 +138,11 @@ def main(argv=None) -> int:
     p.add_argument("data_dir", type=Path)
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as json here")
+    p.add_argument("--lda-train", type=Path, default=None,
+                   help="training data dir: add the trained 'lda_train' variant (learnability check)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rows = run(args.data_dir, args.nj)
+    rows = run(args.data_dir, args.nj, args.lda_train)
     print("trials\tvariant\teer_percent\tnum_trials")
     for name, variant, e, n in rows:
         print(f"{name}\t{variant}\t{e:.2f}\t{n}")

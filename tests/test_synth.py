@@ -157,3 +157,17 @@ def test_make_trials_balanced_without_duplicates():
     assert len(pairs) == len(same)  # 'a b' and 'b a' never both
     cross = make_trials(utts, "en", "cmn", 10_000, rng)  # capped by the 6*25 target pairs
     assert sum(t[2] for t in cross) == 150 and len(cross) == 300
+
+
+def test_naive_baseline_and_spectrogram_run_on_the_corpus(tiny, tmp_path):
+    import naive_baseline
+    import plot_synth_spectrogram
+
+    rows = naive_baseline.run(tiny / "synth_test", lda_train=tiny / "synth_train")
+    names = {(r[0], r[1]) for r in rows}
+    for trials in ("trials_en", "trials_cmn", "trials_cross"):
+        for variant in ("raw", "centered", "level_free", "lda_train"):
+            assert (trials, variant) in names
+    assert all(0.0 <= r[2] <= 100.0 and r[3] > 0 for r in rows)
+    png = plot_synth_spectrogram.plot(tiny / "synth_test", tmp_path / "spec.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

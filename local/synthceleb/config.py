@@ -36,12 +36,12 @@ class SynthConfig:
     max_dur: float = 8.0
     trials_per_list: int = 8000   # half target, half non-target (fewer if targets run out)
     difficulty: float = 1.0       # scales every session-variability range below
-    snr_db: List[float] = field(default_factory=lambda: [0.0, 20.0])
+    snr_db: List[float] = field(default_factory=lambda: [8.0, 30.0])
     noise_kinds: List[str] = field(default_factory=lambda: list(NOISE_KINDS))
-    reverb_prob: float = 0.6      # x difficulty, capped at 1
-    rt60: List[float] = field(default_factory=lambda: [0.15, 0.8])
-    eq_tilt_db: float = 3.0       # std of the spectral tilt, dB/octave, x difficulty
-    eq_peak_db: float = 6.0       # std of each of 3 peaking bands, dB, x difficulty
+    reverb_prob: float = 0.4      # x difficulty, capped at 1
+    rt60: List[float] = field(default_factory=lambda: [0.15, 0.7])
+    eq_tilt_db: float = 1.5       # std of the spectral tilt, dB/octave, x difficulty
+    eq_peak_db: float = 3.5       # std of each of 3 peaking bands, dB, x difficulty
     level_dbfs: List[float] = field(default_factory=lambda: [-35.0, -15.0])
     babble_talkers: List[int] = field(default_factory=lambda: [3, 7])
     num_crowd: int = 16           # babble voices (not corpus speakers)

@@ -24,7 +24,6 @@ import contextlib
 import io
 import logging
 import multiprocessing
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -231,10 +230,3 @@ def make_corpus(out_dir, cfg: SynthConfig, seed: int, nj: int = 1) -> Dict[str, 
     summary = write_data_dirs(out_dir, cfg, seed, tasks)
     touch_done(audio_dir / ".done", f"{VERSION} {cfg.digest()} seed={seed}\n")
     return summary
-
-
-def remove_corpus(out_dir) -> None:
-    """Delete what :func:`make_corpus` wrote (used by tests and --force style reruns)."""
-    out_dir = Path(out_dir)
-    for name in ("synth_audio", "synth_train", "synth_test"):
-        shutil.rmtree(out_dir / name, ignore_errors=True)

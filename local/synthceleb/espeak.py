@@ -20,7 +20,6 @@ same utterance is byte-identical whichever worker process makes it.
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 from typing import List, Optional
 

@@ -63,7 +63,7 @@ class Voice:
 
     def variant_text(self) -> str:
         """The espeak-ng voice variant file (voices/!v/<name>) for this voice."""
-        lines = ["language variant", f"name {self.name}",
+        lines = ["language variant", f"// synthceleb class {self.klass} alpha {self.alpha:.3f}", f"name {self.name}",
                  f"gender {'male' if self.gender == 'm' else 'female'}",
                  f"pitch {self.pitch_base} {self.pitch_top}"]
         lines += [f"formant {k} {f} {s} {w}" for k, (f, s, w) in enumerate(self.formants)]
