@@ -74,6 +74,22 @@ def decode_rate(data: Path, fmt: str) -> float:
     return n / SR / (time.perf_counter() - t0)
 
 
+def stock_rate(waves, cfg, audio_s: float, repeats: int) -> float:
+    import torch
+
+    from pyspk.features.fbank import _extractor
+
+    module = _extractor(cfg, True).extractor
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for w in waves:
+                module(torch.from_numpy(w * 32768.0)[None])
+            best = min(best, time.perf_counter() - t0)
+    return audio_s / best
+
+
 def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
     """Best-of-``repeats`` timings, alternating the two measurements (robust to a loaded machine).
     ``utts`` wav.scp entries of 8 s over at most 60 distinct files (a long job, so the job's
@@ -113,6 +129,8 @@ def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
     note = f"{utts} utts x 8 s 16 kHz {fmt.upper()}, 1 thread, VAD on, best of {repeats}"
     if fmt == "flac":
         row("fbank_alone_xRT", f"{alone:.0f}", "x real time", note)
+        row("fbank_alone_stock_lhotse_xRT", f"{stock_rate(waves, cfg, audio_s, repeats):.0f}", "x real time",
+            "Lhotse's own Wav2LogFilterBank (|X|**2 power spectrum), same waves, for reference")
         row("fbank_end_to_end_xRT", f"{e2e:.0f}", "x real time", f"target >= 1000; {e2e / 1000:.2f} of target; {note}")
         row("end_to_end_over_alone", f"{e2e / alone:.3f}", "ratio", "target >= 0.8")
         row("flac_decode_alone_xRT", f"{best_dec:.0f}", "x real time",
