@@ -319,3 +319,24 @@ def test_segments(tmp_path):
     write_splits(data, fb.resolve(), 1)
     with pytest.raises(AudioError, match="'a-1'.*segment 0.8-0.81 s"):
         run_job(data, fb, 1, FbankConfig())
+
+
+@pytest.mark.parametrize("vad", [False, True])
+def test_blockwise_equals_lhotse_stock_module(monkeypatch, vad):
+    import torch
+
+    from pyspk.features import fbank as fbank_mod
+
+    cfg = FbankConfig(vad=vad)
+    wave = speechlike(16000 + 123, 4)
+    full = compute_fbank_energy(wave, 16000, cfg)
+    monkeypatch.setattr(fbank_mod, "BLOCK_FRAMES", 7)  # 101 frames in 15 blocks
+    blocks = compute_fbank_energy(wave, 16000, cfg)
+    np.testing.assert_allclose(full[0], blocks[0], atol=1e-5)  # FFT/matmul batch sizes: last-bit rounding
+    stock = fbank_mod._extractor(cfg, True).extractor  # Lhotse's own Wav2LogFilterBank
+    with torch.inference_mode():
+        ref = stock(torch.from_numpy(wave * 32768.0)[None])[0].numpy()
+    np.testing.assert_allclose(full[0], ref[:, 1:] if vad else ref, atol=1e-4)
+    if vad:
+        np.testing.assert_allclose(full[1], ref[:, 0], atol=1e-5)
+        np.testing.assert_allclose(full[1], blocks[1], atol=1e-5)

@@ -158,6 +158,30 @@ def _get_extractor(config: FbankConfig):
     return _LAST[1]
 
 
+BLOCK_FRAMES = 3000  # frames per block: bounds the (frames x 512) intermediates of long recordings
+
+
+def _forward_blocks(module, x):
+    """``module(x)`` computed over blocks of BLOCK_FRAMES frames (same output up to float32 rounding).
+
+    Lhotse frames the whole signal as a strided view (no copy); every later step is
+    per frame, so running ``Wav2Win._forward_strided`` and the filterbank's
+    ``_forward_strided`` block by block gives the same features with memory bounded
+    by the block, not by the recording (a 1 h recording would need ~4 GB at once).
+    """
+    import torch
+    from lhotse.features.kaldi.layers import _get_strided_batch
+
+    win = module.wav2win
+    if win.dither != 0.0:
+        x = x + win.dither * torch.randn(x.shape)
+    strided = _get_strided_batch(x, win._length, win._shift, win.snip_edges)
+    if strided.shape[1] <= BLOCK_FRAMES:
+        return module._forward_strided(*win._forward_strided(strided))
+    return torch.cat([module._forward_strided(*win._forward_strided(strided[:, i:i + BLOCK_FRAMES]))
+                      for i in range(0, strided.shape[1], BLOCK_FRAMES)], dim=1)
+
+
 def num_frames(num_samples: int, config: FbankConfig | None = None) -> int:
     """Frames produced for ``num_samples`` samples (Kaldi/Lhotse rules)."""
     config = config or FbankConfig()
@@ -190,7 +214,7 @@ def compute_fbank_energy(wave: np.ndarray, sample_rate: int, config: FbankConfig
     if config.int16_scale:
         x = x * INT16_SCALE
     with torch.inference_mode():
-        feats = _get_extractor(config).extractor(x.unsqueeze(0))[0].numpy()
+        feats = _forward_blocks(_get_extractor(config).extractor, x.unsqueeze(0))[0].numpy()
     if config.vad:
         return np.ascontiguousarray(feats[:, 1:], dtype=np.float32), feats[:, 0].astype(np.float32)
     return feats.astype(np.float32, copy=False), None
