@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -206,7 +207,10 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
         return _slice(utt, source, last[1], start, end, config)
 
     def items():
-        for utt, source, start, end in entries:
+        from tqdm import tqdm
+
+        for utt, source, start, end in tqdm(entries, desc=f"fbank job {job}", unit="utt",
+                                             disable=not sys.stderr.isatty()):
             try:
                 wave = load(utt, source, start, end)
                 if utt in recipes:
