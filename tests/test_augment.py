@@ -196,3 +196,26 @@ def test_copies_of_a_segmented_dir(tmp_path):
     assert read_table(out / "wav.scp") == read_table(data / "wav.scp")
     r = read_recipes(out, ["spk0-u0-babble"])[0]["spk0-u0-babble"]
     assert all(s in wav.values() for s in r["sources"])
+
+
+def test_rirs_noises_folder(tmp_path):
+    root = tmp_path / "RIRS_NOISES"
+    for room in ("smallroom", "mediumroom", "largeroom"):
+        d = root / "simulated_rirs" / room / "Room001"
+        d.mkdir(parents=True)
+        h = np.zeros(800, np.float32)
+        h[10], h[200], h[500] = 1.0, 0.5, 0.25
+        sf.write(d / "Room001-00001.wav", h, 16000)
+    data = make_set(tmp_path / "d")
+    cfg = AugmentConfig(noise=False, music=False, babble=False)
+    ctx = make_context(data, cfg, 1, tmp_path / "rirs", 16000, rirs_root=str(root))
+    assert len(ctx["rirs"]) == 2 and all("largeroom" not in r for r in ctx["rirs"])  # Kaldi v2: small + medium
+    out = write_copy(data, tmp_path / "tr_reverb", "reverb", cfg, 1, ctx)
+    r = read_recipes(out, ["spk0-u0-reverb"])[0]["spk0-u0-reverb"]
+    x = tone()
+    y = RecipeApplier(16000)("u", x, r)
+    h = np.zeros(800)
+    h[10], h[200], h[500] = 1.0, 0.5, 0.25
+    want = reverberate(x, h)
+    np.testing.assert_allclose(y, want, atol=1e-4)
+    assert np.abs(y - x).mean() > 0.01
