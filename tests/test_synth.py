@@ -96,6 +96,9 @@ def test_rerun_after_kill_gives_the_same_corpus(tmp_path):
     out = tmp_path / "data"
     assert _make(out, *SMALL) == 0
     before = _fingerprint(out)
+    mtime = (out / "synth_train" / "wav.scp").stat().st_mtime_ns
+    assert _make(out, *SMALL) == 0  # up to date: nothing rewritten
+    assert (out / "synth_train" / "wav.scp").stat().st_mtime_ns == mtime
     spk_dir = out / "synth_audio" / "tr0001"
     # what a kill leaves: no stamps, some utterances missing, a temp file, no lists
     (out / "synth_audio" / ".done").unlink()

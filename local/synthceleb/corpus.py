@@ -5,7 +5,8 @@ Layout under ``out_dir``::
     synth_audio/babble_<hash>.npy   crowd speech for babble noise (voices not in the corpus)
     synth_audio/<spk>/<utt>.flac    16 kHz, 16-bit FLAC; <spk>/.done once the speaker is complete
     synth_audio/<spk>/voice         the speaker's espeak-ng voice variant file (for inspection)
-    synth_audio/.done               written last, after both data dirs validated
+    synth_audio/.done               written last, after both data dirs validated; a rerun
+                                    with the same knobs and seed then only re-validates
     synth_train/  synth_test/       wav.scp utt2spk spk2utt utt2lang spk2gender (+ trials_* in test)
 
 Utterance ids are ``<spk>-<lang>-<index>`` so sorting by utterance groups speakers.
@@ -33,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import soundfile as sf
 
-from pyspk.data.kaldi_dir import DataDir, validate_data_dir, write_trials
+from pyspk.data.kaldi_dir import DataDir, DataDirError, validate_data_dir, write_trials
 from pyspk.io import atomic_open, atomic_path, atomic_write_text, touch_done
 
 from . import channel, espeak
@@ -209,9 +210,21 @@ def make_corpus(out_dir, cfg: SynthConfig, seed: int, nj: int = 1) -> Dict[str, 
 
     out_dir = Path(out_dir)
     audio_dir = out_dir / "synth_audio"
+    stamp = f"{VERSION} {cfg.digest()} seed={seed}\n"
+    if _is_done(audio_dir / ".done", stamp):
+        try:  # up to date: leave every file (and its time stamp) alone
+            summary = {name: validate_data_dir(out_dir / name) for name in ("synth_train", "synth_test")}
+            log.info("SynthCeleb in %s is up to date (%s)", out_dir, stamp.strip())
+            return summary
+        except DataDirError as e:
+            log.warning("SynthCeleb stamp present but %s; remaking what is missing", e)
+    (audio_dir / ".done").unlink(missing_ok=True)
     audio_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_speakers(cfg, seed)
     bank_path = audio_dir / f"babble_{stable_seed(seed, VERSION, cfg.digest()):016x}.npy"
+    for old in audio_dir.glob("babble_*.npy"):  # banks of other knobs
+        if old != bank_path:
+            old.unlink()
     if not bank_path.is_file():
         with _pool(1) as pool:
             pool.apply(_run_bank, ((cfg, seed, bank_path),))
@@ -228,5 +241,5 @@ def make_corpus(out_dir, cfg: SynthConfig, seed: int, nj: int = 1) -> Dict[str, 
         finally:
             _JOB.clear()
     summary = write_data_dirs(out_dir, cfg, seed, tasks)
-    touch_done(audio_dir / ".done", f"{VERSION} {cfg.digest()} seed={seed}\n")
+    touch_done(audio_dir / ".done", stamp)
     return summary
