@@ -48,38 +48,40 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _read_source(source: str) -> tuple[np.ndarray, int]:
-    """Decode a path or a ``cmd |`` pipe into (samples float32 (N, C), rate)."""
+def _read_source(source: str) -> tuple[np.ndarray, int, str]:
+    """Decode a path or a ``cmd |`` pipe: (samples float32, (N,) mono or (N, C), rate, subtype)."""
     if source.endswith("|"):
         proc = subprocess.run(source[:-1], shell=True, capture_output=True)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise RuntimeError(f"pipe exited with status {proc.returncode}: {err[0]}")
-        data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+        handle = sf.SoundFile(io.BytesIO(proc.stdout))
     else:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-    return data, sr
+        handle = sf.SoundFile(source)
+    with handle as f:
+        return f.read(dtype="float32"), f.samplerate, f.subtype
 
 
 def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
                stereo: str = "first") -> np.ndarray:
     """Mono float32 samples of one wav.scp entry at ``target_sr``; AudioError on bad input."""
     try:
-        data, sr = _read_source(source)
+        data, sr, subtype = _read_source(source)
     except Exception as e:  # soundfile / OS / pipe errors all become one clear message
         raise AudioError(utt, source, f"cannot read audio: {e}") from None
     if sr not in SUPPORTED_RATES:
         raise AudioError(utt, source, f"unsupported sample rate {sr} Hz (supported: {SUPPORTED_RATES})")
-    if data.shape[1] > 1:
+    if data.ndim == 2:
         if stereo == "error":
             raise AudioError(utt, source, f"{data.shape[1]} channels; only mono is accepted (stereo: error)")
         log.warning("utterance '%s' (%s): %d channels, taking channel 0", utt, source, data.shape[1])
-    wave = data[:, 0]
-    if wave.shape[0] == 0:
+        data = np.ascontiguousarray(data[:, 0])
+    if data.shape[0] == 0:
         raise AudioError(utt, source, "zero-length recording")
-    if wave.shape[0] < math.ceil(min_duration_s * sr):
-        raise AudioError(utt, source, f"too short: {wave.shape[0]} samples = "
-                         f"{1000.0 * wave.shape[0] / sr:.1f} ms < {1000.0 * min_duration_s:.0f} ms")
-    if not np.isfinite(wave).all():
+    if data.shape[0] < math.ceil(min_duration_s * sr):
+        raise AudioError(utt, source, f"too short: {data.shape[0]} samples = "
+                         f"{1000.0 * data.shape[0] / sr:.1f} ms < {1000.0 * min_duration_s:.0f} ms")
+    # integer PCM (wav, flac: subtype PCM_*) cannot hold NaN/inf; every other encoding is scanned
+    if not subtype.startswith("PCM") and not np.isfinite(data).all():
         raise AudioError(utt, source, "NaN or inf samples")
-    return resample(np.ascontiguousarray(wave), sr, target_sr)
+    return resample(data, sr, target_sr)
