@@ -122,6 +122,8 @@ def test_rerun_after_kill_gives_the_same_corpus(tmp_path):
     (["--languages", "en,fr"], "--languages"),
     (["--utts-per-lang", "-1"], "--utts-per-lang"),
     (["--difficulty", "-1"], "--difficulty"),
+    (["--rt60", "0.9,0.2"], "--rt60"),
+    (["--nj", "0"], "--nj"),
 ])
 def test_bad_knobs_fail_before_any_audio_naming_the_flag(tmp_path, capsys, args, flag):
     out = tmp_path / "data"
