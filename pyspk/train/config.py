@@ -77,6 +77,9 @@ class LossConfig:
     margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
     con: str = _choice("none", "supcon", "am_supcon", default="none")
     con_margin: float = 0.2            # angular margin on positive pairs (am_supcon only)
+    # ramp of con_margin as for the classifier margin; from a near-collapsed random encoder
+    # the full margin pulls every positive pair together faster than negatives push apart
+    con_margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
     temperature: float = 0.07
     caa: bool = False                  # class-aware attention weights on negative pairs
     caa_scale: float = 30.0

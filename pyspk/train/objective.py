@@ -92,6 +92,7 @@ class Objective:
 
     def __init__(self, loss_cfg, balance_cfg, num_classes: int, embed_dim: int, distributed: bool = False):
         self.loss, self.balance, self.distributed = loss_cfg, balance_cfg, distributed
+        self.con_margin = loss_cfg.con_margin if loss_cfg.con == "am_supcon" else 0.0  # set per step
         self.prototypes = (EmaPrototypes(num_classes, embed_dim, momentum=loss_cfg.ema_momentum)
                            if uses_ema_prototypes(loss_cfg) else None)
 
@@ -110,7 +111,7 @@ class Objective:
                 weights = weights.clamp_min(cfg.caa_floor)
             if cfg.caa_normalize:
                 weights = normalize_negative_weights(weights, labels)
-        margin = cfg.con_margin if cfg.con == "am_supcon" else 0.0
+        margin = self.con_margin if cfg.con == "am_supcon" else 0.0
         return am_supcon_loss(z, labels, margin=margin, temperature=cfg.temperature, weights=weights)
 
     def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor,

@@ -17,7 +17,8 @@ from typing import Dict, List
 from pyspk.io import atomic_write_text
 
 log = logging.getLogger("pyspk.train")
-COLUMNS = ("epoch", "step", "loss", "loss_cls", "loss_con", "alpha", "lr", "margin", "acc", "frames_per_s")
+COLUMNS = ("epoch", "step", "loss", "loss_cls", "loss_con", "alpha", "lr", "margin", "con_margin", "acc",
+           "frames_per_s")
 
 
 class StepLog:
@@ -56,5 +57,6 @@ def format_row(r: Dict[str, float], steps_per_epoch: int) -> str:
     in_epoch = (r["step"] - 1) % steps_per_epoch + 1
     return (f"epoch {r['epoch']} step {in_epoch}/{steps_per_epoch} (global {r['step']}) "
             f"loss {_f(r['loss'], '.4f')} cls {_f(r['loss_cls'], '.4f')} con {_f(r['loss_con'], '.4f')} "
-            f"alpha {_f(r['alpha'], '.3f')} lr {r['lr']:.3g} margin {r['margin']:.3f} "
+            f"alpha {_f(r['alpha'], '.3f')} lr {r['lr']:.3g} margin {_f(r['margin'], '.3f')} "
+            f"con_margin {_f(r['con_margin'], '.3f')} "
             f"acc {_f(r['acc'] * 100, '.1f')}% {r['frames_per_s']:.0f} frames/s")

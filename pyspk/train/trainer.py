@@ -176,6 +176,9 @@ class Trainer:
         lr = self.schedule.apply(self.optimizer, self.step)
         ms = cfg.loss.margin_schedule
         margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.margin, ms.start, ms.warmup_epochs)
+        cs = cfg.loss.con_margin_schedule
+        self.objective.con_margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.con_margin,
+                                              cs.start, cs.warmup_epochs) if cfg.loss.con == "am_supcon" else 0.0
         head = self.model.head
         if head is not None:
             head.margin = margin
@@ -202,7 +205,8 @@ class Trainer:
         self.step += 1
         acc = float((logits.argmax(1) == labels).float().mean()) if logits is not None else float("nan")
         return {"epoch": epoch + 1, "step": self.step, **parts, "lr": lr,
-                "margin": margin if head is not None else float("nan"), "acc": acc}
+                "margin": margin if head is not None else float("nan"),
+                "con_margin": self.objective.con_margin if cfg.loss.con != "none" else float("nan"), "acc": acc}
 
     # ------------------------------------------------------------------ output
     def write_final(self, path: Path) -> None:

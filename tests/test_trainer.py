@@ -1,0 +1,199 @@
+"""Trainer on a tiny separable toy set: every ablation system learns, resume is exact,
+NaN stops training without touching the last checkpoint, fine-tuning re-inits the head."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pyspk.bin import train as train_cli
+from pyspk.features.reader import load_features
+from pyspk.metrics import compute_eer
+from pyspk.models import load_encoder
+from pyspk.train import objective as objective_mod
+from pyspk.train.checkpoint import load_checkpoint
+from pyspk.train.config import config_from_dict, validate_config
+from pyspk.train.toydata import _TINY, make_toy_train_dir, toy_config
+from pyspk.train.trainer import Trainer, TrainingDiverged, train
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEMS = ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_train_dir(tmp_path_factory.mktemp("toy") / "train", num_speakers=8, utts_per_speaker=6,
+                              num_frames=100, feat_dim=20, copies=1, vad=True, seed=1,
+                              separation=1.0)
+
+
+def system_config(name, epochs=3, steps=8):
+    """conf/synth/<name>.yaml with the encoder, crop and batch shrunk for the toy set."""
+    data = yaml.safe_load((REPO / "conf" / "synth" / f"{name}.yaml").read_text())
+    data["encoder"] = {"name": "tdnn", "kwargs": _TINY["tdnn"]}
+    data["features"].update(crop_frames=50, in_memory="auto")
+    data["sampler"].update(speakers_per_batch=4, utts_per_speaker=3)
+    data["optim"].update(lr=0.005, warmup_steps=2, final_lr=0.001)
+    data["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=4)
+    cfg = config_from_dict(data, name)
+    validate_config(cfg, name)
+    return cfg
+
+
+def utterance_eer(encoder, train_dir):
+    """EER of cosine scores between all pairs of clean toy utterances (whole, after VAD + CMN)."""
+    feats = dict(kaldiio.load_scp(str(train_dir / "feats.scp")))
+    vad = dict(kaldiio.load_scp(str(train_dir / "vad.scp")))
+    utts = sorted(u for u in feats if "-aug" not in u)
+    with torch.no_grad():
+        x = [torch.from_numpy(load_features(feats[u], vad=vad[u])[:90])[None] for u in utts]
+        z = torch.nn.functional.normalize(encoder.eval()(torch.cat(x)), dim=1).numpy()
+    spk = np.array([u.split("-")[0] for u in utts])
+    iu = np.triu_indices(len(utts), 1)
+    return compute_eer((z @ z.T)[iu], (spk[:, None] == spk[None, :])[iu])[0]
+
+
+@pytest.mark.parametrize("name", SYSTEMS)
+def test_every_ablation_system_learns(toy, tmp_path, name):
+    cfg = system_config(name)
+    torch.manual_seed(1)
+    untrained = utterance_eer(Trainer(cfg, toy, tmp_path / "x", seed=1).model.encoder, toy)
+    final = train(cfg, toy, tmp_path / "exp", seed=1)
+    trained = utterance_eer(load_encoder(final)[0], toy)
+    assert trained < untrained, (untrained, trained)
+    rows = list(csv.DictReader(open(tmp_path / "exp" / "train.csv")))
+    assert len(rows) == 24 and [int(r["step"]) for r in rows] == list(range(1, 25))
+    first, last = (np.mean([float(r["loss"]) for r in rows[s]]) for s in (slice(0, 6), slice(-6, None)))
+    # the contrastive margin ramps up over 2 of the 3 epochs (and MGDA's alpha moves the combined
+    # loss between its parts), so the loss curve is only comparable without am_supcon
+    if cfg.loss.con != "am_supcon":
+        assert last < first
+    if cfg.balance.kind == "mgda":
+        alphas = [float(r["alpha"]) for r in rows]
+        assert all(0.0 <= a <= 1.0 for a in alphas)
+    ckpt = load_checkpoint(tmp_path / "exp" / "checkpoints" / "epoch_3.pt")
+    assert {"model", "head", "optimizer", "scheduler", "sampler", "rng", "epoch", "step"} <= set(ckpt)
+    extra = load_encoder(final)[1]["extra"]
+    assert extra["features"] == {"cmn": True, "cmn_window": None, "vad": True}
+    assert extra["speakers"] == [f"spk{i:03d}" for i in range(8)] and extra["config"]["loss"]["cls"] == cfg.loss.cls
+    assert yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text()) == extra["config"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch):
+    cfg = system_config("proposed", epochs=2, steps=4)
+    cfg.train.average_last = 2
+    train(cfg, toy, tmp_path / "straight", seed=3)
+
+    real_step = Trainer._train_step
+
+    def crash_in_epoch_2(self, model, feats, labels, epoch, i):
+        if self.step == 6:
+            raise Interrupt()
+        return real_step(self, model, feats, labels, epoch, i)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_in_epoch_2)
+    with pytest.raises(Interrupt):
+        train(cfg, toy, tmp_path / "resumed", seed=3)
+    assert not (tmp_path / "resumed" / "checkpoints" / "epoch_2.pt").exists()
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    torch.manual_seed(12345)
+    np.random.seed(12345)           # the checkpoint must restore every RNG
+    train(cfg, toy, tmp_path / "resumed", seed=3)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "epoch_2.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "epoch_2.pt")
+    for part in ("model", "head"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            if isinstance(a[part][k], torch.Tensor):
+                assert torch.equal(a[part][k], b[part][k]), (part, k)
+    fa = torch.load(tmp_path / "straight" / "final.pt")["state_dict"]
+    fb = torch.load(tmp_path / "resumed" / "final.pt")["state_dict"]
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+    rows_a = (tmp_path / "straight" / "train.csv").read_text().splitlines()
+    rows_b = (tmp_path / "resumed" / "train.csv").read_text().splitlines()
+    assert len(rows_a) == len(rows_b) == 9
+    assert [r.split(",")[:5] for r in rows_a] == [r.split(",")[:5] for r in rows_b]
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(toy, tmp_path, monkeypatch):
+    cfg = system_config("aam", epochs=3, steps=3)
+    real_call = objective_mod.Objective.__call__
+    steps = {"n": 0}
+
+    def nan_at_step_5(self, z, loss_cls, labels, head):
+        steps["n"] += 1
+        total, parts = real_call(self, z, loss_cls, labels, head)
+        if steps["n"] == 5:
+            total = total * float("nan")
+            parts["loss"] = float("nan")
+        return total, parts
+
+    monkeypatch.setattr(objective_mod.Objective, "__call__", nan_at_step_5)
+    exp = tmp_path / "exp"
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, toy, exp, seed=0)
+    ck1 = exp / "checkpoints" / "epoch_1.pt"
+    assert "step 5 " in str(e.value) and str(ck1) in str(e.value)
+    assert ck1.is_file() and not (exp / "checkpoints" / "epoch_2.pt").exists() and not (exp / "final.pt").exists()
+    before = ck1.read_bytes()
+    # the CLI reports it as an error (exit 1), and still leaves epoch_1.pt alone
+    steps["n"] = 0
+    (tmp_path / "sys.yaml").write_text(yaml.safe_dump({**yaml.safe_load((exp / "config.yaml").read_text())}))
+    assert train_cli.main(["--config", str(tmp_path / "sys.yaml"), "--train-dir", str(toy),
+                           "--exp-dir", str(exp), "--seed", "0"]) == 1
+    assert ck1.read_bytes() == before
+
+
+def test_finetune_reinitialises_only_the_head(toy, tmp_path):
+    cfg = system_config("aam", epochs=1, steps=3)
+    src = tmp_path / "src"
+    train(cfg, toy, src, seed=0)
+    src_ckpt = load_checkpoint(src / "checkpoints" / "epoch_1.pt")
+    # a second data dir with fewer speakers
+    small = tmp_path / "small"
+    shutil.copytree(toy, small)
+    keep = [l for l in (toy / "utt2spk").read_text().splitlines() if not l.split()[1] in ("spk006", "spk007")]
+    (small / "utt2spk").write_text("\n".join(keep) + "\n")
+    for init in (src / "checkpoints" / "epoch_1.pt", src / "final.pt"):
+        cfg2 = system_config("aam", epochs=1, steps=2)
+        cfg2.train.init_from = str(init)
+        t = Trainer(cfg2, small, tmp_path / f"ft_{init.stem}", seed=5)
+        fresh_head = t.model.head.weight.detach().clone()
+        t.init_from(init)
+        assert t.model.head.weight.shape == (6, 32) and torch.equal(t.model.head.weight, fresh_head)
+        enc = t.model.encoder.state_dict()
+        ref = src_ckpt["model"] if init.name.startswith("epoch") else torch.load(init)["state_dict"]
+        assert all(torch.equal(enc[k], ref[k]) for k in enc)
+        assert t.run().is_file()
+    # same speakers: the head comes along too
+    cfg3 = system_config("aam", epochs=1, steps=2)
+    t = Trainer(cfg3, toy, tmp_path / "same", seed=5)
+    t.init_from(src / "checkpoints" / "epoch_1.pt")
+    assert torch.equal(t.model.head.weight, src_ckpt["head"]["weight"])
+
+
+def test_cli_writes_outputs_and_reports_config_errors(toy, tmp_path, capsys):
+    data = toy_config("tdnn", sampler={"speakers_per_batch": 4, "utts_per_speaker": 2},
+                      train={"epochs": 1, "steps_per_epoch": 2})
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(data))
+    exp = tmp_path / "exp"
+    assert train_cli.main(["--config", str(good), "--train-dir", str(toy), "--exp-dir", str(exp)]) == 0
+    assert (exp / "final.pt").is_file() and (exp / "checkpoints" / "epoch_1.pt").is_file()
+    assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["seed"] == 777
+    data["optim"]["learning_rate"] = 0.1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert train_cli.main(["--config", str(bad), "--train-dir", str(toy), "--exp-dir", str(tmp_path / "e2")]) == 1
+    err = capsys.readouterr().err
+    assert "optim.learning_rate" in err and str(bad) in err
+    assert not (tmp_path / "e2").exists()
