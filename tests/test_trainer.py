@@ -197,3 +197,32 @@ def test_cli_writes_outputs_and_reports_config_errors(toy, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "optim.learning_rate" in err and str(bad) in err
     assert not (tmp_path / "e2").exists()
+
+
+def test_normalized_mgda_and_caa_weight_normalisation():
+    from pyspk.train.config import BalanceConfig, LossConfig
+    from pyspk.train.objective import Objective, build_head, normalize_negative_weights
+
+    torch.manual_seed(0)
+    z = torch.randn(8, 6, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    loss_cfg = LossConfig(cls="aam", con="am_supcon", caa=True)
+    head = build_head(loss_cfg, 6, 4)
+    for norm in ("l2", "loss"):
+        obj = Objective(loss_cfg, BalanceConfig(kind="mgda", normalize=norm, head_grad="alpha"), 4, 6)
+        loss_cls, _ = head(z, labels)
+        total, parts = obj(z, loss_cls, labels, head)
+        g1, = torch.autograd.grad(loss_cls, z, retain_graph=True)
+        g2, = torch.autograd.grad(obj._contrastive(z, labels, head), z)
+        if norm == "l2":   # two unit vectors: the min-norm point is their midpoint
+            assert parts["alpha"] == pytest.approx(0.5)
+            expect = 0.5 * parts["loss_cls"] / g1.norm() + 0.5 * parts["loss_con"] / g2.norm()
+        else:
+            a = parts["alpha"]
+            assert 0.0 <= a <= 1.0
+            expect = torch.tensor(1.0)     # alpha * L1/L1 + (1 - alpha) * L2/L2
+        assert float(total.detach()) == pytest.approx(float(expect), rel=1e-4)
+    w = torch.tensor([[1.0, 1.0, 0.2, 0.6], [1.0, 1.0, 0.1, 0.1], [0.2, 0.1, 1.0, 1.0], [0.6, 0.1, 1.0, 1.0]])
+    lab = torch.tensor([0, 0, 1, 1])
+    n = normalize_negative_weights(w, lab)
+    assert torch.allclose(n[0], torch.tensor([1.0, 1.0, 0.5, 1.5])) and torch.allclose(n[1, 2:], torch.ones(2))

@@ -96,6 +96,9 @@ class BalanceConfig:
     # mgda: "full" trains the head's own weights with the whole dL_cls/dW (Sener & Koltun 2018,
     # Alg. 2: task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
     head_grad: str = _choice("full", "alpha", default="full")
+    # mgda: gradient normalisation before the min-norm solve (Sener & Koltun's code): none,
+    # l2 (g_t / ||g_t||), loss (g_t / L_t); the losses are rescaled by the same factors
+    normalize: str = _choice("none", "l2", "loss", default="none")
 
 
 @dataclass

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from pyspk.balance.fixed import fixed_combine
-from pyspk.balance.mgda import mgda_combine
+from pyspk.balance.mgda import alpha_from_inner_products, inner_products, mgda_combine
 from pyspk.losses.margin_softmax import MarginSoftmax
 from pyspk.losses.supcon import EmaPrototypes, am_supcon_loss, caa_weights
 from pyspk.train import distributed as D
@@ -123,6 +123,8 @@ class Objective:
         if loss_cls is not None and loss_con is not None:
             if self.balance.kind == "fixed":
                 total = fixed_combine(loss_cls, loss_con, self.balance.lambda_)
+            elif self.balance.normalize != "none":
+                total, alpha = self._normalized_mgda(loss_cls, loss_con, shared)
             else:
                 total, alpha = mgda_combine(loss_cls, loss_con, shared,
                                             all_reduce=D.all_reduce_sum if self.distributed else None)
@@ -135,6 +137,21 @@ class Objective:
         if self.balance.kind == "mgda" and self.balance.head_grad == "full" and alpha < 1.0:
             total = total + (1.0 - alpha) * head(shared.detach().float(), labels)[0]
         return total, parts
+
+    def _normalized_mgda(self, loss_cls, loss_con, shared):
+        """MGDA-UB on normalised gradients c_t g_t (c_t = 1/||g_t|| or 1/L_t, detached):
+        alpha = min-norm weight of (c1 g1, c2 g2); total = alpha c1 L_cls + (1 - alpha) c2 L_con."""
+        g1, g2 = (torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)[0]
+                  for loss in (loss_cls, loss_con))
+        g1 = torch.zeros_like(shared) if g1 is None else g1
+        g2 = torch.zeros_like(shared) if g2 is None else g2
+        g11, g12, g22 = D.all_reduce_sum(inner_products(g1, g2)).tolist()
+        if self.balance.normalize == "l2":
+            c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
+        else:
+            c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
+        alpha = alpha_from_inner_products(c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22)
+        return alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con, alpha
 
     @torch.no_grad()
     def after_step(self, z: torch.Tensor, labels: torch.Tensor) -> None:
