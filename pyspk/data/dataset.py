@@ -20,7 +20,7 @@ end to end up to the crop length.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np

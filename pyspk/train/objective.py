@@ -30,6 +30,7 @@ under AMP.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -130,7 +131,10 @@ class Objective:
                                             all_reduce=D.all_reduce_sum if self.distributed else None)
         else:
             total = loss_cls if loss_cls is not None else loss_con
-        parts = {"loss": float(total.detach()),
+        logged = total.detach()
+        if self.balance.kind == "mgda" and loss_cls is not None and loss_con is not None:
+            logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()   # unnormalised
+        parts = {"loss": float(logged) if math.isfinite(float(total.detach())) else float("nan"),
                  "loss_cls": float(loss_cls.detach()) if loss_cls is not None else float("nan"),
                  "loss_con": float(loss_con.detach()) if loss_con is not None else float("nan"),
                  "alpha": float(alpha)}

@@ -12,8 +12,6 @@ feats.scp/ark, utt2spk, spk2utt, utt2num_frames, optionally vad.scp and utt2orig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import kaldiio
 import numpy as np
 
