@@ -15,7 +15,7 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
 * ``model_flops_ratio_<encoder>``: model FLOP/s achieved in those training steps
   (FLOPs of one step counted with torch.utils.flop_counter.FlopCounterMode) divided by
   float32 matmul FLOP/s measured in the same run (torch.matmul, 2048^2). Aim > 0.3.
-* ``peak_rss_synth_train``: ru_maxrss of a child process that trains
+* ``peak_rss_synth_train``: peak resident memory (VmHWM) of a child process that trains
   conf/synth/proposed.yaml for a few steps on a generated dir of SynthCeleb's size
   (200 speakers, 80-dim features, features read on demand as the config says).
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -137,12 +136,14 @@ def bench_peak_memory(steps):
             "from pyspk.train.trainer import train\n"
             f"cfg = load_config('{REPO}/conf/synth/proposed.yaml', "
             f"{{'train': {{'epochs': 1, 'steps_per_epoch': {steps}, 'average_last': 1}}}})\n"
-            f"train(cfg, '{tmp}/train', '{tmp}/exp', 0)\n")
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
-        kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            f"train(cfg, '{tmp}/train', '{tmp}/exp', 0)\n"
+            # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork/exec)
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
+        out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        kb = int(out.stdout.split()[-1])
     row("peak_rss_synth_train", f"{kb / 1024:.0f}", "MiB",
-        f"child process training conf/synth/proposed.yaml for {steps} steps on 200 speakers x 8 utts "
+        f"VmHWM of a process training conf/synth/proposed.yaml for {steps} steps on 200 speakers x 8 utts "
         "(with copies) of 400 frames")
 
 
