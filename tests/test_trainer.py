@@ -226,3 +226,17 @@ def test_normalized_mgda_and_caa_weight_normalisation():
     lab = torch.tensor([0, 0, 1, 1])
     n = normalize_negative_weights(w, lab)
     assert torch.allclose(n[0], torch.tensor([1.0, 1.0, 0.5, 1.5])) and torch.allclose(n[1, 2:], torch.ones(2))
+
+
+def test_resume_refuses_a_changed_config_but_allows_more_epochs(toy, tmp_path):
+    cfg = system_config("aam", epochs=1, steps=2)
+    train(cfg, toy, tmp_path / "exp", seed=0)
+    more = system_config("aam", epochs=2, steps=2)
+    train(more, toy, tmp_path / "exp", seed=0)           # resumes: epochs may grow
+    assert (tmp_path / "exp" / "checkpoints" / "epoch_2.pt").is_file()
+    other = system_config("aam", epochs=3, steps=2)
+    other.optim.lr = 0.1
+    with pytest.raises(ValueError, match=r"another config \(optim\.lr: 0\.005 -> 0\.1\).*checkpoints"):
+        train(other, toy, tmp_path / "exp", seed=0)
+    with pytest.raises(ValueError, match=r"train\.seed: 0 -> 1"):
+        train(more, toy, tmp_path / "exp", seed=1)

@@ -102,6 +102,10 @@ class Trainer:
         if st["speakers"] != self.data.speakers:
             raise ValueError(f"{path}: trained on other speakers than this --train-dir; "
                              f"use a new exp dir (or train.init_from to fine-tune)")
+        changed = config_changes(st.get("config", {}), config_to_dict(self.cfg))
+        if changed:
+            raise ValueError(f"{path} was trained with another config ({'; '.join(changed[:5])}); "
+                             f"remove {self.exp_dir}/checkpoints to start over, or use another --exp-dir")
         self.model.encoder.load_state_dict(st["model"])
         if self.model.head is not None:
             self.model.head.load_state_dict(st["head"])
@@ -222,6 +226,23 @@ class Trainer:
                  "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers)}
         save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
+
+
+# train.* keys that may change between a run and its resumption (more epochs, logging, devices)
+_RESUMABLE = {"train.epochs", "train.num_workers", "train.amp", "train.log_interval", "train.average_last",
+              "train.device", "train.init_from", "train.threads"}
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list:
+    """``key: old -> new`` for every key (flattened) whose value differs, but resumable ones."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b, key = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, key + ".")
+        elif a != b and key not in _RESUMABLE:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
 
 
 def train(cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
