@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from pyspk.keys import check_keys
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -109,14 +110,6 @@ def validate(cfg: SynthConfig) -> SynthConfig:
     return cfg
 
 
-def _check_keys(d: Mapping[str, Any], valid: List[str], where: str) -> None:
-    for key in d:
-        if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise SynthConfigError(f"{where}: unknown key '{key}'{hint}")
-
-
 def load_config(path: Optional[Path], size: str, overrides: Mapping[str, Any]) -> SynthConfig:
     """Resolve the knobs for ``size`` from the yaml at ``path`` (optional) and ``overrides`` (flags)."""
     import yaml
@@ -130,13 +123,13 @@ def load_config(path: Optional[Path], size: str, overrides: Mapping[str, Any]) -
         if not isinstance(data, dict):
             raise SynthConfigError(f"{path}: expected a mapping of knobs")
         sizes = data.pop("sizes", {}) or {}
-        _check_keys(data, names + ["sizes"], str(path))
-        _check_keys(sizes, list(SIZES), f"{path}: sizes")
+        check_keys(data, names + ["sizes"], str(path), error=SynthConfigError)
+        check_keys(sizes, list(SIZES), f"{path}: sizes", error=SynthConfigError)
         values.update(data)
         block = sizes.get(size, {}) or {}
-        _check_keys(block, names, f"{path}: sizes.{size}")
+        check_keys(block, names, f"{path}: sizes.{size}", error=SynthConfigError)
         values.update(block)
-    _check_keys(overrides, names, "command line")
+    check_keys(overrides, names, "command line", error=SynthConfigError)
     values.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items() if v is not None})
     try:
         cfg = SynthConfig(**values)

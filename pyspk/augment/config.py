@@ -9,7 +9,7 @@ nearest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+from pyspk.keys import check_keys
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping
 
@@ -33,12 +33,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "augment config") -> "AugmentConfig":
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in valid:
-                near = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" (did you mean '{near[0]}'?)" if near else ""
-                raise ValueError(f"{source}: unknown augment option '{key}'{hint}")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], source, what="augment option")
         cfg = cls(**dict(d))
         if not 1 <= cfg.babble_min_speakers <= cfg.babble_max_speakers:
             raise ValueError(f"{source}: need 1 <= babble_min_speakers <= babble_max_speakers")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
+from pyspk.keys import check_keys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,12 +31,7 @@ class BackendConfig:
 
 
 def from_dict(d: dict, where: str = "backend config") -> BackendConfig:
-    names = [f.name for f in dataclasses.fields(BackendConfig)]
-    for key in d:
-        if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ValueError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(names)}")
+    check_keys(d, [f.name for f in dataclasses.fields(BackendConfig)], where)
     return BackendConfig(**d)
 
 

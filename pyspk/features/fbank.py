@@ -22,7 +22,7 @@ are Lhotse's own.  ``tests/test_fbank.py`` checks both against stock Lhotse.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+from pyspk.keys import check_keys
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +71,7 @@ class FbankConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "FbankConfig":
         """Build from a flat dict; an unknown key is an error naming the nearest valid key."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in valid:
-                near = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" (did you mean '{near[0]}'?)" if near else ""
-                raise ValueError(f"{source}: unknown fbank option '{key}'{hint}; valid: {', '.join(valid)}")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], source, what="fbank option")
         cfg = cls(**dict(d))
         if cfg.stereo not in ("first", "error"):
             raise ValueError(f"{source}: stereo must be 'first' or 'error', got '{cfg.stereo}'")
