@@ -7,6 +7,8 @@
 #   6 scoring (cosine, AS-norm, PLDA)                   7 report (results.md, results.json, det.png)
 set -euo pipefail
 
+cmdline="$0 $*"         # as typed, for the report (parse_options consumes "$@")
+
 # ---- defaults: every one of these is also a --flag ----
 stage=0
 stop_stage=7
@@ -118,6 +120,6 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   echo "stage 7: report -> $exp/results.md $exp/results.json $exp/det.png"
-  pyspk report --exp-dir $exp --systems "$systems" --command "$0 $*" --out $exp/results.md
+  pyspk report --exp-dir $exp --systems "$systems" --command "$cmdline" --out $exp/results.md
 fi
 echo "$0: done (stages $stage..$stop_stage)"
