@@ -6,6 +6,10 @@
 #                            FILE.sha256 and later runs check against it (trust on first use).
 #   unpack ARCHIVE DIR       tar.gz/tgz/zip into DIR; DIR/.unpacked.<archive> is written only after
 #                            a complete extraction, so an interrupted unpack is redone, a finished one skipped.
+#   get_archive URL ARCHIVE DIR SUBDIR MD5
+#                            all of the above for one corpus archive: done at once when DIR/SUBDIR is
+#                            already unpacked; else fetch, verify (MD5 empty: trust on first use),
+#                            unpack, and check that the archive held SUBDIR.
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
@@ -73,4 +77,15 @@ unpack() {
     *) die "do not know how to unpack $archive" ;;
   esac || die "unpacking $archive failed; rerun to start the extraction again"
   date -u +%Y-%m-%dT%H:%M:%SZ > "$stamp"
+}
+
+get_archive() {
+  local url=$1 archive=$2 dir=$3 subdir=$4 md5=$5
+  if [ -f "$dir/.unpacked.$(basename "$archive")" ] && [ -d "$dir/$subdir" ]; then
+    echo "$(basename "$0"): $dir/$subdir is ready"; return 0
+  fi
+  fetch "$url" "$archive"
+  verify "$archive" md5 "$md5"
+  unpack "$archive" "$dir"
+  [ -d "$dir/$subdir" ] || die "$archive did not contain $subdir"
 }

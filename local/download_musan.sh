@@ -15,12 +15,5 @@ help_message="usage: $0 [--dir DIR] [--url URL] [--md5 SUM]"
 . "$(dirname "$0")/../utils/parse_options.sh"
 . "$(dirname "$0")/download_common.sh"
 
-archive=$dir/musan.tar.gz
-if [ -f "$dir/.unpacked.musan.tar.gz" ] && [ -d "$dir/musan/noise" ]; then
-  echo "$0: $dir/musan is ready"; exit 0
-fi
-fetch "$url" "$archive"
-verify "$archive" md5 "$md5"
-unpack "$archive" "$dir"
-[ -d "$dir/musan/noise" ] || die "$archive did not contain musan/noise"
+get_archive "$url" "$dir/musan.tar.gz" "$dir" musan/noise "$md5"
 echo "$0: done: --musan-root $dir/musan"

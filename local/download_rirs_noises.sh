@@ -16,12 +16,5 @@ help_message="usage: $0 [--dir DIR] [--url URL] [--md5 SUM]"
 . "$(dirname "$0")/../utils/parse_options.sh"
 . "$(dirname "$0")/download_common.sh"
 
-archive=$dir/rirs_noises.zip
-if [ -f "$dir/.unpacked.rirs_noises.zip" ] && [ -d "$dir/RIRS_NOISES" ]; then
-  echo "$0: $dir/RIRS_NOISES is ready"; exit 0
-fi
-fetch "$url" "$archive"
-verify "$archive" md5 "$md5"
-unpack "$archive" "$dir"
-[ -d "$dir/RIRS_NOISES" ] || die "$archive did not contain RIRS_NOISES/"
+get_archive "$url" "$dir/rirs_noises.zip" "$dir" RIRS_NOISES "$md5"
 echo "$0: done: --rirs-root $dir/RIRS_NOISES"

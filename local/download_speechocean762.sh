@@ -21,12 +21,5 @@ help_message="usage: $0 [--dir DIR] [--url URL] [--md5 SUM]"
 . "$(dirname "$0")/../utils/parse_options.sh"
 . "$(dirname "$0")/download_common.sh"
 
-archive=$dir/speechocean762.tar.gz
-if [ -f "$dir/.unpacked.speechocean762.tar.gz" ] && [ -d "$dir/speechocean762/WAVE" ]; then
-  echo "$0: $dir/speechocean762 is ready"; exit 0
-fi
-fetch "$url" "$archive"
-if [ -n "$md5" ]; then verify "$archive" md5 "$md5"; else verify "$archive" sha256 ""; fi
-unpack "$archive" "$dir"
-[ -d "$dir/speechocean762/WAVE" ] || die "$archive did not contain speechocean762/WAVE"
+get_archive "$url" "$dir/speechocean762.tar.gz" "$dir" speechocean762/WAVE "$md5"
 echo "$0: done: --speechocean762-root $dir/speechocean762"
