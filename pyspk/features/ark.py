@@ -186,7 +186,9 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     Raises AudioError on the first bad utterance unless ``skip_bad``.
     """
     from pyspk.augment.apply import RecipeApplier, read_recipes
+    from pyspk.features.malloc import keep_freed_memory
 
+    keep_freed_memory()  # reuse freed buffers from the first utterance on (see the module)
     p = job_files(fbank_dir, job)
     entries, split_text = read_split(fbank_dir, job)
     recipes, recipes_text = read_recipes(Path(data_dir), [e[0] for e in entries])
