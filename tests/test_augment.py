@@ -45,6 +45,7 @@ def make_set(root: Path, n_spk=3, n_utt=2) -> Path:
     (data / "wav.scp").write_text("".join(scp))
     (data / "utt2spk").write_text("".join(u2s))
     (data / "utt2lang").write_text("".join(lang))
+    (data / "utt2dur").write_text("".join(f"{ln.split()[0]} 0.75\n" for ln in u2s))
     return data
 
 
@@ -103,27 +104,75 @@ def test_recipes_ids_utt2orig_and_determinism(tmp_path):
         recipes, _ = read_recipes(out, list(u2o))
         assert {r["kind"] for r in recipes.values()} == {"speed" if kind == "sp0.9" else kind}
         if kind == "babble":
-            for u, r in recipes.items():  # other speakers only, 3..min(7, available)
-                assert 3 <= len(r["sources"]) <= 4
-                assert all(f"/{orig_u2s[u2o[u]]}-" not in s for s in r["sources"])
+            for u, r in recipes.items():  # other speakers only, 3..min(7, available), own SNRs
+                assert 3 <= len(r["background"]) <= 4
+                assert all(f"/{orig_u2s[u2o[u]]}-" not in b["source"] for b in r["background"])
+                assert all(b["snr"] in cfg.babble_snrs for b in r["background"])
+        if kind == "noise":  # 0.75 s utterances: the first noise covers the start, the next would start too late
+            for r in recipes.values():
+                assert r["events"][0]["start_s"] == 0.0 and r["events"][0]["snr"] in cfg.noise_snrs
     again = write_copy(data, tmp_path / "again", "noise", cfg, 7, ctx)
     assert (again / "aug.scp").read_text() == (tmp_path / "tr_noise" / "aug.scp").read_text()
     other = write_copy(data, tmp_path / "other", "noise", cfg, 8, ctx)
     assert (other / "aug.scp").read_text() != (tmp_path / "tr_noise" / "aug.scp").read_text()
 
 
+def test_foreground_noise_plan_follows_kaldi(tmp_path):
+    """Kaldi --fg-interval: noises one after another from 0 s, 1 s apart, until the utterance ends."""
+    data = make_set(tmp_path, n_spk=2, n_utt=3)
+    (data / "utt2dur").write_text("".join(f"{u} {7.0 + i}\n" for i, u in enumerate(read_table(data / "utt2spk"))))
+    cfg = AugmentConfig(reverb=False, noise_event_s=[0.5, 2.0])
+    out = write_copy(data, tmp_path / "tr_noise", "noise", cfg, 4, make_context(data, cfg, 4, tmp_path / "r", 16000))
+    durs = {u: float(d) for u, d in read_table(data / "utt2dur").items()}
+    kinds, snrs = set(), set()
+    for u, r in read_recipes(out, list(read_table(out / "utt2spk")))[0].items():
+        ev = r["events"]
+        assert ev[0]["start_s"] == 0.0 and len(ev) >= 3  # 7-12 s of audio, noises of 0.5-2 s + 1 s gaps
+        for a, b in zip(ev, ev[1:]):
+            assert b["start_s"] == pytest.approx(a["start_s"] + a["synth"]["dur_s"] + 1.0, abs=2e-3)
+        assert ev[-1]["start_s"] < durs[u[:-len("-noise")]]
+        assert ev[-1]["start_s"] + ev[-1]["synth"]["dur_s"] + 1.0 >= durs[u[:-len("-noise")]]
+        assert all(0.5 <= e["synth"]["dur_s"] <= 2.0 for e in ev)
+        kinds |= {e["synth"]["beta"] for e in ev}
+        snrs |= {e["snr"] for e in ev}
+    assert snrs == set(cfg.noise_snrs) and kinds == set(cfg.noise_betas)  # drawn per noise, not per utterance
+
+
+def test_noise_copy_needs_durations(tmp_path):
+    data = make_set(tmp_path)
+    (data / "utt2dur").unlink()
+    cfg = AugmentConfig(reverb=False)
+    with pytest.raises(ValueError, match="utt2dur nor utt2num_frames"):
+        write_copy(data, tmp_path / "tr_noise", "noise", cfg, 1, make_context(data, cfg, 1, tmp_path / "r", 16000))
+
+
 def test_applier_hits_the_recipe_snr_and_speed(tmp_path):
     data = make_set(tmp_path)
-    x = read_audio("u", read_table(data / "wav.scp")["spk0-u0"], 16000)
+    x = tone(3 * 16000, 2)
     app = RecipeApplier(16000)
-    for kind in ("noise", "music"):
-        r = {"kind": kind, "snr": 5.0, "synth": {"seed": 3, "beta": 1.0}}
-        y = app("u", x, r)
-        assert abs(snr_db(x, y) - 5.0) < 0.01
-        np.testing.assert_array_equal(y, app("u", x, r))  # deterministic
-    srcs = [read_table(data / "wav.scp")[u] for u in ("spk1-u0", "spk2-u0", "spk2-u1")]
-    y = app("u", x, {"kind": "babble", "snr": 13.0, "sources": srcs})
-    assert abs(snr_db(x, y) - 13.0) < 0.01
+    r = {"kind": "music", "snr": 5.0, "synth": {"seed": 3}}
+    y = app("u", x, r)
+    assert abs(snr_db(x, y) - 5.0) < 0.01
+    np.testing.assert_array_equal(y, app("u", x, r))  # deterministic
+    # foreground noises: each at its own SNR over its own span, nothing added in the gaps,
+    # the last one cut at the end of the utterance
+    events = [{"start_s": 0.0, "snr": 0.0, "synth": {"beta": 0.0, "seed": 1, "dur_s": 0.5}},
+              {"start_s": 1.5, "snr": 10.0, "synth": {"beta": 2.0, "seed": 2, "dur_s": 0.5}},
+              {"start_s": 2.8, "snr": 5.0, "synth": {"beta": 1.0, "seed": 3, "dur_s": 1.0}},
+              {"start_s": 3.5, "snr": 5.0, "synth": {"beta": 1.0, "seed": 4, "dur_s": 1.0}}]
+    y = app("u", x, {"kind": "noise", "events": events})
+    assert y.shape == x.shape
+    d = (y - x).astype(np.float64)
+    for a, b, snr in ((0, 8000, 0.0), (24000, 32000, 10.0)):
+        assert abs(10 * np.log10(power(x) / power(d[a:b])) - snr) < 0.01
+    assert np.all(d[8000:24000] == 0) and np.all(d[32000:44800] == 0) and np.any(d[44800:] != 0)
+    # babble: every background speaker scaled on its own, the mix is their sum
+    wav = read_table(data / "wav.scp")
+    bg = [{"source": wav["spk1-u0"], "snr": 13.0}, {"source": wav["spk2-u1"], "snr": 20.0}]
+    y = app("u", x, {"kind": "babble", "background": bg})
+    one = [app("u", x, {"kind": "babble", "background": [b]}) for b in bg]
+    assert abs(snr_db(x, one[0]) - 13.0) < 0.01 and abs(snr_db(x, one[1]) - 20.0) < 0.01
+    np.testing.assert_allclose(y - x, (one[0] - x) + (one[1] - x), atol=1e-6)
     sp = app("u", x, {"kind": "speed", "factor": 0.9})
     assert abs(sp.shape[0] - x.shape[0] / 0.9) <= 2
     with pytest.raises(ValueError, match="unknown augmentation kind"):
@@ -147,6 +196,16 @@ def test_musan_through_lhotse(tmp_path):
     x = tone(40000, 9)  # longer than the noise file: it is looped
     y = RecipeApplier(16000)("u", x, r)
     assert abs(snr_db(x, y) - r["snr"]) < 0.01
+    # foreground MUSAN noises keep their own length (1.5 s) and follow each other 1 s apart
+    (data / "utt2dur").write_text("".join(f"{u} 5.0\n" for u in read_table(data / "utt2spk")))
+    ctx = make_context(data, cfg, 1, tmp_path / "rirs", 16000, musan_root=str(musan))
+    out = write_copy(data, tmp_path / "tr_noise", "noise", cfg, 1, ctx)
+    r = next(iter(read_recipes(out, list(read_table(out / "utt2spk")))[0].values()))
+    assert [e["start_s"] for e in r["events"]] == [0.0, 2.5]
+    assert all(e["path"].endswith("noise-0001.wav") for e in r["events"])
+    d = RecipeApplier(16000)("u", x, r) - x
+    assert abs(10 * np.log10(power(x) / power(d[:24000])) - r["events"][0]["snr"]) < 0.01
+    assert np.all(d[24000:40000] == 0)
 
 
 def test_augment_stage_end_to_end(tmp_path):
@@ -195,7 +254,7 @@ def test_copies_of_a_segmented_dir(tmp_path):
     assert seg["spk0-u0-babble"] == "spk0-u0-rec 0.1 0.6"
     assert read_table(out / "wav.scp") == read_table(data / "wav.scp")
     r = read_recipes(out, ["spk0-u0-babble"])[0]["spk0-u0-babble"]
-    assert all(s in wav.values() for s in r["sources"])
+    assert all(b["source"] in wav.values() for b in r["background"])
 
 
 def test_rirs_noises_folder(tmp_path):

@@ -4,14 +4,18 @@ Recipe kinds (every random choice is made when the recipe is written, from the s
 so applying it is deterministic):
 
     {"kind": "reverb", "rir_pool": "rirs.npz", "index": k}  or  {"kind": "reverb", "rir": "x.wav"}
-    {"kind": "noise",  "snr": dB, "synth": {"beta": b, "seed": s}}  or  "files": [{"path", "offset"}]
-    {"kind": "music",  "snr": dB, "synth": {"seed": s}}             or  "files": [...]
-    {"kind": "babble", "snr": dB, "sources": [wav.scp values of 3-7 other utterances]}
-    {"kind": "speed",  "factor": 0.9}                       (Lhotse ``Speed``, i.e. perturb_speed)
+    {"kind": "noise", "events": [{"start_s": t, "snr": dB, "synth": {"beta": b, "seed": s, "dur_s": d}}
+                                  or {"start_s": t, "snr": dB, "path": MUSAN noise file}, ...]}
+    {"kind": "music", "snr": dB, "synth": {"seed": s}}  or  "files": [{"path", "offset_s"}]
+    {"kind": "babble", "background": [{"snr": dB, "source": wav.scp value of another speaker's utterance}
+                                      or {"snr": dB, "path": MUSAN speech file, "offset_s": 0}, ...]}
+    {"kind": "speed", "factor": 0.9}                    (Lhotse ``Speed``, i.e. perturb_speed)
 
-Additive noise is mixed over the whole utterance at the recipe's SNR
-(:func:`pyspk.augment.signals.mix_at_snr`); the babble sources are each scaled to
-unit power and summed before mixing.
+As Kaldi's ``wav-reverberate --additive-signals``: every added signal is scaled on its
+own so that (power of the clean utterance) / (power of the scaled signal) is its SNR.
+Foreground noises (``noise``) start at their ``start_s`` and keep their own length,
+cut at the end of the utterance; background signals (``music``, each babble speaker)
+are looped or cropped to the utterance's length.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from pyspk.augment.rir import load_pool, reverberate
-from pyspk.augment.signals import coloured_noise, fit_length, mix_at_snr, synth_music
+from pyspk.augment.signals import coloured_noise, fit_length, mix_at_snr, power, snr_gain, synth_music
 from pyspk.features.audio import AudioError, read_audio, resample
 
 
@@ -81,12 +85,6 @@ class RecipeApplier:
             rir = self._rirs[r["rir"]]
         return reverberate(wave, rir)
 
-    def _noise_signal(self, utt, n, r, synth_fn):
-        if "synth" in r:
-            return synth_fn(n, r["synth"])
-        parts = [self._read_segment(utt, f["path"], float(f.get("offset_s", 0.0)), n) for f in r["files"]]
-        return np.sum([p / max(np.sqrt(np.mean(p.astype(np.float64) ** 2)), 1e-12) for p in parts], axis=0)
-
     def _read_segment(self, utt, path, offset_s, n):
         """``n`` samples (at our rate) of ``path`` from ``offset_s``, looping past its end."""
         import soundfile as sf
@@ -104,21 +102,41 @@ class RecipeApplier:
         return fit_length(resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate), n)
 
     def _noise(self, utt, wave, r):
-        synth = lambda n, s: coloured_noise(n, float(s["beta"]), np.random.default_rng(int(s["seed"])))  # noqa: E731
-        return mix_at_snr(wave, self._noise_signal(utt, wave.shape[0], r, synth), float(r["snr"]))
+        n, ps = wave.shape[0], power(wave)
+        out = wave.astype(np.float64)
+        for ev in r["events"]:
+            start = int(round(float(ev["start_s"]) * self.sample_rate))
+            if start >= n:
+                continue
+            if "synth" in ev:
+                s = ev["synth"]
+                length = max(1, int(round(float(s["dur_s"]) * self.sample_rate)))
+                sig = coloured_noise(length, float(s["beta"]), np.random.default_rng(int(s["seed"])))
+            else:
+                sig = read_audio(f"{utt}[noise]", ev["path"], self.sample_rate, 0.0)
+            part = sig[:n - start]
+            out[start:start + part.shape[0]] += snr_gain(ps, power(sig), float(ev["snr"])) * part
+        return out.astype(np.float32)
 
     def _music(self, utt, wave, r):
-        synth = lambda n, s: synth_music(n, self.sample_rate, np.random.default_rng(int(s["seed"])))  # noqa: E731
-        return mix_at_snr(wave, self._noise_signal(utt, wave.shape[0], r, synth), float(r["snr"]))
+        n = wave.shape[0]
+        if "synth" in r:
+            music = synth_music(n, self.sample_rate, np.random.default_rng(int(r["synth"]["seed"])))
+        else:
+            f = r["files"][0]
+            music = self._read_segment(utt, f["path"], float(f.get("offset_s", 0.0)), n)
+        return mix_at_snr(wave, music, float(r["snr"]))
 
     def _babble(self, utt, wave, r):
-        n = wave.shape[0]
-        total = np.zeros(n, dtype=np.float64)
-        for i, src in enumerate(r["sources"]):
-            other = read_audio(f"{utt}[babble {i}]", src, self.sample_rate)
-            other = fit_length(other, n)
-            total += other / max(np.sqrt(np.mean(other.astype(np.float64) ** 2)), 1e-12)
-        return mix_at_snr(wave, total, float(r["snr"]))
+        n, ps = wave.shape[0], power(wave)
+        out = wave.astype(np.float64)
+        for i, b in enumerate(r["background"]):
+            if "source" in b:
+                other = fit_length(read_audio(f"{utt}[babble {i}]", b["source"], self.sample_rate), n)
+            else:
+                other = self._read_segment(utt, b["path"], float(b.get("offset_s", 0.0)), n)
+            out += snr_gain(ps, power(other), float(b["snr"])) * other
+        return out.astype(np.float32)
 
     def _speed(self, utt, wave, r):
         from lhotse.augmentation import Speed

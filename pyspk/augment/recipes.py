@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from pyspk.augment.config import AugmentConfig
-from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, write_table
 from pyspk.io import atomic_write_text
 
 COPY_TABLES = ("utt2lang", "utt2genre", "utt2gender", "utt2dur")
@@ -31,36 +31,81 @@ def copy_ids(kind: str, utt: str, spk: str, new_speakers: bool) -> Tuple[str, st
     return f"{utt}-{kind}", spk
 
 
+def _noise_events(utt: str, rng: np.random.Generator, cfg: AugmentConfig, ctx: dict) -> List[dict]:
+    """Foreground noises one after another from t = 0, ``noise_interval_s`` apart, each at
+    its own SNR, until the utterance ends (Kaldi augment_data_dir.py ``--fg-interval``)."""
+    duration = ctx["utt_dur"](utt)
+    musan = ctx.get("musan", {}).get("noise")
+    events, t = [], 0.0
+    while t < duration:
+        ev: dict = {"start_s": round(t, 3), "snr": float(rng.choice(cfg.noise_snrs))}
+        if musan:
+            path, dur = musan[int(rng.integers(len(musan)))]
+            ev["path"] = path
+        else:
+            dur = round(float(rng.uniform(*cfg.noise_event_s)), 3)
+            ev["synth"] = {"beta": float(rng.choice(cfg.noise_betas)), "seed": int(rng.integers(2 ** 31)), "dur_s": dur}
+        events.append(ev)
+        t += dur + cfg.noise_interval_s
+    return events
+
+
 def _recipe(kind: str, utt: str, rng: np.random.Generator, cfg: AugmentConfig, ctx: dict) -> dict:
     if kind == "reverb":
         if ctx.get("rirs"):
             return {"kind": "reverb", "rir": ctx["rirs"][int(rng.integers(len(ctx["rirs"])))]}
         return {"kind": "reverb", "rir_pool": ctx["rir_pool"], "index": int(rng.integers(cfg.num_rooms))}
-    if kind in ("noise", "music"):
-        snr = float(rng.choice(getattr(cfg, f"{kind}_snrs")))
-        musan = ctx.get("musan", {}).get(kind)
+    if kind == "noise":
+        return {"kind": "noise", "events": _noise_events(utt, rng, cfg, ctx)}
+    if kind == "music":
+        snr = float(rng.choice(cfg.music_snrs))
+        musan = ctx.get("musan", {}).get("music")
         if musan:
             path, dur = musan[int(rng.integers(len(musan)))]
-            return {"kind": kind, "snr": snr, "files": [{"path": path, "offset_s": round(float(rng.uniform(0, dur)), 3)}]}
-        synth = {"seed": int(rng.integers(2 ** 31))}
-        if kind == "noise":
-            synth["beta"] = float(rng.choice(cfg.noise_betas))
-        return {"kind": kind, "snr": snr, "synth": synth}
-    if kind == "babble":
-        snr = float(rng.choice(cfg.babble_snrs))
+            return {"kind": "music", "snr": snr, "files": [{"path": path, "offset_s": round(float(rng.uniform(0, dur)), 3)}]}
+        return {"kind": "music", "snr": snr, "synth": {"seed": int(rng.integers(2 ** 31))}}
+    if kind == "babble":  # background speakers, each at its own SNR (Kaldi --num-bg-noises / --bg-snrs)
         n = int(rng.integers(cfg.babble_min_speakers, cfg.babble_max_speakers + 1))
         speech = ctx.get("musan", {}).get("speech")
         if speech:
             picks = rng.choice(len(speech), size=min(n, len(speech)), replace=False)
-            return {"kind": "babble", "snr": snr, "files": [{"path": speech[i][0], "offset_s": 0.0} for i in picks]}
-        pool = ctx["babble_pool"](utt)
-        if not pool:
-            raise ValueError(f"babble for '{utt}': no other speaker's utterance to mix")
-        picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
-        return {"kind": "babble", "snr": snr, "sources": [pool[i] for i in sorted(picks)]}
+            bg = [{"path": speech[i][0], "offset_s": 0.0} for i in picks]
+        else:
+            pool = ctx["babble_pool"](utt)
+            if not pool:
+                raise ValueError(f"babble for '{utt}': no other speaker's utterance to mix")
+            picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+            bg = [{"source": pool[i]} for i in sorted(picks)]
+        for b in bg:
+            b["snr"] = float(rng.choice(cfg.babble_snrs))
+        return {"kind": "babble", "background": bg}
     if kind.startswith("sp"):
         return {"kind": "speed", "factor": float(kind[2:])}
     raise ValueError(f"unknown augmentation kind '{kind}'")
+
+
+def utt_durations(data_dir: Path, frame_shift_s: float = 0.01):
+    """utt -> duration in seconds, from ``utt2dur`` or else ``utt2num_frames`` (written by the
+    fbank stage, which the augmentation stage requires), read on first use; errors name the file."""
+    data_dir = Path(data_dir)
+    table: Dict[str, float] = {}
+    source: List[Path] = []
+
+    def lookup(utt: str) -> float:
+        if not source:
+            if (data_dir / "utt2dur").is_file():
+                path, scale = data_dir / "utt2dur", 1.0
+            elif (data_dir / "utt2num_frames").is_file():
+                path, scale = data_dir / "utt2num_frames", frame_shift_s
+            else:
+                raise DataDirError(f"{data_dir}: neither utt2dur nor utt2num_frames; run the fbank stage on it first")
+            table.update((u, float(v) * scale) for u, v in read_table(path).items())
+            source.append(path)
+        if utt not in table:
+            raise DataDirError(f"{source[0]}: no entry for utterance '{utt}'")
+        return table[utt]
+
+    return lookup
 
 
 def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict) -> Path:
@@ -133,6 +178,7 @@ def make_context(data_dir: Path, cfg: AugmentConfig, seed: int, rir_dir: Path, s
     from pyspk.augment import rir
 
     ctx: dict = {"babble_pool": babble_pool_fn(data_dir, cfg.babble_max_speakers, seed)}
+    ctx["utt_dur"] = utt_durations(data_dir)  # plans the foreground noises
     if cfg.reverb:
         if rirs_root:
             ctx["rirs"] = rir.list_rirs(rirs_root)

@@ -59,10 +59,13 @@ def power(x: np.ndarray) -> float:
     return float(np.mean(np.asarray(x, dtype=np.float64) ** 2))
 
 
+def snr_gain(signal_power: float, noise_power: float, snr_db: float) -> float:
+    """g with ``signal_power / (g^2 noise_power) = 10^(snr_db / 10)``; 0 for a silent signal or noise."""
+    if noise_power <= 0.0 or signal_power <= 0.0:
+        return 0.0
+    return float(np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0))))
+
+
 def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """``signal + g * noise`` with g chosen so that the SNR is ``snr_db`` (same lengths)."""
-    ps, pn = power(signal), power(noise)
-    if pn <= 0.0 or ps <= 0.0:
-        return signal.astype(np.float32)
-    gain = np.sqrt(ps / (pn * 10.0 ** (snr_db / 10.0)))
-    return (signal + gain * noise).astype(np.float32)
+    return (signal + snr_gain(power(signal), power(noise), snr_db) * noise).astype(np.float32)
