@@ -87,7 +87,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     utils/stamped.sh --force $force "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data/feats.scp -- \
       $train_cmd $exp/$sys/log/train.log \
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed \
-          --train-dir $train_data --exp-dir $exp/$sys
+          --train-dir $train_data --exp-dir $exp/$sys $([ $force = true ] && echo --restart)
   done
 fi
 

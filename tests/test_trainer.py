@@ -236,7 +236,79 @@ def test_resume_refuses_a_changed_config_but_allows_more_epochs(toy, tmp_path):
     assert (tmp_path / "exp" / "checkpoints" / "epoch_2.pt").is_file()
     other = system_config("aam", epochs=3, steps=2)
     other.optim.lr = 0.1
-    with pytest.raises(ValueError, match=r"another config \(optim\.lr: 0\.005 -> 0\.1\).*checkpoints"):
+    with pytest.raises(ValueError, match=r"another config \(optim\.lr: 0\.005 -> 0\.1\).*--restart"):
         train(other, toy, tmp_path / "exp", seed=0)
     with pytest.raises(ValueError, match=r"train\.seed: 0 -> 1"):
         train(more, toy, tmp_path / "exp", seed=1)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_changed_data_starts_over_instead_of_resuming(toy, tmp_path, caplog):
+    """A rerun of stage 3 after the features changed must not resume the old run (it would
+    finish at once with a model of the old data): it starts over, old checkpoints set aside."""
+    cfg = system_config("aam", epochs=1, steps=2)
+    data = tmp_path / "train"
+    shutil.copytree(toy, data)
+    exp = tmp_path / "exp"
+    train(cfg, data, exp, seed=0)
+    old = _weights(exp / "checkpoints" / "epoch_1.pt")
+    train(cfg, data, exp, seed=0)                        # same data: resumed, nothing redone
+    assert not (exp / "checkpoints.stale").exists()
+    assert all(torch.equal(old[k], v) for k, v in _weights(exp / "checkpoints" / "epoch_1.pt").items())
+    # new features (as a rerun of the augmentation stage writes them): same keys, same shapes
+    feats = dict(kaldiio.load_scp(str(data / "feats.scp")))
+    with kaldiio.WriteHelper(f"ark,scp:{data / 'feats.ark'},{data / 'feats.scp'}") as w:
+        for k in sorted(feats):
+            w(k, (feats[k] * 0.5 + 1.0).astype(np.float32))
+    with caplog.at_level("WARNING", logger="pyspk.train"):
+        train(cfg, data, exp, seed=0)
+    assert "trained on other data" in caplog.text
+    assert (exp / "checkpoints.stale" / "epoch_1.pt").is_file()
+    new = _weights(exp / "checkpoints" / "epoch_1.pt")
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+    fresh = tmp_path / "fresh"                           # equals training from scratch on the new data
+    train(cfg, data, fresh, seed=0)
+    assert all(torch.equal(new[k], v) for k, v in _weights(fresh / "checkpoints" / "epoch_1.pt").items())
+
+
+def test_restart_flag_starts_over(toy, tmp_path):
+    from pyspk.train.config import dump_config
+
+    cfg = system_config("aam", epochs=1, steps=2)
+    conf = tmp_path / "aam.yaml"
+    conf.write_text(dump_config(cfg))
+    exp = tmp_path / "exp"
+    argv = ["--config", str(conf), "--seed", "0", "--train-dir", str(toy), "--exp-dir", str(exp)]
+    assert train_cli.main(argv) == 0
+    first = _weights(exp / "checkpoints" / "epoch_1.pt")
+    (exp / "checkpoints" / "marker").write_text("old run")
+    assert train_cli.main(argv) == 0                     # resumed: the old run stays
+    assert (exp / "checkpoints" / "marker").is_file() and not (exp / "checkpoints.stale").exists()
+    assert train_cli.main(argv + ["--restart"]) == 0     # what run.sh --force true passes
+    assert (exp / "checkpoints.stale" / "marker").is_file() and not (exp / "checkpoints" / "marker").exists()
+    again = _weights(exp / "checkpoints" / "epoch_1.pt")
+    assert all(torch.equal(first[k], v) for k, v in again.items())   # same seed, same data: same run
+
+
+def test_data_fingerprint_tracks_tables_and_job_stamps(tmp_path):
+    from pyspk.train.data import data_fingerprint
+
+    d, fb = tmp_path / "d", tmp_path / "fbank"
+    d.mkdir()
+    fb.mkdir()
+    with kaldiio.WriteHelper(f"ark,scp:{fb / 'feats.1.ark'},{fb / 'feats.1.scp'}") as w:
+        w("a", np.zeros((3, 2), np.float32))
+    (fb / ".done.feats.1").write_text("sig1\n")
+    (d / "feats.scp").write_text((fb / "feats.1.scp").read_text())
+    (d / "utt2spk").write_text("a s1\n")
+    base = data_fingerprint(d)
+    (d / "notes.txt").write_text("not read by training\n")
+    assert data_fingerprint(d) == base
+    (fb / ".done.feats.1").write_text("sig2\n")          # the job was recomputed from other input
+    changed = data_fingerprint(d)
+    assert changed != base
+    (d / "utt2spk").write_text("a s2\n")
+    assert data_fingerprint(d) != changed

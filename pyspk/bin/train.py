@@ -4,7 +4,9 @@
         --seed 777 --train-dir data/synth_train_combined --exp-dir exp/proposed
 
 Writes EXP/config.yaml, EXP/checkpoints/epoch_N.pt, EXP/train.csv, EXP/final.pt;
-resumes from the latest checkpoint of EXP when one exists. Under ``torchrun``
+resumes from the latest checkpoint of EXP when one exists and was trained on the same
+data (features, labels, augmented copies) and config; starts over when the data changed
+or --restart is given (the old checkpoints are kept in EXP/checkpoints.stale). Under ``torchrun``
 each process is one DDP rank (RANK/WORLD_SIZE/LOCAL_RANK from the environment).
 """
 
@@ -26,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--train-dir", required=True, help="Kaldi data dir with feats.scp, utt2spk, utt2num_frames")
     p.add_argument("--exp-dir", required=True, help="experiment dir (checkpoints, final.pt)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over even when EXP has checkpoints (run.sh passes it with --force true)")
     args = p.parse_args(argv)
     info = dist_info_from_env()
     logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
@@ -33,7 +37,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config)
         seed = cfg.train.seed if args.seed is None else args.seed
-        final = train(cfg, args.train_dir, args.exp_dir, seed, info, source=args.config)
+        final = train(cfg, args.train_dir, args.exp_dir, seed, info, source=args.config, restart=args.restart)
     except (ConfigError, DataDirError, TrainingDiverged, ValueError) as e:
         print(f"pyspk train: error: {e}", file=sys.stderr)
         return 1

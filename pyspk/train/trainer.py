@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ from pyspk.models import build_encoder, save_encoder
 from pyspk.train import checkpoint as C
 from pyspk.train import distributed as D
 from pyspk.train.config import Config, config_to_dict, dump_config
-from pyspk.train.data import TrainData, load_train_data
+from pyspk.train.data import TrainData, data_fingerprint, load_train_data
 from pyspk.train.objective import Objective, SpeakerModel, build_head
 from pyspk.train.schedulers import LrSchedule, margin_at
 from pyspk.train.steplog import StepLog
@@ -63,8 +65,9 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
-                 source: str = "<config>"):
-        self.cfg, self.exp_dir, self.seed = cfg, Path(exp_dir), seed
+                 source: str = "<config>", restart: bool = False):
+        self.cfg, self.exp_dir, self.seed, self.restart = cfg, Path(exp_dir), seed, restart
+        self.train_dir, self.data_id = Path(train_dir), data_fingerprint(train_dir)
         self.dist = dist or D.DistInfo()
         self.cfg.train.seed = seed
         if cfg.train.threads:
@@ -95,17 +98,17 @@ class Trainer:
                 "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "sampler": self.data.sampler.state_dict(), "rng": C.rng_state(),
                 "epoch": self.epoch, "step": self.step, "speakers": self.data.speakers,
-                "config": config_to_dict(self.cfg)}
+                "config": config_to_dict(self.cfg), "data_id": self.data_id}
 
-    def resume(self, path) -> None:
-        st = C.load_checkpoint(path, map_location=self.device)
+    def resume(self, path, st: Optional[dict] = None) -> None:
+        st = C.load_checkpoint(path, map_location=self.device) if st is None else st
         if st["speakers"] != self.data.speakers:
             raise ValueError(f"{path}: trained on other speakers than this --train-dir; "
                              f"use a new exp dir (or train.init_from to fine-tune)")
         changed = config_changes(st.get("config", {}), config_to_dict(self.cfg))
         if changed:
             raise ValueError(f"{path} was trained with another config ({'; '.join(changed[:5])}); "
-                             f"remove {self.exp_dir}/checkpoints to start over, or use another --exp-dir")
+                             f"start over with --restart (run.sh: --force true), or use another --exp-dir")
         self.model.encoder.load_state_dict(st["model"])
         if self.model.head is not None:
             self.model.head.load_state_dict(st["head"])
@@ -132,10 +135,33 @@ class Trainer:
                      len(spks) if spks else "no", len(self.data.speakers))
 
     # ------------------------------------------------------------------ loop
+    def _retire_checkpoints(self, why: str) -> None:
+        """Start over: move EXP/checkpoints to EXP/checkpoints.stale (replacing an older one)."""
+        D.barrier()  # every rank has read what it needs from the old checkpoints
+        if self.dist.is_main:
+            ckpt, stale = self.exp_dir / "checkpoints", self.exp_dir / "checkpoints.stale"
+            log.warning("starting over (%s): moving %s to %s", why, ckpt, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+            os.replace(ckpt, stale)
+            for old in ("train.csv", "final.pt"):  # both belong to the old run
+                (self.exp_dir / old).unlink(missing_ok=True)
+        D.barrier()
+
     def run(self) -> Path:
         latest = C.latest_checkpoint(self.exp_dir)
+        st = None
+        if latest is not None and self.restart:
+            self._retire_checkpoints("--restart")
+            latest = None
+        elif latest is not None:
+            st = C.load_checkpoint(latest, map_location=self.device)
+            if st.get("data_id") != self.data_id:
+                st = None
+                self._retire_checkpoints(f"{latest} was trained on other data than {self.train_dir} now holds: "
+                                         "its features, labels or augmented copies changed")
+                latest = None
         if latest is not None:
-            self.resume(latest)
+            self.resume(latest, st)
         elif self.cfg.train.init_from:
             self.init_from(self.cfg.train.init_from)
         if self.dist.is_main:
@@ -246,9 +272,13 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list:
 
 
 def train(cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
-          source: str = "<config>") -> Path:
-    """Train (or resume) one system; returns the path of ``final.pt``."""
-    trainer = Trainer(cfg, train_dir, exp_dir, seed, dist, source)
+          source: str = "<config>", restart: bool = False) -> Path:
+    """Train (or resume) one system; returns the path of ``final.pt``.
+
+    Resumes from the latest checkpoint of ``exp_dir`` when it was trained on the same data
+    (:func:`pyspk.train.data.data_fingerprint`) and config; starts over when the data
+    changed or ``restart`` is set (old checkpoints kept in ``checkpoints.stale``)."""
+    trainer = Trainer(cfg, train_dir, exp_dir, seed, dist, source, restart)
     try:
         return trainer.run()
     finally:
