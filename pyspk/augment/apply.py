@@ -12,7 +12,8 @@ so applying it is deterministic):
     {"kind": "speed", "factor": 0.9}                    (Lhotse ``Speed``, i.e. perturb_speed)
 
 As Kaldi's ``wav-reverberate --additive-signals``: every added signal is scaled on its
-own so that (power of the clean utterance) / (power of the scaled signal) is its SNR.
+own so that (power of the clean utterance) / (power of the scaled signal) is its SNR
+(for a foreground noise cut at the end of the utterance: the power of the part added).
 Foreground noises (``noise``) start at their ``start_s`` and keep their own length,
 cut at the end of the utterance; background signals (``music``, each babble speaker)
 are looped or cropped to the utterance's length.
@@ -101,6 +102,20 @@ class RecipeApplier:
             raise AudioError(utt, path, f"cannot read augmentation audio: {e}") from None
         return fit_length(resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate), n)
 
+    def _read_head(self, utt, path, n):
+        """At most ``n`` samples (at our rate) from the start of ``path``."""
+        import soundfile as sf
+
+        try:
+            info = sf.info(path)
+            data, sr = sf.read(path, frames=int(np.ceil(n * info.samplerate / self.sample_rate)) + 1,
+                               dtype="float32", always_2d=True)
+        except Exception as e:
+            raise AudioError(utt, path, f"cannot read augmentation audio: {e}") from None
+        if data.shape[0] == 0:
+            raise AudioError(utt, path, "empty augmentation audio")
+        return resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate)[:n]
+
     def _noise(self, utt, wave, r):
         n, ps = wave.shape[0], power(wave)
         out = wave.astype(np.float64)
@@ -112,10 +127,10 @@ class RecipeApplier:
                 s = ev["synth"]
                 length = max(1, int(round(float(s["dur_s"]) * self.sample_rate)))
                 sig = coloured_noise(length, float(s["beta"]), np.random.default_rng(int(s["seed"])))
-            else:
-                sig = read_audio(f"{utt}[noise]", ev["path"], self.sample_rate, 0.0)
+            else:  # only the part that fits (a MUSAN noise may be minutes long); its power sets the gain
+                sig = self._read_head(utt, ev["path"], n - start)
             part = sig[:n - start]
-            out[start:start + part.shape[0]] += snr_gain(ps, power(sig), float(ev["snr"])) * part
+            out[start:start + part.shape[0]] += snr_gain(ps, power(part), float(ev["snr"])) * part
         return out.astype(np.float32)
 
     def _music(self, utt, wave, r):
