@@ -294,9 +294,12 @@ def test_restart_flag_starts_over(toy, tmp_path):
 
 
 def test_data_fingerprint_tracks_tables_and_job_stamps(tmp_path):
+    from pyspk.features.ark import job_stamp
     from pyspk.train.data import data_fingerprint
 
     d, fb = tmp_path / "d", tmp_path / "fbank"
+    assert job_stamp(fb / "vad.3.ark") == job_stamp(fb / "feats.3.ark") == (fb / ".done.feats.3").resolve()
+    assert job_stamp(fb / "xvector.ark") is None
     d.mkdir()
     fb.mkdir()
     with kaldiio.WriteHelper(f"ark,scp:{fb / 'feats.1.ark'},{fb / 'feats.1.scp'}") as w:

@@ -86,8 +86,9 @@ class RecipeApplier:
             rir = self._rirs[r["rir"]]
         return reverberate(wave, rir)
 
-    def _read_segment(self, utt, path, offset_s, n):
-        """``n`` samples (at our rate) of ``path`` from ``offset_s``, looping past its end."""
+    def _read_segment(self, utt, path, offset_s, n, loop: bool = True):
+        """``n`` samples (at our rate) of ``path`` from ``offset_s``, looping past its end;
+        with ``loop=False`` at most ``n``, stopping at the end."""
         import soundfile as sf
 
         try:
@@ -95,26 +96,15 @@ class RecipeApplier:
             start = int(offset_s * info.samplerate) % max(info.frames, 1)
             need = int(np.ceil(n * info.samplerate / self.sample_rate)) + 1
             data, sr = sf.read(path, start=start, frames=need, dtype="float32", always_2d=True)
-            if data.shape[0] < need:  # wrap around: the whole file, looped from ``start``
+            if loop and data.shape[0] < need:  # wrap around: the whole file, looped from ``start``
                 whole, sr = sf.read(path, dtype="float32", always_2d=True)
                 data = fit_length(whole, need, start)
         except Exception as e:
             raise AudioError(utt, path, f"cannot read augmentation audio: {e}") from None
-        return fit_length(resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate), n)
-
-    def _read_head(self, utt, path, n):
-        """At most ``n`` samples (at our rate) from the start of ``path``."""
-        import soundfile as sf
-
-        try:
-            info = sf.info(path)
-            data, sr = sf.read(path, frames=int(np.ceil(n * info.samplerate / self.sample_rate)) + 1,
-                               dtype="float32", always_2d=True)
-        except Exception as e:
-            raise AudioError(utt, path, f"cannot read augmentation audio: {e}") from None
         if data.shape[0] == 0:
             raise AudioError(utt, path, "empty augmentation audio")
-        return resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate)[:n]
+        out = resample(np.ascontiguousarray(data[:, 0]), sr, self.sample_rate)
+        return fit_length(out, n) if loop else out[:n]
 
     def _noise(self, utt, wave, r):
         n, ps = wave.shape[0], power(wave)
@@ -128,7 +118,7 @@ class RecipeApplier:
                 length = max(1, int(round(float(s["dur_s"]) * self.sample_rate)))
                 sig = coloured_noise(length, float(s["beta"]), np.random.default_rng(int(s["seed"])))
             else:  # only the part that fits (a MUSAN noise may be minutes long); its power sets the gain
-                sig = self._read_head(utt, ev["path"], n - start)
+                sig = self._read_segment(utt, ev["path"], 0.0, n - start, loop=False)
             part = sig[:n - start]
             out[start:start + part.shape[0]] += snr_gain(ps, power(part), float(ev["snr"])) * part
         return out.astype(np.float32)

@@ -10,6 +10,7 @@ copy kind, over the sorted utterances, so a seed fixes every recipe.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from pathlib import Path
@@ -88,21 +89,18 @@ def utt_durations(data_dir: Path, frame_shift_s: float = 0.01):
     """utt -> duration in seconds, from ``utt2dur`` or else ``utt2num_frames`` (written by the
     fbank stage, which the augmentation stage requires), read on first use; errors name the file."""
     data_dir = Path(data_dir)
-    table: Dict[str, float] = {}
-    source: List[Path] = []
+
+    @functools.lru_cache(maxsize=1)
+    def load() -> Tuple[Path, Dict[str, float]]:
+        for name, scale in (("utt2dur", 1.0), ("utt2num_frames", frame_shift_s)):
+            if (data_dir / name).is_file():
+                return data_dir / name, {u: float(v) * scale for u, v in read_table(data_dir / name).items()}
+        raise DataDirError(f"{data_dir}: neither utt2dur nor utt2num_frames; run the fbank stage on it first")
 
     def lookup(utt: str) -> float:
-        if not source:
-            if (data_dir / "utt2dur").is_file():
-                path, scale = data_dir / "utt2dur", 1.0
-            elif (data_dir / "utt2num_frames").is_file():
-                path, scale = data_dir / "utt2num_frames", frame_shift_s
-            else:
-                raise DataDirError(f"{data_dir}: neither utt2dur nor utt2num_frames; run the fbank stage on it first")
-            table.update((u, float(v) * scale) for u, v in read_table(path).items())
-            source.append(path)
+        path, table = load()
         if utt not in table:
-            raise DataDirError(f"{source[0]}: no entry for utterance '{utt}'")
+            raise DataDirError(f"{path}: no entry for utterance '{utt}'")
         return table[utt]
 
     return lookup

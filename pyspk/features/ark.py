@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import sys
 from pathlib import Path
@@ -97,13 +98,28 @@ def job_signature(split_text: str, recipes_text: str, config: FbankConfig) -> st
     return h.hexdigest()
 
 
-def _read_scp(path: Path) -> List[Tuple[str, str, int]]:
+def scp_entries(text: str) -> List[Tuple[str, str, int]]:
+    """(utt, ark path, byte offset) of every ``utt ark:offset`` line of an scp file's text."""
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         utt, loc = line.split(None, 1)
         ark, off = loc.rsplit(":", 1)
         out.append((utt, ark, int(off)))
     return out
+
+
+def _read_scp(path: Path) -> List[Tuple[str, str, int]]:
+    return scp_entries(path.read_text(encoding="utf-8"))
+
+
+_JOB_ARK = re.compile(r"^(?:feats|vad)\.(\d+)\.ark$")
+
+
+def job_stamp(ark) -> Optional[Path]:
+    """The completion stamp of the fbank job that wrote ``ark`` (``feats.J.ark`` or ``vad.J.ark``:
+    ``.done.feats.J``, holding the job's input/config hash); None for an ark of another name."""
+    m = _JOB_ARK.match(Path(ark).name)
+    return job_files(Path(ark).parent, int(m.group(1)))["done"] if m else None
 
 
 def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[str, int]]) -> str:

@@ -41,10 +41,12 @@ FINGERPRINT_TABLES = ("feats.scp", "vad.scp", "utt2spk", "utt2orig", "utt2num_fr
 
 def data_fingerprint(train_dir) -> str:
     """Hash of what training reads from ``train_dir``: its tables and the content of every ark
-    that feats.scp/vad.scp point at.  An ark written by a fbank job is named by that job's
-    stamp (``.done.feats.J`` beside ``feats.J.ark``: the hash of its audio list, augmentation
+    that feats.scp/vad.scp point at.  An ark written by a fbank job is represented by that job's
+    stamp (:func:`pyspk.features.ark.job_stamp`: the hash of its audio list, augmentation
     recipes and fbank config), so the check is cheap and survives copies; any other ark by
     its size and modification time.  Checkpoints carry it: a changed data dir is not resumed."""
+    from pyspk.features.ark import job_stamp, scp_entries
+
     train_dir = Path(train_dir)
     h = hashlib.sha256()
     arks = set()
@@ -55,15 +57,11 @@ def data_fingerprint(train_dir) -> str:
         text = path.read_bytes()
         h.update(name.encode() + b"\0" + hashlib.sha256(text).digest())
         if name.endswith(".scp"):
-            for line in text.decode("utf-8").splitlines():
-                loc = line.split(None, 1)[1] if " " in line else ""
-                arks.add(loc.rsplit(":", 1)[0])
+            arks.update(ark for _, ark, _ in scp_entries(text.decode("utf-8")))
     for ark in sorted(arks):
-        p = Path(ark)
-        stem, _, job = p.stem.rpartition(".")  # feats.3.ark -> .done.feats.3
-        done = p.with_name(f".done.{stem}.{job}")
-        if done.is_file():
-            h.update(f"{ark}\0stamp\0".encode() + done.read_bytes())
+        p, stamp = Path(ark), job_stamp(ark)
+        if stamp is not None and stamp.is_file():
+            h.update(f"{ark}\0stamp\0".encode() + stamp.read_bytes())
         elif p.is_file():
             st = p.stat()
             h.update(f"{ark}\0{st.st_size}\0{st.st_mtime_ns}".encode())

@@ -148,18 +148,17 @@ class Trainer:
         D.barrier()
 
     def run(self) -> Path:
-        latest = C.latest_checkpoint(self.exp_dir)
-        st = None
-        if latest is not None and self.restart:
-            self._retire_checkpoints("--restart")
-            latest = None
-        elif latest is not None:
-            st = C.load_checkpoint(latest, map_location=self.device)
-            if st.get("data_id") != self.data_id:
-                st = None
-                self._retire_checkpoints(f"{latest} was trained on other data than {self.train_dir} now holds: "
-                                         "its features, labels or augmented copies changed")
-                latest = None
+        latest, st = C.latest_checkpoint(self.exp_dir), None
+        if latest is not None:
+            why = "--restart" if self.restart else None
+            if why is None:
+                st = C.load_checkpoint(latest, map_location=self.device)
+                if st.get("data_id") != self.data_id:
+                    why = (f"{latest} was trained on other data than {self.train_dir} now holds: "
+                           "its features, labels or augmented copies changed")
+            if why is not None:
+                self._retire_checkpoints(why)
+                latest = st = None
         if latest is not None:
             self.resume(latest, st)
         elif self.cfg.train.init_from:
