@@ -161,6 +161,9 @@ def test_report_two_systems_and_missing(tmp_path, capsys):
         be = fit_backend_dir(xtr, dtr, exp / sys_name / "backend", BackendConfig(lda_dim=lda, asnorm_top_n=4))
         score_data_dir(be, xte, dte, exp / sys_name / "scores")
         (exp / sys_name / "config.yaml").write_text("model: tiny\n")
+    (exp / "sysA" / "train.csv").write_text("epoch,step,loss,alpha\n" + "".join(
+        f"1,{i},1.0,{a}\n" for i, a in enumerate(["0.1", "0.2", "0.3", "nan", "0.4", "0.5"], 1)))
+    (exp / "sysB" / "train.csv").write_text("epoch,step,loss,alpha\n1,1,1.0,\n")   # no MGDA
     out = exp / "results.md"
     assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysB", "--command", "./run.sh --x 1",
                             "--out", str(out)]) == 0
@@ -168,6 +171,8 @@ def test_report_two_systems_and_missing(tmp_path, capsys):
     rows = [ln for ln in md.splitlines() if ln.startswith("| sys")]
     assert len(rows) == 2 * 3 * 2  # systems x back-ends x trials lists
     assert "./run.sh --x 1" in md and str(exp / "sysA" / "config.yaml") in md
+    assert "MGDA alpha (classifier weight) median 0.300, 5-95 % 0.120-0.480 over 5 steps" in md
+    assert md.count("MGDA alpha") == 1
     res = json.loads((exp / "results.json").read_text())
     assert set(res["systems"]) == {"sysA", "sysB"}
     assert (exp / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

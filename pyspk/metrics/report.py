@@ -3,7 +3,9 @@
 For each system ``S`` of the recipe it reads ``EXP/S/scores/metrics.json`` (written
 by ``pyspk score``) and names ``EXP/S/config.yaml``.  ``results.md`` has one row per
 system x back-end x trials list (EER %, minDCF(0.01), minDCF(0.001), Cllr when present),
-then the command and each system's config.  ``det.png`` holds the DET curves of every
+then the command and each system's config, and for a system trained with MGDA the
+summary of its balancing weight alpha (the classifier loss's weight) over the steps
+of ``EXP/S/train.csv``.  ``det.png`` holds the DET curves of every
 system and back-end on the *first* trials list (sorted by name, normally ``trials``);
 each further list ``L`` gets ``det_L.png``.  Curves are drawn from the score files
 ``EXP/S/scores/<L>.<backend>`` and the key copy ``EXP/S/scores/<L>``.
@@ -11,7 +13,9 @@ each further list ``L`` gets ``det_L.png``.  Curves are drawn from the score fil
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -31,7 +35,21 @@ def load_system(exp_dir: Path, system: str) -> dict:
         raise FileNotFoundError(f"system '{system}': {mfile} not found (run the score stage)")
     cfg = d / "config.yaml"
     return {"metrics": json.loads(mfile.read_text()), "config": str(cfg) if cfg.is_file() else None,
-            "scores_dir": str(d / "scores")}
+            "scores_dir": str(d / "scores"), "alpha": alpha_summary(d / "train.csv")}
+
+
+def alpha_summary(train_csv: Path) -> dict | None:
+    """Median and 5-95 % range of the ``alpha`` column of train.csv (MGDA's weight of the
+    classifier loss per step); None without the file or without finite values."""
+    if not train_csv.is_file():
+        return None
+    with open(train_csv, newline="") as f:
+        values = [float(r["alpha"]) for r in csv.DictReader(f) if r.get("alpha") not in (None, "")]
+    values = np.array([v for v in values if math.isfinite(v)])
+    if values.size == 0:
+        return None
+    p5, med, p95 = np.percentile(values, [5, 50, 95])
+    return {"median": float(med), "p5": float(p5), "p95": float(p95), "steps": int(values.size)}
 
 
 def read_scored(scores_dir: Path, trials_name: str, backend: str):
@@ -74,8 +92,11 @@ def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: 
              "EER in %, minDCF normalised (c_miss = c_fa = 1); Cllr of the logistic-regression "
              "calibrated scores (fitted on the first trials list, so optimistic there).", "",
              f"Command: `{command}`", "", "Systems:"]
-    lines += [f"- {s}: config `{i['config'] or 'missing (no config.yaml)'}`, scores `{i['scores_dir']}`"
-              for s, i in info.items()]
+    for s, i in info.items():
+        a = i["alpha"]
+        alpha = (f"; MGDA alpha (classifier weight) median {a['median']:.3f}, 5-95 % "
+                 f"{a['p5']:.3f}-{a['p95']:.3f} over {a['steps']} steps") if a else ""
+        lines.append(f"- {s}: config `{i['config'] or 'missing (no config.yaml)'}`, scores `{i['scores_dir']}`{alpha}")
     dets = _plot_dets(info, out_path.parent) if plot else []
     if dets:
         lines += ["", "DET curves: " + ", ".join(f"![{p.stem}]({p.name})" for p in dets)]
