@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspk.balance.mgda import mgda_combine  # noqa: E402
 from pyspk.losses.margin_softmax import MarginSoftmax  # noqa: E402
-from pyspk.losses.supcon import am_supcon_loss, caa_weights  # noqa: E402
+from pyspk.losses.caa import caa_weights  # noqa: E402
+from pyspk.losses.supcon import am_supcon_loss  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, typ in (("num-train-spk", int), ("num-test-spk", int), ("utts-per-lang", int),
                       ("trials-per-list", int), ("num-crowd", int), ("difficulty", float),
                       ("min-dur", float), ("max-dur", float), ("reverb-prob", float),
-                      ("eq-tilt-db", float), ("eq-peak-db", float)):
+                      ("eq-tilt-db", float), ("eq-peak-db", float), ("label-noise", float)):
         knobs.add_argument(f"--{name}", type=typ, default=None)
     for name in ("languages", "noise-kinds"):
         knobs.add_argument(f"--{name}", type=_csv, default=None, help="comma-separated list")

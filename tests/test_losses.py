@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pyspk.losses.margin_softmax import MarginScheduler, MarginSoftmax
-from pyspk.losses.supcon import EmaPrototypes, am_supcon_loss, caa_weights, supcon_loss
+from pyspk.losses.caa import EmaPrototypes, caa_weights
+from pyspk.losses.supcon import am_supcon_loss, supcon_loss
 
 
 def _unit(angle: float) -> list[float]:
@@ -320,3 +321,127 @@ def test_am_supcon_zero_weight_rows_stay_finite():
     loss.backward()
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # only the positive term remains
     assert torch.isfinite(emb.grad).all()
+
+
+# ---------------------------------------------------------------- margin forms and placements
+def _naive_margin_loss(emb, labels, margin, tau, form, placement, w=None, mode="exp", t=math.pi / 4):
+    """The module doc's formulas, by loops over pairs."""
+    z = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in emb]
+    n = len(z)
+    cos = [[sum(a * b for a, b in zip(z[i], z[j])) for j in range(n)] for i in range(n)]
+    w = w or [[1.0] * n for _ in range(n)]
+
+    def marg(c):
+        th = math.acos(max(-1 + 1e-6, min(1 - 1e-6, c)))
+        if form == "additive":
+            return c - margin
+        ang = math.cos(min(math.pi, th + margin))
+        if form == "angular" or th >= t:
+            return ang
+        return c - (math.cos(t) - math.cos(t + margin))
+
+    def term(i, a):
+        return math.exp(cos[i][a] / tau) * w[i][a] if mode == "exp" else math.exp(w[i][a] * cos[i][a] / tau)
+
+    out = []
+    for i in range(n):
+        P = [p for p in range(n) if p != i and labels[p] == labels[i]]
+        if not P:
+            continue
+        tot = 0.0
+        for p in P:
+            num = math.exp(marg(cos[i][p]) / tau)
+            if placement == "own":
+                den = num + sum(term(i, a) for a in range(n) if a not in (i, p))
+            else:
+                den = (sum(math.exp(marg(cos[i][q]) / tau) for q in P)
+                       + sum(term(i, a) for a in range(n) if a != i and labels[a] != labels[i]))
+            tot -= math.log(num / den)
+        out.append(tot / len(P))
+    return sum(out) / len(out)
+
+
+@pytest.mark.parametrize("form", ["angular", "additive", "threshold"])
+@pytest.mark.parametrize("placement", ["own", "positives"])
+@pytest.mark.parametrize("weighted,mode", [(False, "exp"), (True, "exp"), (True, "logit")])
+def test_margin_forms_and_placements_match_loops(form, placement, weighted, mode):
+    w = SIX_WEIGHTS if weighted else None
+    got = am_supcon_loss(torch.tensor(SIX, dtype=torch.float64), torch.tensor(SIX_LABELS), margin=0.15,
+                         temperature=0.2, weights=torch.tensor(w, dtype=torch.float64) if weighted else None,
+                         margin_type=form, placement=placement, weight_mode=mode, threshold=0.5)
+    want = _naive_margin_loss(SIX, SIX_LABELS, 0.15, 0.2, form, placement, w, mode, t=0.5)
+    assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_margin_forms_by_hand_on_one_pair():
+    # two positives at 60 degrees, one negative at 180 degrees from the anchor (2-d)
+    emb = torch.tensor([_unit(0.0), _unit(math.pi / 3), _unit(math.pi)], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1])
+    m, tau, th = 0.1, 0.5, math.pi / 3
+    for form, pos in (("angular", math.cos(th + m)), ("additive", math.cos(th) - m),
+                      ("threshold", math.cos(th + m))):  # threshold pi/4 < 60 degrees: angular branch
+        # anchor 0: positive 1, negative 2; anchor 1: positive 0, negative 2 at 120 degrees
+        want = (-math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
+                - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))) / 2
+        got = am_supcon_loss(emb, labels, margin=m, temperature=tau, margin_type=form)
+        assert got.item() == pytest.approx(want, rel=1e-9), form
+    # below the threshold the threshold form is the additive one with the continuity shift
+    got = am_supcon_loss(emb, labels, margin=m, temperature=tau, margin_type="threshold", threshold=1.2)
+    pos = math.cos(th) - (math.cos(1.2) - math.cos(1.2 + m))
+    want = (-math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
+            - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))) / 2
+    assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_positive_pull_vanishes_at_zero_angle_only_for_additive_and_threshold():
+    from pyspk.losses.supcon import margined_cosine
+    theta = torch.tensor([0.01], dtype=torch.float64, requires_grad=True)
+    for form, vanishes in (("angular", False), ("additive", True), ("threshold", True)):
+        (g,) = torch.autograd.grad(margined_cosine(torch.cos(theta), 0.2, form).sum(), theta)
+        pull = -g.item()  # d/dθ of the logit, sign flipped: the force towards θ = 0
+        if vanishes:
+            assert pull == pytest.approx(math.sin(0.01), rel=1e-3), form   # sin θ: -> 0 with θ
+        else:
+            assert pull == pytest.approx(math.sin(0.21), rel=1e-3), form   # sin(θ + m): -> sin m
+
+
+def test_zero_margin_positives_placement_is_supcon_and_bad_choices_rejected():
+    torch.manual_seed(5)
+    emb = torch.randn(10, 4, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 3])
+    ref = supcon_loss(emb, labels, temperature=0.1)
+    got = am_supcon_loss(emb, labels, margin=0.0, temperature=0.1, placement="positives")
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    for kw in ({"margin_type": "arc"}, {"placement": "every"}, {"weight_mode": "mul"}):
+        with pytest.raises(ValueError, match="must be one of"):
+            am_supcon_loss(emb, labels, **kw)
+
+
+def test_pair_statistics_force_matches_autograd_on_embeddings():
+    from pyspk.losses.supcon import pair_statistics, supcon_from_cosines
+    torch.manual_seed(6)
+    z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    st = pair_statistics(z.float(), labels, lambda c: supcon_from_cosines(c, labels, 0.1, 0.5, margin_type="additive"))
+    c = (z @ z.t())
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(6, dtype=torch.bool)
+    assert st["cos_pos"] == pytest.approx(c[same & ~eye].mean().item(), rel=1e-5)
+    assert st["cos_neg"] == pytest.approx(c[~same].mean().item(), rel=1e-5)
+    # force on one pair by hand: |dL/dθ| = |(g_ij + g_ji)| sin θ, with g from autograd in float64
+    cc = c.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(supcon_from_cosines(cc, labels, 0.1, 0.5, margin_type="additive"), cc)
+    f = ((g + g.t()) * torch.sqrt(1 - c ** 2).nan_to_num()).abs()
+    assert st["grad_pos"] == pytest.approx(f[same & ~eye].sum().item() / 12, rel=1e-4)
+    assert st["grad_neg"] == pytest.approx(f[~same].sum().item() / 12, rel=1e-4)
+
+
+def test_caa_weight_statistics():
+    from pyspk.losses.caa import weight_statistics
+    labels = torch.tensor([0, 0, 1, 1])
+    w = torch.tensor([[1.0, 1.0, 0.2, 1.0], [1.0, 1.0, 1.0, 1.0], [0.2, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    st = weight_statistics(w, labels)
+    neg = [0.2, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0, 1.0]
+    assert st["caa_w_mean"] == pytest.approx(sum(neg) / 8)
+    # anchor 0's negatives (0.2, 1.0): mean 0.6, 0.2 < 0.3; anchor 2's (0.2, 1.0) likewise
+    assert st["caa_w_lt_half"] == pytest.approx(2 / 8)

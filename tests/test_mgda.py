@@ -136,3 +136,35 @@ def test_all_reduce_hook_sums_products_over_ranks():
     assert alpha == pytest.approx(want, rel=1e-9)
     g11, g12, g22 = inner_products(g1, g2).tolist()
     assert alpha_from_inner_products(g11, g12, g22) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("normalize", ["l2", "loss", "authors"])
+def test_mgda_variants_by_hand(normalize):
+    _, _, losses = _toy_problem()
+    z, loss_cls, loss_con = losses()
+    g1, g2 = (torch.autograd.grad(loss, z, retain_graph=True)[0].flatten().double() for loss in (loss_cls, loss_con))
+    if normalize == "l2":
+        c1, c2 = 1 / g1.norm().item(), 1 / g2.norm().item()
+    elif normalize == "loss":
+        c1, c2 = 1 / loss_cls.item(), 1 / loss_con.item()
+    else:
+        c1 = c2 = 1.0
+    a, b = c1 * g1, c2 * g2
+    if normalize == "authors":  # MTL.py: divided by the norm of the difference, not its square
+        want = min(1.0, max(0.0, ((b - a) @ b).item() / (a - b).norm().item()))
+    else:
+        want = _grid_alpha(a, b)
+    total, alpha = mgda_combine(loss_cls, loss_con, z, normalize=normalize)
+    assert alpha == pytest.approx(want, abs=2e-4)
+    assert total.item() == pytest.approx(alpha * c1 * loss_cls.item() + (1 - alpha) * c2 * loss_con.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="normalize"):
+        mgda_combine(loss_cls, loss_con, z, normalize="unit")
+
+
+def test_authors_denominator_is_not_scale_invariant():
+    g11, g12, g22 = 4.0, 0.5, 1.0
+    assert alpha_from_inner_products(g11, g12, g22) == alpha_from_inner_products(4 * g11, 4 * g12, 4 * g22)
+    a1 = alpha_from_inner_products(g11, g12, g22, denominator="norm")
+    a4 = alpha_from_inner_products(4 * g11, 4 * g12, 4 * g22, denominator="norm")
+    assert a1 == pytest.approx((g22 - g12) / (g11 - 2 * g12 + g22) ** 0.5)
+    assert a4 == pytest.approx(2 * a1)

@@ -46,10 +46,15 @@ class SynthConfig:
     level_dbfs: List[float] = field(default_factory=lambda: [-35.0, -15.0])
     babble_talkers: List[int] = field(default_factory=lambda: [3, 7])
     num_crowd: int = 16           # babble voices (not corpus speakers)
+    # fraction of training utterances assigned to a wrong speaker (synth_train/label_noise lists
+    # them); tables only, so the audio (and its digest) does not depend on it
+    label_noise: float = 0.0
 
     def digest(self) -> str:
         """Hash of every knob (stamps compare it to decide what is up to date)."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        knobs = dataclasses.asdict(self)
+        knobs.pop("label_noise")  # labels only: the audio is the same
+        return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def flag(name: str) -> str:
@@ -98,6 +103,9 @@ def validate(cfg: SynthConfig) -> SynthConfig:
               f"need 0.5 <= min_dur < max_dur <= 30 seconds, got {cfg.min_dur}, {cfg.max_dur}")
     if not (0.0 <= cfg.difficulty <= 5.0):
         _fail("difficulty", f"must lie in [0, 5], got {cfg.difficulty}")
+    if isinstance(cfg.label_noise, bool) or not isinstance(cfg.label_noise, (int, float)) \
+            or not 0.0 <= cfg.label_noise < 0.5:
+        _fail("label_noise", f"must be a fraction in [0, 0.5), got {cfg.label_noise!r}")
     if not (0.0 <= cfg.reverb_prob <= 1.0):
         _fail("reverb_prob", f"must lie in [0, 1], got {cfg.reverb_prob}")
     for name in ("eq_tilt_db", "eq_peak_db"):

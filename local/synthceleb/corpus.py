@@ -39,6 +39,7 @@ from pyspk.io import atomic_open, atomic_path, atomic_write_text, touch_done
 
 from . import channel, espeak
 from .config import SynthConfig
+from .label_noise import NOISE_FILE, noisy_labels
 from .seeding import stable_rng, stable_seed
 from .trials import trial_lists
 from .utterance import plan_utterance, render
@@ -188,6 +189,12 @@ def write_data_dirs(out_dir: Path, cfg: SynthConfig, seed: int, tasks: List[Spea
                 d.utt2spk[utt] = t.spk
                 d.extra["utt2lang"][utt] = lang
         path = out_dir / name
+        (path / NOISE_FILE).unlink(missing_ok=True)
+        if name == "synth_train" and cfg.label_noise > 0:
+            new, flips = noisy_labels(d.utt2spk, None, cfg.label_noise, seed)
+            d.utt2spk = type(d.utt2spk)(sorted(new.items()))
+            path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path / NOISE_FILE, "".join(f"{u} {t} {a}\n" for u, (t, a) in sorted(flips.items())))
         for old in path.glob("trials*"):
             old.unlink()
         d.save(path)
@@ -210,7 +217,7 @@ def make_corpus(out_dir, cfg: SynthConfig, seed: int, nj: int = 1) -> Dict[str, 
 
     out_dir = Path(out_dir)
     audio_dir = out_dir / "synth_audio"
-    stamp = f"{VERSION} {cfg.digest()} seed={seed}\n"
+    stamp = f"{VERSION} {cfg.digest()} seed={seed} label_noise={cfg.label_noise:g}\n"
     if _is_done(audio_dir / ".done", stamp):
         try:  # up to date: leave every file (and its time stamp) alone
             summary = {name: validate_data_dir(out_dir / name) for name in ("synth_train", "synth_test")}

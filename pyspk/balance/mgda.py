@@ -10,6 +10,15 @@ for two tasks the min-norm point of the convex hull of the gradients {g1, g2} is
 representation Z — here the batch of embeddings the encoder outputs — instead of
 the encoder's parameters, so they cost one backward through the two small heads
 each, and the encoder is back-propagated once, through the combined loss.
+
+Variants (``normalize``), each solving the min-norm problem on scaled gradients c_t·g_t and
+combining the losses with the same scales, L = α c1 L_cls + (1 − α) c2 L_con:
+
+    none     c_t = 1                 (MGDA-UB as published)
+    l2       c_t = 1/‖g_t‖           (Sener & Koltun's code, "l2")
+    loss     c_t = 1/L_t             (their "loss" normalisation)
+    authors  c_t = 1, α = clip((g2 − g1)·g2 / ‖g1 − g2‖, 0, 1)
+             (Li et al.'s MTL.py: divides by the norm, not its square; not scale invariant)
 """
 
 from __future__ import annotations
@@ -20,7 +29,10 @@ from typing import Callable
 import torch
 
 
-def alpha_from_inner_products(g11: float, g12: float, g22: float) -> float:
+NORMALIZATIONS = ("none", "l2", "loss", "authors")
+
+
+def alpha_from_inner_products(g11: float, g12: float, g22: float, denominator: str = "square") -> float:
     """The min-norm α from the inner products g1·g1, g1·g2, g2·g2.
 
     ‖g1 − g2‖² = g11 − 2 g12 + g22 and (g2 − g1)·g2 = g22 − g12, so
@@ -28,13 +40,18 @@ def alpha_from_inner_products(g11: float, g12: float, g22: float) -> float:
     data-parallel caller can sum the three products over ranks first (the batch
     gradient is the concatenation of the ranks' gradients). Equal gradients
     (‖g1 − g2‖² ≤ 1e-12·max(g11, g22), both zero included) give 0.5; non-finite
-    products raise FloatingPointError.
+    products raise FloatingPointError. ``denominator="norm"`` divides by ‖g1 − g2‖ instead
+    (the authors' MTL.py), which is not the min-norm point.
     """
     dd = g11 - 2.0 * g12 + g22
     if not all(math.isfinite(v) for v in (g11, g12, g22)):
         raise FloatingPointError("min_norm_alpha: non-finite gradient (NaN or inf)")
     if dd <= 1e-12 * max(g11, g22) or dd <= 0.0:
         return 0.5
+    if denominator == "norm":
+        dd = math.sqrt(dd)
+    elif denominator != "square":
+        raise ValueError(f"alpha_from_inner_products: denominator must be square or norm, got {denominator!r}")
     return min(1.0, max(0.0, (g22 - g12) / dd))
 
 
@@ -62,6 +79,7 @@ def mgda_combine(
     loss_con: torch.Tensor,
     shared: torch.Tensor,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    normalize: str = "none",
 ) -> tuple[torch.Tensor, float]:
     """Combine the two losses with the MGDA-UB weight; return ``(total, alpha)``.
 
@@ -79,7 +97,10 @@ def mgda_combine(
     the three inner products so that every rank gets the same α for the global batch.
     Under fp16 autocast the gradients w.r.t. ``shared`` may underflow; α is invariant
     to scaling both losses by one constant, so the caller may scale them if needed.
+    ``normalize`` picks a variant of the module doc (the scales c_t are detached floats).
     """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"mgda_combine: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     if not shared.requires_grad:
         raise ValueError("mgda_combine: `shared` (the embedding batch) must require grad")
     grads = []
@@ -89,6 +110,13 @@ def mgda_combine(
     prods = inner_products(grads[0], grads[1])
     if all_reduce is not None:
         prods = all_reduce(prods)
-    alpha = alpha_from_inner_products(*prods.tolist())
-    total = alpha * loss_cls + (1.0 - alpha) * loss_con
+    g11, g12, g22 = prods.tolist()
+    c1 = c2 = 1.0
+    if normalize == "l2":
+        c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
+    elif normalize == "loss":
+        c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
+    alpha = alpha_from_inner_products(c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22,
+                                      denominator="norm" if normalize == "authors" else "square")
+    total = alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con
     return total, alpha

@@ -76,15 +76,25 @@ class LossConfig:
     easy_margin: bool = False
     margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
     con: str = _choice("none", "supcon", "am_supcon", default="none")
-    con_margin: float = 0.2            # angular margin on positive pairs (am_supcon only)
+    con_margin: float = 0.2            # margin on positive pairs (am_supcon only)
+    # form of the margin (pyspk/losses/supcon.py): angular cos(θ+m) (the paper), additive
+    # cos θ − m (the authors' later code), threshold (angular past con_margin_threshold rad,
+    # additive below it). Default additive: local/study_losses.py, README "Does the method work?"
+    con_margin_type: str = _choice("angular", "additive", "threshold", default="additive")
+    # own: the margined positive only in its own numerator and denominator term (METHOD.md §2);
+    # positives: every positive entry of the logit matrix margined (the authors' code)
+    con_margin_on: str = _choice("own", "positives", default="own")
+    con_margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
     # ramp of con_margin as for the classifier margin; from a near-collapsed random encoder
     # the full margin pulls every positive pair together faster than negatives push apart
     con_margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
     temperature: float = 0.07
     caa: bool = False                  # class-aware attention weights on negative pairs
-    caa_scale: float = 30.0
+    caa_scale: float = 30.0            # s inside the class posterior of CAA
     caa_floor: float = 0.0             # lower bound of the CAA weights
-    caa_normalize: bool = False        # scale each anchor's negative weights to mean 1 (objective.py)
+    caa_normalize: bool = False        # scale each anchor's negative weights to mean 1 (losses/caa.py)
+    caa_mode: str = _choice("exp", "logit", default="exp")  # ω on the exp terms, or inside the logits
+    caa_start_epoch: float = 0.0       # CAA off (ω = 1) before this epoch: prototypes trained first
     prototypes: str = _choice("auto", "head", "ema", default="auto")  # auto: head if cls != none
     ema_momentum: float = 0.9
 
@@ -98,7 +108,8 @@ class BalanceConfig:
     head_grad: str = _choice("full", "alpha", default="full")
     # mgda: gradient normalisation before the min-norm solve (Sener & Koltun's code): none,
     # l2 (g_t / ||g_t||), loss (g_t / L_t); the losses are rescaled by the same factors
-    normalize: str = _choice("none", "l2", "loss", default="none")
+    # authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2|| instead of its square (balance/mgda.py)
+    normalize: str = _choice("none", "l2", "loss", "authors", default="none")
 
 
 @dataclass
@@ -288,6 +299,10 @@ def validate_config(cfg: Config, source: str = "<config>",
         fail("loss.prototypes", "'head' needs a classification head (loss.cls != none); use 'ema'")
     if loss.temperature <= 0:
         fail("loss.temperature", "must be > 0")
+    if not 0.0 < loss.con_margin_threshold < 3.1416:
+        fail("loss.con_margin_threshold", "must be in (0, pi) radians")
+    if loss.caa_start_epoch < 0:
+        fail("loss.caa_start_epoch", "must be >= 0")
     if not 0.0 <= loss.caa_floor <= 1.0:
         fail("loss.caa_floor", "must be in [0, 1]")
     if not 0.0 <= loss.ema_momentum < 1.0:

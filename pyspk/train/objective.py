@@ -3,11 +3,11 @@
 Per step, with Z the batch of embeddings and y the speaker labels:
 
     L_cls = MarginSoftmax(Z, y)                              (softmax / AM / AAM head)
-    w     = caa_weights(Z, y, prototypes)   if CAA           (no gradient)
-    L_con = am_supcon_loss(Z, y, margin, tau, w)             (margin 0 for plain SupCon)
+    w     = caa_weights(Z, y, prototypes)   if CAA           (losses/caa.py, no gradient)
+    L_con = am_supcon_loss(Z, y, margin, tau, w, form...)    (losses/supcon.py; margin 0: SupCon)
     L     = L_cls | L_con                                    (balance none)
           = L_cls + lambda * L_con                           (fixed)
-          = alpha * L_cls + (1 - alpha) * L_con              (MGDA-UB, alpha from dL/dZ)
+          = alpha c1 L_cls + (1 - alpha) c2 L_con            (MGDA-UB and its variants, balance/mgda.py)
             [+ (1 - alpha) * L_cls(sg(Z))  with head_grad: full]
 
 MGDA-UB (Sener & Koltun 2018, Alg. 2) moves the shared parameters (the encoder)
@@ -19,7 +19,7 @@ alpha (the min-norm point leans to the smaller gradient, here often L_con whose
 CAA weights start near 1/C) would freeze the head, and with it CAA's prototypes.
 
 The prototypes of CAA are the head's class weights W when a head is trained,
-else :class:`pyspk.losses.supcon.EmaPrototypes`, running means of each speaker's
+else :class:`pyspk.losses.caa.EmaPrototypes`, running means of each speaker's
 normalised embeddings updated after every step (under DDP with the embeddings of
 all ranks, so every rank keeps the same prototypes).
 
@@ -37,10 +37,13 @@ import torch
 from torch import nn
 
 from pyspk.balance.fixed import fixed_combine
-from pyspk.balance.mgda import alpha_from_inner_products, inner_products, mgda_combine
+from pyspk.balance.mgda import mgda_combine
+from pyspk.losses.caa import EmaPrototypes, caa_weights, normalize_negative_weights, weight_statistics
 from pyspk.losses.margin_softmax import MarginSoftmax
-from pyspk.losses.supcon import EmaPrototypes, am_supcon_loss, caa_weights
+from pyspk.losses.supcon import am_supcon_loss, pair_statistics, supcon_from_cosines
 from pyspk.train import distributed as D
+
+STAT_COLUMNS = ("cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_mean", "caa_w_std", "caa_w_lt_half")
 
 
 class SpeakerModel(nn.Module):
@@ -73,27 +76,13 @@ def uses_ema_prototypes(loss_cfg) -> bool:
     return loss_cfg.prototypes == "ema" or (loss_cfg.prototypes == "auto" and loss_cfg.cls == "none")
 
 
-def normalize_negative_weights(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Scale each anchor's negative-pair weights to mean 1 (positives keep weight 1).
-
-    omega'_ik = omega_ik / mean_{k' in Neg(i)} omega_ik'. CAA's min(a_i, a_k) is ~1/C for
-    every pair while the prototypes are still uninformative (start of training, EMA
-    prototypes of a random encoder), which silences all negatives and lets the
-    contrastive loss collapse the embeddings. Normalised, only the *relative* weights
-    act: hard negatives count less than easy ones, as in OSM-CAA (Wang et al. 2019),
-    whose loss divides by the sum of the attention weights.
-    """
-    neg = labels[:, None] != labels[None, :]
-    mean = (weights * neg).sum(1, keepdim=True) / neg.sum(1, keepdim=True).clamp_min(1)
-    return torch.where(neg, weights / mean.clamp_min(1e-12), weights)
-
-
 class Objective:
     """Combine the configured losses; see the module docstring."""
 
     def __init__(self, loss_cfg, balance_cfg, num_classes: int, embed_dim: int, distributed: bool = False):
         self.loss, self.balance, self.distributed = loss_cfg, balance_cfg, distributed
         self.con_margin = loss_cfg.con_margin if loss_cfg.con == "am_supcon" else 0.0  # set per step
+        self.progress = 0.0     # epochs done (fractional), set per step: CAA's start epoch
         self.prototypes = (EmaPrototypes(num_classes, embed_dim, momentum=loss_cfg.ema_momentum)
                            if uses_ema_prototypes(loss_cfg) else None)
 
@@ -102,32 +91,47 @@ class Objective:
             self.prototypes.to(device)
         return self
 
-    def _contrastive(self, z: torch.Tensor, labels: torch.Tensor, head) -> torch.Tensor:
+    def _weights(self, z: torch.Tensor, labels: torch.Tensor, head) -> Optional[torch.Tensor]:
+        """CAA weights for this step (None: CAA off, or before loss.caa_start_epoch)."""
         cfg = self.loss
-        weights = None
-        if cfg.caa:
-            protos = head.weight if self.prototypes is None else self.prototypes.prototypes
-            weights = caa_weights(z.detach(), labels, protos.detach(), scale=cfg.caa_scale)
-            if cfg.caa_floor > 0:
-                weights = weights.clamp_min(cfg.caa_floor)
-            if cfg.caa_normalize:
-                weights = normalize_negative_weights(weights, labels)
-        margin = self.con_margin if cfg.con == "am_supcon" else 0.0
-        return am_supcon_loss(z, labels, margin=margin, temperature=cfg.temperature, weights=weights)
+        if not cfg.caa or self.progress < cfg.caa_start_epoch:
+            return None
+        protos = head.weight if self.prototypes is None else self.prototypes.prototypes
+        weights = caa_weights(z.detach(), labels, protos.detach(), scale=cfg.caa_scale, floor=cfg.caa_floor)
+        if cfg.caa_normalize:
+            weights = normalize_negative_weights(weights, labels)
+        return weights
+
+    def _con_kwargs(self, weights) -> dict:
+        cfg = self.loss
+        return dict(margin=self.con_margin if cfg.con == "am_supcon" else 0.0, temperature=cfg.temperature,
+                    weights=weights, margin_type=cfg.con_margin_type, placement=cfg.con_margin_on,
+                    weight_mode=cfg.caa_mode, threshold=cfg.con_margin_threshold)
+
+    def contrastive(self, z: torch.Tensor, labels: torch.Tensor, head):
+        """(L_con, the CAA weights or None, the loss's keyword arguments) for this step."""
+        weights = self._weights(z, labels, head)
+        kw = self._con_kwargs(weights)
+        return am_supcon_loss(z, labels, **kw), weights, kw
 
     def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor,
                  head: Optional[nn.Module]) -> Tuple[torch.Tensor, Dict[str, float]]:
         shared = z              # the tensor the head saw; under AMP z.float() is a new node
         z = z.float()
-        loss_con = self._contrastive(z, labels, head) if self.loss.con != "none" else None
+        loss_con, stats = None, {k: float("nan") for k in STAT_COLUMNS}
+        if self.loss.con != "none":
+            loss_con, weights, kw = self.contrastive(z, labels, head)
+            stats.update(pair_statistics(z, labels, lambda cos: supcon_from_cosines(cos, labels, **kw)))
+            if weights is not None:
+                stats.update(weight_statistics(weights, labels))
+        else:
+            stats.update(pair_statistics(z, labels))
         alpha = float("nan")
         if loss_cls is not None and loss_con is not None:
             if self.balance.kind == "fixed":
                 total = fixed_combine(loss_cls, loss_con, self.balance.lambda_)
-            elif self.balance.normalize != "none":
-                total, alpha = self._normalized_mgda(loss_cls, loss_con, shared)
             else:
-                total, alpha = mgda_combine(loss_cls, loss_con, shared,
+                total, alpha = mgda_combine(loss_cls, loss_con, shared, normalize=self.balance.normalize,
                                             all_reduce=D.all_reduce_sum if self.distributed else None)
         else:
             total = loss_cls if loss_cls is not None else loss_con
@@ -137,25 +141,10 @@ class Objective:
         parts = {"loss": float(logged) if math.isfinite(float(total.detach())) else float("nan"),
                  "loss_cls": float(loss_cls.detach()) if loss_cls is not None else float("nan"),
                  "loss_con": float(loss_con.detach()) if loss_con is not None else float("nan"),
-                 "alpha": float(alpha)}
+                 "alpha": float(alpha), **stats}
         if self.balance.kind == "mgda" and self.balance.head_grad == "full" and alpha < 1.0:
             total = total + (1.0 - alpha) * head(shared.detach().float(), labels)[0]
         return total, parts
-
-    def _normalized_mgda(self, loss_cls, loss_con, shared):
-        """MGDA-UB on normalised gradients c_t g_t (c_t = 1/||g_t|| or 1/L_t, detached):
-        alpha = min-norm weight of (c1 g1, c2 g2); total = alpha c1 L_cls + (1 - alpha) c2 L_con."""
-        g1, g2 = (torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)[0]
-                  for loss in (loss_cls, loss_con))
-        g1 = torch.zeros_like(shared) if g1 is None else g1
-        g2 = torch.zeros_like(shared) if g2 is None else g2
-        g11, g12, g22 = D.all_reduce_sum(inner_products(g1, g2)).tolist()
-        if self.balance.normalize == "l2":
-            c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
-        else:
-            c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
-        alpha = alpha_from_inner_products(c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22)
-        return alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con, alpha
 
     @torch.no_grad()
     def after_step(self, z: torch.Tensor, labels: torch.Tensor) -> None:

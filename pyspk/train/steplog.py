@@ -17,8 +17,12 @@ from typing import Dict, List
 from pyspk.io import atomic_write_text
 
 log = logging.getLogger("pyspk.train")
+# cos_pos/cos_neg: mean cosine of positive/negative pairs in the batch; grad_pos/grad_neg: the
+# contrastive loss's angular force on them per anchor (pyspk.losses.supcon.pair_statistics);
+# caa_w_*: the CAA weights of negative pairs (pyspk.losses.caa.weight_statistics)
 COLUMNS = ("epoch", "step", "loss", "loss_cls", "loss_con", "alpha", "lr", "margin", "con_margin", "acc",
-           "frames_per_s")
+           "frames_per_s", "cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_mean", "caa_w_std",
+           "caa_w_lt_half")
 
 
 class StepLog:
@@ -45,7 +49,8 @@ class StepLog:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+            vals = {k: r.get(k, "nan") for k in COLUMNS}  # rows restored from an older csv lack new columns
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in vals.items()})
         atomic_write_text(self.path, buf.getvalue())
 
 

@@ -205,6 +205,7 @@ class Trainer:
         lr = self.schedule.apply(self.optimizer, self.step)
         ms = cfg.loss.margin_schedule
         margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.margin, ms.start, ms.warmup_epochs)
+        self.objective.progress = epoch + i / self.steps_per_epoch
         cs = cfg.loss.con_margin_schedule
         self.objective.con_margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.con_margin,
                                               cs.start, cs.warmup_epochs) if cfg.loss.con == "am_supcon" else 0.0

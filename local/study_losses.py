@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""The loss study of issue 11: every variant of margin, CAA and balancing, same budget, several seeds.
+
+    local/study_losses.py --corpus synth|speechocean762 [--groups rows,margin,...] [--variants a,b]
+                          [--seeds 1,2,3] [--jobs 2] [--out exp_study] [--list] [--table-only]
+
+For each (variant, seed) it trains one system (``pyspk train``), extracts x-vectors of the
+training and test sets, fits the back-ends and scores every trials list with cosine and PLDA,
+under ``OUT/<corpus>/<variant>/s<seed>/``. Each step writes a stamp holding the hash of what it
+depends on (the resolved config, the seed, the data dirs' tables); a rerun skips the steps whose
+stamp matches, so a killed study resumes where it stopped, and a changed variant is redone.
+The table ``OUT/<corpus>/study.md`` has, per variant, the mean ± sd over seeds of EER and
+minDCF(0.01) per trials list and back-end, the MGDA α statistics, and what the loss saw over
+training (train.csv: cosines of positive/negative pairs, the loss's pull on positives and push
+on negatives, the CAA weights' spread), first and last epoch.
+
+Variants are ``conf/<corpus>/<base>.yaml`` plus overrides; label-noise variants train on a copy
+of the training dirs whose labels were flipped by ``local/synthceleb/label_noise.py`` (features
+shared); ``long4`` variants have 4x the steps per epoch (ramps keep their share of training).
+The data (stages 0-2 of run.sh) must exist: ``local/study_losses.sh`` makes it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "local"))
+
+from pyspk.io import atomic_write_text  # noqa: E402
+from pyspk.train.config import config_from_dict, validate_config  # noqa: E402
+
+CORPORA = {
+    # data dir, clean training set, test set
+    "synth": ("data", "synth_train", "synth_test"),
+    "speechocean762": ("data_so762", "so762_train", "so762_test"),
+}
+ROWS = ("softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed")
+
+
+@dataclass
+class Variant:
+    name: str
+    base: str                         # conf/<corpus>/<base>.yaml
+    group: str
+    what: str
+    overrides: dict = field(default_factory=dict)
+    noise: float = 0.0                # label-noise fraction of the training data
+    budget: int = 1                   # steps per epoch multiplier
+
+
+def _loss(**kw) -> dict:
+    return {"loss": kw}
+
+
+def variants() -> List[Variant]:
+    v = [Variant(r, r, "rows", "ablation row as shipped") for r in ROWS]
+    for form in ("angular", "additive", "threshold"):
+        for place in ("own", "positives"):
+            if form == "threshold" and place == "positives":
+                continue
+            v.append(Variant(f"am_supcon.{form}.{place}", "am_supcon", "margin",
+                             f"AM-SupCon, {form} margin on {place}",
+                             _loss(con_margin_type=form, con_margin_on=place)))
+    v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin",
+                     _loss(con_margin_type="angular")))
+    for frac in (0.1,):
+        tag = f"noise{int(round(frac * 100))}"
+        for r in ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed"):
+            v.append(Variant(f"{tag}.{r}", r, "noise", f"{r} as shipped, {frac:.0%} label noise", noise=frac))
+        caa = {"s5": ("scale 5", _loss(caa_scale=5.0)),
+               "s30": ("scale 30", _loss(caa_scale=30.0)),
+               "raw": ("no per-anchor normalisation", _loss(caa_normalize=False)),
+               "logit": ("weights inside the logits", _loss(caa_mode="logit")),
+               "late": ("CAA from epoch 2 (prototypes first)", _loss(caa_start_epoch=2.0)),
+               "floor": ("floor 0.5", _loss(caa_floor=0.5))}
+        for key, (what, ov) in caa.items():
+            v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
+                             f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
+        v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
+                         f"proposed without CAA, {frac:.0%} label noise", _loss(caa=False), noise=frac))
+    for norm in ("none", "l2", "loss", "authors"):
+        v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}'",
+                         {"balance": {"normalize": norm}}))
+    for r in ("aam", "supcon", "am_supcon", "proposed"):
+        v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
+    return v
+
+
+# --------------------------------------------------------------------------- helpers
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, val in over.items():
+        out[k] = _merge(out.get(k) or {}, val) if isinstance(val, dict) else val
+    return out
+
+
+def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
+    path = ROOT / "conf" / corpus / f"{var.base}.yaml"
+    data = _merge(yaml.safe_load(path.read_text()) or {}, var.overrides)
+    if var.budget != 1:
+        t = data.setdefault("train", {})
+        if not t.get("steps_per_epoch"):
+            raise ValueError(f"{path}: a budget multiplier needs train.steps_per_epoch")
+        t["steps_per_epoch"] = int(t["steps_per_epoch"]) * var.budget
+    if threads:
+        data.setdefault("train", {})["threads"] = threads
+    cfg = config_from_dict(data, f"{path} + variant {var.name}")
+    validate_config(cfg, f"{path} + variant {var.name}")
+    return data
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _tables_hash(d: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("utt2spk", "feats.scp", "vad.scp", "utt2orig"):
+        f = d / name
+        if f.is_file():
+            h.update(name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _run(cmd: List[str], log: Path, env: dict) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"# {time.strftime('%F %T')} {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if rc != 0:
+        raise RuntimeError(f"command failed ({rc}), see {log}: {' '.join(cmd)}")
+
+
+def _step(stamp: Path, key: str, fn) -> None:
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    stamp.unlink(missing_ok=True)
+    fn()
+    atomic_write_text(stamp, key)
+
+
+def noisy_dirs(data: Path, train: str, frac: float, seed: int = 0) -> tuple[Path, Path]:
+    """(combined training dir, clean training dir) with ``frac`` label noise (made once)."""
+    from synthceleb.label_noise import write_noisy_dir
+
+    tag = f"noise{int(round(frac * 100))}"
+    out = []
+    for name in (f"{train}_combined", train):
+        src, dst = data / name, data / f"{name}_{tag}"
+        key = f"{_tables_hash(src)} {frac} {seed}"
+        _step(data / f".study_{name}_{tag}", key, lambda s=src, d=dst: write_noisy_dir(s, d, frac, seed))
+        out.append(dst)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- one system
+def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optional[int]) -> Path:
+    data_root, train, test = CORPORA[corpus]
+    data = ROOT / data_root
+    if var.noise:
+        train_dir, backend_dir = noisy_dirs(data, train, var.noise)
+    else:
+        train_dir, backend_dir = data / f"{train}_combined", data / train
+    test_dir = data / test
+    exp = out / corpus / var.name / f"s{seed}"
+    exp.mkdir(parents=True, exist_ok=True)
+    cfg = resolved_config(corpus, var, threads)
+    cfg_path = exp / "study_config.yaml"
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if not cfg_path.is_file() or cfg_path.read_text() != text:
+        atomic_write_text(cfg_path, text)
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    py = sys.executable
+    k_train = _hash(cfg, seed, _tables_hash(train_dir))
+    _step(exp / ".study.train", k_train, lambda: _run(
+        [py, "-m", "pyspk.bin.train", "--config", str(cfg_path), "--seed", str(seed), "--train-dir",
+         str(train_dir), "--exp-dir", str(exp), "--restart"], exp / "log" / "train.log", env))
+    k_ext = _hash(k_train, _tables_hash(backend_dir), _tables_hash(test_dir))
+    for name, d in (("train", backend_dir), ("test", test_dir)):
+        _step(exp / f".study.extract_{name}", _hash(k_ext, name), lambda d=d, name=name: _run(
+            [py, "-m", "pyspk.bin.main", "extract", "--nj", "1", "--force", str(exp / "final.pt"), str(d),
+             str(exp / f"xvectors_{name}")], exp / "log" / f"extract_{name}.log", env))
+    backend_cfg = ROOT / "conf" / "backend.yaml"
+    k_back = _hash(k_ext, backend_cfg.read_text())
+    _step(exp / ".study.backend", k_back, lambda: _run(
+        [py, "-m", "pyspk.bin.main", "backend", "--config", str(backend_cfg), str(exp / "xvectors_train"),
+         str(backend_dir), str(exp / "backend")], exp / "log" / "backend.log", env))
+    trials = sorted(p.name for p in test_dir.glob("trials*"))
+    k_score = _hash(k_back, [(t, hashlib.sha256((test_dir / t).read_bytes()).hexdigest()) for t in trials])
+    _step(exp / ".study.score", k_score, lambda: _run(
+        [py, "-m", "pyspk.bin.main", "score", "--backends", "cosine,plda", "--backend-dir", str(exp / "backend"),
+         "--xvector-dir", str(exp / "xvectors_test"), "--data-dir", str(test_dir), "--out-dir",
+         str(exp / "scores")], exp / "log" / "score.log", env))
+    return exp
+
+
+# --------------------------------------------------------------------------- the table
+def _col(rows: List[dict], key: str) -> List[float]:
+    vals = []
+    for r in rows:
+        try:
+            x = float(r.get(key, "nan"))
+        except ValueError:
+            continue
+        if math.isfinite(x):
+            vals.append(x)
+    return vals
+
+
+def train_summary(train_csv: Path) -> dict:
+    """α median and 5-95 %, and per-pair statistics of the first and last epoch."""
+    if not train_csv.is_file():
+        return {}
+    with open(train_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    alpha = sorted(_col(rows, "alpha"))
+    if alpha:
+        q = lambda p: alpha[min(len(alpha) - 1, int(round(p * (len(alpha) - 1))))]  # noqa: E731
+        out["alpha"] = (statistics.median(alpha), q(0.05), q(0.95))
+    epochs = sorted({int(r["epoch"]) for r in rows})
+    for tag, ep in (("first", epochs[0]), ("last", epochs[-1])) if epochs else ():
+        sel = [r for r in rows if int(r["epoch"]) == ep]
+        for k in ("cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_std", "caa_w_lt_half"):
+            vals = _col(sel, k)
+            if vals:
+                out[f"{k}_{tag}"] = statistics.fmean(vals)
+    return out
+
+
+def _ms(vals: List[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    if not vals:
+        return "–"
+    m = statistics.fmean(vals) * scale
+    if len(vals) == 1:
+        return format(m, fmt)
+    return f"{format(m, fmt)} ± {format(statistics.stdev(vals) * scale, fmt)}"
+
+
+def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> dict:
+    res = {}
+    for var in chosen:
+        per_seed = []
+        for s in seeds:
+            exp = out / corpus / var.name / f"s{s}"
+            m = exp / "scores" / "metrics.json"
+            if (exp / ".study.score").is_file() and m.is_file():
+                per_seed.append({"seed": s, "metrics": json.loads(m.read_text()),
+                                 "train": train_summary(exp / "train.csv")})
+        if per_seed:
+            res[var.name] = per_seed
+    return res
+
+
+def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path, command: str) -> Path:
+    res = collect(corpus, chosen, seeds, out)
+    lines = [f"# Loss study on {corpus}", "",
+             f"Command: `{command}`", "",
+             "EER % and minDCF(0.01), mean ± sd over the seeds that finished (n); cosine and PLDA back-ends.",
+             "α: MGDA's classifier weight, median [5 %, 95 %] of the steps, pooled over seeds.", ""]
+    trials = sorted({t for runs in res.values() for r in runs for t in r["metrics"]})
+    by_group: Dict[str, List[Variant]] = {}
+    for var in chosen:
+        by_group.setdefault(var.group, []).append(var)
+    for group, vs in by_group.items():
+        lines += [f"## {group}", ""]
+        head = "| variant | n |" + "".join(f" {t} cos EER | {t} cos DCF | {t} PLDA EER | {t} PLDA DCF |"
+                                           for t in trials) + " α |"
+        lines += [head, "|" + "---|" * (2 + 4 * len(trials) + 1)]
+        for var in vs:
+            runs = res.get(var.name, [])
+            cells = [var.name, str(len(runs))]
+            for t in trials:
+                for b in ("cosine", "plda"):
+                    ms = [r["metrics"].get(t, {}).get(b) for r in runs]
+                    ms = [m for m in ms if m]
+                    cells.append(_ms([m["eer"] for m in ms], 100.0))
+                    cells.append(_ms([m.get("min_dcf_0.01", float("nan")) for m in ms], 1.0, ".3f"))
+            alphas = [r["train"]["alpha"] for r in runs if "alpha" in r["train"]]
+            cells.append(f"{statistics.median(a[0] for a in alphas):.3f} "
+                         f"[{min(a[1] for a in alphas):.3f}, {max(a[2] for a in alphas):.3f}]" if alphas else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        stat_keys = ("cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_std", "caa_w_lt_half")
+        have = [k for k in stat_keys if any(f"{k}_last" in r["train"] for var in vs for r in res.get(var.name, []))]
+        if have:
+            lines += ["What the loss saw (train.csv, mean over the first → last epoch, over seeds): "
+                      "cos_pos/cos_neg mean cosine of positive/negative pairs; grad_pos/grad_neg the "
+                      "contrastive loss's angular force on them per anchor; caa_w_std/caa_w_lt_half the "
+                      "spread of the CAA weights and the share of negatives below half their anchor's mean weight.", "",
+                      "| variant |" + "".join(f" {k} |" for k in have), "|---|" + "---|" * len(have)]
+            for var in vs:
+                runs = res.get(var.name, [])
+                cells = [var.name]
+                for k in have:
+                    a = [r["train"][f"{k}_first"] for r in runs if f"{k}_first" in r["train"]]
+                    b = [r["train"][f"{k}_last"] for r in runs if f"{k}_last" in r["train"]]
+                    cells.append(f"{statistics.fmean(a):.3f} → {statistics.fmean(b):.3f}" if a and b else "–")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["## Variants", ""] + [f"- `{v.name}` ({v.group}): {v.what}; base `conf/{corpus}/{v.base}.yaml`"
+                                    + (f", overrides `{json.dumps(v.overrides)}`" if v.overrides else "")
+                                    + (f", {v.noise:.0%} label noise" if v.noise else "")
+                                    + (f", {v.budget}x steps" if v.budget != 1 else "") for v in chosen]
+    path = out / corpus / "study.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    (out / corpus / "study.json").write_text(json.dumps(res, indent=1))
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
+    p.add_argument("--groups", default="rows,margin,noise,caa,mgda,long",
+                   help="comma-separated: rows, margin, noise, caa, mgda, long")
+    p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--jobs", type=int, default=2, help="systems trained at once (each on --threads threads)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="exp_study")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    p.add_argument("--table-only", action="store_true", help="write the table from what has finished")
+    args = p.parse_args(argv)
+    allv = variants()
+    if args.list:
+        for v in allv:
+            print(f"{v.group:7s} {v.name:34s} {v.what}")
+        return 0
+    names = [n for n in args.variants.split(",") if n]
+    groups = [g for g in args.groups.split(",") if g]
+    known = {v.name for v in allv}
+    bad = [n for n in names if n not in known]
+    if bad:
+        p.error(f"unknown variant(s) {', '.join(bad)}; see --list")
+    chosen = [v for v in allv if v.name in names] if names else [v for v in allv if v.group in groups]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    command = "local/study_losses.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    for v in chosen:  # fail early on a bad variant, before hours of training
+        resolved_config(args.corpus, v, args.threads)
+    if not args.table_only:
+        jobs = [(v, s) for s in seeds for v in chosen]
+        failed = []
+
+        def one(job):
+            v, s = job
+            t0 = time.time()
+            try:
+                run_system(args.corpus, v, s, out, args.threads)
+                print(f"study: {args.corpus} {v.name} seed {s} done ({time.time() - t0:.0f} s)", flush=True)
+            except Exception as e:  # noqa: BLE001 - reported, the others go on
+                failed.append(f"{v.name} seed {s}: {e}")
+                print(f"study: {args.corpus} {v.name} seed {s} FAILED: {e}", flush=True)
+            write_table(args.corpus, chosen, seeds, out, command)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, jobs))
+        if failed:
+            print("study: failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+    path = write_table(args.corpus, chosen, seeds, out, command)
+    print(f"study: table in {path}")
+    return 1 if not args.table_only and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

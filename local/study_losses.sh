@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The loss study (issue 11): makes the corpus's data (run.sh stages 0-2, skipped when done),
+# then trains, scores and tabulates every variant over the seeds (local/study_losses.py).
+#
+#   local/study_losses.sh [--corpus synth|speechocean762] [study_losses.py options]
+#   e.g. local/study_losses.sh --corpus synth --groups rows --seeds 1,2,3
+#
+# Resumable: rerun the same command after a kill; finished systems are reused.
+# Table: exp_study/<corpus>/study.md. Hours for everything on 2 CPU cores (a system is
+# 1-3 minutes); --groups and --variants pick parts, --list shows the variants.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ./path.sh
+corpus=synth
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --corpus) corpus=$2; shift 2 ;;
+    --corpus=*) corpus=${1#--corpus=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+case $corpus in
+  synth) ./run.sh --stage 0 --stop-stage 2 ;;
+  speechocean762) ./run.sh --corpus speechocean762 --data data_so762 --exp exp_so762 --fbank-dir fbank_so762 \
+                    --stage 0 --stop-stage 2 ;;
+  *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762)" >&2; exit 1 ;;
+esac
+exec python local/study_losses.py --corpus "$corpus" ${args[@]+"${args[@]}"}
