@@ -89,7 +89,9 @@ def variants() -> List[Variant]:
                "raw": ("no per-anchor normalisation", _loss(caa_normalize=False)),
                "logit": ("weights inside the logits", _loss(caa_mode="logit")),
                "late": ("CAA from epoch 2 (prototypes first)", _loss(caa_start_epoch=2.0)),
-               "floor": ("floor 0.5", _loss(caa_floor=0.5))}
+               "floor": ("floor 0.5", _loss(caa_floor=0.5)),
+               "pos": ("positive pairs weighted too (OSM-CAA)", _loss(caa_positives=True)),
+               "s5pos": ("scale 5, positive pairs weighted too", _loss(caa_scale=5.0, caa_positives=True))}
         for key, (what, ov) in caa.items():
             v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
                              f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))

@@ -445,3 +445,26 @@ def test_caa_weight_statistics():
     assert st["caa_w_mean"] == pytest.approx(sum(neg) / 8)
     # anchor 0's negatives (0.2, 1.0): mean 0.6, 0.2 < 0.3; anchor 2's (0.2, 1.0) likewise
     assert st["caa_w_lt_half"] == pytest.approx(2 / 8)
+
+
+def test_positive_pair_weights_give_a_weighted_mean_over_positives():
+    emb, labels = torch.tensor(SIX, dtype=torch.float64), torch.tensor(SIX_LABELS)
+    v = torch.rand(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8)) + 0.1
+    got = am_supcon_loss(emb, labels, margin=0.1, temperature=0.3, margin_type="additive", pos_weights=v)
+    # by hand: per-pair losses from single-positive weightings, each anchor's weighted mean
+    z = torch.nn.functional.normalize(emb, dim=1)
+    c = z @ z.t()
+    want = []
+    for i in range(6):
+        P = [p for p in range(6) if p != i and SIX_LABELS[p] == SIX_LABELS[i]]
+        if not P:
+            continue
+        num = {p: math.exp((c[i, p].item() - 0.1) / 0.3) for p in P}
+        ell = {p: -math.log(num[p] / (num[p] + sum(math.exp(c[i, a].item() / 0.3) for a in range(6)
+                                                     if a not in (i, p)))) for p in P}
+        want.append(sum(v[i, p].item() * ell[p] for p in P) / sum(v[i, p].item() for p in P))
+    assert got.item() == pytest.approx(sum(want) / len(want), rel=1e-9)
+    ones = am_supcon_loss(emb, labels, margin=0.1, temperature=0.3, margin_type="additive",
+                          pos_weights=torch.ones(6, 6, dtype=torch.float64))
+    assert ones.item() == pytest.approx(am_supcon_loss(emb, labels, margin=0.1, temperature=0.3,
+                                                       margin_type="additive").item(), rel=1e-12)

@@ -40,10 +40,21 @@ def caa_weights(
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"caa_weights: labels must lie in [0, {num_classes}), got range "
                          f"[{int(labels.min())}, {int(labels.max())}]")
-    a = class_confidence(embeddings, labels, prototypes, scale)
-    omega = torch.minimum(a.view(-1, 1), a.view(1, -1)).clamp(min=floor)
+    omega = pair_confidence(embeddings, labels, prototypes, scale).clamp(min=floor)
     same = labels.view(-1, 1) == labels.view(1, -1)
     return torch.where(same, torch.ones_like(omega), omega)
+
+
+@torch.no_grad()
+def pair_confidence(embeddings, labels, prototypes, scale: float) -> torch.Tensor:
+    """min(a_i, a_k) for every pair (N x N), positives included.
+
+    :func:`caa_weights` uses it on negative pairs; on positive pairs it is the weight of the
+    OSM-CAA variant (Wang et al. 2019 weight positive pairs too), ``loss.caa_positives``: a
+    positive pair with a mislabelled member (low a) counts less in its anchor's mean over P(i).
+    """
+    a = class_confidence(embeddings, labels, prototypes, scale)
+    return torch.minimum(a.view(-1, 1), a.view(1, -1))
 
 
 @torch.no_grad()

@@ -85,6 +85,7 @@ def am_supcon_loss(
     placement: str = "own",
     weight_mode: str = "exp",
     threshold: float = math.pi / 4,
+    pos_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Margin supervised contrastive loss (METHOD.md §2); forms and placements in the module doc.
 
@@ -92,6 +93,8 @@ def am_supcon_loss(
     ``weights`` is the N x N matrix ω (None: all ones). With ``placement="own"`` ω applies to
     every a ∈ A(i)\\{p} (CAA gives 1 on positives); with ``"positives"`` only to negatives.
     margin = 0 and weights = None is SupCon (Khosla et al. 2020, L_out) in either placement.
+    ``pos_weights`` (N x N, optional) replaces each anchor's plain mean over P(i) by the weighted
+    mean Σ_p v_ip ℓ_ip / Σ_p v_ip (the OSM-CAA weighting of positive pairs).
     Computed in float32 (float64 inputs stay float64) with log-sum-exp. Raises ValueError if
     no anchor has a positive.
     """
@@ -102,7 +105,8 @@ def am_supcon_loss(
         z = F.normalize(_at_least_float32(embeddings), dim=1)
         return supcon_from_cosines(z @ z.t(), labels, margin, temperature,
                                    None if weights is None else _at_least_float32(weights),
-                                   margin_type, placement, weight_mode, threshold)
+                                   margin_type, placement, weight_mode, threshold,
+                                   None if pos_weights is None else _at_least_float32(pos_weights))
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +114,8 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 def supcon_from_cosines(cos, labels, margin, temperature, weights=None, margin_type="angular",
-                        placement="own", weight_mode="exp", threshold=math.pi / 4) -> torch.Tensor:
+                        placement="own", weight_mode="exp", threshold=math.pi / 4,
+                        pos_weights=None) -> torch.Tensor:
     """:func:`am_supcon_loss` from the N x N cosine matrix (so its gradient per pair can be measured)."""
     _choice(placement, PLACEMENTS, "placement")
     _choice(weight_mode, WEIGHT_MODES, "weight_mode")
@@ -151,7 +156,11 @@ def supcon_from_cosines(cos, labels, margin, temperature, weights=None, margin_t
                                torch.full_like(x, float("-inf")))
         loss_pair = torch.logaddexp(log_pos, log_rest) - log_pos  # ℓ_ip for every (i, j)
     loss_pair = torch.where(pos, loss_pair, torch.zeros_like(loss_pair))
-    per_anchor = loss_pair.sum(dim=1)[anchors] / num_pos[anchors].to(loss_pair.dtype)
+    if pos_weights is None:
+        per_anchor = loss_pair.sum(dim=1)[anchors] / num_pos[anchors].to(loss_pair.dtype)
+    else:
+        v = torch.where(pos, pos_weights.to(loss_pair.dtype), torch.zeros_like(loss_pair))
+        per_anchor = (v * loss_pair).sum(dim=1)[anchors] / v.sum(dim=1)[anchors].clamp_min(1e-12)
     return per_anchor.mean()
 
 

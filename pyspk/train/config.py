@@ -95,6 +95,7 @@ class LossConfig:
     caa_normalize: bool = False        # scale each anchor's negative weights to mean 1 (losses/caa.py)
     caa_mode: str = _choice("exp", "logit", default="exp")  # ω on the exp terms, or inside the logits
     caa_start_epoch: float = 0.0       # CAA off (ω = 1) before this epoch: prototypes trained first
+    caa_positives: bool = False        # also weight positive pairs by min(a_i, a_p) (OSM-CAA; losses/caa.py)
     prototypes: str = _choice("auto", "head", "ema", default="auto")  # auto: head if cls != none
     ema_momentum: float = 0.9
 

@@ -38,7 +38,8 @@ from torch import nn
 
 from pyspk.balance.fixed import fixed_combine
 from pyspk.balance.mgda import mgda_combine
-from pyspk.losses.caa import EmaPrototypes, caa_weights, normalize_negative_weights, weight_statistics
+from pyspk.losses.caa import (EmaPrototypes, caa_weights, normalize_negative_weights, pair_confidence,
+                             weight_statistics)
 from pyspk.losses.margin_softmax import MarginSoftmax
 from pyspk.losses.supcon import am_supcon_loss, pair_statistics, supcon_from_cosines
 from pyspk.train import distributed as D
@@ -91,27 +92,29 @@ class Objective:
             self.prototypes.to(device)
         return self
 
-    def _weights(self, z: torch.Tensor, labels: torch.Tensor, head) -> Optional[torch.Tensor]:
-        """CAA weights for this step (None: CAA off, or before loss.caa_start_epoch)."""
+    def _weights(self, z: torch.Tensor, labels: torch.Tensor, head):
+        """(CAA weights of negatives, of positives) for this step; None where CAA is off
+        (loss.caa false, before loss.caa_start_epoch, positives without loss.caa_positives)."""
         cfg = self.loss
         if not cfg.caa or self.progress < cfg.caa_start_epoch:
-            return None
-        protos = head.weight if self.prototypes is None else self.prototypes.prototypes
-        weights = caa_weights(z.detach(), labels, protos.detach(), scale=cfg.caa_scale, floor=cfg.caa_floor)
+            return None, None
+        protos = (head.weight if self.prototypes is None else self.prototypes.prototypes).detach()
+        weights = caa_weights(z.detach(), labels, protos, scale=cfg.caa_scale, floor=cfg.caa_floor)
         if cfg.caa_normalize:
             weights = normalize_negative_weights(weights, labels)
-        return weights
+        pos_w = pair_confidence(z.detach(), labels, protos, cfg.caa_scale) if cfg.caa_positives else None
+        return weights, pos_w
 
-    def _con_kwargs(self, weights) -> dict:
+    def _con_kwargs(self, weights, pos_weights=None) -> dict:
         cfg = self.loss
         return dict(margin=self.con_margin if cfg.con == "am_supcon" else 0.0, temperature=cfg.temperature,
                     weights=weights, margin_type=cfg.con_margin_type, placement=cfg.con_margin_on,
-                    weight_mode=cfg.caa_mode, threshold=cfg.con_margin_threshold)
+                    weight_mode=cfg.caa_mode, threshold=cfg.con_margin_threshold, pos_weights=pos_weights)
 
     def contrastive(self, z: torch.Tensor, labels: torch.Tensor, head):
         """(L_con, the CAA weights or None, the loss's keyword arguments) for this step."""
-        weights = self._weights(z, labels, head)
-        kw = self._con_kwargs(weights)
+        weights, pos_w = self._weights(z, labels, head)
+        kw = self._con_kwargs(weights, pos_w)
         return am_supcon_loss(z, labels, **kw), weights, kw
 
     def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor,
