@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "local"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
-from pyspk.train.config import config_from_dict, validate_config  # noqa: E402
+from pyspk.train.config import config_from_dict, config_to_dict, validate_config  # noqa: E402
 
 CORPORA = {
     # data dir, clean training set, test set
@@ -78,8 +78,10 @@ def variants() -> List[Variant]:
             v.append(Variant(f"am_supcon.{form}.{place}", "am_supcon", "margin",
                              f"AM-SupCon, {form} margin on {place}",
                              _loss(con_margin_type=form, con_margin_on=place)))
-    v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin",
-                     _loss(con_margin_type="angular")))
+    v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin "
+                     "(on its own positive, CAA scale 30, raw MGDA)",
+                     {"loss": {"con_margin_type": "angular", "con_margin_on": "own", "caa_scale": 30.0,
+                               "caa_mode": "exp"}, "balance": {"normalize": "none"}}))
     for frac in (0.1,):
         tag = f"noise{int(round(frac * 100))}"
         for r in ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed"):
@@ -93,13 +95,16 @@ def variants() -> List[Variant]:
                "pos": ("positive pairs weighted too (OSM-CAA)", _loss(caa_positives=True)),
                "s5pos": ("scale 5, positive pairs weighted too", _loss(caa_scale=5.0, caa_positives=True))}
         for key, (what, ov) in caa.items():
+            ov = _merge(ov, _loss(con_margin_on="own"))  # the exploration ran before 'positives' was picked
             v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
                              f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
         v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
                          f"proposed without CAA, {frac:.0%} label noise", _loss(caa=False), noise=frac))
     for norm in ("none", "l2", "loss", "authors"):
-        v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}'",
-                         {"balance": {"normalize": norm}}))
+        v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}' "
+                         "(margin on its own positive, CAA scale 30: the settings before the study picked)",
+                         {"balance": {"normalize": norm},
+                          "loss": {"con_margin_on": "own", "caa_scale": 30.0, "caa_mode": "exp"}}))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
     return v
@@ -126,6 +131,13 @@ def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
     cfg = config_from_dict(data, f"{path} + variant {var.name}")
     validate_config(cfg, f"{path} + variant {var.name}")
     return data
+
+
+def _resolved(data: dict) -> dict:
+    """The config with every default filled in, minus train.threads (a speed setting)."""
+    d = config_to_dict(config_from_dict(data))
+    d["train"].pop("threads", None)
+    return d
 
 
 def _hash(*parts) -> str:
@@ -190,13 +202,19 @@ def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optiona
     cfg = resolved_config(corpus, var, threads)
     cfg_path = exp / "study_config.yaml"
     text = yaml.safe_dump(cfg, sort_keys=False)
+    # the identity of a system is its *resolved* config: a key written out with its default
+    # value, or a yaml comment, does not make it a new system
+    k_train = _hash(_resolved(cfg), seed, _tables_hash(train_dir))
+    stamp = exp / ".study.train"
+    if stamp.is_file() and stamp.read_text() != k_train and cfg_path.is_file() \
+            and _resolved(yaml.safe_load(cfg_path.read_text())) == _resolved(cfg):
+        k_train = stamp.read_text()  # trained under an equivalent config (older key scheme)
     if not cfg_path.is_file() or cfg_path.read_text() != text:
         atomic_write_text(cfg_path, text)
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     py = sys.executable
-    k_train = _hash(cfg, seed, _tables_hash(train_dir))
     _step(exp / ".study.train", k_train, lambda: _run(
         [py, "-m", "pyspk.bin.train", "--config", str(cfg_path), "--seed", str(seed), "--train-dir",
          str(train_dir), "--exp-dir", str(exp), "--restart"], exp / "log" / "train.log", env))
@@ -333,6 +351,39 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
     return path
 
 
+def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
+    """One compact table over both corpora: EER % (mean ± sd) per variant, list and back-end.
+
+    Written to OUT/summary.md from the finished systems of every corpus; the README's
+    "Does the method work?" table is this file.
+    """
+    allv = [v for v in variants() if v.group in groups]
+    cols, lines = [], []
+    res = {c: collect(c, allv, seeds, out) for c in CORPORA}
+    for c, r in res.items():
+        for t in sorted({t for runs in r.values() for x in runs for t in x["metrics"]}):
+            for b in ("cosine", "plda"):
+                cols.append((c, t, b))
+    short = {"synth": "SC", "speechocean762": "so762"}
+    lines.append("| variant | n |" + "".join(f" {short[c]} {t.replace('trials_', '').replace('trials', 'all')} "
+                                           f"{'cos' if b == 'cosine' else 'PLDA'} |" for c, t, b in cols))
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for v in allv:
+        n = {c: len(res[c].get(v.name, [])) for c in CORPORA}
+        if not any(n.values()):
+            continue
+        cells = [f"`{v.name}`", "/".join(str(n[c]) for c in CORPORA)]
+        for c, t, b in cols:
+            ms = [x["metrics"].get(t, {}).get(b) for x in res[c].get(v.name, [])]
+            cells.append(_ms([m["eer"] for m in ms if m], 100.0))
+        lines.append("| " + " | ".join(cells) + " |")
+    path = out / "summary.md"
+    atomic_write_text(path, "EER % (mean ± sd over seeds); n = seeds finished on SynthCeleb / speechocean762 "
+                      "(SC: SynthCeleb trials_en, trials_cmn, trials_cross; so762: held-out speakers, all "
+                      "trials and same-gender subsets).\n\n" + "\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
@@ -345,6 +396,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="exp_study")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     p.add_argument("--table-only", action="store_true", help="write the table from what has finished")
+    p.add_argument("--summary", action="store_true",
+                   help="write OUT/summary.md (both corpora, the chosen --groups) from what has finished")
     args = p.parse_args(argv)
     allv = variants()
     if args.list:
@@ -360,6 +413,9 @@ def main(argv=None) -> int:
     chosen = [v for v in allv if v.name in names] if names else [v for v in allv if v.group in groups]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    if args.summary:
+        print(f"study: summary in {write_summary(out, groups, seeds)}")
+        return 0
     command = "local/study_losses.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     for v in chosen:  # fail early on a bad variant, before hours of training
         resolved_config(args.corpus, v, args.threads)

@@ -83,7 +83,7 @@ class LossConfig:
     con_margin_type: str = _choice("angular", "additive", "threshold", default="additive")
     # own: the margined positive only in its own numerator and denominator term (METHOD.md §2);
     # positives: every positive entry of the logit matrix margined (the authors' code)
-    con_margin_on: str = _choice("own", "positives", default="own")
+    con_margin_on: str = _choice("own", "positives", default="positives")
     con_margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
     # ramp of con_margin as for the classifier margin; from a near-collapsed random encoder
     # the full margin pulls every positive pair together faster than negatives push apart
