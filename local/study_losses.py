@@ -81,7 +81,7 @@ def variants() -> List[Variant]:
     v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin "
                      "(on its own positive, CAA scale 30, raw MGDA)",
                      {"loss": {"con_margin_type": "angular", "con_margin_on": "own", "caa_scale": 30.0,
-                               "caa_mode": "exp"}, "balance": {"normalize": "none"}}))
+                               "caa_mode": "exp", "caa_positives": False}, "balance": {"normalize": "none"}}))
     for frac in (0.1,):
         tag = f"noise{int(round(frac * 100))}"
         for r in ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed"):
@@ -93,9 +93,12 @@ def variants() -> List[Variant]:
                "late": ("CAA from epoch 2 (prototypes first)", _loss(caa_start_epoch=2.0)),
                "floor": ("floor 0.5", _loss(caa_floor=0.5)),
                "pos": ("positive pairs weighted too (OSM-CAA)", _loss(caa_positives=True)),
-               "s5pos": ("scale 5, positive pairs weighted too", _loss(caa_scale=5.0, caa_positives=True))}
+               "s5pos": ("scale 5, positive pairs weighted too", _loss(caa_scale=5.0, caa_positives=True)),
+               "logitpos": ("inside the logits, positive pairs weighted too",
+                            _loss(caa_mode="logit", caa_positives=True))}
         for key, (what, ov) in caa.items():
-            ov = _merge(ov, _loss(con_margin_on="own"))  # the exploration ran before 'positives' was picked
+            # the exploration ran before 'positives' and caa_positives were picked
+            ov = _merge(_loss(con_margin_on="own", caa_positives=False), ov)
             v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
                              f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
         v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
@@ -104,7 +107,8 @@ def variants() -> List[Variant]:
         v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}' "
                          "(margin on its own positive, CAA scale 30: the settings before the study picked)",
                          {"balance": {"normalize": norm},
-                          "loss": {"con_margin_on": "own", "caa_scale": 30.0, "caa_mode": "exp"}}))
+                          "loss": {"con_margin_on": "own", "caa_scale": 30.0, "caa_mode": "exp",
+                                   "caa_positives": False}}))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
     return v

@@ -92,10 +92,10 @@ class LossConfig:
     caa: bool = False                  # class-aware attention weights on negative pairs
     caa_scale: float = 30.0            # s inside the class posterior of CAA
     caa_floor: float = 0.0             # lower bound of the CAA weights
-    caa_normalize: bool = False        # scale each anchor's negative weights to mean 1 (losses/caa.py)
+    caa_normalize: bool = True         # scale each anchor's negative weights to mean 1 (raw ones collapse)
     caa_mode: str = _choice("exp", "logit", default="exp")  # ω on the exp terms, or inside the logits
     caa_start_epoch: float = 0.0       # CAA off (ω = 1) before this epoch: prototypes trained first
-    caa_positives: bool = False        # also weight positive pairs by min(a_i, a_p) (OSM-CAA; losses/caa.py)
+    caa_positives: bool = True         # also weight positive pairs by min(a_i, a_p) (OSM-CAA; losses/caa.py)
     prototypes: str = _choice("auto", "head", "ema", default="auto")  # auto: head if cls != none
     ema_momentum: float = 0.9
 
@@ -110,7 +110,7 @@ class BalanceConfig:
     # mgda: gradient normalisation before the min-norm solve (Sener & Koltun's code): none,
     # l2 (g_t / ||g_t||), loss (g_t / L_t); the losses are rescaled by the same factors
     # authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2|| instead of its square (balance/mgda.py)
-    normalize: str = _choice("none", "l2", "loss", "authors", default="none")
+    normalize: str = _choice("none", "l2", "loss", "authors", default="l2")
 
 
 @dataclass
