@@ -240,3 +240,20 @@ def test_queue_pl_submit_command_not_found(tmp_path):
     assert r.returncode == 1
     assert f"no-such-qsub-here (the 'command' of {conf}) is not on PATH" in r.stderr
     assert not (tmp_path / "q").exists()                                   # nothing submitted
+
+
+def test_sigkill_of_the_callers_process_group_reaches_run_pl_jobs(tmp_path):
+    """run.pl cannot pass on a SIGKILL; its jobs must share the group of the caller
+    (run.sh, stamped.sh), so that `kill -KILL -- -PGID` or `timeout -s KILL` stops them."""
+    proc = subprocess.Popen([str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"),
+                             f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat"], env=_env(), start_new_session=True)
+    pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
+    t_end = time.monotonic() + 20
+    while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < t_end:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=20)
+    time.sleep(0.5)
+    for p in pids:
+        status = Path(f"/proc/{p.read_text().strip()}/status")
+        assert not status.exists() or "State:\tZ" in status.read_text(), "a job outlived the kill of its group"
