@@ -340,3 +340,21 @@ def test_blockwise_equals_lhotse_stock_module(monkeypatch, vad):
     if vad:
         np.testing.assert_allclose(full[1], ref[:, 0], atol=1e-5)
         np.testing.assert_allclose(full[1], blocks[1], atol=1e-5)
+
+
+@needs_run_pl
+def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
+    """--skip-bad edits the data dir in place; when every utterance is bad the result is
+    no data dir, and the originals must stay as they were (issue 12)."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"spk0-a {tmp_path / 'no1.wav'}\nspk0-b {tmp_path / 'no2.wav'}\n")
+    (data / "utt2spk").write_text("spk0-a spk0\nspk0-b spk0\n")
+    (data / "spk2utt").write_text("spk0 spk0-a spk0-b\n")
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", str(RUN_PL), "--skip-bad",
+                        str(data), str(tmp_path / "fb")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "would not be a valid data dir; nothing was changed" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, write_table
+from pyspk.data.dir_edit import commit_staged, staged_dir
+from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
 from pyspk.features.ark import job_files, job_signature, read_split, split_lines, verify_job
 from pyspk.features.fbank import FbankConfig
 from pyspk.io import atomic_write_text
@@ -106,7 +107,21 @@ def merge(data_dir: Path, fbank_dir: Path, nj: int, vad: bool) -> Dict[str, str]
              for name, key in parts.items()}
     bad = dict(ln.split(None, 1) for ln in texts["bad_utts"].splitlines())
     if bad:
-        _drop_utts(data_dir, set(bad))
+        # The data dir is edited in place: build and validate the new tables beside it
+        # first, so a result that is not a data dir (every utterance bad) changes nothing.
+        with staged_dir(data_dir, link_existing=True) as tmp:
+            try:
+                _drop_utts(tmp, set(bad))
+                for name, text in texts.items():
+                    atomic_write_text(tmp / name, text)
+                if not vad and (tmp / "vad.scp").exists():
+                    (tmp / "vad.scp").unlink()
+                validate_data_dir(tmp, check_files=False, need_wav=False, need_feats=True, check_trials=False)
+            except DataDirError as e:
+                raise StageError(f"{data_dir}: after skipping {len(bad)} bad utterance(s) (first: "
+                                 f"{next(iter(bad))}: {next(iter(bad.values())).strip()}) it would not be a valid "
+                                 f"data dir; nothing was changed: {str(e).replace(str(tmp), str(data_dir))}") from None
+            commit_staged(tmp, data_dir)
     for name, text in texts.items():
         if name == "bad_utts" and not text:
             with contextlib.suppress(FileNotFoundError):
