@@ -358,3 +358,20 @@ def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
     assert r.returncode == 1 and "would not be a valid data dir; nothing was changed" in r.stderr, r.stderr
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]
+
+
+def test_cli_runs_from_another_directory_and_a_queue_that_cannot_start_is_named(tmp_path):
+    """Issue 12, failure 5: the default --cmd was the relative path utils/run.pl."""
+    data = make_set(tmp_path, n_spk=1, n_utt=2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cli = [sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1"]
+    r = subprocess.run(cli + [str(data), str(tmp_path / "fb")], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(read_table(data / "feats.scp")) == 2
+    r = subprocess.run(cli + ["--force", "--cmd", "no/such/queue.pl", str(data), str(tmp_path / "fb2")],
+                       cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert r.returncode == 1
+    assert "never started: the queue command exited 127 before writing any log" in r.stderr, r.stderr
+    assert "no/such/queue.pl: not found" in r.stderr and "fbank.1.log" not in r.stderr.split("never started")[1]
