@@ -165,7 +165,7 @@ def run_forwarding_signals(command, lock_fd: int) -> int:
             continue
     if rc < 0:
         rc = 128 - rc
-    if got and rc == 0:
+    if got:   # stopped by a signal: say so, whatever the queue script exited with
         rc = 128 + got[0]
     return rc
 
