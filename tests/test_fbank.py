@@ -375,3 +375,14 @@ def test_cli_runs_from_another_directory_and_a_queue_that_cannot_start_is_named(
     assert r.returncode == 1
     assert "never started: the queue command exited 127 before writing any log" in r.stderr, r.stderr
     assert "no/such/queue.pl: not found" in r.stderr and "fbank.1.log" not in r.stderr.split("never started")[1]
+
+
+def test_upsampled_audio_is_warned_about_once(tmp_path, caplog):
+    from pyspk.features import audio
+
+    audio._UPSAMPLED.discard(8000)
+    sf.write(tmp_path / "a.wav", speechlike(16000, 5)[::2], 8000)
+    for _ in range(3):
+        read_audio("u8k", str(tmp_path / "a.wav"), 16000)
+    msgs = [r.getMessage() for r in caplog.records if "resampled up" in r.getMessage()]
+    assert len(msgs) == 1 and "8000 Hz audio resampled up to 16000 Hz; mel bins above 4000 Hz are empty" in msgs[0]
