@@ -121,11 +121,45 @@ def read_stamp(stamp: Path) -> Optional[dict]:
     return rec if isinstance(rec, dict) and rec.get("version") == VERSION else None
 
 
-def why_redo(stamp: Path, inputs: Sequence[str], params: Dict[str, str]) -> Optional[str]:
-    """None when ``stamp`` is up to date, else the first reason it is not (for the log)."""
+def _input_files(inp: str) -> List[str]:
+    if is_pattern(inp):
+        return glob.glob(inp)
+    if os.path.isdir(inp):
+        return [os.path.join(r, n) for r, _, names in os.walk(inp) for n in names if not _skip(n)]
+    return [inp] if os.path.exists(inp) else []
+
+
+def migrate_legacy(stamp: Path, inputs: Sequence[str], params: Dict[str, str], write: bool = True) -> bool:
+    """A stamp of the older, time-based scheme (two lines, no fingerprint) is kept when no
+    input file is newer than it (that scheme's rule; an absent input cannot be newer):
+    with ``write`` its fingerprint is added, its first two lines and its mtime kept, so
+    the older stamps after it still see nothing newer. Returns whether it is kept."""
+    try:
+        st = stamp.stat()
+        lines = stamp.read_text(encoding="utf-8").splitlines()[:2]
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not lines or any(os.path.getmtime(f) > st.st_mtime for i in inputs for f in _input_files(i)):
+        return False
+    if not write:
+        return True
+    rec = fingerprint_all(inputs, params)
+    atomic_write_text(stamp, "\n".join(lines + [""] * (2 - len(lines))) + "\n" + json.dumps(rec) + "\n")
+    os.utime(stamp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return True
+
+
+def why_redo(stamp: Path, inputs: Sequence[str], params: Dict[str, str], migrate: bool = True) -> Optional[str]:
+    """None when ``stamp`` is up to date, else the first reason it is not (for the log).
+    A legacy stamp that its own rule keeps is up to date, and with ``migrate`` gets its
+    fingerprint (:func:`migrate_legacy`; a dry run only looks)."""
     rec = read_stamp(stamp)
     if rec is None:
-        return "no stamp" if not stamp.exists() else f"{stamp} records no input fingerprint"
+        if not stamp.exists():
+            return "no stamp"
+        if migrate_legacy(stamp, inputs, params, write=migrate):
+            return None
+        return f"{stamp} records no input fingerprint and an input is newer than it"
     now = fingerprint_all(inputs, params)
     if rec["params"] != now["params"]:
         keys = sorted(set(rec["params"]) | set(now["params"]))

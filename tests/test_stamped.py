@@ -263,3 +263,28 @@ def test_usage_errors(tmp_path):
     assert r.returncode == 2 and "missing '--'" in r.stderr
     r = stamped(tmp_path / "s", "--")
     assert r.returncode == 2
+
+
+def test_stamp_of_the_older_time_based_scheme_is_migrated_by_its_own_rule(tmp_path):
+    """A tree stamped before content fingerprints is not redone wholesale: a legacy stamp
+    newer than every input is kept and gains a fingerprint (mtime and first lines kept);
+    one older than an input is redone."""
+    inp, counter, stamp = tmp_path / "in", tmp_path / "count", tmp_path / "exp/.done.x"
+    inp.write_text("a")
+    stamp.parent.mkdir()
+    stamp.write_text("2026-01-01T00:00:00Z\necho old\n")
+    future = time.time() + 10
+    os.utime(stamp, (future, future))
+    r = stamped(stamp, inp, tmp_path / "absent", "--", *work_command(counter))
+    assert r.returncode == 0 and runs(counter) == 0 and "up to date" in r.stderr
+    lines = stamp.read_text().splitlines()
+    assert lines[:2] == ["2026-01-01T00:00:00Z", "echo old"] and len(lines) == 3
+    assert abs(stamp.stat().st_mtime - future) < 1e-3
+    inp.write_text("b")                                      # now the fingerprint decides
+    assert stamped(stamp, inp, tmp_path / "absent", "--", *work_command(counter)).returncode == 0
+    assert runs(counter) == 1
+    old = tmp_path / "exp/.done.y"
+    old.write_text("2026-01-01T00:00:00Z\necho old\n")
+    os.utime(old, (1, 1))                                    # older than its input
+    r = stamped(old, inp, "--", *work_command(counter))
+    assert runs(counter) == 2 and "records no input fingerprint and an input is newer" in r.stderr

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         return 2
 
     if ledger is not None:
-        why = "--force true" if force == "true" else (_redone_upstream(inputs, ledger) or why_redo(stamp, inputs, params))
+        why = "--force true" if force == "true" else (_redone_upstream(inputs, ledger) or why_redo(stamp, inputs, params, migrate=False))
         if why:
             print(f"{PROG}: would redo {stamp} ({why})", file=sys.stderr)
             with open(ledger, "a") as f:
