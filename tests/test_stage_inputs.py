@@ -1,12 +1,13 @@
 """Reuse never serves stale results: every stage's stamp covers every file it reads.
 
-One tiny SynthCeleb recipe is run stage by stage (module fixture, ~1 min), each stage
-under a test-only audit hook (tests/trace/sitecustomize.py) that records the files its
-Python processes open and list. Then:
+The tiny SynthCeleb recipe of tests/conftest.py (one bare ./run.sh, shared with
+tests/test_recipe_e2e.py) ran under a test-only audit hook (tests/trace/sitecustomize.py)
+that records, per stage (PYSPK_STAMP, set by stamped.sh), the files its Python processes
+open, write and list. Then:
 
-- completeness: every file a stage read that existed before it began is declared in its
-  stamp (as a file, a directory holding it, or a pattern matching it) or was made by a
-  stage whose stamp it declares (transitively); every directory it listed is declared;
+- completeness: every file a stage read is declared in its stamp (as a file, a directory
+  holding it, or a pattern matching it), or was written by the stage itself or by a stage
+  whose stamp it declares (transitively); every directory it listed likewise;
 - the generic edit test: for every stage stamp and each of its declared inputs, edit
   the input, ask `./run.sh --dry-run true` what a rerun would redo, and assert it is
   exactly the stages reading that input and every stage downstream of them in the
@@ -38,7 +39,6 @@ from pyspk.data.kaldi_dir import read_table, read_trials, write_table
 from pyspk.stamp import read_stamp
 
 REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO / "tests" / "trace"
 pytestmark = pytest.mark.slow
 
 # The stage graph of README's stage table for --corpus synth and one system, written
@@ -69,73 +69,20 @@ def downstream(stamps) -> set:
     return out
 
 
-def tiny_config(path: Path) -> Path:
-    """conf/synth/proposed.yaml shrunk to seconds (as tests/test_recipe_e2e.py)."""
-    cfg = yaml.safe_load((REPO / "conf/synth/proposed.yaml").read_text())
-    cfg["encoder"] = {"name": "tdnn", "kwargs": {"channels": 32, "stats_channels": 64, "embed_dim": 32}}
-    cfg["features"]["crop_frames"] = 100
-    cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
-    cfg["optim"]["warmup_steps"] = 1
-    cfg["train"].update(epochs=2, steps_per_epoch=3, average_last=1, log_interval=1)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-class Tree:
-    def __init__(self, root: Path):
-        self.root = root
-        self.config = tiny_config(root / "proposed.yaml")
-
-    def args(self, *extra):
-        return ["./run.sh", "--synth-size", "tiny", "--config", str(self.config), "--nj", "2",
-                "--data", str(self.root / "data"), "--exp", str(self.root / "exp"),
-                "--fbank-dir", str(self.root / "fbank"), *map(str, extra)]
-
-    def run(self, *extra, env=None, timeout=900) -> subprocess.CompletedProcess:
-        env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        return subprocess.run(self.args(*extra), cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-
-    def rel(self, p) -> str:
-        return os.path.relpath(os.path.abspath(p), self.root)
-
-    def files(self) -> set:
-        out = set()
-        for top in ("data", "exp", "fbank"):
-            for root, dirs, names in os.walk(self.root / top):
-                out.add(os.path.abspath(root))
-                out.update(os.path.abspath(os.path.join(root, n)) for n in names)
-        return out
-
-    def stamps(self) -> dict:
-        """relpath -> recorded fingerprint, of every stage stamp (job stamps have none)."""
-        out = {}
-        for f in self.files():
-            if os.path.basename(f).startswith(".done.") and os.path.isfile(f):
-                rec = read_stamp(Path(f))
-                if rec is not None:
-                    out[self.rel(f)] = rec
-        return out
-
-    def would_redo(self) -> set:
-        r = self.run("--dry-run", "true")
-        assert r.returncode == 0, r.stderr[-3000:]
-        return {self.rel(m) for m in re.findall(r"would redo (\S+) \(", r.stderr)}
+def stamps_of(tree) -> dict:
+    """relpath -> recorded fingerprint, of every stage stamp (job stamps record none)."""
+    out = {}
+    for top in ("data", "exp"):
+        for f in (tree.root / top).rglob(".done.*"):
+            rec = read_stamp(f)
+            if rec is not None:
+                out[tree.rel(f)] = rec
+    return out
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    t = Tree(tmp_path_factory.mktemp("stage_inputs"))
-    t.trace, t.created = {}, {}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TRACE), os.environ.get("PYTHONPATH", "")]))
-    for k in range(8):
-        before = t.files()
-        env["PYSPK_TRACE_FILE"] = str(t.root / f"trace.{k}")
-        r = t.run("--stage", k, "--stop-stage", k, env=env)
-        assert r.returncode == 0, f"stage {k} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        t.trace[k] = [ln.split(" ", 1) for ln in (t.root / f"trace.{k}").read_text().splitlines()]
-        t.created[k] = (t.files() - before, before)
-    return t
+def tree(tiny_recipe):
+    return tiny_recipe
 
 
 def covered(path: str, inputs) -> bool:
@@ -149,7 +96,7 @@ def covered(path: str, inputs) -> bool:
 
 
 def test_stamps_are_the_stages_of_the_graph(tree):
-    stamps = tree.stamps()
+    stamps = stamps_of(tree)
     assert set(stamps) == set(GRAPH)
     # Each stamp declares the stamps of the stages it reads from (directly or in a dir).
     for s, rec in stamps.items():
@@ -158,33 +105,30 @@ def test_stamps_are_the_stages_of_the_graph(tree):
 
 
 def test_every_file_a_stage_reads_is_an_input_of_its_stamp(tree):
-    stamps = tree.stamps()
-    stage_of = {}
-    for k, (created, _) in tree.created.items():
-        for f in created:
-            if tree.rel(f) in stamps:
-                stage_of[tree.rel(f)] = k
+    stamps = stamps_of(tree)
+    reads, writes = {}, {}
+    for stage, kind, path in tree.events:
+        if stage == "-":
+            continue                      # stamped.sh itself, fingerprinting
+        s = tree.rel(stage)
+        (writes if kind == "W" else reads).setdefault(s, set()).add((kind, path))
+    assert set(reads) == set(GRAPH), "every stage ran under the trace"
     conf = str(REPO / "conf")
-    for k, events in tree.trace.items():
-        created, before = tree.created[k]
-        mine = [s for s, j in stage_of.items() if j == k]
-        assert mine, f"stage {k} wrote no stamp"
-        declared = [i for s in mine for i in stamps[s]["inputs"]]
-        ups = set().union(*(upstream_of(tree, stamps, s) for s in mine)) - set(mine)
-        made_upstream = set().union(*[tree.created[stage_of[u]][0] for u in ups]) if ups else set()
+    for s in GRAPH:
+        declared = list(stamps[s]["inputs"])
+        made = {p for u in upstream_of(tree, stamps, s) for _, p in writes.get(u, ())}
+        made_dirs = {str(Path(p).parent) for p in made}
         missing = set()
-        for kind, path in events:
-            inside = path.startswith(str(tree.root) + "/") or path.startswith(conf + "/")
-            if not inside or path.startswith(str(tree.root / "trace.")):
+        for kind, path in reads[s]:
+            if not (path.startswith(str(tree.root) + "/") or path.startswith(conf + "/")):
                 continue
-            if path in created or (path not in before and not path.startswith(conf)):
-                continue          # made by this stage itself
-            if covered(path, declared) or path in made_upstream:
+            if path == str(tree.root / "trace") or covered(path, declared) or path in made:
                 continue
-            if kind == "L" and any(covered(f, declared) for f in before if os.path.dirname(f) == path):
-                continue          # the dir of a declared pattern or files
+            if kind == "L" and (path in made_dirs or any(os.path.dirname(os.path.join(REPO, i)) == path
+                                                         for i in declared)):
+                continue              # a dir the stage or its upstream wrote in, or of a declared pattern/file
             missing.add(f"{kind} {path}")
-        assert not missing, f"stage {k} ({', '.join(mine)}) reads undeclared inputs: {sorted(missing)}"
+        assert not missing, f"{s} reads undeclared inputs: {sorted(missing)}"
 
 
 def upstream_of(tree, stamps: dict, s: str) -> set:
@@ -200,7 +144,7 @@ def upstream_of(tree, stamps: dict, s: str) -> set:
 
 
 def test_editing_any_input_redoes_exactly_its_stage_and_those_after_it(tree):
-    stamps = tree.stamps()
+    stamps = stamps_of(tree)
     assert tree.would_redo() == set(), "a finished recipe must be up to date"
     cases = 0
     for s in sorted(stamps, key=lambda x: list(GRAPH).index(x)):
@@ -241,8 +185,19 @@ def _edit(inp: Path, fp: dict):
     return target, undo
 
 
+def test_extract_runs_from_another_directory(tree, tmp_path):
+    """Issue 12, failure 5: `pyspk extract --nj 1 final.pt data OUT` from outside the repo
+    printed 'utils/run.pl: not found' and pointed at a log that did not exist."""
+    out = tmp_path / "OUT"
+    r = subprocess.run(["pyspk", "extract", "--nj", "1", str(tree.root / "exp/proposed/final.pt"),
+                        str(tree.root / "data/synth_test"), str(out)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(read_table(out / "xvector.scp")) == set(read_table(tree.root / "data/synth_test/utt2spk"))
+
+
 def _stamp_heads(tree) -> dict:
-    return {s: (tree.root / s).read_text().splitlines()[0] for s in tree.stamps()}
+    return {s: (tree.root / s).read_text().splitlines()[0] for s in stamps_of(tree)}
 
 
 def _rerun_and_compare(tree) -> set:
@@ -302,8 +257,8 @@ def _descendant_running(pattern: str) -> list:
 def test_sigterm_to_run_sh_stops_training_and_a_second_run_is_refused(tree):
     """Issue 12, failure 3: `timeout`-style SIGTERM to run.sh alone, during training."""
     cfg = yaml.safe_load(tree.config.read_text())
-    cfg["train"].update(epochs=50, steps_per_epoch=50)
-    tree.config.write_text(yaml.safe_dump(cfg))     # a config edit: stage 3 is redone
+    cfg["train"]["epochs"] = 2000                   # a config edit: stage 3 is redone, and
+    tree.config.write_text(yaml.safe_dump(cfg))     # more epochs may resume (pyspk/train/trainer.py)
     exp = tree.root / "exp/proposed"
     log = exp / "log/train.log"
     log.unlink()
@@ -311,7 +266,7 @@ def test_sigterm_to_run_sh_stops_training_and_a_second_run_is_refused(tree):
                          text=True, start_new_session=True)
     try:
         t_end = time.monotonic() + 120
-        while time.monotonic() < t_end and not (log.exists() and "step" in log.read_text()):
+        while time.monotonic() < t_end and not (log.exists() and "resumed from" in log.read_text()):
             assert p.poll() is None, p.communicate()
             time.sleep(0.2)
         assert _descendant_running(f"--exp-dir {exp}"), "training did not start"
@@ -319,8 +274,8 @@ def test_sigterm_to_run_sh_stops_training_and_a_second_run_is_refused(tree):
         assert second.returncode != 0
         assert re.search(rf"{exp} is locked by another run, pid \d+ .*pyspk\.bin\.train", second.stderr), second.stderr
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=60)
-        assert p.returncode == 128 + signal.SIGTERM
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
         t_end = time.monotonic() + 20
         while _descendant_running(f"--exp-dir {exp}") and time.monotonic() < t_end:
             time.sleep(0.2)

@@ -15,6 +15,9 @@ For the whole check-run-stamp the stage holds an exclusive flock on STAMP's dire
 and command, or waits up to --lock-wait SECONDS. The jobs COMMAND starts inherit the
 lock, so it is held until the last of them has exited.
 
+COMMAND runs with PYSPK_STAMP=STAMP in its environment (its jobs inherit it), so a
+log or a trace of any of its processes can say which stage it belongs to.
+
 SIGINT, SIGTERM and SIGHUP are passed on to COMMAND (the queue scripts pass them on to
 their jobs); then stamped.sh exits 128+N.
 
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
     if why != "no stamp":
         print(f"{PROG}: {why}; redoing {stamp}", file=sys.stderr)
     stamp.unlink(missing_ok=True)
-    rc = run_forwarding_signals(command, lock_fd)
+    rc = run_forwarding_signals(command, lock_fd, dict(os.environ, PYSPK_STAMP=str(stamp)))
     if rc != 0:
         print(f"{PROG}: command failed with status {rc} (no stamp written): {shlex.join(command)}", file=sys.stderr)
         return rc
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_forwarding_signals(command, lock_fd: int) -> int:
+def run_forwarding_signals(command, lock_fd: int, env=None) -> int:
     """Run ``command`` passing it INT/TERM/HUP; its exit status (128+N for signal N)."""
     child = None
     got = []
@@ -151,7 +154,7 @@ def run_forwarding_signals(command, lock_fd: int) -> int:
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, forward)
     try:
-        child = subprocess.Popen(command, pass_fds=(lock_fd,))
+        child = subprocess.Popen(command, pass_fds=(lock_fd,), env=env)
     except OSError as e:
         print(f"{PROG}: cannot run {command[0]}: {e}", file=sys.stderr)
         return 127

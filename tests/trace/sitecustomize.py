@@ -1,9 +1,11 @@
 """Test-only: record every file a pyspk process opens, lists or writes.
 
-Put on PYTHONPATH by tests/test_stage_inputs.py with PYSPK_TRACE_FILE set; Python's
-audit hooks ("open", "os.listdir", "os.scandir", "glob.glob", "os.rename") append one
-line per event, "R path", "W path" or "L dir", to that file (O_APPEND: the processes of
-one stage share it). Not used by the toolkit itself.
+Put on PYTHONPATH by tests/conftest.py with PYSPK_TRACE_FILE set; Python's audit hooks
+("open", "os.listdir", "os.scandir", "glob.glob", "os.rename", "os.replace") append one
+line per event, "STAMP<TAB>R|W|L<TAB>path", to that file (O_APPEND: every process of the
+run shares it). STAMP is the stage the process runs for (PYSPK_STAMP, set by
+utils/stamped.sh for its command and inherited by its jobs), "-" outside any stage.
+Not used by the toolkit itself.
 """
 import os
 import sys
@@ -11,6 +13,7 @@ import sys
 _out = os.environ.get("PYSPK_TRACE_FILE")
 if _out:
     _fd = os.open(_out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    _stage = os.environ.get("PYSPK_STAMP", "-")
     _busy = []
 
     def _rec(kind, path):
@@ -18,7 +21,8 @@ if _out:
             path = os.fsdecode(path)
         if not isinstance(path, (str, os.PathLike)):
             return
-        os.write(_fd, f"{kind} {os.path.abspath(os.fspath(path))}\n".encode("utf-8", "surrogateescape"))
+        line = f"{_stage}\t{kind}\t{os.path.abspath(os.fspath(path))}\n"
+        os.write(_fd, line.encode("utf-8", "surrogateescape"))
 
     def _hook(event, args):
         if _busy or event not in ("open", "os.listdir", "os.scandir", "glob.glob", "os.rename", "os.replace"):
