@@ -23,7 +23,6 @@ open, write and list. Then:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
