@@ -35,8 +35,8 @@ import glob
 import hashlib
 import json
 import os
+import logging
 import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +44,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pyspk.io import atomic_write_text
 
+log = logging.getLogger(__name__)
 VERSION = 2
 LOCK_NAME = ".lock"
 _PATTERN_CHARS = set("*?[")
@@ -241,7 +242,7 @@ def acquire_lock(out_dir: Path, command: Sequence[str], wait_s: float = 0.0) -> 
             raise LockBusy(msg + (f"; waited {wait_s:g} s" if wait_s else
                                   "; wait for it to finish or stop it (--lock-wait SECONDS waits)"))
         if not told:
-            print(f"stamped: {msg}; waiting up to {wait_s:g} s", flush=True, file=sys.stderr)
+            log.warning("stamped.sh: %s; waiting up to %g s", msg, wait_s)
             told = True
         time.sleep(0.5)
     os.ftruncate(fd, 0)
