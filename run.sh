@@ -17,6 +17,8 @@ config=                 # one system's yaml; empty = every system of conf/<corpu
 systems=                # space-separated system names; overrides the list file
 nj=2                    # parallel jobs for features and extraction
 force=false             # true: redo stages even when their .done stamps are up to date
+dry_run=false           # true: run nothing, say which stages a rerun would redo and why
+lock_wait=0             # seconds a stage waits for another run holding its output dir
 seed=777
 data=data
 exp=exp
@@ -34,8 +36,21 @@ folder_root=
 
 . ./path.sh
 . ./cmd.sh                # cmd, train_cmd (also --cmd, --train-cmd)
-help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--config YAML] [--nj N] [--cmd CMD] [--force true]"
+help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--config YAML] [--nj N] [--cmd CMD] [--force true] [--dry-run true]"
 . utils/parse_options.sh
+
+last_stage=7
+for opt in stage:$stage stop-stage:$stop_stage; do
+  case ${opt#*:} in
+    ''|*[!0-9]*) echo "$0: --${opt%%:*} takes a stage number 0-$last_stage, got '${opt#*:}'" >&2; exit 1 ;;
+  esac
+done
+[ "$stage" -le $last_stage ] || { echo "$0: --stage $stage: there is no such stage (stages 0-$last_stage)" >&2; exit 1; }
+[ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
+[ "$stop_stage" -le $last_stage ] || stop_stage=$last_stage
+for opt in force:$force dry-run:$dry_run augment:$augment; do
+  case ${opt#*:} in true|false) ;; *) echo "$0: --${opt%%:*} takes true or false, got '${opt#*:}'" >&2; exit 1 ;; esac
+done
 
 case $corpus in
   synth)          train_set=synth_train;    test_set=synth_test ;;
@@ -53,13 +68,42 @@ elif [ -z "$systems" ]; then
   systems=$(grep -v '^#' "$conf_dir/systems.list" | xargs)
 fi
 system_config() { if [ -n "$config" ]; then echo "$config"; else echo "$conf_dir/$1.yaml"; fi; }
+# A missing system config is found now, not after hours of stages 0-2.
+for sys in $systems; do
+  [ -f "$(system_config $sys)" ] || { echo "$0: config $(system_config $sys) (system $sys) does not exist" >&2; exit 1; }
+done
 train_data=$data/$train_set
 $augment && train_data=$data/${train_set}_combined
 stamp() { echo "$1/.done.$2"; }
 
+# Every stage goes through utils/stamped.sh: it is skipped while its stamp records the
+# same content of every input listed after the stamp (tables, trials lists, configs and
+# the stamps of the stages it reads from) and the same --param values, and it holds an
+# exclusive lock on its output dir while it runs. Stages run in the background of this
+# shell so that a signal to run.sh alone (timeout, kill PID) is passed on at once:
+# stamped.sh passes it to the queue script, which stops every job.
+dry_ledger=
+if $dry_run; then dry_ledger=$(mktemp); trap 'rm -f "$dry_ledger"' EXIT; fi
+stage_pid=
+on_signal() {
+  trap - INT TERM HUP
+  echo "$0: got SIG$1; stopping the running stage" >&2
+  if [ -n "$stage_pid" ]; then kill -TERM "$stage_pid" 2>/dev/null || true; wait "$stage_pid" 2>/dev/null || true; fi
+  exit $((128 + $2))
+}
+trap 'on_signal INT 2' INT; trap 'on_signal TERM 15' TERM; trap 'on_signal HUP 1' HUP
+stamped() {
+  utils/stamped.sh --force $force --lock-wait $lock_wait ${dry_ledger:+--dry-run "$dry_ledger"} "$@" &
+  stage_pid=$!
+  wait $stage_pid || { rc=$?; stage_pid=; exit $rc; }
+  stage_pid=
+}
+
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "stage 0: data preparation ($corpus) -> $data/$train_set $data/$test_set"
-  utils/stamped.sh --force $force "$(stamp $data stage0_$corpus)" -- \
+  root_var=${corpus}_root
+  stamped --param corpus=$corpus --param seed=$seed --param synth_size=$synth_size \
+      --param root="${!root_var:-}" "$(stamp $data stage0_$corpus)" $([ $corpus = synth ] && echo conf/synth.yaml) -- \
     local/prepare_corpus.sh --corpus $corpus --data $data --seed $seed --nj $nj --synth-size $synth_size \
       --speechocean762-root "$speechocean762_root" --voxceleb1-root "$voxceleb1_root" \
       --voxceleb2-root "$voxceleb2_root" --cnceleb-root "$cnceleb_root" --folder-root "$folder_root"
@@ -68,14 +112,16 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $train_set $test_set"
   for set in $train_set $test_set; do
-    utils/stamped.sh --force $force "$(stamp $data/$set fbank)" $data/$set/wav.scp conf/fbank.yaml -- \
+    stamped "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
+        $data/$set/{wav.scp,segments,utt2spk,spk2utt,aug.scp} -- \
       pyspk fbank --config conf/fbank.yaml --nj $nj --cmd "$cmd" $data/$set $fbank_dir/$set
   done
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
   echo "stage 2: augmentation of $train_set (reverb, noise, music, babble) and their fbank -> $train_data"
-  utils/stamped.sh --force $force "$(stamp $train_data augment)" $data/$train_set/feats.scp conf/augment.yaml -- \
+  stamped --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
+      "$(stamp $train_data augment)" $data/$train_set conf/augment.yaml conf/fbank.yaml -- \
     pyspk augment --config conf/augment.yaml --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
       ${musan_root:+--musan-root "$musan_root"} ${rirs_root:+--rirs-root "$rirs_root"} \
       $data/$train_set $fbank_dir $train_data
@@ -84,7 +130,7 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for sys in $systems; do
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys"
-    utils/stamped.sh --force $force "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data/feats.scp -- \
+    stamped --param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data -- \
       $train_cmd $exp/$sys/log/train.log \
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed \
           --train-dir $train_data --exp-dir $exp/$sys $([ $force = true ] && echo --restart)
@@ -95,7 +141,8 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for sys in $systems; do
     for set in $train_set $test_set; do
       echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
-      utils/stamped.sh --force $force "$(stamp $exp/$sys/xvectors_$set extract)" $exp/$sys/final.pt $data/$set/feats.scp -- \
+      stamped "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
+          "$(stamp $data/$set fbank)" $data/$set/{feats.scp,utt2num_frames,vad.scp,utt2spk,spk2utt} -- \
         pyspk extract --nj $nj --cmd "$cmd" $exp/$sys/final.pt $data/$set $exp/$sys/xvectors_$set
     done
   done
@@ -104,7 +151,8 @@ fi
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for sys in $systems; do
     echo "stage 5: back-ends (mean, LDA, PLDA, AS-norm cohort) for $sys -> $exp/$sys/backend"
-    utils/stamped.sh --force $force "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$train_set conf/backend.yaml -- \
+    stamped "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$train_set $data/$train_set/{utt2spk,spk2utt} \
+        conf/backend.yaml -- \
       pyspk backend --config conf/backend.yaml $exp/$sys/xvectors_$train_set $data/$train_set $exp/$sys/backend
   done
 fi
@@ -112,7 +160,8 @@ fi
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   for sys in $systems; do
     echo "stage 6: scoring $data/$test_set/trials* with $sys (cosine, AS-norm, PLDA) -> $exp/$sys/scores"
-    utils/stamped.sh --force $force "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set -- \
+    stamped "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set \
+        "$data/$test_set/trials*" -- \
       pyspk score --backend-dir $exp/$sys/backend --xvector-dir $exp/$sys/xvectors_$test_set \
         --data-dir $data/$test_set --out-dir $exp/$sys/scores
   done
@@ -120,6 +169,9 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   echo "stage 7: report -> $exp/results.md $exp/results.json $exp/det.png"
-  pyspk report --exp-dir $exp --systems "$systems" --command "$cmdline" --out $exp/results.md
+  report_inputs=()
+  for sys in $systems; do report_inputs+=($exp/$sys/scores $exp/$sys/config.yaml $exp/$sys/train.csv); done
+  stamped --param systems="$systems" "$(stamp $exp report)" "${report_inputs[@]}" -- \
+    pyspk report --exp-dir $exp --systems "$systems" --command "$cmdline" --out $exp/results.md
 fi
-echo "$0: done (stages $stage..$stop_stage)"
+if $dry_run; then echo "$0: dry run, nothing was run (stages $stage..$stop_stage)"; else echo "$0: done (stages $stage..$stop_stage)"; fi

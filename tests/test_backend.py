@@ -199,3 +199,19 @@ def test_lda_whitens_within_class_and_keeps_discriminant_directions():
     assert np.all(np.abs(lda.W[2:]) < 0.05 * np.abs(lda.W[:2]).max())  # noise dims ignored
     with pytest.raises(ValueError, match="lda_dim"):
         LDA(7).fit(X, lab)
+
+
+def test_targets_only_trials_list_is_named_and_leaves_no_score_file(tmp_path, capsys):
+    """Issue 12: a list of target trials only fails naming the list, before any score
+    file (of it or of another list) is written under its final name."""
+    dirs = make_xvector_dirs(tmp_path, n_spk=6, n_utt=3)
+    dtr, xtr, _ = dirs["train"]
+    dte, xte, _ = dirs["test"]
+    fit_backend_dir(xtr, dtr, tmp_path / "be", BackendConfig(lda_dim=4, asnorm_top_n=3))
+    targets = [ln for ln in (dte / "trials").read_text().splitlines() if ln.endswith(" target")]
+    (dte / "trials_tgt").write_text("\n".join(targets) + "\n")
+    rc = score_bin.main(["--backend-dir", str(tmp_path / "be"), "--xvector-dir", str(xte),
+                         "--data-dir", str(dte), "--out-dir", str(tmp_path / "scores")])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{dte / 'trials_tgt'}: all {len(targets)} trials are target trials" in err, err
+    assert not [p for p in (tmp_path / "scores").iterdir()] if (tmp_path / "scores").exists() else True

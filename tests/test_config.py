@@ -116,3 +116,13 @@ def test_missing_tables_are_named(tmp_path):
     (d / "utt2num_frames").unlink()
     with pytest.raises(Exception, match="utt2num_frames"):
         load_train_data(d, config_from_dict(toy_config("tdnn", sampler={"speakers_per_batch": 2})), seed=0)
+
+
+@pytest.mark.parametrize("text, message", [("", "the config is empty"), ("# only a comment\n", "the config is empty"),
+                                           ("- a\n- b\n", "expected a mapping of sections")])
+def test_empty_or_non_mapping_yaml_is_rejected(tmp_path, text, message):
+    """Issue 12: an empty training yaml used to train the built-in defaults silently."""
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=f"{p}: {message}"):
+        load_config(p)

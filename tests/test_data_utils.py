@@ -214,3 +214,71 @@ def test_scripts_run_without_path_sh(tmp_path, script):
     r = subprocess.run([str(REPO / "utils" / script), "--help"], env=e, capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
     assert r.returncode == 0 and script in (r.stdout + r.stderr)
+
+
+# ---- repair tools validate before they write (issue 12, failure 2)
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_fix_data_dir_with_odd_whitespace_in_ids_changes_nothing_and_keeps_its_backup(tmp_path):
+    """A U+00A0 inside an utterance id in every table: Python's split() would read it as
+    a field separator (Kaldi does not); fix_data_dir must refuse, naming the character
+    and the line, and leave every table and the backup of an earlier run as they were."""
+    src = make_dir(tmp_path)
+    assert run("fix_data_dir", src).returncode == 0          # an earlier good run: its backup
+    backup = _snapshot(src / ".backup")
+    for name in ("utt2spk", "wav.scp", "utt2lang", "feats.scp", "utt2orig", "spk2utt"):
+        (src / name).write_text((src / name).read_text().replace("s2-u2", "s2\u00a0u2"))
+    before = _snapshot(src)
+    for attempt in (1, 2):
+        r = run("fix_data_dir", src)
+        assert r.returncode == 1
+        assert "odd whitespace U+00A0 NO-BREAK SPACE at column 3" in r.stderr, r.stderr
+        assert f"{src}/" in r.stderr and ":5:" in r.stderr, r.stderr
+        assert _snapshot(src) == before, f"run {attempt} changed the data dir"
+        assert _snapshot(src / ".backup") == backup
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".src.")], "a temp dir was left"
+    r = run("validate_data_dir", "--no-wav", src)
+    assert r.returncode != 0 and "U+00A0 NO-BREAK SPACE" in r.stderr
+
+
+def test_fix_data_dir_whose_result_is_invalid_changes_nothing(tmp_path):
+    src = make_dir(tmp_path)
+    assert run("fix_data_dir", src).returncode == 0
+    backup = _snapshot(src / ".backup")
+    put(src / "feats.scp", ["zz-other feats.ark:0"])          # no utterance in every table
+    before = _snapshot(src)
+    r = run("fix_data_dir", src)
+    assert r.returncode == 1 and "no utterance left" in r.stderr, r.stderr
+    assert _snapshot(src) == before and _snapshot(src / ".backup") == backup
+
+
+def test_subset_and_combine_write_nothing_when_they_fail_and_replace_a_stale_output(tmp_path):
+    src = make_dir(tmp_path)
+    out = tmp_path / "out"
+    assert run("subset_data_dir", "--first", src, 4, out).returncode == 0
+    put(out / "vad.scp", [(u, "x") for u in lines(out / "utt2spk")])   # stale, of an older subset
+    assert run("subset_data_dir", "--first", src, 2, out).returncode == 0
+    assert len(lines(out / "utt2spk")) == 2 and not (out / "vad.scp").exists()
+    before = _snapshot(out)
+    put(tmp_path / "list", ["s1-u1", "nobody"])
+    r = run("subset_data_dir", "--utt-list", tmp_path / "list", src, out)
+    assert r.returncode == 1 and _snapshot(out) == before
+    other = make_dir(tmp_path, "other")                   # the same utterance ids: an error
+    r = run("combine_data", out, src, other)
+    assert r.returncode == 1 and "is also in" in r.stderr and _snapshot(out) == before
+
+
+def test_validate_checks_text_is_utf8_and_keyed_by_utterances(tmp_path):
+    src = make_dir(tmp_path)
+    (src / "text").write_bytes(b"s1-u1 hello\ns1-u2 caf\xe9\n")
+    r = run("validate_data_dir", "--no-wav", src)
+    assert r.returncode != 0 and f"{src}/text:2: non-UTF-8 byte" in r.stderr, r.stderr
+    (src / "text").write_text("s1-u1 two\u00a0words\ns1-u2 fine\n")   # odd spaces in words are allowed
+    r = run("validate_data_dir", "--no-wav", src)
+    assert r.returncode == 0, r.stderr
+    (src / "text").write_text("s1-u1 a\nzz-u9 b\n")
+    r = run("validate_data_dir", "--no-wav", src)
+    assert r.returncode != 0 and f"{src}/text:2: 'zz-u9' is not in utt2spk" in r.stderr

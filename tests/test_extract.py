@@ -133,7 +133,7 @@ def test_embed_and_verify_cli(tmp_path, capsys):
                  {"features": {"cmn": True, "cmn_window": None, "vad": False}})
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
-        sf.write(tmp_path / f"{name}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+        sf.write(tmp_path / f"{name}.wav", (0.1 * rng.normal(size=24000)).astype(np.float32), 16000)
     a, b = str(tmp_path / "a.wav"), str(tmp_path / "b.wav")
     assert embed_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", a, b]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -169,7 +169,7 @@ def test_verify_with_backend_dir_plda(tmp_path, capsys):
     Backend.fit(X, [f"s{i % 6}" for i in range(60)], BackendConfig(lda_dim=0, asnorm_top_n=3)).save(tmp_path / "backend")
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "thresholds.json").write_text(json.dumps({"trials": "trials", "cosine": 0.3, "plda": -1e9}))
-    sf.write(tmp_path / "a.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    sf.write(tmp_path / "a.wav", (0.1 * rng.normal(size=24000)).astype(np.float32), 16000)
     a = str(tmp_path / "a.wav")
     assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json", "--backend", "plda",
                             "--backend-dir", str(tmp_path / "backend"), a, a]) == 0
@@ -195,3 +195,52 @@ def test_vad_frames_are_selected(tmp_path):
     with pytest.raises(ExtractError):
         extract(model_path, tmp_path / "data", tmp_path / "xv2", nj=1, cmd=RUN_PL, device="cpu")
     assert "vad.scp does not exist" in (tmp_path / "xv2" / "log" / "extract.1.log").read_text()
+
+
+def test_verify_knows_its_limits(tmp_path, capsys):
+    """Issue 12, failure 4: a 0.1 s clip is refused (or, with --allow-short, warned
+    about), 8 kHz against 16 kHz audio and upsampling are warned about, and several
+    enrolment files make one enrolment side."""
+    import json
+
+    import soundfile as sf
+
+    from pyspk.bin import embed as embed_bin
+    from pyspk.bin import verify as verify_bin
+
+    torch.manual_seed(0)
+    kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
+    m = str(tmp_path / "m.pt")
+    save_encoder(m, build_encoder("tdnn", **kw), "tdnn", kw, {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    rng = np.random.default_rng(0)
+    long = (0.1 * rng.normal(size=32000)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", long, 16000)
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "a2.wav", (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t))).astype(np.float32), 16000)
+    sf.write(tmp_path / "short.wav", long[:1600], 16000)          # 0.1 s
+    sf.write(tmp_path / "a8k.wav", long[::2], 8000)
+    a, a2, short, a8k = (str(tmp_path / f) for f in ("a.wav", "a2.wav", "short.wav", "a8k.wav"))
+    base = ["--model", m, "--device", "cpu", "--json", "--threshold", "0.5"]
+    assert verify_bin.main(base + [a, short]) == 1
+    err = capsys.readouterr().err
+    assert f"{short}: 0.10 s of speech after VAD, less than the minimum 1 s" in err, err
+    assert embed_bin.main(["--model", m, "--device", "cpu", short]) == 1
+    capsys.readouterr()
+    assert verify_bin.main(base + ["--allow-short", a, short]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and json.loads(captured.out)["warnings"]
+    assert verify_bin.main(base + ["--min-speech", "0.05", a, short]) == 0
+    assert not json.loads(capsys.readouterr().out)["warnings"]
+    assert verify_bin.main(base + [a, a8k]) == 0
+    captured = capsys.readouterr()
+    assert "8000 Hz audio resampled up to the model's 16000 Hz" in captured.err
+    assert "different sample rates" in captured.err
+    assert verify_bin.main(base + ["--enroll", a2, a, a]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["enroll"] == [a, a2]
+    from pyspk.embed.single import embed_file
+    emb = Embedder.from_checkpoint(m, device="cpu")
+    ea, ea2 = embed_file(emb, a), embed_file(emb, a2)
+    mean = (ea + ea2) / 2                                   # the enrolment side: the mean of both
+    cos = float(mean @ ea / np.linalg.norm(mean) / np.linalg.norm(ea))
+    assert res["score"] == pytest.approx(cos, abs=1e-5)

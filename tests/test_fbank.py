@@ -340,3 +340,49 @@ def test_blockwise_equals_lhotse_stock_module(monkeypatch, vad):
     if vad:
         np.testing.assert_allclose(full[1], ref[:, 0], atol=1e-5)
         np.testing.assert_allclose(full[1], blocks[1], atol=1e-5)
+
+
+@needs_run_pl
+def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
+    """--skip-bad edits the data dir in place; when every utterance is bad the result is
+    no data dir, and the originals must stay as they were (issue 12)."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"spk0-a {tmp_path / 'no1.wav'}\nspk0-b {tmp_path / 'no2.wav'}\n")
+    (data / "utt2spk").write_text("spk0-a spk0\nspk0-b spk0\n")
+    (data / "spk2utt").write_text("spk0 spk0-a spk0-b\n")
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", str(RUN_PL), "--skip-bad",
+                        str(data), str(tmp_path / "fb")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "would not be a valid data dir; nothing was changed" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]
+
+
+def test_cli_runs_from_another_directory_and_a_queue_that_cannot_start_is_named(tmp_path):
+    """Issue 12, failure 5: the default --cmd was the relative path utils/run.pl."""
+    data = make_set(tmp_path, n_spk=1, n_utt=2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cli = [sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1"]
+    r = subprocess.run(cli + [str(data), str(tmp_path / "fb")], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(read_table(data / "feats.scp")) == 2
+    r = subprocess.run(cli + ["--force", "--cmd", "no/such/queue.pl", str(data), str(tmp_path / "fb2")],
+                       cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert r.returncode == 1
+    assert "never started: the queue command exited 127 before writing any log" in r.stderr, r.stderr
+    assert "no/such/queue.pl: not found" in r.stderr and "fbank.1.log" not in r.stderr.split("never started")[1]
+
+
+def test_upsampled_audio_is_warned_about_once(tmp_path, caplog):
+    from pyspk.features import audio
+
+    audio._UPSAMPLED.discard(8000)
+    sf.write(tmp_path / "a.wav", speechlike(16000, 5)[::2], 8000)
+    for _ in range(3):
+        read_audio("u8k", str(tmp_path / "a.wav"), 16000)
+    msgs = [r.getMessage() for r in caplog.records if "resampled up" in r.getMessage()]
+    assert len(msgs) == 1 and "8000 Hz audio resampled up to 16000 Hz; mel bins above 4000 Hz are empty" in msgs[0]

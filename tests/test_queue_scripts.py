@@ -240,3 +240,49 @@ def test_queue_pl_submit_command_not_found(tmp_path):
     assert r.returncode == 1
     assert f"no-such-qsub-here (the 'command' of {conf}) is not on PATH" in r.stderr
     assert not (tmp_path / "q").exists()                                   # nothing submitted
+
+
+def test_sigkill_of_the_callers_process_group_reaches_run_pl_jobs(tmp_path):
+    """run.pl cannot pass on a SIGKILL; its jobs must share the group of the caller
+    (run.sh, stamped.sh), so that `kill -KILL -- -PGID` or `timeout -s KILL` stops them."""
+    proc = subprocess.Popen([str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"),
+                             f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat"], env=_env(), start_new_session=True)
+    pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
+    t_end = time.monotonic() + 20
+    while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < t_end:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=20)
+    time.sleep(0.5)
+    for p in pids:
+        status = Path(f"/proc/{p.read_text().strip()}/status")
+        assert not status.exists() or "State:\tZ" in status.read_text(), "a job outlived the kill of its group"
+
+
+def test_queue_pl_signal_deletes_its_array_job(tmp_path):
+    """INT/TERM/HUP to queue.pl (as stamped.sh passes them on) must qdel the array job.
+    Stand-ins: qsub accepts the job and runs nothing, qstat keeps it alive, qdel records."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    record, deleted = tmp_path / "qsub.args", tmp_path / "qdel.args"
+    scripts = {"qsub": f"#!/bin/sh\necho \"$*\" >> {record}\necho 777.1-2:1\n",
+               "qstat": "#!/bin/sh\necho job_number: 777\nexit 0\n",
+               "qdel": f"#!/bin/sh\necho \"$*\" >> {deleted}\n"}
+    for name, text in scripts.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        deleted.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+        proc = subprocess.Popen([str(UTILS / "queue.pl"), "JOB=1:2", str(tmp_path / "s.JOB.log"), "sleep", "60"],
+                                env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        t_end = time.monotonic() + 20
+        while not record.exists() and time.monotonic() < t_end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 1 and f"got SIG{sig.name[3:]}; cancelled job 777" in err, err
+        assert deleted.read_text().split() == ["777"]

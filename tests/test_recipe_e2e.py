@@ -9,51 +9,19 @@ then that a rerun of the finished recipe does no work.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
-import yaml
 
 from pyspk.data.kaldi_dir import read_table, read_trials, validate_data_dir
-from pyspk.train.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def tiny_config(tmp_path: Path) -> Path:
-    """conf/synth/proposed.yaml shrunk to seconds: the same loss and balance blocks."""
-    cfg = yaml.safe_load((REPO / "conf/synth/proposed.yaml").read_text())
-    cfg["encoder"] = {"name": "tdnn", "kwargs": {"channels": 32, "stats_channels": 64, "embed_dim": 32}}
-    cfg["features"]["crop_frames"] = 100
-    cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
-    cfg["optim"]["warmup_steps"] = 1
-    cfg["train"].update(epochs=3, steps_per_epoch=5, average_last=2, log_interval=1)
-    path = tmp_path / "proposed.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    load_config(path)  # the shrunk config is still a valid one
-    return path
-
-
-def run_recipe(tmp_path: Path, config: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        "./run.sh", "--synth-size", "tiny", "--config", str(config), "--nj", "2",
-        "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-        "--fbank-dir", str(tmp_path / "fbank"), *extra,
-    ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def test_tiny_recipe_end_to_end(tmp_path):
-    config = tiny_config(tmp_path)
-    p = run_recipe(tmp_path, config)
-    assert p.returncode == 0, f"run.sh failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    data, exp = tmp_path / "data", tmp_path / "exp"
+def test_tiny_recipe_end_to_end(tiny_recipe):
+    """tiny_recipe (tests/conftest.py) ran a bare ./run.sh; check what it made."""
+    data, exp = tiny_recipe.root / "data", tiny_recipe.root / "exp"
 
     # stages 0-2: data dirs with features, augmented copies combined with utt2orig
     for name in ("synth_train", "synth_test", "synth_train_combined"):
@@ -103,7 +71,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
 
     # A rerun of the finished recipe skips every stage (stamps are up to date).
     before = (sysdir / "final.pt").stat().st_mtime_ns
-    p2 = run_recipe(tmp_path, config, "--stage", "0", "--stop-stage", "6")
+    p2 = tiny_recipe.run("--stage", "0", "--stop-stage", "6")
     assert p2.returncode == 0, p2.stderr[-3000:]
     assert p2.stderr.count("up to date; skipping") >= 8, p2.stderr[-3000:]
     assert (sysdir / "final.pt").stat().st_mtime_ns == before

@@ -26,7 +26,9 @@ Configuration gotchas found on slurm-wlm 22.05 / munge 0.5.15 (Debian 12):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import shutil
 import socket
 import stat
@@ -273,3 +275,31 @@ def test_option_missing_from_config_is_an_error(slurm, tmp_path):
     r = slurm_pl(slurm, "--colour", "red", f"{tmp_path}/x.log", "true")
     assert r.returncode != 0
     assert "--colour red is not described in conf/slurm.conf" in r.stderr, r.stderr
+
+
+def test_sigterm_to_the_stage_cancels_the_array_and_its_jobs(slurm, tmp_path):
+    """Issue 12, failure 3 under Slurm: SIGTERM to stamped.sh alone (as run.sh passes it
+    on) must reach slurm.pl, which cancels the job array; the job processes end, the
+    stage exits 128+15 and leaves no stamp."""
+    stamp = tmp_path / "exp/.done.x"
+    cmd = [str(REPO / "utils/stamped.sh"), str(stamp), "--", str(REPO / "utils/slurm.pl"), "JOB=1:2",
+           f"{tmp_path}/s.JOB.log", f"echo $$ > {tmp_path}/pid.JOB; exec sleep 300"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
+    try:
+        slurm.wait_until("both tasks to start", lambda: all(p.exists() and p.read_text().strip() for p in pids))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "cancelled job" in err and not stamp.exists()
+
+        def gone():
+            q = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm.env, capture_output=True, text=True, timeout=15)
+            alive = [p for p in pids if Path(f"/proc/{p.read_text().strip()}").exists()
+                     and "State:\tZ" not in Path(f"/proc/{p.read_text().strip()}/status").read_text()]
+            return not q.stdout.strip() and not alive
+        slurm.wait_until("the array to leave the queue and its jobs to end", gone, timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

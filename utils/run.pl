@@ -17,8 +17,10 @@
 #   cmd.sh line written for slurm.pl or queue.pl also works here.
 # Exit status: 0 when every job succeeded; else 1, naming the failed logs on stderr
 # ("run.pl: 1 / 4 failed, log is in exp/log/x.3.log").
-# INT/TERM/HUP to run.pl are passed to every running job (each runs in its own
-# process group, so whole pipelines stop), and run.pl exits non-zero.
+# INT/TERM/HUP to run.pl are passed (as TERM) to every running job and every process
+# below it (found in /proc), so whole pipelines stop, and run.pl exits non-zero. Jobs
+# stay in run.pl's process group: a signal to the group of run.sh (^C, kill -- -PGID,
+# even SIGKILL, which run.pl cannot pass on) reaches them directly.
 use strict;
 use warnings;
 use Cwd qw(abs_path);
@@ -34,10 +36,30 @@ my %running;    # pid -> [job id, log file, start time]
 my @failed;
 
 my %signum = (HUP => 1, INT => 2, TERM => 15);
+
+# The given pids and all their descendants (from the ppid field of /proc/PID/stat).
+sub process_tree {
+  my @todo = @_;
+  my %kids;
+  if (opendir(my $dh, "/proc")) {
+    for my $p (grep { /^\d+$/ } readdir($dh)) {
+      open(my $fh, "<", "/proc/$p/stat") or next;
+      my $s = <$fh>;
+      close($fh);
+      push @{$kids{$1}}, $p if defined $s && $s =~ /.*\)\s+\S+\s+(\d+)/;   # comm may hold ")"
+    }
+    closedir($dh);
+  }
+  my @out;
+  while (@todo) { my $x = shift @todo; push @out, $x; push @todo, @{$kids{$x} || []}; }
+  return @out;
+}
+
 sub stop_all {
   my $sig = shift;
+  $SIG{$_} = 'IGNORE' for qw(INT TERM HUP);
+  kill('TERM', process_tree(keys %running));
   for my $pid (keys %running) {
-    kill('TERM', -$pid);
     my ($id, $log, $t0) = @{$running{$pid}};
     QueueCommon::write_footer($log, 128 + $signum{$sig}, time() - $t0, $threads);
   }
@@ -55,7 +77,6 @@ sub start_job {
   QueueCommon::die_usage("fork failed: $!") unless defined $pid;
   if ($pid == 0) {
     $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-    POSIX::setpgid(0, 0);
     open(STDIN, "<", "/dev/null");
     open(STDOUT, ">>", $log) or POSIX::_exit(127);
     open(STDERR, ">&", \*STDOUT) or POSIX::_exit(127);

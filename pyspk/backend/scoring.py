@@ -113,9 +113,19 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: S
         raise ValueError(f"calibration_trials '{cal_name}' is not a trials file of {data_dir}")
     lists.sort(key=lambda p: p.name != cal_name)  # the calibration list first
     metrics, thresholds, calib = {}, {"trials": cal_name}, {"trials": cal_name}
+    # Every list is read and checked before any score is written, so a bad one leaves no
+    # partial output under a final name.
+    read = {}
     for path in lists:
         trials = read_trials(path)
-        ei, ti = trial_indices(path, trials, enroll_row, tables.utt_row, xvector_dir)
+        n_tgt = sum(tr.target for tr in trials)
+        if n_tgt in (0, len(trials)):
+            kind = "target" if n_tgt else "nontarget"
+            raise ValueError(f"{path}: all {len(trials)} trials are {kind} trials; EER and minDCF need both "
+                             f"target and nontarget trials (nothing was scored)")
+        read[path] = (trials, trial_indices(path, trials, enroll_row, tables.utt_row, xvector_dir))
+    for path in lists:
+        trials, (ei, ti) = read[path]
         labels = np.array([tr.target for tr in trials])
         metrics[path.name] = {}
         copy_trials(path, out)

@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="conf/augment.yaml (defaults: Kaldi v2 settings)")
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml")
     ap.add_argument("--nj", type=int, default=1)
-    ap.add_argument("--cmd", default="utils/run.pl")
+    ap.add_argument("--cmd", default="", help="queue script (default: this checkout's utils/run.pl)")
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--musan-root", default=None, help="MUSAN folder (else noise/music synthesised, babble from training speech)")
     ap.add_argument("--rirs-root", default=None, help="RIRS_NOISES folder (else rooms simulated with pyroomacoustics)")

@@ -17,18 +17,25 @@ def main(argv=None) -> int:
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
     ap.add_argument("--out-ark", default=None, help="write A.ark + A.scp instead of printing")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--min-speech", type=float, default=None, metavar="SECONDS",
+                    help="least speech after VAD in each file (default 1 s); less is an error")
+    ap.add_argument("--allow-short", action="store_true", help="warn instead of refusing below --min-speech")
     ap.add_argument("wavs", nargs="+")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pyspk.embed.extractor import Embedder
-    from pyspk.embed.single import embed_file
+    from pyspk.embed.single import MIN_SPEECH_S, embed_file
     from pyspk.features.audio import AudioError
     from pyspk.features.fbank import load_config
 
     try:
         embedder = Embedder.from_checkpoint(args.model, device=args.device)
         cfg = load_config(args.fbank_config)
-        vecs = {w: embed_file(embedder, w, cfg) for w in args.wavs}
+        min_s = MIN_SPEECH_S if args.min_speech is None else args.min_speech
+        warnings: list = []
+        vecs = {w: embed_file(embedder, w, cfg, min_s, args.allow_short, warnings) for w in args.wavs}
+        for w in warnings:
+            print(f"pyspk embed: warning: {w}", file=sys.stderr)
     except (AudioError, ValueError, OSError) as e:
         print(f"pyspk embed: error: {e}", file=sys.stderr)
         return 1

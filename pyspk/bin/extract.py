@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pyspk extract", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
-    ap.add_argument("--cmd", default="utils/run.pl", help="queue script, called as CMD JOB=1:N LOG COMMAND")
+    ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
     ap.add_argument("--max-frames", type=int, default=6000, help="chunk utterances longer than this (0 = never)")
     ap.add_argument("--chunk-frames", type=int, default=3000, help="window length when chunking")
     ap.add_argument("--chunk-hop", type=int, default=1500, help="window shift when chunking")

@@ -18,7 +18,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="conf/fbank.yaml (defaults: 80 mel, 25/10 ms, 20-7600 Hz)")
     ap.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
-    ap.add_argument("--cmd", default="utils/run.pl", help="queue script, called as CMD JOB=1:N LOG COMMAND")
+    ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
     ap.add_argument("--force", action="store_true", help="recompute even verified jobs")
     ap.add_argument("--skip-bad", action="store_true", help="skip unusable recordings (listed in bad_utts)")
     ap.add_argument("--job", type=int, default=None, help="internal: run one job of the split")

@@ -1,7 +1,11 @@
 """Editing Kaldi data directories: subset, fix, combine and split (library of utils/).
 
 Every output table is written atomically, sorted in C (byte) order, with spk2utt
-regenerated from utt2spk; output directories are validated before returning.
+regenerated from utt2spk. Nothing is written where it stays until the whole result has
+been validated: the new tables are built in a temporary directory beside the output
+(:func:`staged_dir`), validated there, and only then renamed over the originals, so an
+edit that fails (a bad id, every utterance removed) leaves the directory, and its
+``.backup/``, as they were.
 Tables are those of :mod:`pyspk.data.kaldi_dir`: keyed by utterance (``UTT_TABLES``;
 wav.scp is keyed by recording when a ``segments`` file exists), by speaker
 (``SPK_TABLES``) or by recording (``RECO_TABLES``).
@@ -10,7 +14,10 @@ wav.scp is keyed by recording when a ``segments`` file exists), by speaker
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import shutil
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -34,7 +41,7 @@ def read_table_tolerant(path) -> Tuple["OrderedDict[str, str]", List[str]]:
     table: "OrderedDict[str, str]" = OrderedDict()
     first: Dict[str, int] = {}
     notes = []
-    for lineno, line in _read_lines(Path(path)):
+    for lineno, line in _read_lines(Path(path), free_text=Path(path).name == "text"):
         parts = line.strip().split(None, 1)
         if len(parts) < 2:
             notes.append(f"{_where(path, lineno)}: dropped line without a value: {line.strip()!r}")
@@ -100,32 +107,96 @@ def subset_trials(src, out, utts: Iterable[str], speakers: Iterable[str]) -> Dic
     return counts
 
 
+KNOWN_FILES = UTT_TABLES + SPK_TABLES + RECO_TABLES + ("spk2utt",)
+
+
+@contextlib.contextmanager
+def staged_dir(final, link_existing: bool):
+    """Yield a temporary directory beside ``final`` to build a new version of it in.
+
+    ``link_existing``: it starts with a symlink to each file of ``final`` (an edit in
+    place: the untouched tables take part in the validation; writing a table through
+    pyspk.io replaces the link, never its target). On an exception the temporary
+    directory is removed and ``final`` is untouched; :func:`commit_staged` moves the
+    result in."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        if link_existing and final.is_dir():
+            for f in final.iterdir():
+                if f.is_file() and not f.is_symlink():
+                    os.symlink(f.resolve(), tmp / f.name)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit_staged(tmp: Path, final: Path, drop_stale: bool = False, backup: Optional[Path] = None) -> None:
+    """Rename every file written in ``tmp`` (not the links) over ``final``'s.
+
+    ``drop_stale``: remove tables and trials of ``final`` that ``tmp`` does not have (a
+    fresh output over an old one). ``backup``: first copy the originals about to be
+    replaced there, into a new directory swapped in whole, so a backup is only ever
+    replaced by a complete one."""
+    final.mkdir(parents=True, exist_ok=True)
+    new = [f for f in sorted(tmp.iterdir()) if f.is_file() and not f.is_symlink()]
+    if backup is not None:
+        bak = Path(tempfile.mkdtemp(prefix=".backup.", suffix=".tmp", dir=final))
+        for f in new:
+            if (final / f.name).is_file():
+                shutil.copy2(final / f.name, bak / f.name)
+        old = backup.with_name(backup.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if backup.exists():
+            os.replace(backup, old)
+        os.replace(bak, backup)
+        shutil.rmtree(old, ignore_errors=True)
+    if drop_stale:
+        names = {f.name for f in new}
+        for f in final.iterdir():
+            if f.is_file() and f.name not in names and (f.name in KNOWN_FILES or f.name.startswith("trials")):
+                f.unlink()
+    for f in new:
+        os.replace(f, final / f.name)
+
+
 def subset_data_dir(src, out, utts: Sequence[str]) -> Dict[str, int]:
     """Copy the utterances ``utts`` of the (valid) data dir ``src`` into ``out``, with
-    every table and the trials among them. Unknown utterances are an error."""
+    every table and the trials among them. Unknown utterances are an error; ``out`` is
+    only written once the subset validates."""
     validate_data_dir(src, check_files=False, need_wav=False)
     tables, _ = load_tables(src)
     unknown = [u for u in utts if u not in tables["utt2spk"]]
     if unknown:
         raise DataDirError(f"{Path(src) / 'utt2spk'}: no utterance '{unknown[0]}' ({len(unknown)} unknown)")
-    counts = write_subset(tables, out, utts)
-    kept = [u for u in tables["utt2spk"] if u in set(utts)]
-    counts["trials"] = sum(subset_trials(src, out, kept, {tables["utt2spk"][u] for u in kept}).values())
-    validate_data_dir(out, check_files=False, need_wav=False)
+    with staged_dir(out, link_existing=False) as tmp:
+        counts = write_subset(tables, tmp, utts)
+        kept = [u for u in tables["utt2spk"] if u in set(utts)]
+        counts["trials"] = sum(subset_trials(src, tmp, kept, {tables["utt2spk"][u] for u in kept}).values())
+        _validate_staged(tmp, out)
+        commit_staged(tmp, Path(out), drop_stale=True)
     return counts
+
+
+def _validate_staged(tmp: Path, final, **kw) -> Dict[str, int]:
+    """Validate the staged directory, naming the final one in the message."""
+    try:
+        return validate_data_dir(tmp, check_files=False, need_wav=False, **kw)
+    except DataDirError as e:
+        raise DataDirError(f"{final}: the result would not be a valid data dir, nothing was changed: "
+                           + str(e).replace(str(tmp), str(final))) from None
 
 
 def fix_data_dir(path) -> Tuple[Dict[str, int], List[str]]:
     """Kaldi's fix_data_dir: sort every table, drop repeated keys and lines without a
     value, keep only utterances present in every per-utterance table (and whose recording
-    is in wav.scp when there are segments), regenerate spk2utt. The original tables are
-    first copied to ``path/.backup/``. Returns counts and notes on what was dropped."""
+    is in wav.scp when there are segments), regenerate spk2utt. The new tables are built
+    and validated in a temporary directory first; only then are the originals copied to
+    ``path/.backup/`` and replaced, so a run that fails changes nothing, its backup
+    included. Returns counts and notes on what was dropped."""
     path = Path(path)
     tables, notes = load_tables(path, tolerant=True)
-    backup = path / ".backup"
-    backup.mkdir(exist_ok=True)
-    for name in present_tables(path) + (["spk2utt"] if (path / "spk2utt").is_file() else []):
-        shutil.copy2(path / name, backup / name)
     reco = _reco_keyed(tables)
     utt_tables = [n for n in tables if n not in reco and n not in SPK_TABLES]
     utts = []
@@ -137,13 +208,15 @@ def fix_data_dir(path) -> Tuple[Dict[str, int], List[str]]:
             notes.append(f"{path}: removed utterance '{u}': not in {', '.join(missing)}")
         else:
             utts.append(u)
-    counts = write_subset(tables, path, utts)
-    counts["removed"] = len(tables["utt2spk"]) - len(utts)
-    validate_data_dir(path, check_files=False, need_wav=False, check_trials=False)
-    try:
-        validate_data_dir(path, check_files=False, need_wav=False)
-    except DataDirError as e:
-        notes.append(f"trials not changed, and no longer valid: {e}")
+    with staged_dir(path, link_existing=True) as tmp:
+        counts = write_subset(tables, tmp, utts)
+        counts["removed"] = len(tables["utt2spk"]) - len(utts)
+        _validate_staged(tmp, path, check_trials=False)
+        try:
+            validate_data_dir(tmp, check_files=False, need_wav=False)
+        except DataDirError as e:
+            notes.append(f"trials not changed, and no longer valid: {str(e).replace(str(tmp), str(path))}")
+        commit_staged(tmp, path, backup=path / ".backup")
     return counts, notes
 
 
@@ -151,7 +224,7 @@ def combine_data(out, srcs: Sequence) -> Tuple[Dict[str, int], List[str]]:
     """Union of the data dirs ``srcs`` in ``out``. An utterance id in two of them is an
     error; speakers and recordings may be shared if their lines agree. A table missing
     from some source is left out (returned with the counts). Trials are not combined
-    (they belong to one evaluation set)."""
+    (they belong to one evaluation set). ``out`` is only written once the union validates."""
     srcs = [Path(s) for s in srcs]
     if not srcs:
         raise DataDirError("combine_data: no source directory given")
@@ -174,8 +247,10 @@ def combine_data(out, srcs: Sequence) -> Tuple[Dict[str, int], List[str]]:
                                        + (f" with a different value" if shared_ok else ""))
                 merged[n][k] = v
                 origin.setdefault((n, k), s)
-    counts = write_subset(merged, out, merged["utt2spk"])
-    validate_data_dir(out, check_files=False, need_wav=False)
+    with staged_dir(out, link_existing=False) as tmp:
+        counts = write_subset(merged, tmp, merged["utt2spk"])
+        _validate_staged(tmp, out)
+        commit_staged(tmp, Path(out), drop_stale=True)
     return counts, sorted(set().union(*present) - set(names))
 
 

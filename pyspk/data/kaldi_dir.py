@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,25 @@ def _where(path: Path, lineno: int) -> str:
     return f"{path}:{lineno}"
 
 
-def _read_lines(path: Path) -> List[Tuple[int, str]]:
-    """Return (line number, line) for non-empty lines; reject non-UTF-8 bytes."""
+# Kaldi splits lines on ASCII space and tab only; Python's str.split() also splits on
+# these (and a zero-width space or BOM is invisible), so an id holding one would be read
+# as two fields here and as one by Kaldi. They are errors, named by code point.
+_ODD_SPACE = {c for c in map(chr, range(0x3000 + 1)) if c.isspace() and c not in " \t\r\n"} | \
+    {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"}
+
+
+def odd_space(text: str) -> Optional[Tuple[int, str]]:
+    """(column, 'U+00A0 NO-BREAK SPACE') of the first odd whitespace character, or None."""
+    for i, c in enumerate(text):
+        if c in _ODD_SPACE:
+            return i + 1, f"U+{ord(c):04X} {unicodedata.name(c, 'control character')}"
+    return None
+
+
+def _read_lines(path: Path, free_text: bool = False) -> List[Tuple[int, str]]:
+    """Return (line number, line) for non-empty lines; reject non-UTF-8 bytes, and odd
+    whitespace (:func:`odd_space`) anywhere, or with ``free_text`` (transcripts) in the
+    first field only."""
     path = Path(path)
     if not path.exists() or path.is_dir():   # not is_file(): /dev/stdin (a pipe) is fine
         raise DataDirError(f"{path}: file not found")
@@ -66,6 +84,10 @@ def _read_lines(path: Path) -> List[Tuple[int, str]]:
                 f"{_where(path, lineno)}: non-UTF-8 byte {bline[e.start:e.start + 1]!r} at column {e.start + 1}"
             ) from None
         line = line.rstrip("\r")
+        odd = odd_space(line.split(" ", 1)[0].split("\t", 1)[0] if free_text else line)
+        if odd:
+            raise DataDirError(f"{_where(path, lineno)}: odd whitespace {odd[1]} at column {odd[0]} "
+                               f"(ids and fields are separated by ASCII space or tab only): {line.strip()!r}")
         if line.strip():
             out.append((lineno, line))
     return out
@@ -87,10 +109,11 @@ def _check_order(path: Path, keys: Sequence[Tuple[int, str]]) -> None:
         prev = (lineno, key)
 
 
-def _read_keyed(path, check_sorted: bool = True, allow_empty: bool = False) -> List[Tuple[int, str, str]]:
+def _read_keyed(path, check_sorted: bool = True, allow_empty: bool = False,
+                free_text: bool = False) -> List[Tuple[int, str, str]]:
     """(line number, key, rest of line) for each line of a ``key value...`` table."""
     path = Path(path)
-    lines = _read_lines(path)
+    lines = _read_lines(path, free_text)
     if not lines and not allow_empty:
         raise DataDirError(f"{_where(path, 1)}: file is empty")
     rows = []
@@ -113,7 +136,8 @@ def read_table(path, check_sorted: bool = True, allow_empty: bool = False) -> "O
 
     ``check_sorted``: keys must be in C-locale order (else only duplicates are errors).
     """
-    return OrderedDict((k, v) for _, k, v in _read_keyed(path, check_sorted, allow_empty))
+    free_text = Path(path).name == "text"   # transcripts may hold any space in their words
+    return OrderedDict((k, v) for _, k, v in _read_keyed(path, check_sorted, allow_empty, free_text))
 
 
 def read_spk2utt(path, check_sorted: bool = True) -> "OrderedDict[str, List[str]]":
@@ -350,6 +374,10 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
     _cover("feats.scp", need_feats, utt2spk)
     for name in ("utt2num_frames", "vad.scp", "utt2lang", "utt2orig", "utt2genre", "utt2dur"):
         _cover(name, False, utt2spk)
+    if (path / "text").exists():   # transcripts: UTF-8, keys of utt2spk (odd spaces allowed in the words)
+        for lineno, key, _ in _read_keyed(path / "text", free_text=True):
+            if key not in utt2spk:
+                raise DataDirError(f"{_where(path / 'text', lineno)}: '{key}' is not in utt2spk")
     n_trials = 0
     known = set(utt2spk)
     for tf in sorted(path.glob("trials*")) if check_trials else []:

@@ -93,8 +93,8 @@ class Embedder:
             raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
         return out
 
-    def embed_wave(self, wave: np.ndarray, sample_rate: int, fbank_config=None, utt: str = "?") -> np.ndarray:
-        """Fbank (``pyspk.features.fbank``) + VAD when the encoder was trained with it, then embed."""
+    def front_end(self, wave: np.ndarray, sample_rate: int, fbank_config=None):
+        """(fbank, VAD mask or None): the recipe's features, VAD when the encoder was trained with it."""
         import dataclasses
 
         from pyspk.features.fbank import FbankConfig, compute_fbank, compute_fbank_energy
@@ -105,5 +105,10 @@ class Embedder:
 
             cfg = dataclasses.replace(cfg, vad=True)
             feats, energy = compute_fbank_energy(wave, sample_rate, cfg)
-            return self.embed(feats, vad_from_config(energy, cfg), utt=utt)
-        return self.embed(compute_fbank(wave, sample_rate, dataclasses.replace(cfg, vad=False)), utt=utt)
+            return feats, vad_from_config(energy, cfg)
+        return compute_fbank(wave, sample_rate, dataclasses.replace(cfg, vad=False)), None
+
+    def embed_wave(self, wave: np.ndarray, sample_rate: int, fbank_config=None, utt: str = "?") -> np.ndarray:
+        """Fbank (``pyspk.features.fbank``) + VAD when the encoder was trained with it, then embed."""
+        feats, mask = self.front_end(wave, sample_rate, fbank_config)
+        return self.embed(feats, mask, utt=utt) if mask is not None else self.embed(feats, utt=utt)

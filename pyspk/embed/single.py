@@ -19,17 +19,54 @@ import numpy as np
 from pyspk.embed.extractor import Embedder
 
 
-def embed_file(embedder: Embedder, path, fbank_config=None) -> np.ndarray:
+MIN_SPEECH_S = 1.0   # peers refuse or warn below 1-2 s of speech; an x-vector of less is noise
+
+
+class TooLittleSpeech(ValueError):
+    """Less speech after VAD than the minimum: the score would be meaningless."""
+
+
+def file_rate(path) -> Optional[int]:
+    """The sample rate of an audio file (None for a pipe or an unreadable header)."""
+    import soundfile as sf
+
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except Exception:  # a 'cmd |' entry or a format soundfile cannot probe: read_audio decides
+        return None
+
+
+def embed_file(embedder: Embedder, path, fbank_config=None, min_speech_s: float = 0.0,
+               warn_only: bool = False, warnings: Optional[list] = None) -> np.ndarray:
+    """Embedding of one file. Speech after VAD (frames kept x frame shift) below
+    ``min_speech_s`` raises :class:`TooLittleSpeech`, or with ``warn_only`` is appended to
+    ``warnings``, as is audio resampled up from below the model's rate (its upper mel
+    bins are empty, so its scores are not comparable with the recipe's)."""
     from pyspk.features.audio import read_audio
     from pyspk.features.fbank import FbankConfig
 
     cfg = fbank_config or FbankConfig()
+    notes = warnings if warnings is not None else []
+    rate = file_rate(path)
+    if rate is not None and rate < cfg.sample_rate:
+        notes.append(f"{path}: {rate} Hz audio resampled up to the model's {cfg.sample_rate} Hz: mel bins above "
+                     f"{rate / 2:.0f} Hz are empty, scores are not comparable with {cfg.sample_rate} Hz audio")
     wave = read_audio(Path(path).name, str(path), cfg.sample_rate)
-    return embedder.embed_wave(wave, cfg.sample_rate, cfg, utt=str(path))
+    feats, mask = embedder.front_end(wave, cfg.sample_rate, cfg)
+    frames = int(np.sum(mask)) if mask is not None else int(feats.shape[0])
+    speech = frames * cfg.frame_shift_ms / 1000.0
+    if speech < min_speech_s:
+        msg = (f"{path}: {speech:.2f} s of speech after VAD, less than the minimum {min_speech_s:g} s "
+               f"(--min-speech); too little to judge a speaker")
+        if not warn_only:
+            raise TooLittleSpeech(msg)
+        notes.append(msg)
+    return embedder.embed(feats, mask, utt=str(path)) if mask is not None else embedder.embed(feats, utt=str(path))
 
 
-def pair_score(a: np.ndarray, b: np.ndarray, backend_dir=None, backend: str = "cosine") -> float:
-    """Score of one pair with 'cosine' (mean-subtracted when a back-end dir is given) or 'plda'."""
+def pair_score(a: np.ndarray, b: np.ndarray, backend_dir=None, backend: str = "cosine", n_enroll: int = 1) -> float:
+    """Score of one pair with 'cosine' (mean-subtracted when a back-end dir is given) or 'plda';
+    ``a`` may be the mean of ``n_enroll`` enrolment embeddings (PLDA uses the count)."""
     if backend_dir is None:
         if backend != "cosine":
             raise ValueError(f"back-end '{backend}' needs --backend-dir")
@@ -42,7 +79,7 @@ def pair_score(a: np.ndarray, b: np.ndarray, backend_dir=None, backend: str = "c
     idx = np.zeros(1, dtype=np.int64)
     if backend == "asnorm":
         raise ValueError("AS-norm needs cohort statistics of both sides; use cosine or plda for single pairs")
-    return float(be.score_trials(backend, a[None], b[None], idx, idx)[0])
+    return float(be.score_trials(backend, a[None], b[None], idx, idx, n_enroll=np.array([n_enroll]))[0])
 
 
 def load_threshold(scores_dir, backend: str) -> Optional[float]:

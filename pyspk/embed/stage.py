@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -34,6 +32,7 @@ from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
 from pyspk.embed.extractor import ChunkConfig, Embedder
 from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
 from pyspk.io import atomic_write_text, touch_done
+from pyspk.queue import failure_reason, queue_line, run_queue
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +127,21 @@ def run_jobs(cmd: str, out_dir: Path, jobs: List[int], argv: List[str]) -> None:
             ranges[-1][1] = j
         else:
             ranges.append([j, j])
+    said = []
     for a, b in ranges:
-        line = (f"{cmd} JOB={a}:{b} {shlex.quote(str(pattern))} {shlex.quote(sys.executable)} "
-                f"-m pyspk.bin.extract --job JOB " + " ".join(shlex.quote(x) for x in argv))
+        line = queue_line(cmd, f"JOB={a}:{b}", pattern,
+                          [sys.executable, "-m", "pyspk.bin.extract", "--job", "JOB", *argv])
         log.info("running %s", line)
-        subprocess.call(line, shell=True)
+        rc, err = run_queue(line)
+        said.append((rc, err, line))
     failed = [j for j in jobs if not job_files(out_dir, j)["done"].is_file()]
     if failed:
-        logs = ", ".join(str(job_files(out_dir, j)["log"]) for j in failed)
-        raise ExtractError(f"{len(failed)} of {len(jobs)} extraction job(s) failed; see {logs}")
+        rc, err, line = next((x for x in said if x[0] != 0), said[-1])
+        why = failure_reason([job_files(out_dir, j)["log"] for j in failed], rc, err, line)
+        raise ExtractError(f"{len(failed)} of {len(jobs)} extraction job(s) failed; {why}")
 
 
-def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "utils/run.pl",
+def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
             chunk: Optional[ChunkConfig] = None, device: str = "auto", force: bool = False) -> Dict[str, object]:
     """Run the whole stage; returns {"jobs_run": [...], "jobs_reused": [...], "num_utts": n}."""
     chunk = chunk or ChunkConfig()

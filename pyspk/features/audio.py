@@ -84,4 +84,14 @@ def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.
     # integer PCM (wav, flac: subtype PCM_*) cannot hold NaN/inf; every other encoding is scanned
     if not subtype.startswith("PCM") and not np.isfinite(data).all():
         raise AudioError(utt, source, "NaN or inf samples")
+    if sr < target_sr and sr not in _UPSAMPLED:
+        # Upsampled audio has no energy above sr/2: its upper mel bins are empty, a
+        # mismatch with the rest of the corpus worth a line in the job log (once per rate).
+        _UPSAMPLED.add(sr)
+        log.warning("utterance '%s' (%s): %d Hz audio resampled up to %d Hz; mel bins above %d Hz are empty "
+                    "(further %d Hz utterances of this job are not reported)", utt, source, sr, target_sr,
+                    sr // 2, sr)
     return resample(data, sr, target_sr)
+
+
+_UPSAMPLED: set = set()

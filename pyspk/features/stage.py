@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, write_table
+from pyspk.data.dir_edit import commit_staged, staged_dir
+from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
 from pyspk.features.ark import job_files, job_signature, read_split, split_lines, verify_job
 from pyspk.features.fbank import FbankConfig
 from pyspk.io import atomic_write_text
+from pyspk.queue import failure_reason, queue_line, run_queue
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +83,18 @@ def run_jobs(cmd: str, fbank_dir: Path, jobs: List[int], job_argv: List[str]) ->
     """Run ``jobs`` through the queue script; StageError naming the logs of failed jobs."""
     log_pattern = fbank_dir / "log" / "fbank.JOB.log"
     (fbank_dir / "log").mkdir(parents=True, exist_ok=True)
-    failed = []
+    failed, why = [], []
     for a, b in _ranges(jobs):
-        line = (f"{cmd} JOB={a}:{b} {shlex.quote(str(log_pattern))} "
-                f"{shlex.quote(sys.executable)} -m pyspk.bin.fbank --job JOB "
-                + " ".join(shlex.quote(x) for x in job_argv))
+        line = queue_line(cmd, f"JOB={a}:{b}", log_pattern,
+                          [sys.executable, "-m", "pyspk.bin.fbank", "--job", "JOB", *job_argv])
         log.info("running %s", line)
-        rc = subprocess.call(line, shell=True)
+        rc, err = run_queue(line)
         if rc != 0:
-            failed += [j for j in range(a, b + 1) if not job_files(fbank_dir, j)["done"].is_file()] or [a]
+            bad = [j for j in range(a, b + 1) if not job_files(fbank_dir, j)["done"].is_file()] or [a]
+            failed += bad
+            why.append(failure_reason([Path(str(log_pattern).replace("JOB", str(j))) for j in bad], rc, err, line))
     if failed:
-        logs = ", ".join(str(log_pattern).replace("JOB", str(j)) for j in failed)
-        raise StageError(f"{len(failed)} fbank job(s) failed; see {logs}")
+        raise StageError(f"{len(failed)} fbank job(s) failed; {'; '.join(why)}")
 
 
 def merge(data_dir: Path, fbank_dir: Path, nj: int, vad: bool) -> Dict[str, str]:
@@ -106,7 +106,21 @@ def merge(data_dir: Path, fbank_dir: Path, nj: int, vad: bool) -> Dict[str, str]
              for name, key in parts.items()}
     bad = dict(ln.split(None, 1) for ln in texts["bad_utts"].splitlines())
     if bad:
-        _drop_utts(data_dir, set(bad))
+        # The data dir is edited in place: build and validate the new tables beside it
+        # first, so a result that is not a data dir (every utterance bad) changes nothing.
+        with staged_dir(data_dir, link_existing=True) as tmp:
+            try:
+                _drop_utts(tmp, set(bad))
+                for name, text in texts.items():
+                    atomic_write_text(tmp / name, text)
+                if not vad and (tmp / "vad.scp").exists():
+                    (tmp / "vad.scp").unlink()
+                validate_data_dir(tmp, check_files=False, need_wav=False, need_feats=True, check_trials=False)
+            except DataDirError as e:
+                raise StageError(f"{data_dir}: after skipping {len(bad)} bad utterance(s) (first: "
+                                 f"{next(iter(bad))}: {next(iter(bad.values())).strip()}) it would not be a valid "
+                                 f"data dir; nothing was changed: {str(e).replace(str(tmp), str(data_dir))}") from None
+            commit_staged(tmp, data_dir)
     for name, text in texts.items():
         if name == "bad_utts" and not text:
             with contextlib.suppress(FileNotFoundError):

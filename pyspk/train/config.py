@@ -245,9 +245,14 @@ def load_config(path, overrides: Optional[dict] = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid yaml: {e}") from None
+    # An empty file would silently train the built-in defaults: a config says what it trains.
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty (expected a mapping of sections: encoder, loss, ...)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     if overrides:
         data = _merge(data, overrides)
     cfg = config_from_dict(data, str(path))
