@@ -10,7 +10,7 @@ run (no augmented copies), once per encoder -> for the first encoder also ``pysp
 of both sets and ``pyspk backend`` (conf/backend.yaml), so DIR/exp/<first>/ has xvector.scp,
 spk_xvector.scp, num_utts.ark and backend/plda.{npz,kaldi}.
 
-``--size test`` uses narrow encoders (seconds); ``recipe`` the default recipe's TDNN
+``--size test`` uses narrow, shallow encoders (seconds); ``recipe`` the default recipe's TDNN
 (128 channels) and the registry's default ECAPA-TDNN (512) and ResNet34 (32). Reruns skip
 what DIR already holds (each step's last output is its stamp).
 """
@@ -27,9 +27,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
+    # every layer type of each encoder, fewer repeats: training and export time grow with depth
     "test": {"tdnn": {"channels": 32, "stats_channels": 64, "embed_dim": 32},
-             "ecapa_tdnn": {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16},
-             "resnet34": {"base_channels": 8, "embed_dim": 32}},
+             "ecapa_tdnn": {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16,
+                            "scale": 4, "dilations": [2, 3]},
+             "resnet34": {"base_channels": 8, "embed_dim": 32, "num_blocks": [1, 2, 1, 1]}},
     "recipe": {"tdnn": {"channels": 128, "stats_channels": 384, "embed_dim": 128},
                "ecapa_tdnn": {"channels": 512},
                "resnet34": {}},

@@ -32,10 +32,12 @@ from pyspk.features.cmvn import sliding_mean as np_sliding_mean
 from pyspk.features.fbank import FbankConfig
 from pyspk.models import build_encoder, load_encoder, save_encoder
 
+# Every layer type of each encoder, with fewer repeats (export time grows with the graph's size).
 TINY = {
     "tdnn": {"channels": 16, "stats_channels": 32, "embed_dim": 12},
-    "ecapa_tdnn": {"channels": 16, "embed_dim": 12, "attention_channels": 8, "se_channels": 8},
-    "resnet34": {"base_channels": 4, "embed_dim": 12},
+    "ecapa_tdnn": {"channels": 16, "embed_dim": 12, "attention_channels": 8, "se_channels": 8, "scale": 4,
+                   "dilations": [2, 3]},
+    "resnet34": {"base_channels": 4, "embed_dim": 12, "num_blocks": [1, 2, 1, 1]},
 }
 LENGTHS = ((1, 23), (3, 150), (2, 613))   # (batch, frames): shorter, around and beyond the example
 
