@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: ./test.sh [pytest args]. Makes the .venv on first use (path.sh).
 # Tests needing the real Slurm daemons skip, saying why, when slurm-wlm/munge are absent
-# (.ci/run installs them); set PYSPK_REQUIRE_SLURM=1 to make that a failure instead.
+# (.ci/run installs them); set PYSPK_REQUIRE_SLURM=1 to make that a failure instead. Tests of
+# optional wheels (onnx, sherpa-onnx, pydrobert-kaldi) skip likewise unless PYSPK_REQUIRE_WHEELS=1.
 set -uo pipefail
 cd "$(dirname "$0")"
 . ./path.sh || exit 1

@@ -177,6 +177,8 @@ def test_report_two_systems_and_missing(tmp_path, capsys):
     assert set(res["systems"]) == {"sysA", "sysB"}
     assert (exp / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (exp / "det_trials_spk.png").is_file()
+    assert res["histograms"] == ["hist_sysA.png", "hist_sysB.png"] and (exp / "hist_sysA.png").is_file()
+    assert "![hist_sysA](hist_sysA.png)" in md
     capsys.readouterr()
     assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysC", "--out", str(out)]) == 1
     assert "sysC" in capsys.readouterr().err

@@ -125,6 +125,27 @@ def test_det_plot_several_systems(tmp_path):
     assert np.all(np.diff(p_fa) <= 0) and np.all(np.diff(p_miss) >= 0)
 
 
+def test_det_panels_and_histograms(tmp_path):
+    """One panel per back-end side by side (legends below, not on the curves); histograms per list x back-end."""
+    import matplotlib.image as mpimg
+
+    from pyspk.metrics.det import plot_det_panels, plot_score_histograms
+
+    rng = np.random.default_rng(6)
+    panels = {}
+    for backend in ("cosine", "asnorm", "plda"):
+        panels[backend] = {}
+        for k in range(7):
+            s, lab = random_case(rng, 100, 500, ties=False)
+            panels[backend][f"system{k}"] = (s + (1 + 0.3 * k) * lab, lab)
+    img = mpimg.imread(plot_det_panels(panels, tmp_path / "det.png", title="DET: trials"))
+    height, width = img.shape[:2]
+    assert width > 2.5 * height * 0.8      # three square panels in a row, the legends under them
+    hist = {(t, b): panels[b]["system0"] for t in ("trials_a", "trials_b") for b in panels}
+    img = mpimg.imread(plot_score_histograms(hist, tmp_path / "hist.png", title="scores"))
+    assert img.shape[1] > img.shape[0]     # 3 back-end columns x 2 list rows
+
+
 def test_compute_metrics_equals_separate_calls():
     from pyspk.metrics import compute_metrics
 

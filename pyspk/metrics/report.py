@@ -6,8 +6,10 @@ system x back-end x trials list (EER %, minDCF(0.01), minDCF(0.001), Cllr when p
 then the command and each system's config, and for a system trained with MGDA the
 summary of its balancing weight alpha (the classifier loss's weight) over the steps
 of ``EXP/S/train.csv``.  ``det.png`` holds the DET curves of every
-system and back-end on the *first* trials list (sorted by name, normally ``trials``);
-each further list ``L`` gets ``det_L.png``.  Curves are drawn from the score files
+system on the *first* trials list (sorted by name, normally ``trials``), one panel per
+back-end with its legend (system and EER) below the axes; each further list ``L`` gets
+``det_L.png``.  ``hist_S.png`` holds system S's target / non-target score histograms,
+one panel per trials list and back-end.  Curves are drawn from the score files
 ``EXP/S/scores/<L>.<backend>`` and the key copy ``EXP/S/scores/<L>``.
 """
 
@@ -98,31 +100,56 @@ def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: 
                  f"{a['p5']:.3f}-{a['p95']:.3f} over {a['steps']} steps") if a else ""
         lines.append(f"- {s}: config `{i['config'] or 'missing (no config.yaml)'}`, scores `{i['scores_dir']}`{alpha}")
     dets = _plot_dets(info, out_path.parent) if plot else []
+    hists = _plot_histograms(info, out_path.parent) if plot else []
     if dets:
-        lines += ["", "DET curves: " + ", ".join(f"![{p.stem}]({p.name})" for p in dets)]
+        lines += ["", "DET curves (one panel per back-end): " + ", ".join(f"![{p.stem}]({p.name})" for p in dets)]
+    if hists:
+        lines += ["", "Score histograms (target / non-target, per system): "
+                  + ", ".join(f"![{p.stem}]({p.name})" for p in hists)]
     atomic_write_text(out_path, "\n".join(lines) + "\n")
-    result = {"command": command, "systems": info, "det": [p.name for p in dets]}
+    result = {"command": command, "systems": info, "det": [p.name for p in dets],
+              "histograms": [p.name for p in hists]}
     atomic_write_text(out_path.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     return result
 
 
 def _plot_dets(info: Dict[str, dict], out_dir: Path) -> List[Path]:
-    from pyspk.metrics.det import plot_det
+    """det.png (first trials list) and det_<L>.png: one panel per back-end, one curve per system."""
+    from pyspk.metrics.det import plot_det_panels
 
     lists = sorted({t for i in info.values() for t in i["metrics"]})
-    colours = [f"C{k % 10}" for k in range(len(info))]
+    styles = {system: {"color": f"C{k % 10}", "linestyle": STYLES[(k // 10) % len(STYLES)]}
+              for k, system in enumerate(info)}
     paths = []
     for n, trials in enumerate(lists):
-        curves, styles = {}, {}
-        for (system, i), colour in zip(info.items(), colours):
-            for k, backend in enumerate(i["metrics"].get(trials, {})):
-                sdir = Path(i["scores_dir"])
-                if not (sdir / trials).is_file() or not (sdir / f"{trials}.{backend}").is_file():
-                    continue
-                label = f"{system} {backend}"
-                curves[label] = read_scored(sdir, trials, backend)
-                styles[label] = {"color": colour, "linestyle": STYLES[k % len(STYLES)]}
-        if curves:
-            paths.append(plot_det(curves, out_dir / ("det.png" if n == 0 else f"det_{trials}.png"),
-                                  title=f"DET: {trials}", styles=styles))
+        panels: Dict[str, dict] = {}
+        for system, i in info.items():
+            for backend, scored in _scored(i, trials).items():
+                panels.setdefault(backend, {})[system] = scored
+        if panels:
+            paths.append(plot_det_panels(panels, out_dir / ("det.png" if n == 0 else f"det_{trials}.png"),
+                                         title=f"DET: {trials}", styles=styles))
     return paths
+
+
+def _plot_histograms(info: Dict[str, dict], out_dir: Path) -> List[Path]:
+    """hist_<system>.png: target / non-target scores per trials list (rows) and back-end (columns)."""
+    from pyspk.metrics.det import plot_score_histograms
+
+    paths = []
+    for system, i in info.items():
+        panels = {(trials, backend): scored for trials in i["metrics"]
+                  for backend, scored in _scored(i, trials).items()}
+        if panels:
+            paths.append(plot_score_histograms(panels, out_dir / f"hist_{system}.png", title=f"scores: {system}"))
+    return paths
+
+
+def _scored(i: dict, trials: str) -> Dict[str, tuple]:
+    """backend -> (scores, labels) of one system's trials list, for the score files present."""
+    sdir = Path(i["scores_dir"])
+    out = {}
+    for backend in i["metrics"].get(trials, {}):
+        if (sdir / trials).is_file() and (sdir / f"{trials}.{backend}").is_file():
+            out[backend] = read_scored(sdir, trials, backend)
+    return out
