@@ -138,9 +138,59 @@ def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
 
 
 def _resolved(data: dict) -> dict:
-    """The config with every default filled in, minus train.threads (a speed setting)."""
+    """The config with every default filled in, minus train.threads (a speed setting) and
+    train.seed (the study's --seed wins)."""
     d = config_to_dict(config_from_dict(data))
     d["train"].pop("threads", None)
+    d["train"].pop("seed", None)
+    return d
+
+
+def trained_as(exp: Path) -> Optional[dict]:
+    """The config the trainer itself recorded (EXP/config.yaml, every default resolved at
+    training time), minus train.seed and train.threads; None if there is none. Comparing with
+    this, not with the yaml the study wrote, keeps a run whose code defaults have changed since
+    from passing for the current variant."""
+    f = exp / "config.yaml"
+    if not f.is_file():
+        return None
+    d = yaml.safe_load(f.read_text())
+    d.get("train", {}).pop("seed", None)
+    d.get("train", {}).pop("threads", None)
+    return d
+
+
+# keys added to the config after some study runs were trained: their value before they existed
+_BEFORE_KEY = {("loss", "caa_positives"): False}
+
+
+def semantic(d: Optional[dict]) -> Optional[dict]:
+    """A resolved config with the keys that cannot act removed (contrastive keys without a
+    contrastive loss, CAA keys without CAA, MGDA keys without MGDA), and keys a recorded config
+    predates filled with their value before they existed: two systems that train alike compare
+    equal even when a default they never used has changed since."""
+    if d is None:
+        return None
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for (sec, key), val in _BEFORE_KEY.items():
+        d.setdefault(sec, {}).setdefault(key, val)
+    loss, bal = d.get("loss", {}), d.get("balance", {})
+    drop = []
+    if loss.get("con") in ("none", None):
+        drop += [k for k in loss if k.startswith(("con_", "caa", "temperature", "prototypes", "ema_"))]
+    elif loss.get("con") == "supcon":
+        drop += [k for k in loss if k.startswith("con_")]
+    if not loss.get("caa"):
+        drop += [k for k in loss if k.startswith(("caa", "prototypes", "ema_"))]
+    if loss.get("cls") == "none":
+        drop += ["margin", "scale", "easy_margin", "margin_schedule"]
+    for k in set(drop):
+        loss.pop(k, None)
+    if bal.get("kind") != "mgda":
+        bal.pop("normalize", None)
+        bal.pop("head_grad", None)
+    if bal.get("kind") != "fixed":
+        bal.pop("lambda", None)
     return d
 
 
@@ -210,8 +260,7 @@ def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optiona
     # value, or a yaml comment, does not make it a new system
     k_train = _hash(_resolved(cfg), seed, _tables_hash(train_dir))
     stamp = exp / ".study.train"
-    if stamp.is_file() and stamp.read_text() != k_train and cfg_path.is_file() \
-            and _resolved(yaml.safe_load(cfg_path.read_text())) == _resolved(cfg):
+    if stamp.is_file() and stamp.read_text() != k_train and semantic(trained_as(exp)) == semantic(_resolved(cfg)):
         k_train = stamp.read_text()  # trained under an equivalent config (older key scheme)
     if not cfg_path.is_file() or cfg_path.read_text() != text:
         atomic_write_text(cfg_path, text)
@@ -285,13 +334,16 @@ def _ms(vals: List[float], scale: float = 1.0, fmt: str = ".2f") -> str:
 
 
 def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> dict:
+    """Finished runs per variant; a run trained under another config than the variant's
+    current one (a changed yaml or default) is left out as stale."""
     res = {}
     for var in chosen:
         per_seed = []
+        want = semantic(_resolved(resolved_config(corpus, var, None)))
         for s in seeds:
             exp = out / corpus / var.name / f"s{s}"
             m = exp / "scores" / "metrics.json"
-            if (exp / ".study.score").is_file() and m.is_file():
+            if (exp / ".study.score").is_file() and m.is_file() and semantic(trained_as(exp)) == want:
                 per_seed.append({"seed": s, "metrics": json.loads(m.read_text()),
                                  "train": train_summary(exp / "train.csv")})
         if per_seed:
