@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "local"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
-from pyspk.train.config import config_from_dict, config_to_dict, validate_config  # noqa: E402
+from pyspk.train.config import config_from_dict, config_to_dict, merge_overrides, validate_config  # noqa: E402
 
 CORPORA = {
     # data dir, clean training set, test set
@@ -98,7 +98,7 @@ def variants() -> List[Variant]:
                             _loss(caa_mode="logit", caa_positives=True))}
         for key, (what, ov) in caa.items():
             # the exploration ran before 'positives' and caa_positives were picked
-            ov = _merge(_loss(con_margin_on="own", caa_positives=False), ov)
+            ov = merge_overrides(_loss(con_margin_on="own", caa_positives=False), ov)
             v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
                              f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
         v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
@@ -115,16 +115,9 @@ def variants() -> List[Variant]:
 
 
 # --------------------------------------------------------------------------- helpers
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, val in over.items():
-        out[k] = _merge(out.get(k) or {}, val) if isinstance(val, dict) else val
-    return out
-
-
 def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
     path = ROOT / "conf" / corpus / f"{var.base}.yaml"
-    data = _merge(yaml.safe_load(path.read_text()) or {}, var.overrides)
+    data = merge_overrides(yaml.safe_load(path.read_text()) or {}, var.overrides)
     if var.budget != 1:
         t = data.setdefault("train", {})
         if not t.get("steps_per_epoch"):

@@ -8,6 +8,7 @@ half-written file that a rerun could mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -71,3 +72,9 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def touch_done(path: PathLike, content: str = "") -> None:
     """Write a completion stamp (last thing a stage or job does)."""
     atomic_write_text(path, content)
+
+
+def file_digest(path: PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (read in blocks by hashlib.file_digest)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()

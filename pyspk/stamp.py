@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import logging
@@ -42,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from pyspk.io import atomic_write_text
+from pyspk.io import atomic_write_text, file_digest
 
 log = logging.getLogger(__name__)
 VERSION = 2
@@ -64,8 +63,7 @@ def _skip(name: str) -> bool:
 
 
 def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_digest(path, "sha256")
 
 
 def is_pattern(inp: str) -> bool:

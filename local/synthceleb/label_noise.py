@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Mapping
 
+from pyspk.data.dir_edit import commit_staged, staged_dir
 from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
 from pyspk.io import atomic_write_text
 
@@ -80,16 +81,13 @@ def write_noisy_dir(src, dst, fraction: float, seed: int) -> int:
     utt2spk = read_table(src / "utt2spk")
     utt2orig = read_table(src / "utt2orig") if (src / "utt2orig").is_file() else None
     new, flips = noisy_labels(utt2spk, utt2orig, fraction, seed)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.name not in ("utt2spk", "spk2utt", NOISE_FILE) and not f.name.startswith(".done"):
-            shutil.copy2(f, tmp / f.name)
-    write_table(tmp / "utt2spk", new)
-    write_table(tmp / "spk2utt", utt2spk_to_spk2utt(new))
-    atomic_write_text(tmp / NOISE_FILE, "".join(f"{u} {t} {a}\n" for u, (t, a) in sorted(flips.items())))
-    validate_data_dir(tmp, check_files=False, need_wav=False)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with staged_dir(dst, link_existing=False) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name not in ("utt2spk", "spk2utt", NOISE_FILE) and not f.name.startswith(".done"):
+                shutil.copy2(f, tmp / f.name)
+        write_table(tmp / "utt2spk", new)
+        write_table(tmp / "spk2utt", utt2spk_to_spk2utt(new))
+        atomic_write_text(tmp / NOISE_FILE, "".join(f"{u} {t} {a}\n" for u, (t, a) in sorted(flips.items())))
+        validate_data_dir(tmp, check_files=False, need_wav=False)
+        commit_staged(tmp, dst, drop_stale=True)
     return len(flips)

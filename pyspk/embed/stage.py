@@ -31,7 +31,7 @@ import kaldiio
 from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
 from pyspk.embed.extractor import ChunkConfig, Embedder
 from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
-from pyspk.io import atomic_write_text, touch_done
+from pyspk.io import atomic_write_text, file_digest, touch_done
 from pyspk.queue import failure_reason, queue_line, run_queue
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,7 @@ def job_files(out_dir, job: int) -> Dict[str, Path]:
 
 
 def file_sha1(path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def job_signature(model_sha1: str, split_text: str, chunk: ChunkConfig) -> str:

@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 
 from pyspk.features.fbank import FbankConfig
+from pyspk.io import file_digest
 
 # sherpa-onnx FeatureExtractorConfig defaults a speaker model gets (features.h).
 SHERPA_FBANK = {"num_mel_bins": 80, "low_freq": 20.0, "high_freq_below_nyquist": 400.0,
@@ -41,14 +42,6 @@ SHERPA_FBANK = {"num_mel_bins": 80, "low_freq": 20.0, "high_freq_below_nyquist":
                 "snip_edges": False}
 SHERPA_KEYS = ("framework", "sample_rate", "output_dim", "normalize_samples", "language",
                "feature_normalize_type")
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(config) -> str:
@@ -109,5 +102,5 @@ def build_metadata(*, encoder: str, encoder_kwargs: dict, embed_dim: int, feat_d
         "pyspk_vad": "1" if features.get("vad") else "0",
         "pyspk_frontend_vs_sherpa_onnx": "; ".join(diffs) if diffs else "identical",
         "pyspk_config_sha256": config_hash(config),
-        "pyspk_checkpoint_sha256": sha256_file(checkpoint),
+        "pyspk_checkpoint_sha256": file_digest(checkpoint, "sha256"),
     }

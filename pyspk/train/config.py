@@ -254,16 +254,17 @@ def load_config(path, overrides: Optional[dict] = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_overrides(data, overrides)
     cfg = config_from_dict(data, str(path))
     validate_config(cfg, str(path))
     return cfg
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_overrides(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in (nested mappings merged key by key; ``over`` wins)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+        out[k] = merge_overrides(out.get(k) or {}, v) if isinstance(v, dict) else v
     return out
 
 
