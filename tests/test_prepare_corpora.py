@@ -426,7 +426,8 @@ def test_corpus_configs_load_with_the_trainer_schema(corpus):
     # authors' later 0.1 (0.2 collapsed short runs on SynthCeleb). Both are ramped in.
     # every corpus: the additive margin of the authors' later code, m = 0.1 (README: Does the method work?)
     assert (p.loss.margin, p.loss.scale, p.loss.temperature, p.loss.con_margin) == (0.2, 32.0, 0.07, 0.1)
-    assert (p.loss.con_margin_type, p.loss.con_margin_on, p.balance.normalize) == ("additive", "positives", "l2")
+    assert (p.loss.con_margin_type, p.loss.con_margin_on, p.balance.normalize, p.balance.combine) == \
+        ("additive", "positives", "l2", "raw")
     assert p.loss.con_margin_schedule.warmup_epochs > 0 and p.loss.caa_normalize
     assert cfgs["aam_am_supcon_caa_fixed"].balance.kind == "fixed"
     assert cfgs["am_supcon_caa"].loss.prototypes == "ema" and cfgs["supcon"].loss.con == "supcon"

@@ -210,7 +210,8 @@ def test_normalized_mgda_and_caa_weight_normalisation():
     loss_cfg = LossConfig(cls="aam", con="am_supcon", caa=True)
     head = build_head(loss_cfg, 6, 4)
     for norm in ("l2", "loss"):
-        obj = Objective(loss_cfg, BalanceConfig(kind="mgda", normalize=norm, head_grad="alpha"), 4, 6)
+        obj = Objective(loss_cfg, BalanceConfig(kind="mgda", normalize=norm, combine="scaled", head_grad="alpha"),
+                        4, 6)
         loss_cls, _ = head(z, labels)
         total, parts = obj(z, loss_cls, labels, head)
         g1, = torch.autograd.grad(loss_cls, z, retain_graph=True)

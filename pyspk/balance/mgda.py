@@ -11,14 +11,24 @@ representation Z — here the batch of embeddings the encoder outputs — instea
 the encoder's parameters, so they cost one backward through the two small heads
 each, and the encoder is back-propagated once, through the combined loss.
 
-Variants (``normalize``), each solving the min-norm problem on scaled gradients c_t·g_t and
-combining the losses with the same scales, L = α c1 L_cls + (1 − α) c2 L_con:
+Variants (``normalize``), each solving the min-norm problem on scaled gradients c_t·g_t:
 
     none     c_t = 1                 (MGDA-UB as published)
     l2       c_t = 1/‖g_t‖           (Sener & Koltun's code, "l2")
     loss     c_t = 1/L_t             (their "loss" normalisation)
     authors  c_t = 1, α = clip((g2 − g1)·g2 / ‖g1 − g2‖, 0, 1)
              (Li et al.'s MTL.py: divides by the norm, not its square; not scale invariant)
+
+and how the α found is applied (``combine``):
+
+    raw      L = α L_cls + (1 − α) L_con         (Sener & Koltun's train_multi_task.py, and
+             METHOD.md §4: the normalisation only picks α; the losses keep their size)
+    scaled   L = α c1 L_cls + (1 − α) c2 L_con   (the step is the min-norm point of the
+             scaled gradients; with l2 the encoder gets the mean of the two unit gradients)
+
+With two tasks and ``l2`` the scaled gradients are two unit vectors, whose min-norm
+point is always α = 0.5; ``l2`` + ``raw`` is therefore L = (L_cls + L_con) / 2 at every
+step, the fixed-weight sum: a fact of the method, kept visible in the logged α.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import torch
 
 
 NORMALIZATIONS = ("none", "l2", "loss", "authors")
+COMBINES = ("raw", "scaled")
 
 
 def alpha_from_inner_products(g11: float, g12: float, g22: float, denominator: str = "square") -> float:
@@ -80,6 +91,7 @@ def mgda_combine(
     shared: torch.Tensor,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     normalize: str = "none",
+    combine: str = "raw",
 ) -> tuple[torch.Tensor, float]:
     """Combine the two losses with the MGDA-UB weight; return ``(total, alpha)``.
 
@@ -97,10 +109,14 @@ def mgda_combine(
     the three inner products so that every rank gets the same α for the global batch.
     Under fp16 autocast the gradients w.r.t. ``shared`` may underflow; α is invariant
     to scaling both losses by one constant, so the caller may scale them if needed.
-    ``normalize`` picks a variant of the module doc (the scales c_t are detached floats).
+    ``normalize`` picks a variant of the module doc (the scales c_t are detached floats);
+    ``combine`` whether the losses are combined with those scales (``scaled``) or as they
+    are (``raw``).
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"mgda_combine: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    if combine not in COMBINES:
+        raise ValueError(f"mgda_combine: combine must be one of {', '.join(COMBINES)}, got {combine!r}")
     if not shared.requires_grad:
         raise ValueError("mgda_combine: `shared` (the embedding batch) must require grad")
     grads = []
@@ -118,5 +134,7 @@ def mgda_combine(
         c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
     alpha = alpha_from_inner_products(c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22,
                                       denominator="norm" if normalize == "authors" else "square")
+    if combine == "raw":
+        c1 = c2 = 1.0
     total = alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con
     return total, alpha

@@ -108,9 +108,12 @@ class BalanceConfig:
     # Alg. 2: task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
     head_grad: str = _choice("full", "alpha", default="full")
     # mgda: gradient normalisation before the min-norm solve (Sener & Koltun's code): none,
-    # l2 (g_t / ||g_t||), loss (g_t / L_t); the losses are rescaled by the same factors
+    # l2 (g_t / ||g_t||), loss (g_t / L_t); how the losses are then combined: combine
     # authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2|| instead of its square (balance/mgda.py)
     normalize: str = _choice("none", "l2", "loss", "authors", default="l2")
+    # mgda: the losses combined as they are (raw: METHOD.md §4, Sener & Koltun's code; with l2
+    # that is (L_cls + L_con) / 2 at every step) or with the normalisation's scales (scaled)
+    combine: str = _choice("raw", "scaled", default="raw")
 
 
 @dataclass

@@ -7,7 +7,8 @@ Per step, with Z the batch of embeddings and y the speaker labels:
     L_con = am_supcon_loss(Z, y, margin, tau, w, form...)    (losses/supcon.py; margin 0: SupCon)
     L     = L_cls | L_con                                    (balance none)
           = L_cls + lambda * L_con                           (fixed)
-          = alpha c1 L_cls + (1 - alpha) c2 L_con            (MGDA-UB and its variants, balance/mgda.py)
+          = alpha c1 L_cls + (1 - alpha) c2 L_con            (MGDA-UB and its variants, balance/mgda.py;
+                                                                combine: raw sets c1 = c2 = 1)
             [+ (1 - alpha) * L_cls(sg(Z))  with head_grad: full]
 
 MGDA-UB (Sener & Koltun 2018, Alg. 2) moves the shared parameters (the encoder)
@@ -135,6 +136,7 @@ class Objective:
                 total = fixed_combine(loss_cls, loss_con, self.balance.lambda_)
             else:
                 total, alpha = mgda_combine(loss_cls, loss_con, shared, normalize=self.balance.normalize,
+                                            combine=self.balance.combine,
                                             all_reduce=D.all_reduce_sum if self.distributed else None)
         else:
             total = loss_cls if loss_cls is not None else loss_con
