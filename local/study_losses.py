@@ -349,6 +349,8 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
     current one (a changed yaml or default) is left out as stale."""
     res = {}
     for var in chosen:
+        if not (ROOT / "conf" / corpus / f"{var.base}.yaml").is_file():
+            continue                  # a variant of the other corpus only (ecapa.*)
         per_seed = []
         want = semantic(_resolved(resolved_config(corpus, var, None)))
         for s in seeds:
@@ -454,7 +456,7 @@ def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
-    p.add_argument("--groups", default="rows,margin,noise,caa,mgda,long",
+    p.add_argument("--groups", default="rows,margin,noise,caa,mgda,pick,long",
                    help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long")
     p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
     p.add_argument("--seeds", default="1,2,3")
