@@ -117,6 +117,8 @@ def variants() -> List[Variant]:
     v.append(Variant("proposed.scaled_l2", "proposed", "pick", "proposed, MGDA l2 with the losses scaled "
                      "by 1/||g_t|| (the encoder follows the mean of the unit gradients; shipped before)",
                      {"balance": {"normalize": "l2", "combine": "scaled"}}))
+    v.append(Variant("proposed.tau02", "proposed", "pick", "proposed with the contrastive temperature 0.2 "
+                     "(0.07 elsewhere): a softer loss over more of the batch's negatives", _loss(temperature=0.2)))
     for norm in ("l2", "loss"):
         v.append(Variant(f"proposed.raw_{norm}", "proposed", "pick", f"proposed, MGDA on '{norm}'-normalised "
                          "gradients, raw losses combined (Sener & Koltun's code; l2: alpha = 0.5 always)",
