@@ -12,6 +12,15 @@ give a fast CPU model):
                  Conv1D(k=1) to ``mfa_channels`` (1536 in the paper) + ReLU
               -> channel- and context-dependent attentive statistics pooling -> 2*mfa
               -> BN -> FC(embed_dim = 192) -> BN                              -> (B, 192)
+
+Two layouts, one set of weights. :meth:`EcapaTdnn.forward` keeps the frames as rows,
+(B, T, C): every convolution, kernel 1 or dilated, is then one GEMM over the spliced
+context (:mod:`pyspk.models.layers`), which MKL runs faster than ``conv1d`` on (B, C, T)
+on CPU and which needs no kernel compiled per utterance length (docs/speed.md); BatchNorm
+normalises the last axis of a (B*T, C) view. The attention's global context is applied
+without building the (B, T, 3C) concat: W [h_t; mu; sigma] = W_h h_t + (W_mu mu + W_sigma
+sigma), the second term once per utterance. :meth:`EcapaTdnn.forward_reference` is the
+textbook (B, C, T) form of the same maths; tests hold the two equal (outputs, gradients).
 """
 
 from __future__ import annotations
@@ -19,20 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import ConvReluBn, linear_1x1
 from .pooling import AttentiveStatisticsPooling
-
-
-class ConvReluBn(nn.Module):
-    """Conv1d + ReLU + BatchNorm1d (the 'TDNN layer' of ECAPA)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1):
-        super().__init__()
-        self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
-        self.relu = nn.ReLU()
-        self.bn = nn.BatchNorm1d(out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.relu(self.conv(x)))
 
 
 class Res2Conv(nn.Module):
@@ -57,6 +54,16 @@ class Res2Conv(nn.Module):
             outs.append(y)
         return torch.cat(outs, dim=1)
 
+    def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on (B, T, C): the groups are slices of the last axis."""
+        chunks = torch.chunk(x, self.scale, dim=-1)
+        outs = [chunks[0]]
+        y = None
+        for i, conv in enumerate(self.convs, start=1):
+            y = conv.forward_btc(chunks[i] if y is None else chunks[i] + y)
+            outs.append(y)
+        return torch.cat(outs, dim=-1)
+
 
 class SqueezeExcitation(nn.Module):
     """SE block (Hu et al. 2018): s = sigmoid(W2 relu(W1 mean_t(h))); h * s per channel."""
@@ -71,6 +78,11 @@ class SqueezeExcitation(nn.Module):
         s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
         return x * s
 
+    def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=1)
+        s = torch.sigmoid(linear_1x1(self.fc2, torch.relu(linear_1x1(self.fc1, s))))
+        return x * s.unsqueeze(1)
+
 
 class SERes2Block(nn.Module):
     """1x1 ConvReluBn -> Res2Conv -> 1x1 ConvReluBn -> SE, plus the residual input."""
@@ -84,6 +96,11 @@ class SERes2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.se(self.conv2(self.res2(self.conv1(x))))
+
+    def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1.forward_btc(x)
+        h = self.res2.forward_btc(h)
+        return x + self.se.forward_btc(self.conv2.forward_btc(h))
 
 
 class EcapaTdnn(nn.Module):
@@ -122,9 +139,27 @@ class EcapaTdnn(nn.Module):
         self.fc = nn.Linear(2 * mfa_channels, embed_dim)
         self.bn_embed = nn.BatchNorm1d(embed_dim)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def _check(self, feats: torch.Tensor) -> None:
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"ECAPA-TDNN expects (batch, frames, {self.feat_dim}) features, got {tuple(feats.shape)}")
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, feat_dim) -> (B, embed_dim), frames as rows (see the module docstring)."""
+        self._check(feats)
+        x = self.layer1.forward_btc(feats)
+        outs = []
+        block_in = x
+        for block in self.blocks:
+            y = block.forward_btc(block_in)
+            outs.append(y)
+            block_in = block_in + y if self.sum_residuals else y
+        x = torch.relu(linear_1x1(self.mfa[0], torch.cat(outs, dim=-1)))
+        x = self.bn_pool(self.pooling.forward_btc(x))
+        return self.bn_embed(self.fc(x))
+
+    def forward_reference(self, feats: torch.Tensor) -> torch.Tensor:
+        """The same maths in the (B, C, T) layout of the paper's figure: the reference for tests."""
+        self._check(feats)
         x = self.layer1(feats.transpose(1, 2))
         outs = []
         block_in = x

@@ -13,20 +13,30 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .layers import bn_last, linear_1x1
 
 _VAR_FLOOR = 1e-5
 
 
-def _mean_std(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std over the last axis, optionally weighted (weights sum to 1 over time)."""
+def _mean_std(x: torch.Tensor, weights: torch.Tensor | None = None, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over axis ``dim`` (time), optionally weighted (weights sum to 1 over time)."""
     if weights is None:
-        mean = x.mean(dim=-1)
-        var = (x - mean.unsqueeze(-1)).pow(2).mean(dim=-1)
+        mean = x.mean(dim=dim)
+        var = (x - mean.unsqueeze(dim)).pow(2).mean(dim=dim)
     else:
-        mean = (weights * x).sum(dim=-1)
-        var = (weights * (x - mean.unsqueeze(-1)).pow(2)).sum(dim=-1)
+        mean = (weights * x).sum(dim=dim)
+        var = (weights * (x - mean.unsqueeze(dim)).pow(2)).sum(dim=dim)
     return mean, var.clamp(min=_VAR_FLOOR).sqrt()
+
+
+def _softmax_time(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax over time in at least float32, even under autocast: frames can number in the thousands."""
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        return torch.softmax(scores.float(), dim=dim).to(scores.dtype)
+    return torch.softmax(scores, dim=dim)
 
 
 class StatisticsPooling(nn.Module):
@@ -39,6 +49,11 @@ class StatisticsPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = _mean_std(x)
+        return torch.cat([mean, std], dim=1)
+
+    def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
+        """The same statistics of (B, T, C) frames."""
+        mean, std = _mean_std(x, dim=1)
         return torch.cat([mean, std], dim=1)
 
 
@@ -73,7 +88,22 @@ class AttentiveStatisticsPooling(nn.Module):
             )
         else:
             context = x
-        # softmax in float32 even under autocast: frames can number in the thousands.
-        alpha = torch.softmax(self.attention(context).float(), dim=-1).to(x.dtype)
+        alpha = _softmax_time(self.attention(context), dim=-1)
         mean, std = _mean_std(x, alpha)
+        return torch.cat([mean, std], dim=1)
+
+    def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
+        """The same pooling on (B, T, C) frames. The global context enters the first layer as
+        W_h h_t + (W_mu mu + W_sigma sigma): the concat is never built and its two constant
+        thirds cost one (B, 2C) x (2C, A) product instead of a (B*T, 2C) x (2C, A) one."""
+        first, relu, bn, tanh, last = self.attention
+        w = first.weight.squeeze(-1)
+        c = self.in_channels
+        a = F.linear(x, w[:, :c], first.bias)
+        if self.global_context:
+            mean, std = _mean_std(x, dim=1)
+            a = a + F.linear(torch.cat([mean, std], dim=1), w[:, c:]).unsqueeze(1)
+        e = linear_1x1(last, tanh(bn_last(bn, relu(a))))
+        alpha = _softmax_time(e, dim=1)
+        mean, std = _mean_std(x, alpha, dim=1)
         return torch.cat([mean, std], dim=1)

@@ -13,6 +13,14 @@ al. 2019's ResNet r-vectors).
 
 c = ``base_channels`` = 32 gives the thin ResNet34 (channels 32/64/128/256);
 F' = F halved (rounding up) three times, 10 for 80 filterbanks.
+
+The weights and activations are kept channels-last (``torch.channels_last``, NHWC),
+the layout oneDNN's CPU convolutions run fastest in (1.2x the NCHW step, docs/speed.md);
+the maths and the checkpoint keys are those of the NCHW model
+(:meth:`ResNet34.forward_reference`, tests hold the two equal). Models narrower than
+``CHANNELS_LAST_MIN`` base channels stay NCHW: with torch 2.13's oneDNN the channels-last
+backward of their convolutions aborts the process ("double free or corruption"; seen
+with 2, 4, 8 and 12 base channels, not with 16, 20, 24, 32, 40 or 64).
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ class BasicBlock(nn.Module):
         y = torch.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return torch.relu(y + self.shortcut(x))
+
+
+CHANNELS_LAST_MIN = 16
 
 
 def _halve(n: int) -> int:
@@ -78,10 +89,22 @@ class ResNet34(nn.Module):
         freq_out = _halve(_halve(_halve(feat_dim)))
         self.pooling = StatisticsPooling(in_ch * freq_out)
         self.embedding = nn.Linear(self.pooling.out_dim, embed_dim)
+        self.memory_format = torch.channels_last if c >= CHANNELS_LAST_MIN else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, feat_dim) -> (B, embed_dim), activations channels-last (see the module docstring)."""
+        return self._forward(feats, self.memory_format)
+
+    def forward_reference(self, feats: torch.Tensor) -> torch.Tensor:
+        """The same maths with an NCHW input: the reference for tests (an NCHW result needs
+        NCHW weights too: ``model.to(memory_format=torch.contiguous_format)``)."""
+        return self._forward(feats, torch.contiguous_format)
+
+    def _forward(self, feats: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"ResNet34 expects (batch, frames, {self.feat_dim}) features, got {tuple(feats.shape)}")
-        x = self.stages(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # (B, C, F', T')
+        x = feats.transpose(1, 2).unsqueeze(1).contiguous(memory_format=memory_format)
+        x = self.stages(self.stem(x))  # (B, C, F', T')
         x = x.flatten(1, 2)
         return self.embedding(self.pooling(x))

@@ -11,6 +11,10 @@ Frame-level layers, each an affine map over a spliced context, ReLU, BatchNorm
     statistics pooling (mean and std over time)  -> 3000
     segment6 affine                             -> 512: the x-vector (taken before its ReLU)
 
+:meth:`XVectorTdnn.forward` keeps frames as rows, (B, T, C): each layer is one GEMM over
+the spliced context (:func:`pyspk.models.layers.conv_rows`), the statistics plain reductions;
+:meth:`XVectorTdnn.forward_reference` is the all-(B, C, T) form, for tests.
+
 Widths are configurable (``channels``, ``stats_channels``, ``embed_dim``) so a
 small model trains quickly on CPU. The paper's segment7 and softmax belong to the
 loss heads in :mod:`pyspk.losses.margin_softmax`, not to the encoder.
@@ -21,26 +25,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import ConvReluBn
 from .pooling import StatisticsPooling
 
 # (kernel_size, dilation) per frame-level layer: contexts [-2..2], [-2,0,2], [-3,0,3], {0}, {0}.
 _FRAME_CONTEXTS = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))
 
 
-class TdnnLayer(nn.Module):
+class TdnnLayer(ConvReluBn):
     """Affine over the spliced context + ReLU + BatchNorm. Frames at the edges are
     zero-padded so the output keeps T frames (Kaldi trims them instead; with
     utterance-level pooling the difference is a few edge frames)."""
-
-    def __init__(self, in_dim: int, out_dim: int, kernel_size: int, dilation: int):
-        super().__init__()
-        pad = dilation * (kernel_size - 1) // 2
-        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, dilation=dilation, padding=pad)
-        self.relu = nn.ReLU()
-        self.bn = nn.BatchNorm1d(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.relu(self.conv(x)))
 
 
 class XVectorTdnn(nn.Module):
@@ -60,8 +55,20 @@ class XVectorTdnn(nn.Module):
         self.pooling = StatisticsPooling(stats_channels)
         self.segment6 = nn.Linear(2 * stats_channels, embed_dim)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def _check(self, feats: torch.Tensor) -> None:
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"TDNN expects (batch, frames, {self.feat_dim}) features, got {tuple(feats.shape)}")
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, feat_dim) -> (B, embed_dim), frames as rows: every layer one GEMM."""
+        self._check(feats)
+        x = feats
+        for layer in self.frame_layers:
+            x = layer.forward_btc(x)
+        return self.segment6(self.pooling.forward_btc(x))
+
+    def forward_reference(self, feats: torch.Tensor) -> torch.Tensor:
+        """The same maths with every layer on (B, C, T): the reference for tests."""
+        self._check(feats)
         x = self.frame_layers(feats.transpose(1, 2))
         return self.segment6(self.pooling(x))
