@@ -1,6 +1,7 @@
 """Training examples from a Kaldi data dir: features, random crops, SpecAugment.
 
-:class:`FeatureStore` reads ``feats.scp`` (and ``vad.scp``) through kaldiio and
+:class:`FeatureStore` reads ``feats.scp`` (and ``vad.scp``) through
+:class:`pyspk.features.arkread.ArkReader` (kaldiio for what it does not read) and
 applies :func:`pyspk.features.reader.load_features` (VAD frame selection, then
 CMN) at read time, so the arks stay raw. It keeps every processed matrix in RAM
 when asked (``in_memory``; stored as float16, half the memory, a rounding error
@@ -22,10 +23,10 @@ from __future__ import annotations
 import logging
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-import kaldiio
 import numpy as np
 import torch
 
+from pyspk.features.arkread import ArkReader
 from pyspk.features.reader import load_features
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,15 @@ class FeatureStore:
         self.feats_scp, self.vad_scp = dict(feats_scp), dict(vad_scp) if vad_scp else None
         self.cmn, self.cmn_window, self.source = cmn, cmn_window, source
         self.cache: Dict[str, np.ndarray] = {}
+        self.reader = ArkReader()
         if in_memory:
             for utt in sorted(self.feats_scp):
                 self.cache[utt] = self._read(utt).astype(np.float16)
 
     def _read(self, utt: str) -> np.ndarray:
         try:
-            feats = kaldiio.load_mat(self.feats_scp[utt])
-            vad = kaldiio.load_mat(self.vad_scp[utt]) if self.vad_scp and utt in self.vad_scp else None
+            feats = self.reader(self.feats_scp[utt])
+            vad = self.reader(self.vad_scp[utt]) if self.vad_scp and utt in self.vad_scp else None
             return load_features(feats, cmn=self.cmn, cmn_window=self.cmn_window, vad=vad)
         except KeyError:
             raise KeyError(f"{self.source}: no entry for utterance '{utt}'") from None

@@ -1,0 +1,71 @@
+"""Random access to the matrices of uncompressed Kaldi binary arks, fast.
+
+``kaldiio.load_mat("ark:offset")`` opens the file, parses the header a few bytes at
+a time and closes it again: about nine reads per matrix, which is most of what a
+training step waits for when features are read on demand (bench/bench_train.py,
+``train_real_loop_ratio_*``). :class:`ArkReader` keeps one descriptor per ark and
+reads a matrix with two ``os.pread`` calls (header, then data), at no shared file
+offset, so loader worker processes forked from it can read alongside each other.
+
+Only the layouts pyspk's own stages write are read here: ``FM``/``DM`` (float/double
+matrix) and ``FV``/``DV`` (vector), binary, at a byte offset. Anything else (compressed
+``CM``, text, pipes, ``[range]`` slices) goes through ``kaldiio.load_mat`` unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Dict
+
+import kaldiio
+import numpy as np
+
+_DTYPES = {b"FM ": np.float32, b"DM ": np.float64, b"FV ": np.float32, b"DV ": np.float64}
+
+
+class ArkReader:
+    """``reader(spec)`` -> the array at ``spec`` (``path:offset``, as feats.scp writes it)."""
+
+    def __init__(self):
+        self._fds: Dict[str, int] = {}
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def __call__(self, spec: str) -> np.ndarray:
+        path, sep, offset = spec.rpartition(":")
+        if not sep or not offset.isdigit() or path.endswith("|") or not os.path.isfile(path):
+            return kaldiio.load_mat(spec)
+        fd, pos = self._fd(path), int(offset)
+        head = os.pread(fd, 15, pos)
+        kind = head[2:5]
+        if head[:2] != b"\0B" or kind not in _DTYPES or len(head) < 10 or head[5] != 4:
+            return kaldiio.load_mat(spec)
+        dtype = _DTYPES[kind]
+        if kind.endswith(b"M "):
+            if len(head) < 15 or head[10] != 4:
+                return kaldiio.load_mat(spec)
+            rows, cols = struct.unpack("<i", head[6:10])[0], struct.unpack("<i", head[11:15])[0]
+            shape, start = (rows, cols), pos + 15
+        else:
+            shape, start = (struct.unpack("<i", head[6:10])[0],), pos + 10
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        data = os.pread(fd, n, start)
+        if len(data) != n:
+            raise ValueError(f"{path}: matrix at byte {offset} is truncated ({len(data)} of {n} bytes)")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
