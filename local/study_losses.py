@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "local"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
-from pyspk.train.config import config_from_dict, config_to_dict, merge_overrides, validate_config  # noqa: E402
+from pyspk.train.config import (SPEED_KEYS, config_from_dict, config_to_dict, merge_overrides,  # noqa: E402
+                                validate_config)
 
 CORPORA = {
     # data dir, clean training set, test set
@@ -204,6 +205,9 @@ def semantic(d: Optional[dict]) -> Optional[dict]:
         bal.pop("combine", None)      # scales c_t = 1: raw and scaled are one loss
     if bal.get("kind") != "fixed":
         bal.pop("lambda", None)
+    for key in SPEED_KEYS:            # threads, compile, ...: how fast, not what is trained
+        sec, _, name = key.partition(".")
+        d.get(sec, {}).pop(name, None)
     return d
 
 

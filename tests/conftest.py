@@ -35,7 +35,7 @@ def tiny_config(tmp_path: Path) -> Path:
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
     cfg["optim"]["warmup_steps"] = 1
-    cfg["train"].update(epochs=3, steps_per_epoch=5, average_last=2, log_interval=1)
+    cfg["train"].update(epochs=3, steps_per_epoch=5, average_last=2, log_interval=1, compile=False)
     path = tmp_path / "proposed.yaml"
     path.write_text(yaml.safe_dump(cfg))
     load_config(path)  # the shrunk config is still a valid one

@@ -150,6 +150,13 @@ class TrainConfig:
     device: str = _choice("auto", "cpu", "cuda", default="auto")
     init_from: Optional[str] = None    # fine-tune from a checkpoint or final.pt
     threads: Optional[int] = None      # torch.set_num_threads per process; None: torch default
+    compile: bool = False              # torch.compile the encoder (inductor): same maths, fused passes
+
+
+# keys that change how fast a run goes or what it logs, never what it computes
+SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval"})
+# train.* keys that may change between a run and its resumption (those, more epochs, devices)
+RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.average_last", "train.device", "train.init_from"}
 
 
 @dataclass

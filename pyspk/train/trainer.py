@@ -37,7 +37,7 @@ from pyspk.io import atomic_write_text
 from pyspk.models import build_encoder, save_encoder
 from pyspk.train import checkpoint as C
 from pyspk.train import distributed as D
-from pyspk.train.config import Config, config_to_dict, dump_config
+from pyspk.train.config import RESUMABLE, Config, config_to_dict, dump_config
 from pyspk.train.data import TrainData, data_fingerprint, load_train_data
 from pyspk.train.objective import Objective, SpeakerModel, build_head
 from pyspk.train.schedulers import LrSchedule, margin_at
@@ -63,6 +63,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def compile_encoder(encoder: torch.nn.Module) -> bool:
+    """``torch.compile`` the encoder in place (``nn.Module.compile``): the parameters, the
+    state_dict keys and the maths stay; inductor fuses the elementwise passes (ReLU,
+    BatchNorm, the pooling statistics) around the GEMMs, 1.2-1.4x per step on CPU
+    (docs/speed.md). The C++ kernels are cached under ``TORCHINDUCTOR_CACHE_DIR`` (path.sh
+    puts it in .cache/inductor), so only the first run of a shape pays the full compile.
+    Without a C++ compiler, or when inductor fails, training goes on in eager mode."""
+    import shutil
+
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        log.warning("train.compile: no C++ compiler on PATH (inductor needs one); training in eager mode")
+        return False
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True   # a failed compile falls back to eager, with a warning
+    encoder.compile()
+    return True
+
+
 class Trainer:
     def __init__(self, cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
                  source: str = "<config>", restart: bool = False):
@@ -79,6 +98,8 @@ class Trainer:
         enc = build_encoder(cfg.encoder.name, feat_dim=self.data.feat_dim, **cfg.encoder.kwargs)
         head = build_head(cfg.loss, enc.embed_dim, len(self.data.speakers))
         self.model = SpeakerModel(enc, head).to(self.device)
+        if cfg.train.compile:
+            compile_encoder(self.model.encoder)
         self.objective = Objective(cfg.loss, cfg.balance, len(self.data.speakers), enc.embed_dim,
                                    distributed=self.dist.enabled).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
@@ -254,11 +275,6 @@ class Trainer:
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
 
 
-# train.* keys that may change between a run and its resumption (more epochs, logging, devices)
-_RESUMABLE = {"train.epochs", "train.num_workers", "train.amp", "train.log_interval", "train.average_last",
-              "train.device", "train.init_from", "train.threads"}
-
-
 def config_changes(old: dict, new: dict, prefix: str = "") -> list:
     """``key: old -> new`` for every key (flattened) whose value differs, but resumable ones."""
     out = []
@@ -266,7 +282,7 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list:
         a, b, key = old.get(k), new.get(k), f"{prefix}{k}"
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_changes(a, b, key + ".")
-        elif a != b and key not in _RESUMABLE:
+        elif a != b and key not in RESUMABLE:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
 
