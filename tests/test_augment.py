@@ -278,3 +278,29 @@ def test_rirs_noises_folder(tmp_path):
     want = reverberate(x, h)
     np.testing.assert_allclose(y, want, atol=1e-4)
     assert np.abs(y - x).mean() > 0.01
+
+
+def _music_by_sines(num_samples, sample_rate, rng):
+    """The textbook sine-per-harmonic melody that synth_music computes by complex powers."""
+    out = np.zeros(num_samples)
+    for _ in range(int(rng.integers(1, 4))):
+        pos = 0
+        while pos < num_samples:
+            dur = int(rng.uniform(0.15, 0.6) * sample_rate)
+            n = min(dur, num_samples - pos)
+            t = np.arange(n) / sample_rate
+            f0 = 440.0 * 2.0 ** (rng.integers(-24, 13) / 12.0)
+            decay = rng.uniform(0.3, 0.8)
+            note = sum(decay ** k * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 2 * np.pi))
+                       for k in range(int(rng.integers(3, 9))) if (k + 1) * f0 < sample_rate / 2)
+            env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.0, 6.0))
+            out[pos:pos + n] += env * note
+            pos += dur
+    out -= out.mean()
+    return (out / max(np.sqrt(np.mean(out ** 2)), 1e-12)).astype(np.float32)
+
+
+def test_music_equals_the_sine_sum():
+    for seed, sr in ((1, 16000), (2, 8000), (3, 16000)):
+        want = _music_by_sines(3 * sr, sr, np.random.default_rng(seed))
+        np.testing.assert_allclose(synth_music(3 * sr, sr, np.random.default_rng(seed)), want, atol=1e-5)
