@@ -7,13 +7,16 @@ are cut into windows of ``chunk_frames`` frames every ``chunk_hop`` frames (the
 last window ends at the last frame) and the window embeddings are averaged, as
 WeSpeaker/SpeechBrain do for long recordings to bound memory and keep the
 embedding close to the training segment length.
+
+:meth:`Embedder.embed_prepared` batches utterances of equal length (exact: no padding,
+no masks); the extraction job feeds it length-sorted windows (pyspk.embed.stage).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,7 +57,7 @@ class Embedder:
     """``embed(feats)`` -> float32 embedding of one utterance's raw (ark) features."""
 
     def __init__(self, model, features: Optional[dict] = None, chunk: Optional[ChunkConfig] = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", batch_size: int = 32):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         feats_cfg = dict(features or {})
@@ -62,6 +65,7 @@ class Embedder:
         self.cmn_window = feats_cfg.get("cmn_window")
         self.use_vad = bool(feats_cfg.get("vad", False))
         self.chunk = chunk or ChunkConfig()
+        self.batch_size = max(1, batch_size)
 
     @classmethod
     def from_checkpoint(cls, path, chunk: Optional[ChunkConfig] = None, device: str = "auto") -> "Embedder":
@@ -78,20 +82,42 @@ class Embedder:
 
     def embed(self, feats: np.ndarray, vad: Optional[np.ndarray] = None, utt: str = "?") -> np.ndarray:
         """Embedding of one utterance; ValueError naming ``utt`` on bad input or NaN output."""
-        import torch
-
         try:
             x = self.prepare(feats, vad)
         except ValueError as e:
             raise ValueError(f"utterance '{utt}': {e}") from None
-        starts, length = chunk_starts(x.shape[0], self.chunk)
-        windows = np.stack([x[s:s + length] for s in starts])
+        return self.embed_prepared([(utt, x)])[0]
+
+    def embed_prepared(self, items: Sequence[Tuple[str, np.ndarray]]) -> List[np.ndarray]:
+        """Embeddings of already prepared utterances, ``[(utt, (frames, dim))]``.
+
+        Utterances of the same length that need no chunking go through the encoder as one
+        batch: exact, since every layer and the pooling treat batch rows apart (BatchNorm runs
+        on its running statistics in eval mode). Others go one at a time."""
+        out: List[Optional[np.ndarray]] = [None] * len(items)
+        whole: Dict[int, List[int]] = {}
+        for i, (_, x) in enumerate(items):
+            starts, _ = chunk_starts(x.shape[0], self.chunk)
+            if len(starts) == 1:
+                whole.setdefault(x.shape[0], []).append(i)
+            else:
+                out[i] = self._forward([x[s:s + self.chunk.chunk_frames] for s in starts]).mean(axis=0)
+        for idx in whole.values():
+            for b in range(0, len(idx), self.batch_size):
+                part = idx[b:b + self.batch_size]
+                for i, e in zip(part, self._forward([items[i][1] for i in part])):
+                    out[i] = e
+        for (utt, x), e in zip(items, out):
+            if not np.isfinite(e).all():
+                raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
+        return [e.astype(np.float32) for e in out]
+
+    def _forward(self, windows: List[np.ndarray]) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
-            emb = self.model(torch.from_numpy(windows).to(self.device)).float().cpu().numpy()
-        out = emb.mean(axis=0).astype(np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
-        return out
+            x = torch.from_numpy(np.stack(windows)).to(self.device)
+            return self.model(x).float().cpu().numpy()
 
     def front_end(self, wave: np.ndarray, sample_rate: int, fbank_config=None):
         """(fbank, VAD mask or None): the recipe's features, VAD when the encoder was trained with it."""

@@ -26,10 +26,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import kaldiio
+import numpy as np
 
 from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
 from pyspk.embed.extractor import ChunkConfig, Embedder
+from pyspk.features.arkread import ArkReader
 from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
 from pyspk.io import atomic_write_text, file_digest, touch_done
 from pyspk.queue import failure_reason, queue_line, run_queue
@@ -81,6 +82,24 @@ def job_is_done(out_dir, job: int, signature: str) -> bool:
             and p["ark"].is_file() and p["scp"].is_file())
 
 
+WINDOW = 512   # utterances read, length-sorted and embedded together by one job
+
+
+def length_order(data_dir, utts: List[str]) -> List[str]:
+    """``utts`` sorted by their utt2num_frames (stable; unknown lengths last): neighbours then
+    have equal or close lengths, so equal-length batches form and per-shape kernels are reused."""
+    path = Path(data_dir) / "utt2num_frames"
+    if not path.is_file():
+        return list(utts)
+    lengths = read_table(path)
+    big = float("inf")
+
+    def frames(u):
+        v = lengths.get(u, "")
+        return int(v) if v.isdigit() else big
+    return sorted(utts, key=frames)
+
+
 def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device: str = "auto") -> int:
     """Embed the utterances of split ``job``; writes ark/scp then the stamp. Returns #utts."""
     from tqdm import tqdm
@@ -92,15 +111,37 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
         p["done"].unlink()
     embedder = Embedder.from_checkpoint(model_path, chunk, device)
     vad_scp = Path(data_dir) / "vad.scp"
-    vad = kaldiio.load_scp(str(vad_scp)) if embedder.use_vad and vad_scp.is_file() else None
+    vad = read_table(vad_scp) if embedder.use_vad and vad_scp.is_file() else None
     if embedder.use_vad and vad is None:
         raise ValueError(f"the encoder was trained with VAD but {vad_scp} does not exist")
-    feats = kaldiio.load_scp(str(p["split"]))
-    out = {}
-    for utt in tqdm(list(feats.keys()), desc=f"extract job {job}", disable=not sys.stderr.isatty()):
-        if vad is not None and utt not in vad:
-            raise ValueError(f"{vad_scp}: no VAD for utterance '{utt}'")
-        out[utt] = embedder.embed(feats[utt], None if vad is None else vad[utt], utt=utt)
+    feats = {}
+    for n, line in enumerate(split_text.splitlines(), 1):
+        key, _, spec = line.partition(" ")
+        if not spec.strip():
+            raise ValueError(f"{p['split']}:{n}: no feature location for '{key}'")
+        feats[key] = spec.strip()
+    if vad is not None:
+        missing = [u for u in feats if u not in vad]
+        if missing:
+            raise ValueError(f"{vad_scp}: no VAD for utterance '{missing[0]}' ({len(missing)} missing)")
+    out: Dict[str, np.ndarray] = {}
+    reader = ArkReader()
+    order = length_order(data_dir, list(feats))
+    bar = tqdm(total=len(order), desc=f"extract job {job}", disable=not sys.stderr.isatty())
+    for w in range(0, len(order), WINDOW):
+        items = []
+        for utt in order[w:w + WINDOW]:
+            try:
+                x = embedder.prepare(reader(feats[utt]), None if vad is None else reader(vad[utt]))
+            except (ValueError, OSError) as e:
+                raise ValueError(f"utterance '{utt}' ({feats[utt]}): {e}") from None
+            items.append((utt, x))
+        for (utt, _), e in zip(items, embedder.embed_prepared(items)):
+            out[utt] = e
+        bar.update(len(items))
+    bar.close()
+    reader.close()
+    out = {utt: out[utt] for utt in feats}           # the split's order, as before
     write_vectors(p["ark"], p["scp"], out)
     touch_done(p["done"], signature + "\n")
     log.info("extract job %d: %d utterances on %s", job, len(out), embedder.device)

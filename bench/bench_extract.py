@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""x-vector extraction speed: utterances/s of one extraction job, before and after.
+
+    python bench/bench_extract.py [--quick] [--utts N]
+
+A generated test set of the default recipe's shape (SynthCeleb's synth_test: 1600
+utterances of 400-600 frames with VAD, 80-dim fbank in an ark; 400 with --quick), the
+encoder of conf/synth/aam.yaml (untrained weights: speed does not depend on them), one
+thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this process
+(interpreter start-up excluded):
+
+* ``extract_utts_per_s_before``: the algorithm of pyspk before issue 14, kept here as the
+  baseline: kaldiio reads, one utterance at a time in feats.scp order, the (B, C, T)
+  reference layout (oneDNN convolutions, a kernel compiled per new utterance length);
+* ``extract_utts_per_s_job``: ``pyspk.embed.stage.run_job`` as the stage runs it
+  (ArkReader, length-sorted windows, equal-length batches, frames-as-rows layout);
+* ``extract_speedup``: their ratio; target >= 2 (issue 14);
+* ``extract_utts_per_s_ecapa512_*``: the same two for ECAPA-TDNN C=512 on 200 utterances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pyspk.embed.extractor import ChunkConfig, Embedder  # noqa: E402
+from pyspk.embed.stage import run_job, write_splits  # noqa: E402
+from pyspk.models import build_encoder, save_encoder  # noqa: E402
+from pyspk.train.config import load_config  # noqa: E402
+from pyspk.train.toydata import make_toy_train_dir  # noqa: E402
+
+
+def row(figure, value, unit, note=""):
+    print(f"{figure}\t{value}\t{unit}\t{note}", flush=True)
+
+
+def before(model_path, data_dir) -> float:
+    """Seconds for the pre-issue-14 loop over data_dir (see the module docstring)."""
+    emb = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu")
+    emb.model.to(memory_format=torch.contiguous_format)
+    emb.model.forward = emb.model.forward_reference
+    t = time.perf_counter()
+    feats = kaldiio.load_scp(f"{data_dir}/feats.scp")
+    vad = kaldiio.load_scp(f"{data_dir}/vad.scp")
+    for utt in feats.keys():
+        x = emb.prepare(feats[utt], vad[utt])
+        with torch.inference_mode():
+            emb.model(torch.from_numpy(x[None])).float().numpy()
+    return time.perf_counter() - t
+
+
+def job(model_path, data_dir, out_dir) -> float:
+    write_splits(data_dir, out_dir, 1)
+    t = time.perf_counter()
+    run_job(model_path, data_dir, out_dir, 1, ChunkConfig(), "cpu")
+    return time.perf_counter() - t
+
+
+def measure(tag, encoder, kwargs, n_utts, tmp):
+    data = Path(tmp) / f"data_{tag}"
+    make_toy_train_dir(data, num_speakers=max(1, n_utts // 8), utts_per_speaker=8, num_frames=400,
+                       feat_dim=80, vad=True, frame_jitter=200, seed=1)
+    torch.manual_seed(0)
+    model_path = Path(tmp) / f"{tag}.pt"
+    save_encoder(model_path, build_encoder(encoder, **kwargs), encoder, kwargs,
+                 {"features": {"cmn": True, "cmn_window": None, "vad": True}})
+    n = len((data / "utt2spk").read_text().splitlines())
+    t_before = before(model_path, data)
+    t_job = job(model_path, data, Path(tmp) / f"out_{tag}")
+    return n, t_before, t_job
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--utts", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.disable(logging.INFO)
+    torch.set_num_threads(1)
+    n_utts = args.utts or (400 if args.quick else 1600)
+    cfg = load_config(REPO / "conf/synth/aam.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        n, tb, tj = measure("synth", cfg.encoder.name, dict(cfg.encoder.kwargs), n_utts, tmp)
+        row("extract_utts_per_s_before", f"{n / tb:.0f}", "utts/s",
+            f"{cfg.encoder.name} {cfg.encoder.kwargs}, {n} utts, 1 thread: kaldiio, one at a time, reference layout")
+        row("extract_utts_per_s_job", f"{n / tj:.0f}", "utts/s", "pyspk.embed.stage.run_job, 1 thread")
+        row("extract_speedup", f"{tb / tj:.2f}", "x", f"target >= 2 ({'met' if tb / tj >= 2 else 'NOT met'})")
+        n, tb, tj = measure("ecapa512", "ecapa_tdnn", {"channels": 512}, 64 if args.quick else 200, tmp)
+        row("extract_utts_per_s_ecapa512_before", f"{n / tb:.1f}", "utts/s", f"ECAPA-TDNN C=512, {n} utts, 1 thread")
+        row("extract_utts_per_s_ecapa512_job", f"{n / tj:.1f}", "utts/s", f"speed-up {tb / tj:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
