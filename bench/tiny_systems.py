@@ -52,7 +52,7 @@ def system_config(path: Path, encoder: str, kwargs: dict, steps: int) -> Path:
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=8, utts_per_speaker=2)
     cfg["optim"]["warmup_steps"] = 2
-    cfg["train"].update(epochs=2, steps_per_epoch=steps // 2, average_last=1, log_interval=5)
+    cfg["train"].update(epochs=2, steps_per_epoch=steps // 2, average_last=1, log_interval=5, compile=False)
     path.write_text(yaml.safe_dump(cfg))
     return path
 

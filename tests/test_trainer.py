@@ -39,7 +39,8 @@ def system_config(name, epochs=3, steps=8):
     data["features"].update(crop_frames=50, in_memory="auto")
     data["sampler"].update(speakers_per_batch=4, utts_per_speaker=3)
     data["optim"].update(lr=0.005, warmup_steps=2, final_lr=0.001)
-    data["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=4)
+    data["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=4,
+                         compile=False)   # seconds-long runs: the compile would cost more than it saves
     cfg = config_from_dict(data, name)
     validate_config(cfg, name)
     return cfg
