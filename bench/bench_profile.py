@@ -9,7 +9,10 @@ random (B, 200, 80) batch (B = 64; 8 with --quick) under torch.profiler: the for
 (encoder + AAM head + loss) and the backward are profiled separately, and the N operators
 with the most self CPU time in each are printed as TSV rows
 ``profile_<encoder>_<layout>_<phase>_<rank>  ms  ms  <op>: <share>% of the phase, <calls> calls``,
-plus each phase's total. docs/speed.md reads these tables.
+plus each phase's total; ``--compiled`` adds each encoder's compiled step (one table: the
+GEMMs against inductor's fused kernels). ``layout_*`` rows time single products forward +
+backward: a kernel-1 ``conv1d`` on (B, C, T) against the same ``F.linear`` on (B, T, C), and
+the 64-channel dilated Res2Net convolution both ways. docs/speed.md reads these tables.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -71,18 +75,107 @@ def profile_step(name, kwargs, batch, layout, top):
             row(f"{tag}_{i}", f"{us / 1e3:.1f}", "ms", f"{op}: {100 * us / total:.0f}% of the phase, {calls} calls")
 
 
+def _time(fn, n=5):
+    fn()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def layout_rows(batch):
+    """GFLOP/s of single convolutions, forward + backward, (B, C, T) conv1d vs frames as rows."""
+    import torch.nn.functional as F
+
+    from pyspk.models.layers import conv_rows
+
+    t = 200
+    for cin, cout, k, d in ((1536, 1536, 1, 1), (512, 512, 1, 1), (4608, 128, 1, 1), (64, 64, 3, 2), (64, 64, 3, 4)):
+        flops = 3 * 2 * batch * t * cin * cout * k
+        conv = torch.nn.Conv1d(cin, cout, k, dilation=d, padding=d * (k - 1) // 2)
+        x = torch.randn(batch, cin, t, requires_grad=True)
+        xr = torch.randn(batch, t, cin, requires_grad=True)
+
+        def bct():
+            y = F.conv1d(x, conv.weight, conv.bias, padding=conv.padding, dilation=conv.dilation)
+            y.backward(torch.ones_like(y))
+
+        def rows():
+            y = conv_rows(conv, xr)
+            y.backward(torch.ones_like(y))
+        a, b = flops / _time(bct) / 1e9, flops / _time(rows) / 1e9
+        row(f"layout_{cin}to{cout}_k{k}_d{d}", f"{b:.0f}", "GFLOP/s",
+            f"frames as rows (conv_rows); conv1d on (B, C, T): {a:.0f} GFLOP/s; batch {batch}x{t}, fwd + bwd")
+
+
+def fft_rows():
+    """The noise augmentation's FFT: utterance lengths as they come against next_fast_len."""
+    import numpy as np
+    from scipy import fft as sfft
+
+    from pyspk.augment.signals import coloured_noise
+
+    rng = np.random.default_rng(0)
+    lens = [int(n) for n in rng.integers(32000, 128000, 40)]   # 2-8 s at 16 kHz, as SynthCeleb's
+
+    def arbitrary():
+        for n in lens:
+            np.fft.irfft(np.fft.rfft(rng.standard_normal(n)), n=n)
+
+    def fast():
+        for n in lens:
+            m = sfft.next_fast_len(n, real=True)
+            sfft.irfft(sfft.rfft(rng.standard_normal(m)), n=m)
+    a, b = _time(arbitrary, 2) / len(lens), _time(fast, 2) / len(lens)
+    row("fft_noise_ms_arbitrary_length", f"{1e3 * a:.2f}", "ms", "numpy rfft + irfft of white noise, 2-8 s lengths as they come")
+    row("fft_noise_ms_fast_length", f"{1e3 * b:.2f}", "ms", f"scipy.fft at next_fast_len ({a / b:.1f}x faster)")
+    c = _time(lambda: [coloured_noise(n, 1.0, rng) for n in lens], 2) / len(lens)
+    row("coloured_noise_ms", f"{1e3 * c:.2f}", "ms", "pyspk.augment.signals.coloured_noise, same lengths")
+
+
+def profile_compiled(name, kwargs, batch, top):
+    torch.manual_seed(0)
+    enc = build_encoder(name, **kwargs)
+    enc.compile()
+    cfg = config_from_dict({"loss": {"cls": "aam"}})
+    model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, 200))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, labels = torch.randn(batch, 200, 80), torch.arange(batch) // 4
+
+    def step():
+        _, loss, _ = model(x, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    total, ops = _table(prof, top)
+    tag = f"profile_{name}_compiled_step"
+    row(f"{tag}_total", f"{total / 1e3:.1f}", "ms", f"self CPU time of every op, forward + backward + Adam, batch {batch}x200")
+    for i, (op, us, calls) in enumerate(ops, 1):
+        op = "inductor fused kernels (CompiledFxGraph)" if "CompiledFxGraph" in op else op
+        row(f"{tag}_{i}", f"{us / 1e3:.1f}", "ms", f"{op}: {100 * us / total:.0f}% of the step, {calls} calls")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="batch 8 (a smoke run)")
     p.add_argument("--top", type=int, default=8, help="operators per phase")
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--compiled", action="store_true", help="also profile compiled steps (~1 min compile each, cold)")
     args = p.parse_args(argv)
     logging.disable(logging.INFO)
     batch = args.batch or (8 if args.quick else 64)
     row("torch_threads", torch.get_num_threads(), "threads", "")
+    layout_rows(batch)
+    fft_rows()
     for name, kwargs in ENCODERS.items():
         for layout in ("eager", "reference"):
             profile_step(name, kwargs, batch, layout, args.top)
+        if args.compiled:
+            profile_compiled(name, kwargs, batch, args.top)
     return 0
 
 

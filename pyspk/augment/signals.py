@@ -16,13 +16,21 @@ import numpy as np
 
 
 def coloured_noise(num_samples: int, beta: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power noise with power spectrum proportional to 1/f^beta."""
-    white = rng.standard_normal(num_samples)
-    spec = np.fft.rfft(white)
-    f = np.fft.rfftfreq(num_samples)
-    f[0] = f[1] if num_samples > 1 else 1.0
+    """Unit-power noise with power spectrum proportional to 1/f^beta.
+
+    Shaped at the next FFT-friendly length (``scipy.fft.next_fast_len``) and cut to
+    ``num_samples``: a piece of a longer stationary noise, the same spectrum. An FFT of an
+    arbitrary length (an utterance's, often with large prime factors) ran 7x slower and was
+    most of the noise augmentation's time (docs/speed.md)."""
+    from scipy import fft as sfft
+
+    m = sfft.next_fast_len(max(num_samples, 2), real=True)
+    white = rng.standard_normal(m)
+    spec = sfft.rfft(white)
+    f = np.fft.rfftfreq(m)
+    f[0] = f[1]
     spec *= f ** (-beta / 2.0)
-    noise = np.fft.irfft(spec, n=num_samples)
+    noise = sfft.irfft(spec, n=m)[:num_samples]
     noise -= noise.mean()
     return (noise / max(np.sqrt(np.mean(noise ** 2)), 1e-12)).astype(np.float32)
 
