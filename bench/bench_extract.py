@@ -4,7 +4,7 @@
     python bench/bench_extract.py [--quick] [--utts N]
 
 A generated test set of the default recipe's shape (SynthCeleb's synth_test: 1600
-utterances of 400-600 frames with VAD, 80-dim fbank in an ark; 400 with --quick), the
+utterances of 200-800 frames with VAD, 80-dim fbank in an ark; 400 with --quick), the
 encoder of conf/synth/aam.yaml (untrained weights: speed does not depend on them), one
 thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this process
 (interpreter start-up excluded):
@@ -15,7 +15,11 @@ thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this proc
 * ``extract_utts_per_s_job``: ``pyspk.embed.stage.run_job`` as the stage runs it
   (ArkReader, length-sorted windows, equal-length batches, frames-as-rows layout);
 * ``extract_speedup``: their ratio; target >= 2 (issue 14);
-* ``extract_utts_per_s_ecapa512_*``: the same two for ECAPA-TDNN C=512 on 200 utterances.
+* ``extract_utts_per_s_ecapa512_*``: the same two for ECAPA-TDNN C=512 on 200 utterances;
+* ``extract_ms_per_utt_*`` (the encoder alone on the prepared synth_test-shaped utterances):
+  reference and rows layouts in feats.scp order, sorted by length, and on one repeated length
+  (what oneDNN's per-shape kernels cost); rows at batch 1/4/16 on one length (what batching
+  buys at one thread); ``torch.compile(dynamic=True)`` of the rows model and its compile time.
 """
 
 from __future__ import annotations
@@ -69,8 +73,9 @@ def job(model_path, data_dir, out_dir) -> float:
 
 def measure(tag, encoder, kwargs, n_utts, tmp):
     data = Path(tmp) / f"data_{tag}"
-    make_toy_train_dir(data, num_speakers=max(1, n_utts // 8), utts_per_speaker=8, num_frames=400,
-                       feat_dim=80, vad=True, frame_jitter=200, seed=1)
+    # synth_test: 200-800 frames before VAD (543 distinct lengths in 1600 utterances)
+    make_toy_train_dir(data, num_speakers=max(1, n_utts // 8), utts_per_speaker=8, num_frames=200,
+                       feat_dim=80, vad=True, frame_jitter=600, seed=1)
     torch.manual_seed(0)
     model_path = Path(tmp) / f"{tag}.pt"
     save_encoder(model_path, build_encoder(encoder, **kwargs), encoder, kwargs,
@@ -79,6 +84,40 @@ def measure(tag, encoder, kwargs, n_utts, tmp):
     t_before = before(model_path, data)
     t_job = job(model_path, data, Path(tmp) / f"out_{tag}")
     return n, t_before, t_job
+
+
+def detail(model_path, data_dir):
+    emb = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu")
+    feats = kaldiio.load_scp(f"{data_dir}/feats.scp")
+    vad = kaldiio.load_scp(f"{data_dir}/vad.scp")
+    xs = [torch.from_numpy(emb.prepare(feats[u], vad[u])[None]) for u in feats.keys()]
+    one = [torch.zeros(1, int(np.median([x.shape[1] for x in xs])), 80)] * len(xs)
+    rows_model = emb.model
+    ref = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu").model
+
+    def per_utt(fn, inputs):
+        with torch.inference_mode():
+            fn(inputs[0])
+            t = time.perf_counter()
+            for x in inputs:
+                fn(x)
+        return 1e3 * (time.perf_counter() - t) / len(inputs)
+    by_len = sorted(xs, key=lambda x: x.shape[1])
+    for label, fn in (("reference", ref.forward_reference), ("rows", rows_model)):
+        row(f"extract_ms_per_utt_{label}_listed", f"{per_utt(fn, xs):.2f}", "ms", f"{len(xs)} utts in feats.scp order")
+        row(f"extract_ms_per_utt_{label}_sorted", f"{per_utt(fn, by_len):.2f}", "ms", "sorted by length")
+        row(f"extract_ms_per_utt_{label}_one_length", f"{per_utt(fn, one):.2f}", "ms",
+            f"every input {one[0].shape[1]} frames: no new shape after the first")
+    block = torch.cat(one[:64])
+    for b in (1, 4, 16):
+        t = per_utt(rows_model, [block[i:i + b] for i in range(0, 64, b)]) / b
+        row(f"extract_ms_per_utt_rows_batch{b}", f"{t:.2f}", "ms", f"batches of {b} utts of {one[0].shape[1]} frames")
+    compiled = torch.compile(rows_model, dynamic=True)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        compiled(xs[0])
+    row("extract_compile_s_dynamic", f"{time.perf_counter() - t:.1f}", "s", "first call of torch.compile(dynamic=True)")
+    row("extract_ms_per_utt_rows_compiled", f"{per_utt(compiled, xs):.2f}", "ms", "feats.scp order, after the compile")
 
 
 def main(argv=None) -> int:
@@ -96,6 +135,8 @@ def main(argv=None) -> int:
             f"{cfg.encoder.name} {cfg.encoder.kwargs}, {n} utts, 1 thread: kaldiio, one at a time, reference layout")
         row("extract_utts_per_s_job", f"{n / tj:.0f}", "utts/s", "pyspk.embed.stage.run_job, 1 thread")
         row("extract_speedup", f"{tb / tj:.2f}", "x", f"target >= 2 ({'met' if tb / tj >= 2 else 'NOT met'})")
+        if not args.quick:
+            detail(Path(tmp) / "synth.pt", Path(tmp) / "data_synth")
         n, tb, tj = measure("ecapa512", "ecapa_tdnn", {"channels": 512}, 64 if args.quick else 200, tmp)
         row("extract_utts_per_s_ecapa512_before", f"{n / tb:.1f}", "utts/s", f"ECAPA-TDNN C=512, {n} utts, 1 thread")
         row("extract_utts_per_s_ecapa512_job", f"{n / tj:.1f}", "utts/s", f"speed-up {tb / tj:.2f}x")
