@@ -66,7 +66,14 @@ def main(argv=None) -> int:
     if not args.wespeaker or not (Path(args.wespeaker) / "wespeaker" / "models" / "ecapa_tdnn.py").is_file():
         row("peer_skipped", 1, "", "no --wespeaker checkout given (git clone https://github.com/wenet-e2e/wespeaker)")
         return 0
-    sys.path.insert(0, str(Path(args.wespeaker).resolve()))
+    # the model files only: wespeaker/__init__.py pulls in its CLI's dependencies (silero_vad, ...)
+    import types
+
+    root = Path(args.wespeaker).resolve() / "wespeaker"
+    for name, path in (("wespeaker", root), ("wespeaker.models", root / "models")):
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(path)]
+        sys.modules[name] = mod
     peak = matmul_flops()
     row("matmul_gflops_fp32", f"{peak / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 float32, best of 5")
     b = args.batch
