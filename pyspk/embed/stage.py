@@ -114,12 +114,7 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     vad = read_table(vad_scp) if embedder.use_vad and vad_scp.is_file() else None
     if embedder.use_vad and vad is None:
         raise ValueError(f"the encoder was trained with VAD but {vad_scp} does not exist")
-    feats = {}
-    for n, line in enumerate(split_text.splitlines(), 1):
-        key, _, spec = line.partition(" ")
-        if not spec.strip():
-            raise ValueError(f"{p['split']}:{n}: no feature location for '{key}'")
-        feats[key] = spec.strip()
+    feats = read_table(p["split"])
     if vad is not None:
         missing = [u for u in feats if u not in vad]
         if missing:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -30,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import kaldiio
 import numpy as np
 
+from pyspk.features.arkread import HEADER_BYTES, parse_header
 from pyspk.features.audio import AudioError, read_audio
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
 from pyspk.features.vad import vad_from_config
@@ -133,14 +133,14 @@ def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[st
             if Path(path) != ark:
                 return f"{scp.name}: '{utt}' points at {path}, not {ark}"
             f.seek(off)
-            head = f.read(15 if header == b"FM " else 10)
-            if head[:2] != b"\0B" or head[2:5] != header:
+            info = parse_header(f.read(HEADER_BYTES))
+            if info is None or info[0] != header:
                 return f"{ark.name}: entry '{utt}' at {off} is not a binary {header.decode().strip()} object"
-            rows = struct.unpack("<i", head[6:10])[0]
-            cols = struct.unpack("<i", head[11:15])[0] if header == b"FM " else 1
+            _, dtype, shape, header_len = info
+            rows = shape[0]
             if frames is not None and frames.get(utt) != rows:
                 return f"{ark.name}: '{utt}' has {rows} frames, utt2num_frames says {frames.get(utt)}"
-            end = off + len(head) + 4 * rows * cols
+            end = off + header_len + dtype.itemsize * int(np.prod(shape))
             if end > size:
                 return f"{ark.name}: entry '{utt}' is truncated"
     if end != size:

@@ -16,12 +16,27 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import kaldiio
 import numpy as np
 
 _DTYPES = {b"FM ": np.float32, b"DM ": np.float64, b"FV ": np.float32, b"DV ": np.float64}
+HEADER_BYTES = 15   # enough for the longest header below (a matrix's)
+
+
+def parse_header(head: bytes) -> Optional[Tuple[bytes, np.dtype, Tuple[int, ...], int]]:
+    """``(kind, dtype, shape, header length)`` of the binary Kaldi object that ``head`` (its
+    first bytes, at least the header's) starts: ``\0B`` then ``FM ``/``DM `` with two
+    ``\4``-sized int32 dimensions, or ``FV ``/``DV `` with one. None for anything else."""
+    kind = head[2:5]
+    if head[:2] != b"\0B" or kind not in _DTYPES or len(head) < 10 or head[5] != 4:
+        return None
+    if kind.endswith(b"M "):
+        if len(head) < 15 or head[10] != 4:
+            return None
+        return kind, np.dtype(_DTYPES[kind]), (struct.unpack("<i", head[6:10])[0], struct.unpack("<i", head[11:15])[0]), 15
+    return kind, np.dtype(_DTYPES[kind]), (struct.unpack("<i", head[6:10])[0],), 10
 
 
 class ArkReader:
@@ -30,31 +45,22 @@ class ArkReader:
     def __init__(self):
         self._fds: Dict[str, int] = {}
 
-    def _fd(self, path: str) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
-            fd = self._fds[path] = os.open(path, os.O_RDONLY)
-        return fd
-
     def __call__(self, spec: str) -> np.ndarray:
         path, sep, offset = spec.rpartition(":")
-        if not sep or not offset.isdigit() or path.endswith("|") or not os.path.isfile(path):
+        if not sep or not offset.isdigit() or path.endswith("|"):
             return kaldiio.load_mat(spec)
-        fd, pos = self._fd(path), int(offset)
-        head = os.pread(fd, 15, pos)
-        kind = head[2:5]
-        if head[:2] != b"\0B" or kind not in _DTYPES or len(head) < 10 or head[5] != 4:
-            return kaldiio.load_mat(spec)
-        dtype = _DTYPES[kind]
-        if kind.endswith(b"M "):
-            if len(head) < 15 or head[10] != 4:
+        fd = self._fds.get(path)
+        if fd is None:                    # checked once per ark, not per matrix
+            if not os.path.isfile(path):
                 return kaldiio.load_mat(spec)
-            rows, cols = struct.unpack("<i", head[6:10])[0], struct.unpack("<i", head[11:15])[0]
-            shape, start = (rows, cols), pos + 15
-        else:
-            shape, start = (struct.unpack("<i", head[6:10])[0],), pos + 10
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        data = os.pread(fd, n, start)
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        pos = int(offset)
+        info = parse_header(os.pread(fd, HEADER_BYTES, pos))
+        if info is None:
+            return kaldiio.load_mat(spec)
+        _, dtype, shape, header_len = info
+        n = int(np.prod(shape)) * dtype.itemsize
+        data = os.pread(fd, n, pos + header_len)
         if len(data) != n:
             raise ValueError(f"{path}: matrix at byte {offset} is truncated ({len(data)} of {n} bytes)")
         return np.frombuffer(data, dtype=dtype).reshape(shape)
