@@ -46,23 +46,20 @@ class Res2Conv(nn.Module):
         self.convs = nn.ModuleList(ConvReluBn(width, width, kernel_size, dilation) for _ in range(scale - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        chunks = torch.chunk(x, self.scale, dim=1)
-        outs = [chunks[0]]
-        y = None
-        for i, conv in enumerate(self.convs, start=1):
-            y = conv(chunks[i] if y is None else chunks[i] + y)
-            outs.append(y)
-        return torch.cat(outs, dim=1)
+        return self._run(x, 1, lambda conv, h: conv(h))
 
     def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
         """The same on (B, T, C): the groups are slices of the last axis."""
-        chunks = torch.chunk(x, self.scale, dim=-1)
+        return self._run(x, -1, lambda conv, h: conv.forward_btc(h))
+
+    def _run(self, x: torch.Tensor, dim: int, apply) -> torch.Tensor:
+        chunks = torch.chunk(x, self.scale, dim=dim)
         outs = [chunks[0]]
         y = None
         for i, conv in enumerate(self.convs, start=1):
-            y = conv.forward_btc(chunks[i] if y is None else chunks[i] + y)
+            y = apply(conv, chunks[i] if y is None else chunks[i] + y)
             outs.append(y)
-        return torch.cat(outs, dim=-1)
+        return torch.cat(outs, dim=dim)
 
 
 class SqueezeExcitation(nn.Module):
@@ -146,13 +143,7 @@ class EcapaTdnn(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, T, feat_dim) -> (B, embed_dim), frames as rows (see the module docstring)."""
         self._check(feats)
-        x = self.layer1.forward_btc(feats)
-        outs = []
-        block_in = x
-        for block in self.blocks:
-            y = block.forward_btc(block_in)
-            outs.append(y)
-            block_in = block_in + y if self.sum_residuals else y
+        outs = self._block_outputs(self.layer1.forward_btc(feats), lambda block, h: block.forward_btc(h))
         x = torch.relu(linear_1x1(self.mfa[0], torch.cat(outs, dim=-1)))
         x = self.bn_pool(self.pooling.forward_btc(x))
         return self.bn_embed(self.fc(x))
@@ -160,13 +151,17 @@ class EcapaTdnn(nn.Module):
     def forward_reference(self, feats: torch.Tensor) -> torch.Tensor:
         """The same maths in the (B, C, T) layout of the paper's figure: the reference for tests."""
         self._check(feats)
-        x = self.layer1(feats.transpose(1, 2))
-        outs = []
-        block_in = x
-        for block in self.blocks:
-            y = block(block_in)
-            outs.append(y)
-            block_in = block_in + y if self.sum_residuals else y
+        outs = self._block_outputs(self.layer1(feats.transpose(1, 2)), lambda block, h: block(h))
         x = self.mfa(torch.cat(outs, dim=1))
         x = self.bn_pool(self.pooling(x))
         return self.bn_embed(self.fc(x))
+
+    def _block_outputs(self, x: torch.Tensor, apply) -> list:
+        """The SE-Res2Blocks' outputs; block j sees the sum of the first layer's and blocks < j's."""
+        outs = []
+        block_in = x
+        for block in self.blocks:
+            y = apply(block, block_in)
+            outs.append(y)
+            block_in = block_in + y if self.sum_residuals else y
+        return outs
