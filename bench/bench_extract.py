@@ -17,7 +17,8 @@ thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this proc
 * ``extract_speedup``: their ratio; target >= 2 (issue 14);
 * ``extract_utts_per_s_ecapa512_*``: the same two for ECAPA-TDNN C=512 on 200 utterances;
 * ``extract_ms_per_utt_*`` (the encoder alone on the prepared synth_test-shaped utterances):
-  reference and rows layouts in feats.scp order, sorted by length, and on one repeated length
+  reference and rows layouts and the rows layout with BatchNorm folded (what the job runs,
+  ``pyspk.models.fold``) in feats.scp order, sorted by length, and on one repeated length
   (what oneDNN's per-shape kernels cost); rows at batch 1/4/16 on one length (what batching
   buys at one thread); ``torch.compile(dynamic=True)`` of the rows model and its compile time.
 """
@@ -54,6 +55,7 @@ def before(model_path, data_dir) -> float:
     emb = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu")
     emb.model.to(memory_format=torch.contiguous_format)
     emb.model.forward = emb.model.forward_reference
+    emb.infer = emb.model          # no BatchNorm folding either
     t = time.perf_counter()
     feats = kaldiio.load_scp(f"{data_dir}/feats.scp")
     vad = kaldiio.load_scp(f"{data_dir}/vad.scp")
@@ -103,7 +105,7 @@ def detail(model_path, data_dir):
                 fn(x)
         return 1e3 * (time.perf_counter() - t) / len(inputs)
     by_len = sorted(xs, key=lambda x: x.shape[1])
-    for label, fn in (("reference", ref.forward_reference), ("rows", rows_model)):
+    for label, fn in (("reference", ref.forward_reference), ("rows", rows_model), ("folded", emb.infer)):
         row(f"extract_ms_per_utt_{label}_listed", f"{per_utt(fn, xs):.2f}", "ms", f"{len(xs)} utts in feats.scp order")
         row(f"extract_ms_per_utt_{label}_sorted", f"{per_utt(fn, by_len):.2f}", "ms", "sorted by length")
         row(f"extract_ms_per_utt_{label}_one_length", f"{per_utt(fn, one):.2f}", "ms",

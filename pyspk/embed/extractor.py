@@ -59,7 +59,10 @@ class Embedder:
     def __init__(self, model, features: Optional[dict] = None, chunk: Optional[ChunkConfig] = None,
                  device: str = "cpu", batch_size: int = 32):
         self.device = pick_device(device)
+        from pyspk.models.fold import for_inference
+
         self.model = model.to(self.device).eval()
+        self.infer = for_inference(self.model)    # the TDNN with its BatchNorms folded (exact)
         feats_cfg = dict(features or {})
         self.cmn = bool(feats_cfg.get("cmn", True))
         self.cmn_window = feats_cfg.get("cmn_window")
@@ -117,7 +120,7 @@ class Embedder:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.stack(windows)).to(self.device)
-            return self.model(x).float().cpu().numpy()
+            return self.infer(x).float().cpu().numpy()
 
     def front_end(self, wave: np.ndarray, sample_rate: int, fbank_config=None):
         """(fbank, VAD mask or None): the recipe's features, VAD when the encoder was trained with it."""
