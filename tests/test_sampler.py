@@ -127,8 +127,13 @@ def test_views_one_uses_copies_as_augmentation():
 def test_group_by_original_and_speaker_consistency():
     groups = group_by_original(["a", "a-r", "b"], {"a-r": "a"})
     assert groups == {"a": [0, 1], "b": [2]}
-    with pytest.raises(ValueError, match="different speakers"):
-        PKSampler({"a": "x", "a-r": "y", "b": "y"}, 1, 2, utt2orig={"a-r": "a"})
+    # a copy made a new speaker (speed perturbation, sp0.9-<spk>) is an original of its own speaker
+    u2s = {"a": "x", "a-r": "x", "sp0.9-a": "sp0.9-x", "b": "y", "sp0.9-b": "sp0.9-y"}
+    s = PKSampler(u2s, 2, 1, utt2orig={"a-r": "a", "sp0.9-a": "a", "sp0.9-b": "b"}, steps_per_epoch=8)
+    members = sorted(sorted(s.utts[i] for i in g) for g in s.groups)
+    assert members == [["a", "a-r"], ["b"], ["sp0.9-a"], ["sp0.9-b"]]
+    assert all(len({s.labels[i] for i in g}) == 1 for g in s.groups)
+    assert {s.speakers[s.labels[i]] for b in epoch_batches(s) for i in b} == set(u2s.values())
 
 
 def test_too_many_speakers_per_batch_is_an_error():

@@ -8,7 +8,9 @@ sorted utterance ids) and are
   the clean copy is in the dir) forms a group; a draw picks an original, then
   ``views`` different members of its group (``views: 2`` = two differently
   augmented views of the same recording, as the paper's authors trained; with
-  ``views: 1`` one random member, so copies act as data augmentation).
+  ``views: 1`` one random member, so copies act as data augmentation). A copy given
+  another speaker (speed perturbation with new speakers, ``sp0.9-<spk>``) is an
+  original of that speaker, not a member of its source's group.
 * **seeded and epoch-reseeded**: batches of epoch ``e`` depend only on
   ``(seed, e)``; the same seed gives the same batches on any machine.
 * **distributed-aware**: the epoch's global batch list is generated identically on
@@ -60,12 +62,14 @@ class _BaseSampler:
         self.speakers = sorted(set(utt2spk.values()))
         spk_index = {s: i for i, s in enumerate(self.speakers)}
         self.labels = np.array([spk_index[utt2spk[u]] for u in self.utts], dtype=np.int64)
-        groups = group_by_original(self.utts, utt2orig)
-        self.groups: List[np.ndarray] = [np.array(m) for m in groups.values()]
-        for o, members in groups.items():
-            spks = {self.labels[i] for i in members}
-            if len(spks) != 1:
-                raise ValueError(f"utt2orig: copies of '{o}' belong to different speakers")
+        # a group is one original *under one speaker label*: copies made new speakers (speed
+        # perturbation's sp0.9-<spk>, Kaldi's convention) are originals of their own speaker
+        self.groups: List[np.ndarray] = []
+        for members in group_by_original(self.utts, utt2orig).values():
+            by_label: Dict[int, List[int]] = {}
+            for i in members:
+                by_label.setdefault(int(self.labels[i]), []).append(i)
+            self.groups += [np.array(by_label[k]) for k in sorted(by_label)]
         self.group_labels = np.array([self.labels[g[0]] for g in self.groups], dtype=np.int64)
         self.views, self.seed = views, seed
         self.rank, self.world_size = rank, world_size
