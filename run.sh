@@ -26,6 +26,7 @@ fbank_dir=fbank
 synth_size=default      # tiny | default (SynthCeleb size)
 nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
 augment=true            # stage 2 on/off; off trains on the clean set
+augment_config=         # empty = conf/<corpus>/augment.yaml if there is one, else conf/augment.yaml
 musan_root=             # MUSAN folder; empty = noise made by the tool, babble from training speech
 rirs_root=              # RIRS_NOISES folder; empty = rooms simulated with pyroomacoustics
 speechocean762_root=../shared/data/speechocean762
@@ -62,6 +63,11 @@ case $corpus in
   *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762, voxceleb1, voxceleb2, cnceleb, folder)" >&2; exit 1 ;;
 esac
 conf_dir=conf/$corpus
+if [ -z "$augment_config" ]; then
+  augment_config=conf/augment.yaml
+  [ -f "$conf_dir/augment.yaml" ] && augment_config=$conf_dir/augment.yaml
+fi
+[ -f "$augment_config" ] || { echo "$0: --augment-config $augment_config does not exist" >&2; exit 1; }
 if [ -n "$config" ]; then
   systems=$(basename "$config" .yaml)
 elif [ -z "$systems" ]; then
@@ -119,10 +125,10 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
-  echo "stage 2: augmentation of $train_set (reverb, noise, music, babble) and their fbank -> $train_data"
+  echo "stage 2: augmentation of $train_set ($augment_config) and their fbank -> $train_data"
   stamped --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
-      "$(stamp $train_data augment)" $data/$train_set conf/augment.yaml conf/fbank.yaml -- \
-    pyspk augment --config conf/augment.yaml --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
+      "$(stamp $train_data augment)" $data/$train_set $augment_config conf/fbank.yaml -- \
+    pyspk augment --config $augment_config --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
       ${musan_root:+--musan-root "$musan_root"} ${rirs_root:+--rirs-root "$rirs_root"} \
       $data/$train_set $fbank_dir $train_data
 fi

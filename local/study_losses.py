@@ -52,6 +52,8 @@ CORPORA = {
     "synth": ("data", "synth_train", "synth_test"),
     "speechocean762": ("data_so762", "so762_train", "so762_test"),
 }
+FBANK_DIRS = {"data": "fbank", "data_so762": "fbank_so762"}   # as local/study_losses.sh's run.sh calls
+RECIPE_SEED = 777                                              # run.sh's --seed: the augmentation's draws
 ROWS = ("softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed")
 
 
@@ -64,6 +66,7 @@ class Variant:
     overrides: dict = field(default_factory=dict)
     noise: float = 0.0                # label-noise fraction of the training data
     budget: int = 1                   # steps per epoch multiplier
+    train_set: str = "recipe"         # recipe (run.sh's DATA/<train>_combined) or one of TRAIN_SETS
 
 
 def _loss(**kw) -> dict:
@@ -129,6 +132,21 @@ def variants() -> List[Variant]:
                          "run with --jobs 1 --threads 2)"))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
+    # what to train on (speechocean762): the recipe's set is conf/speechocean762/augment.yaml's
+    # (clean + speed copies); the others, as picked against: clean only, Kaldi's four copies
+    # (what every row trained on before), and the four copies plus the speed ones
+    sets = {"clean": "the clean utterances only",
+            "full": "clean + Kaldi's reverb, noise, music and babble copies (conf/augment.yaml)",
+            "full_sp": "clean + Kaldi's four copies + speed copies (0.9, 1.1) as new speakers"}
+    for ts, what in sets.items():
+        for r in ROWS + ("proposed.tau02",):
+            base, ov = (r, {}) if r in ROWS else ("proposed", _loss(temperature=0.2))
+            v.append(Variant(f"{ts}.{r}", base, "aug", f"{r} trained on {what}", ov, train_set=ts))
+        for r in ("aam", "proposed"):
+            v.append(Variant(f"{ts}.ecapa.{r}", f"ecapa_{r}", "aug", f"{r} with ECAPA-TDNN C = 512, trained "
+                             f"on {what}", train_set=ts))
+            v.append(Variant(f"{ts}.long4.{r}", r, "aug", f"{r} as shipped, 4x the steps, trained on {what}",
+                             budget=4, train_set=ts))
     return v
 
 
@@ -259,6 +277,37 @@ def noisy_dirs(data: Path, train: str, frac: float, seed: int = 0) -> tuple[Path
     return out[0], out[1]
 
 
+# training sets a variant can ask for instead of the recipe's: conf/augment.yaml with these
+# overrides, made by ``pyspk augment`` into DATA/<train>_<name> (the copies it already made are reused)
+TRAIN_SETS = {"full": {"speed": False},
+              "full_sp": {"speed": True},
+              "clean_sp": {"reverb": False, "noise": False, "music": False, "babble": False, "speed": True}}
+
+
+def training_dir(data: Path, train: str, train_set: str) -> Path:
+    """The training dir of a variant: the recipe's ``<train>_combined`` (run.sh stage 2), the
+    clean dir, or a TRAIN_SETS set, made here once (stamped, so a rerun reuses it)."""
+    if train_set == "recipe":
+        return data / f"{train}_combined"
+    if train_set == "clean":
+        return data / train
+    if train_set not in TRAIN_SETS:
+        raise ValueError(f"unknown training set '{train_set}' (recipe, clean, {', '.join(TRAIN_SETS)})")
+    out = data / f"{train}_{train_set}"
+    cfg = yaml.safe_load((ROOT / "conf" / "augment.yaml").read_text()) or {}
+    cfg.update(TRAIN_SETS[train_set])
+    cfg_path = data / f".study_augment_{train_set}.yaml"
+    key = _hash(cfg, _tables_hash(data / train))
+    stamp = data / f".study_{train}_{train_set}"
+    if not (stamp.is_file() and stamp.read_text() == key):
+        atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
+    _step(stamp, key, lambda: _run(
+        [sys.executable, "-m", "pyspk.bin.main", "augment", "--config", str(cfg_path), "--fbank-config",
+         str(ROOT / "conf" / "fbank.yaml"), "--nj", "2", "--seed", str(RECIPE_SEED), str(data / train),
+         str(ROOT / FBANK_DIRS[data.name]), str(out)], data / f".study_{train}_{train_set}.log", dict(os.environ)))
+    return out
+
+
 # --------------------------------------------------------------------------- one system
 def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optional[int]) -> Path:
     data_root, train, test = CORPORA[corpus]
@@ -266,7 +315,7 @@ def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optiona
     if var.noise:
         train_dir, backend_dir = noisy_dirs(data, train, var.noise)
     else:
-        train_dir, backend_dir = data / f"{train}_combined", data / train
+        train_dir, backend_dir = training_dir(data, train, var.train_set), data / train
     test_dir = data / test
     exp = out / corpus / var.name / f"s{seed}"
     exp.mkdir(parents=True, exist_ok=True)
@@ -419,7 +468,9 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
     lines += ["## Variants", ""] + [f"- `{v.name}` ({v.group}): {v.what}; base `conf/{corpus}/{v.base}.yaml`"
                                     + (f", overrides `{json.dumps(v.overrides)}`" if v.overrides else "")
                                     + (f", {v.noise:.0%} label noise" if v.noise else "")
-                                    + (f", {v.budget}x steps" if v.budget != 1 else "") for v in chosen]
+                                    + (f", {v.budget}x steps" if v.budget != 1 else "")
+                                    + (f", training set '{v.train_set}'" if v.train_set != "recipe" else "")
+                                    for v in chosen]
     path = out / corpus / "study.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     (out / corpus / "study.json").write_text(json.dumps(res, indent=1))
@@ -463,7 +514,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
     p.add_argument("--groups", default="rows,margin,noise,caa,mgda,pick,long",
-                   help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long")
+                   help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug")
     p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--jobs", type=int, default=2, help="systems trained at once (each on --threads threads)")
