@@ -132,6 +132,9 @@ def variants() -> List[Variant]:
                          "run with --jobs 1 --threads 2)"))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
+    for r in ("aam", "proposed"):  # the ~30 min budget of issue 11 on 2 idle cores (2 threads, compiled)
+        v.append(Variant(f"ecapa.long2.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512, 2x the steps "
+                         "(960 steps of 64 x 200 frames; run with --jobs 1 --threads 2)", budget=2))
     # what to train on (speechocean762): the recipe's set is conf/speechocean762/augment.yaml's
     # (clean + speed copies); the others, as picked against: clean only, Kaldi's four copies
     # (what every row trained on before), and the four copies plus the speed ones
