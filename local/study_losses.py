@@ -301,13 +301,13 @@ def training_dir(data: Path, train: str, train_set: str) -> Path:
     cfg.update(TRAIN_SETS[train_set])
     cfg_path = data / f".study_augment_{train_set}.yaml"
     key = _hash(cfg, _tables_hash(data / train))
-    stamp = data / f".study_{train}_{train_set}"
-    if not (stamp.is_file() and stamp.read_text() == key):
+    def make() -> None:
         atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
-    _step(stamp, key, lambda: _run(
-        [sys.executable, "-m", "pyspk.bin.main", "augment", "--config", str(cfg_path), "--fbank-config",
-         str(ROOT / "conf" / "fbank.yaml"), "--nj", "2", "--seed", str(RECIPE_SEED), str(data / train),
-         str(ROOT / FBANK_DIRS[data.name]), str(out)], data / f".study_{train}_{train_set}.log", dict(os.environ)))
+        _run([sys.executable, "-m", "pyspk.bin.main", "augment", "--config", str(cfg_path), "--fbank-config",
+              str(ROOT / "conf" / "fbank.yaml"), "--nj", "2", "--seed", str(RECIPE_SEED), str(data / train),
+              str(ROOT / FBANK_DIRS[data.name]), str(out)], data / f".study_{train}_{train_set}.log", dict(os.environ))
+
+    _step(data / f".study_{train}_{train_set}", key, make)
     return out
 
 

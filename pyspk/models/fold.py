@@ -26,6 +26,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .layers import tap_range
 from .pooling import _VAR_FLOOR
 from .tdnn import XVectorTdnn
 
@@ -44,52 +45,41 @@ class _FoldedConv(nn.Module):
         w = conv.weight.detach().double()                      # (C_out, C_in, k)
         bias = conv.bias.detach().double()
         k = w.shape[2]
+        edge = None
         if a is not None:
             a64, b64 = a.detach().double(), b.detach().double()
             edge = torch.einsum("oik,i->ko", w, b64)           # W_k b per tap: (k, C_out)
             bias = bias + edge.sum(0)
             w = w * a64[None, :, None]
-        else:
-            edge = torch.zeros(k, w.shape[0], dtype=torch.float64)
         d, pad = conv.dilation[0], conv.padding[0]
         self.shifts = [i * d - pad for i in range(k)]     # output frame t reads input frame t + shift
         if 0 not in self.shifts:
             raise ValueError(f"folding needs a centred convolution, got kernel {k} dilation {d} padding {pad}")
         self.centre = self.shifts.index(0)
-        self.folded = a is not None
         dt = conv.weight.dtype                                  # folded in float64, kept in the model's dtype
         self.register_buffer("taps", w.permute(2, 1, 0).to(dt).contiguous())   # (k, C_in, C_out)
         self.register_buffer("bias", bias.to(dt))
-        self.register_buffer("edge", edge.to(dt))
+        self.register_buffer("edge", None if edge is None else edge.to(dt))   # None: nothing folded in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
-        if x.shape[0] == 1:          # one utterance, as extraction runs: 2-D GEMMs added in place
-            x2 = x[0]
-            out = torch.addmm(self.bias, x2, self.taps[self.centre])
-            for i, s in enumerate(self.shifts):
-                lo, hi = self._range(s, t)
-                if i != self.centre and hi > lo:
-                    out[lo:hi].addmm_(x2[lo + s:hi + s], self.taps[i])
-                if self.folded and i != self.centre:
-                    out[:lo] -= self.edge[i]
-                    out[hi:] -= self.edge[i]
-            return torch.relu_(out).unsqueeze(0)
-        out = torch.matmul(x, self.taps[self.centre]).add_(self.bias)
-        for i, s in enumerate(self.shifts):
-            lo, hi = self._range(s, t)
-            if i != self.centre and hi > lo:
-                out[:, lo:hi] += torch.matmul(x[:, lo + s:hi + s], self.taps[i])
-            if self.folded and i != self.centre:
-                out[:, :lo] -= self.edge[i]
-                out[:, hi:] -= self.edge[i]
-        return torch.relu_(out)
+        """(B, T, C_in) -> (B, T, C_out), one utterance at a time (at one thread batching buys
+        nothing: docs/speed.md), each as 2-D GEMMs added in place."""
+        outs = [self._one(u) for u in x]
+        return outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
 
-    @staticmethod
-    def _range(s: int, t: int) -> tuple[int, int]:
-        """Output frames [lo, hi) whose input frame t + s lies inside the utterance."""
-        lo = min(t, max(0, -s))
-        return lo, max(lo, min(t, t - s))
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0]
+        out = torch.addmm(self.bias, x, self.taps[self.centre])
+        for i, s in enumerate(self.shifts):
+            if i == self.centre:
+                continue
+            lo, hi = tap_range(s, t)
+            if hi > lo:
+                out[lo:hi].addmm_(x[lo + s:hi + s], self.taps[i])
+            if self.edge is not None:          # frames whose tap reads the padding: take W_k b back out
+                out[:lo] -= self.edge[i]
+                out[hi:] -= self.edge[i]
+        return torch.relu_(out)
 
 
 class FoldedTdnn(nn.Module):

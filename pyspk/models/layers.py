@@ -20,6 +20,13 @@ def linear_1x1(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
+def tap_range(shift: int, t: int) -> tuple[int, int]:
+    """Output frames [lo, hi) of a T-frame utterance whose tap, reading input frame
+    ``frame + shift``, falls inside the utterance (lo <= hi <= t; the rest read the zero padding)."""
+    lo = min(t, max(0, -shift))
+    return lo, max(lo, min(t, t - shift))
+
+
 def conv_rows(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """``conv`` (any kernel size and dilation, stride 1, zero padding that keeps T) on frames
     as rows: (B, T, C_in) -> (B, T, C_out), the same sums as ``conv1d``, run as GEMMs. Unlike
@@ -47,14 +54,13 @@ def conv_rows(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         centre = k // 2
         out = F.linear(x2, w[:, :, centre], conv.bias)
         for i, shift in taps:
-            lo, hi = max(0, -shift), min(t, t - shift)
+            lo, hi = tap_range(shift, t)
             if i != centre and hi > lo:
                 out[lo:hi].addmm_(x2[lo + shift:hi + shift], w[:, :, i].t())
         return out.unsqueeze(0)
     cols = x.new_empty(x.shape[0], t, k * c)
     for i, shift in taps:
-        lo = max(0, -shift)
-        hi = max(lo, min(t, t - shift))
+        lo, hi = tap_range(shift, t)
         dst = cols[:, :, i * c:(i + 1) * c]
         dst[:, lo:hi] = x[:, lo + shift:hi + shift]
         dst[:, :lo] = 0
