@@ -11,8 +11,11 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   loading excluded, for three modes of the same weights: ``reference`` (the (B, C, T) /
   NCHW textbook layout, ``forward_reference``), ``eager`` (the shipped layout: frames as
   rows, channels-last ResNet) and ``compiled`` (that, ``train.compile: true``; its one-off
-  compile time is its own row, ``compile_s_<encoder>``). Encoders at their paper sizes:
-  ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34.
+  compile time is its own row, ``compile_s_<encoder>``); with --autotune a fourth,
+  ``autotune`` (``torch.compile(mode="max-autotune-no-cudagraphs")``: inductor's C++ GEMM
+  templates, with the elementwise work after a GEMM fused in, timed against ATen's; an
+  experiment, not a recipe setting: docs/speed.md). Encoders at their paper sizes:
+  ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34; --encoders and --batches pick a subset, --only-throughput skips the rest.
 * ``objective_overhead_ecapa512``: per-step time of AAM + AM-SupCon + CAA + MGDA over
   AAM alone, ECAPA-512 at 128 x 200 frames (with --quick 32 x 200), steps of the two
   alternated so that load changes hit both alike; median of the step times. Target <= 10%.
@@ -61,7 +64,8 @@ def row(figure, value, unit, note=""):
 
 def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     """A closure running one training step on a fixed random batch (P x 4 layout).
-    ``mode``: eager (the shipped layout), reference (forward_reference), compiled."""
+    ``mode``: eager (the shipped layout), reference (forward_reference), compiled,
+    autotune (compiled with mode max-autotune-no-cudagraphs)."""
     torch.manual_seed(seed)
     cfg = config_from_dict(loss_cfg)
     enc = build_encoder(encoder, **kwargs)
@@ -70,6 +74,8 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
         enc.forward = enc.forward_reference
     elif mode == "compiled":
         enc.compile()
+    elif mode == "autotune":
+        enc.compile(mode="max-autotune-no-cudagraphs")
     model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, NUM_SPK))
     objective = Objective(cfg.loss, cfg.balance, NUM_SPK, enc.embed_dim)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -109,20 +115,23 @@ AAM = {"loss": {"cls": "aam"}}
 PROPOSED = {"loss": {"cls": "aam", "con": "am_supcon", "caa": True}, "balance": {"kind": "mgda"}}
 
 
-def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compiled")):
+def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compiled"), encoders=None):
     for name, kwargs in ENCODERS.items():
+        if encoders and name not in encoders:
+            continue
         for batch in batches:
             # FLOPs are counted on eager steps: a compiled module run once under FlopCounterMode
             # is slower afterwards (dynamo re-traces it); inductor does not change the GEMMs.
             flops = {m: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=m))
                      for m in ("reference", "eager") if m in modes or m == "eager"}
-            flops["compiled"] = flops["eager"]
+            flops["compiled"] = flops["autotune"] = flops["eager"]
             for mode in modes:
                 t0 = time.perf_counter()
                 step = make_step(name, kwargs, AAM, batch, 200, mode=mode)
                 step()                                    # warm-up (and the compile)
-                if mode == "compiled" and batch == batches[0]:
-                    row(f"compile_s_{name}", f"{time.perf_counter() - t0:.1f}", "s",
+                if mode in ("compiled", "autotune") and batch == batches[0]:
+                    tag = "_autotune" if mode == "autotune" else ""
+                    row(f"compile_s_{name}{tag}", f"{time.perf_counter() - t0:.1f}", "s",
                         "first compiled step incl. inductor compile (warm cache: a few s)")
                 times = []
                 for _ in range(steps):
@@ -229,6 +238,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the compiled rows (each encoder's compile takes ~40 s cold)")
+    p.add_argument("--autotune", action="store_true",
+                   help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
+    p.add_argument("--only-throughput", action="store_true", help="the step rows only")
+    p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
     args = p.parse_args(argv)
     logging.disable(logging.INFO)
     if args.threads:
@@ -238,8 +252,13 @@ def main(argv=None) -> int:
     peak = matmul_flops()
     row("matmul_gflops_fp32", f"{peak / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 float32")
     modes = ("reference", "eager", "compiled") if args.compile else ("reference", "eager")
-    bench_throughput(batches=[8] if args.quick else [64, 32], steps=2 if args.quick else 3, peak=peak,
-                     modes=modes)
+    if args.autotune:
+        modes += ("autotune",)
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [8] if args.quick else [64, 32]
+    bench_throughput(batches=batches, steps=2 if args.quick else 3, peak=peak, modes=modes,
+                     encoders=args.encoders.split(",") if args.encoders else None)
+    if args.only_throughput:
+        return 0
     bench_real_loop(steps=5 if args.quick else 30)
     bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
     bench_peak_memory(steps=3 if args.quick else 10)
