@@ -15,7 +15,7 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   ``autotune`` (``torch.compile(mode="max-autotune-no-cudagraphs")``: inductor's C++ GEMM
   templates, with the elementwise work after a GEMM fused in, timed against ATen's; an
   experiment, not a recipe setting: docs/speed.md). Encoders at their paper sizes:
-  ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34; --encoders and --batches pick a subset, --only-throughput skips the rest.
+  ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34; --encoders and --batches pick a subset, --rows the groups of rows.
 * ``objective_overhead_ecapa512``: per-step time of AAM + AM-SupCon + CAA + MGDA over
   AAM alone, ECAPA-512 at 128 x 200 frames (with --quick 32 x 200), steps of the two
   alternated so that load changes hit both alike; median of the step times. Target <= 10%.
@@ -240,7 +240,8 @@ def main(argv=None) -> int:
                    help="skip the compiled rows (each encoder's compile takes ~40 s cold)")
     p.add_argument("--autotune", action="store_true",
                    help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
-    p.add_argument("--only-throughput", action="store_true", help="the step rows only")
+    p.add_argument("--rows", default="throughput,real_loop,overhead,memory",
+                   help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
     args = p.parse_args(argv)
@@ -255,13 +256,16 @@ def main(argv=None) -> int:
     if args.autotune:
         modes += ("autotune",)
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [8] if args.quick else [64, 32]
-    bench_throughput(batches=batches, steps=2 if args.quick else 3, peak=peak, modes=modes,
-                     encoders=args.encoders.split(",") if args.encoders else None)
-    if args.only_throughput:
-        return 0
-    bench_real_loop(steps=5 if args.quick else 30)
-    bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
-    bench_peak_memory(steps=3 if args.quick else 10)
+    rows = set(args.rows.split(","))
+    if "throughput" in rows:
+        bench_throughput(batches=batches, steps=2 if args.quick else 3, peak=peak, modes=modes,
+                         encoders=args.encoders.split(",") if args.encoders else None)
+    if "real_loop" in rows:
+        bench_real_loop(steps=5 if args.quick else 30)
+    if "overhead" in rows:
+        bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
+    if "memory" in rows:
+        bench_peak_memory(steps=3 if args.quick else 10)
     return 0
 
 

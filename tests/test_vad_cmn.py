@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pyspk.features.cmvn import apply_cmn, sliding_mean
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
@@ -84,3 +85,56 @@ def test_load_features_rejects_bad_input():
         load_features(bad)
     with pytest.raises(ValueError, match="2-D"):
         load_features(np.ones(5))
+    for v in (np.inf, -np.inf):
+        bad[2, 1] = v
+        with pytest.raises(ValueError, match="inf"):
+            load_features(bad, cmn=False)
+    huge = np.full((4, 2), 3e38, np.float32)     # finite, but its float32 sum overflows
+    assert np.array_equal(load_features(huge, cmn=False), huge)
+
+
+def _reference_batch(store, utts, indices, crop, spec, seed, key):
+    """What the loader computed before it cropped first: the whole processed utterance,
+    then the crop, then SpecAugment on a copy, then the stack."""
+    from pyspk.data.dataset import random_crop, spec_augment
+
+    rng = np.random.default_rng([seed, key[0], key[1], 0])
+    out = []
+    for i in indices:
+        x = random_crop(store[utts[i]], crop, rng)
+        if spec is not None:
+            x = spec_augment(x, rng, spec.time_masks, spec.time_width, spec.freq_masks, spec.freq_width)
+        out.append(x)
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+@pytest.mark.parametrize("vad", [False, True])
+@pytest.mark.parametrize("cmn,window", [(True, None), (True, 30), (False, None)])
+@pytest.mark.parametrize("spec", [False, True])
+def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad, cmn, window, spec):
+    """The loader crops before it normalises (FeatureStore.crop) and masks in the batch: the
+    same bits, from the same random draws, as processing each whole utterance first; crops
+    longer than some utterances (tiled) included."""
+    from pyspk.data.dataset import CropBatchDataset, FeatureStore
+    from pyspk.data.kaldi_dir import read_table
+    from pyspk.train.config import SpecAugmentConfig
+    from pyspk.train.toydata import make_toy_train_dir
+
+    d = make_toy_train_dir(tmp_path / "d", num_speakers=3, utts_per_speaker=4, num_frames=60, feat_dim=8,
+                           vad=vad, frame_jitter=40)
+    feats = read_table(d / "feats.scp")
+    vad_scp = read_table(d / "vad.scp") if vad else None
+    store = FeatureStore(feats, vad_scp, cmn, window, in_memory)
+    utts = sorted(feats)
+    sa = SpecAugmentConfig(enabled=True, time_masks=2, time_width=5, freq_masks=1, freq_width=3) if spec else None
+    lengths = sorted(store[u].shape[0] for u in utts)
+    crop = lengths[len(lengths) // 2]
+    assert lengths[0] < crop < lengths[-1]          # both the tiled and the plain crop are met
+    ds = CropBatchDataset(store, utts, list(range(len(utts))), crop, sa, seed=7)
+    for key in [(0, 0, tuple(range(len(utts)))), (1, 3, (5, 0, 5, 11))]:
+        got, labels = ds[key]
+        ref = _reference_batch(store, utts, key[2], crop, sa, 7, key)
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        assert np.array_equal(got.numpy(), ref)
+        assert labels.tolist() == list(key[2])

@@ -2,7 +2,7 @@
 
 :class:`FeatureStore` reads ``feats.scp`` (and ``vad.scp``) through
 :class:`pyspk.features.arkread.ArkReader` (kaldiio for what it does not read) and
-applies :func:`pyspk.features.reader.load_features` (VAD frame selection, then
+applies what :func:`pyspk.features.reader.load_features` does (VAD frame selection, then
 CMN) at read time, so the arks stay raw. It keeps every processed matrix in RAM
 when asked (``in_memory``; stored as float16, half the memory, a rounding error
 of < 0.01 on mean-normalised log-Mel values) or reads each one on demand.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pyspk.features.arkread import ArkReader
-from pyspk.features.reader import load_features
+from pyspk.features.reader import apply_cmn, utterance_mean, voiced_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,15 @@ class FeatureStore:
                 self.cache[utt] = self._read(utt).astype(np.float16)
 
     def _read(self, utt: str) -> np.ndarray:
+        m = self._read_voiced(utt)
+        return np.ascontiguousarray(apply_cmn(m, self.cmn_window)) if self.cmn else m
+
+    def _read_voiced(self, utt: str) -> np.ndarray:
+        """The VAD-selected frames, checked, not mean-normalised (errors as :meth:`_read`)."""
         try:
             feats = self.reader(self.feats_scp[utt])
             vad = self.reader(self.vad_scp[utt]) if self.vad_scp and utt in self.vad_scp else None
-            return load_features(feats, cmn=self.cmn, cmn_window=self.cmn_window, vad=vad)
+            return voiced_frames(feats, vad)
         except KeyError:
             raise KeyError(f"{self.source}: no entry for utterance '{utt}'") from None
         except Exception as e:
@@ -59,6 +64,30 @@ class FeatureStore:
     def __getitem__(self, utt: str) -> np.ndarray:
         m = self.cache.get(utt)
         return m.astype(np.float32) if m is not None else self._read(utt)
+
+    def crop(self, utt: str, crop_frames: int, rng: np.random.Generator,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``random_crop(self[utt], crop_frames, rng)``, the same numbers from the same draws,
+        written to ``out`` (or a new float32 array) without converting or normalising the
+        frames outside the crop: a matrix kept in memory is cropped before its float16 ->
+        float32 conversion, one read on demand with whole-utterance CMN is cropped before the
+        mean is subtracted (the mean is still that of every voiced frame)."""
+        m = self.cache.get(utt)
+        mean = None
+        if m is None:
+            if self.cmn and not (self.cmn_window and self.cmn_window > 0):
+                m = self._read_voiced(utt)
+                mean = utterance_mean(m)
+            else:
+                m = self._read(utt)
+        x = random_crop(m, crop_frames, rng)
+        if out is None:
+            out = np.empty(x.shape, np.float32)
+        if mean is None:
+            out[...] = x
+        else:
+            np.subtract(x, mean, out=out)
+        return out
 
     def num_frames(self, utt: str) -> Optional[int]:
         """Frames after VAD when known (in memory), else None."""
@@ -88,11 +117,12 @@ def random_crop(feats: np.ndarray, crop_frames: int, rng: np.random.Generator) -
 
 
 def spec_augment(feats: np.ndarray, rng: np.random.Generator, time_masks: int, time_width: int,
-                 freq_masks: int, freq_width: int) -> np.ndarray:
+                 freq_masks: int, freq_width: int, copy: bool = True) -> np.ndarray:
     """SpecAugment (Park et al., 2019) without time warping: zero ``time_masks`` bands of
     0..time_width frames and ``freq_masks`` bands of 0..freq_width bins (after CMN the
-    mean is 0, so zero is the neutral value). Returns a copy."""
-    out = feats.copy()
+    mean is 0, so zero is the neutral value). Returns a copy (``copy=False``: masks
+    ``feats`` itself and returns it)."""
+    out = feats.copy() if copy else feats
     t, f = out.shape
     for _ in range(time_masks):
         w = int(rng.integers(0, min(time_width, t) + 1))
@@ -118,15 +148,17 @@ class CropBatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: Tuple[int, int, Tuple[int, ...]]):
         epoch, batch_no, indices = key
         rng = np.random.default_rng([self.seed, epoch, batch_no, self.rank])
-        crops = []
-        for i in indices:
-            x = random_crop(self.store[self.utts[i]], self.crop_frames, rng)
-            sa = self.spec_cfg
-            if sa is not None and sa.enabled:
-                x = spec_augment(x, rng, sa.time_masks, sa.time_width, sa.freq_masks, sa.freq_width)
-            crops.append(x)
-        feats = torch.from_numpy(np.stack(crops).astype(np.float32, copy=False))
-        return feats, torch.from_numpy(self.labels[list(indices)])
+        sa = self.spec_cfg if self.spec_cfg is not None and self.spec_cfg.enabled else None
+        batch = None
+        for j, i in enumerate(indices):   # each crop is written into the batch once, then masked there
+            x = self.store.crop(self.utts[i], self.crop_frames, rng, None if batch is None else batch[j])
+            if batch is None:
+                batch = np.empty((len(indices),) + x.shape, np.float32)
+                batch[0] = x
+                x = batch[0]
+            if sa is not None:
+                spec_augment(x, rng, sa.time_masks, sa.time_width, sa.freq_masks, sa.freq_width, copy=False)
+        return torch.from_numpy(batch), torch.from_numpy(self.labels[list(indices)])
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the loader
         return len(self.utts)

@@ -59,7 +59,9 @@ class ArkReader:
         if info is None:
             return kaldiio.load_mat(spec)
         _, dtype, shape, header_len = info
-        n = int(np.prod(shape)) * dtype.itemsize
+        n = dtype.itemsize
+        for d in shape:
+            n *= d
         data = os.pread(fd, n, pos + header_len)
         if len(data) != n:
             raise ValueError(f"{path}: matrix at byte {offset} is truncated ({len(data)} of {n} bytes)")

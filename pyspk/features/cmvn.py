@@ -26,10 +26,15 @@ def sliding_mean(feats: np.ndarray, window: int) -> np.ndarray:
     return ((csum[end] - csum[start]) / window).astype(feats.dtype)
 
 
+def utterance_mean(feats: np.ndarray) -> np.ndarray:
+    """The (1, F) mean over the frames of (T, F) ``feats``, accumulated in float64, in their dtype."""
+    return feats.mean(axis=0, keepdims=True, dtype=np.float64).astype(feats.dtype)
+
+
 def apply_cmn(feats: np.ndarray, window: int | None = None) -> np.ndarray:
     """Mean-normalise (T, F) features over the utterance, or a sliding window of ``window`` frames."""
     if feats.shape[0] == 0:
         return feats
     if window is None or window <= 0:
-        return feats - feats.mean(axis=0, keepdims=True, dtype=np.float64).astype(feats.dtype)
+        return feats - utterance_mean(feats)
     return feats - sliding_mean(feats, int(window))

@@ -9,7 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyspk.features.cmvn import apply_cmn, sliding_mean  # noqa: F401  (re-exported)
+from pyspk.features.cmvn import apply_cmn, sliding_mean, utterance_mean  # noqa: F401  (re-exported)
+
+
+def voiced_frames(feats: np.ndarray, vad: np.ndarray | None = None) -> np.ndarray:
+    """``feats`` as float32 after the checks and VAD selection of :func:`load_features`,
+    not mean-normalised."""
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2:
+        raise ValueError(f"features must be 2-D (frames, dim), got shape {feats.shape}")
+    if not np.isfinite(feats).all():
+        raise ValueError("features contain NaN or inf")
+    if vad is not None:
+        vad = np.asarray(vad).reshape(-1)
+        if vad.shape[0] != feats.shape[0]:
+            raise ValueError(f"vad has {vad.shape[0]} frames, features have {feats.shape[0]}")
+        feats = feats[vad > 0.5]
+        if feats.shape[0] == 0:
+            raise ValueError("VAD kept no frame")
+    return feats
 
 
 def load_features(
@@ -23,18 +41,7 @@ def load_features(
     Raises ValueError on NaN/inf features, on a VAD length that does not match,
     and when VAD keeps no frame (the caller names the utterance).
     """
-    feats = np.asarray(feats, dtype=np.float32)
-    if feats.ndim != 2:
-        raise ValueError(f"features must be 2-D (frames, dim), got shape {feats.shape}")
-    if not np.isfinite(feats).all():
-        raise ValueError("features contain NaN or inf")
-    if vad is not None:
-        vad = np.asarray(vad).reshape(-1)
-        if vad.shape[0] != feats.shape[0]:
-            raise ValueError(f"vad has {vad.shape[0]} frames, features have {feats.shape[0]}")
-        feats = feats[vad > 0.5]
-        if feats.shape[0] == 0:
-            raise ValueError("VAD kept no frame")
+    feats = voiced_frames(feats, vad)
     if cmn and feats.shape[0] > 0:
         feats = apply_cmn(feats, cmn_window)
     return np.ascontiguousarray(feats, dtype=np.float32)
