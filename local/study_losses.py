@@ -86,6 +86,10 @@ def variants() -> List[Variant]:
                      "(on its own positive, CAA scale 30, raw MGDA)",
                      {"loss": {"con_margin_type": "angular", "con_margin_on": "own", "caa_scale": 30.0,
                                "caa_mode": "exp", "caa_positives": False}, "balance": {"normalize": "none"}}))
+    for frac in (0.05,):               # the low end of issue 11's 5-10 %: the CAA row only
+        tag = f"noise{int(round(frac * 100))}"
+        for r in ("am_supcon", "am_supcon_caa"):
+            v.append(Variant(f"{tag}.{r}", r, "noise", f"{r} as shipped, {frac:.0%} label noise", noise=frac))
     for frac in (0.1,):
         tag = f"noise{int(round(frac * 100))}"
         for r in ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed"):
