@@ -149,15 +149,14 @@ class CropBatchDataset(torch.utils.data.Dataset):
         epoch, batch_no, indices = key
         rng = np.random.default_rng([self.seed, epoch, batch_no, self.rank])
         sa = self.spec_cfg if self.spec_cfg is not None and self.spec_cfg.enabled else None
-        batch = None
+        first = self.store.crop(self.utts[indices[0]], self.crop_frames, rng)   # its shape sizes the batch
+        batch = np.empty((len(indices),) + first.shape, np.float32)
+        batch[0] = first
         for j, i in enumerate(indices):   # each crop is written into the batch once, then masked there
-            x = self.store.crop(self.utts[i], self.crop_frames, rng, None if batch is None else batch[j])
-            if batch is None:
-                batch = np.empty((len(indices),) + x.shape, np.float32)
-                batch[0] = x
-                x = batch[0]
+            if j:
+                self.store.crop(self.utts[i], self.crop_frames, rng, out=batch[j])
             if sa is not None:
-                spec_augment(x, rng, sa.time_masks, sa.time_width, sa.freq_masks, sa.freq_width, copy=False)
+                spec_augment(batch[j], rng, sa.time_masks, sa.time_width, sa.freq_masks, sa.freq_width, copy=False)
         return torch.from_numpy(batch), torch.from_numpy(self.labels[list(indices)])
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the loader
