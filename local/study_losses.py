@@ -262,6 +262,16 @@ def _run(cmd: List[str], log: Path, env: dict) -> None:
         raise RuntimeError(f"command failed ({rc}), see {log}: {' '.join(cmd)}")
 
 
+def restart_args(started: Path, key: str) -> List[str]:
+    """The trainer's extra arguments for the system whose training ``key`` is, recorded in
+    ``started``: none when its checkpoints are this system's own (a killed or failed training
+    resumes exactly, the trainer's guarantee), ``--restart`` when they may be anyone else's
+    (another variant's, an older config's: retired to checkpoints.stale)."""
+    resume = started.is_file() and started.read_text() == key
+    atomic_write_text(started, key)
+    return [] if resume else ["--restart"]
+
+
 def _step(stamp: Path, key: str, fn) -> None:
     if stamp.is_file() and stamp.read_text() == key:
         return
@@ -341,9 +351,11 @@ def run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Optiona
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     py = sys.executable
+    started = exp / ".study.train.started"   # this system's checkpoints: a rerun resumes from them
+
     _step(exp / ".study.train", k_train, lambda: _run(
         [py, "-m", "pyspk.bin.train", "--config", str(cfg_path), "--seed", str(seed), "--train-dir",
-         str(train_dir), "--exp-dir", str(exp), "--restart"], exp / "log" / "train.log", env))
+         str(train_dir), "--exp-dir", str(exp)] + restart_args(started, k_train), exp / "log" / "train.log", env))
     k_ext = _hash(k_train, _tables_hash(backend_dir), _tables_hash(test_dir))
     for name, d in (("train", backend_dir), ("test", test_dir)):
         _step(exp / f".study.extract_{name}", _hash(k_ext, name), lambda d=d, name=name: _run(

@@ -46,3 +46,13 @@ def test_a_run_older_than_the_combine_key_counts_as_scaled(study):
     none_old = {k: dict(v) if isinstance(v, dict) else v for k, v in none_raw.items()}
     del none_old["balance"]["combine"]
     assert study.semantic(none_old) == study.semantic(none_raw)
+
+
+def test_a_failed_training_resumes_and_another_system_restarts(study, tmp_path):
+    """A system's training that died (a full disk, a kill) resumes from its own checkpoints
+    on the rerun; checkpoints left by a different key are never resumed."""
+    started = tmp_path / ".study.train.started"
+    assert study.restart_args(started, "k1") == ["--restart"]     # nothing recorded: start clean
+    assert study.restart_args(started, "k1") == []                # the same system again: resume
+    assert study.restart_args(started, "k2") == ["--restart"]     # another config or seed
+    assert study.restart_args(started, "k2") == []
