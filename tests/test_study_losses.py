@@ -56,3 +56,19 @@ def test_a_failed_training_resumes_and_another_system_restarts(study, tmp_path):
     assert study.restart_args(started, "k1") == []                # the same system again: resume
     assert study.restart_args(started, "k2") == ["--restart"]     # another config or seed
     assert study.restart_args(started, "k2") == []
+
+
+def test_the_table_has_every_backend_run_sh_scores(study, tmp_path, monkeypatch):
+    """study.md reports cosine, AS-norm and PLDA (run.sh stage 6's three); a run scored
+    before AS-norm was added shows a dash there, not a number from another back-end."""
+    var = next(v for v in study.variants() if v.name == "aam")
+    m = lambda eer: {"eer": eer, "min_dcf_0.01": 0.5}  # noqa: E731
+    res = {"aam": [{"seed": 1, "metrics": {"trials": {"cosine": m(0.10), "asnorm": m(0.08), "plda": m(0.06)}},
+                    "train": {}},
+                   {"seed": 2, "metrics": {"trials": {"cosine": m(0.12), "plda": m(0.07)}}, "train": {}}]}
+    monkeypatch.setattr(study, "collect", lambda *a, **k: res)
+    text = study.write_table("synth", [var], [1, 2], tmp_path, "cmd").read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert "trials cos EER" in head and "trials AS-norm EER" in head and "trials PLDA EER" in head
+    row = next(line for line in text.splitlines() if line.startswith("| aam |")).split(" | ")
+    assert row[2:7:2] == ["11.00 ± 1.41", "8.00", "6.50 ± 0.71"]   # EER % per back-end
