@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +73,48 @@ def test_the_table_has_every_backend_run_sh_scores(study, tmp_path, monkeypatch)
     assert "trials cos EER" in head and "trials AS-norm EER" in head and "trials PLDA EER" in head
     row = next(line for line in text.splitlines() if line.startswith("| aam |")).split(" | ")
     assert row[2:7:2] == ["11.00 ± 1.41", "8.00", "6.50 ± 0.71"]   # EER % per back-end
+
+
+def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch):
+    """ecapa.long2.proposed.bk_training trains nothing: it takes the parent's final.pt and test
+    x-vectors (training the parent first when it is missing), extracts its own back-end set (the
+    encoder's training set, not the clean speakers) and scores with all three back-ends."""
+    data = tmp_path / "data_so762"
+    for d, spk in (("so762_train", "a"), ("so762_train_combined", "b"), ("so762_test", "c")):
+        (data / d).mkdir(parents=True)
+        (data / d / "utt2spk").write_text(f"u1 {spk}\n")
+    (data / "so762_test" / "trials").write_text("u1 u1 target\n")
+    for sub in ("conf",):
+        (tmp_path / sub).symlink_to(REPO / sub)
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    calls = []
+
+    def fake_run(cmd, log, env):
+        calls.append(cmd)
+        if cmd[2] == "pyspk.bin.train":
+            exp = Path(cmd[cmd.index("--exp-dir") + 1])
+            (exp / "final.pt").write_text("model")
+            resolved = study._resolved(yaml.safe_load((exp / "study_config.yaml").read_text()))
+            (exp / "config.yaml").write_text(yaml.safe_dump(resolved))    # as the trainer records it
+    monkeypatch.setattr(study, "_run", fake_run)
+    by = {v.name: v for v in study.variants()}
+    child = by["ecapa.long2.proposed.bk_training"]
+    exp = study.run_system("speechocean762", child, 1, tmp_path / "out", threads=2)
+    parent = tmp_path / "out" / "speechocean762" / "ecapa.long2.proposed" / "s1"
+    kinds = [c[2] if c[2] != "pyspk.bin.main" else c[3] for c in calls]
+    assert kinds.count("pyspk.bin.train") == 1                   # the parent's, once
+    extracts = [c for c in calls if c[2:4] == ["pyspk.bin.main", "extract"]]
+    child_ext = [c for c in extracts if str(exp) in c[-1]]
+    assert [c[-2] for c in child_ext] == [str(data / "so762_train_combined")]   # its back-end set only
+    assert child_ext[0][-3] == str(parent / "final.pt")
+    parent_train = [c for c in extracts if c[-1] == str(parent / "xvectors_train")]
+    assert parent_train and parent_train[0][-2] == str(data / "so762_train")   # the clean speakers
+    score = [c for c in calls if c[2:4] == ["pyspk.bin.main", "score"] and str(exp) in c[-1]][0]
+    assert score[score.index("--xvector-dir") + 1] == str(parent / "xvectors_test")
+    assert score[score.index("--backends") + 1] == "cosine,asnorm,plda"
+    # a rerun does nothing; the table sees the child as trained like its variant
+    n = len(calls)
+    study.run_system("speechocean762", child, 1, tmp_path / "out", threads=2)
+    assert len(calls) == n
+    want = study.semantic(study._resolved(study.resolved_config("speechocean762", child, None)))
+    assert study.semantic(study.trained_as(exp)) == want
