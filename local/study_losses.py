@@ -147,6 +147,11 @@ def variants() -> List[Variant]:
     for r in ("aam", "proposed"):  # the ~30 min budget of issue 11 on 2 idle cores (2 threads, compiled)
         v.append(Variant(f"ecapa.long2.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512, 2x the steps "
                          "(960 steps of 64 x 200 frames; run with --jobs 1 --threads 2)", budget=2))
+    for r in ("aam", "proposed"):  # the same question for the recipe's TDNN
+        v.append(Variant(f"{r}.bk_training", r, "backend", f"{r}'s model, back-end fitted on its training set "
+                         "(speechocean762: clean + speed copies as new speakers; SynthCeleb: clean + Kaldi's "
+                         "copies, the same speakers) instead of the clean speakers", backend_set="training",
+                         trained_by=r))
     for r in ("aam", "proposed"):  # the back-end fitted on the 255 training speakers, not the 85 clean ones
         v.append(Variant(f"ecapa.long2.{r}.bk_training", f"ecapa_{r}", "ecapa",
                          f"ecapa.long2.{r}'s model, back-end (mean, LDA, PLDA, AS-norm cohort) fitted on its "
@@ -589,7 +594,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
     p.add_argument("--groups", default="rows,margin,noise,caa,mgda,pick,long",
-                   help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug")
+                   help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug, backend")
     p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--jobs", type=int, default=2, help="systems trained at once (each on --threads threads)")
