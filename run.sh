@@ -26,6 +26,9 @@ fbank_dir=fbank
 synth_size=default      # tiny | default (SynthCeleb size)
 nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
 augment=true            # stage 2 on/off; off trains on the clean set
+backend_set=clean       # stages 4-5 fit the back-end on: clean (the training speakers' own recordings,
+                        # Kaldi's convention) | training (the set stage 3 trains on: augmented copies,
+                        # speed copies as new speakers)
 augment_config=         # empty = conf/<corpus>/augment.yaml if there is one, else conf/augment.yaml
 musan_root=             # MUSAN folder; empty = noise made by the tool, babble from training speech
 rirs_root=              # RIRS_NOISES folder; empty = rooms simulated with pyroomacoustics
@@ -80,7 +83,14 @@ for sys in $systems; do
 done
 train_data=$data/$train_set
 $augment && train_data=$data/${train_set}_combined
+case $backend_set in
+  clean) backend_name=$train_set ;;
+  training) backend_name=$(basename "$train_data") ;;
+  *) echo "$0: --backend-set takes clean or training, got '$backend_set'" >&2; exit 1 ;;
+esac
 stamp() { echo "$1/.done.$2"; }
+# the stamp of the stage that made a set's features: stage 2 for the augmented set, else stage 1
+features_stamp() { if [ "$1" != "$train_set" ] && [ "$data/$1" = "$train_data" ]; then stamp $data/$1 augment; else stamp $data/$1 fbank; fi; }
 
 # Every stage goes through utils/stamped.sh: it is skipped while its stamp records the
 # same content of every input listed after the stamp (tables, trials lists, configs and
@@ -145,10 +155,10 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for sys in $systems; do
-    for set in $train_set $test_set; do
+    for set in $backend_name $test_set; do
       echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
       stamped "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
-          "$(stamp $data/$set fbank)" $data/$set/{feats.scp,utt2num_frames,vad.scp,utt2spk,spk2utt} -- \
+          "$(features_stamp $set)" $data/$set/{feats.scp,utt2num_frames,vad.scp,utt2spk,spk2utt} -- \
         pyspk extract --nj $nj --cmd "$cmd" $exp/$sys/final.pt $data/$set $exp/$sys/xvectors_$set
     done
   done
@@ -157,9 +167,9 @@ fi
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for sys in $systems; do
     echo "stage 5: back-ends (mean, LDA, PLDA, AS-norm cohort) for $sys -> $exp/$sys/backend"
-    stamped "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$train_set $data/$train_set/{utt2spk,spk2utt} \
+    stamped "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$backend_name $data/$backend_name/{utt2spk,spk2utt} \
         conf/backend.yaml -- \
-      pyspk backend --config conf/backend.yaml $exp/$sys/xvectors_$train_set $data/$train_set $exp/$sys/backend
+      pyspk backend --config conf/backend.yaml $exp/$sys/xvectors_$backend_name $data/$backend_name $exp/$sys/backend
   done
 fi
 

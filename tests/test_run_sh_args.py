@@ -24,6 +24,7 @@ def run_sh(tmp_path, *args):
     (["--force", "yes"], "--force takes true or false, got 'yes'"),
     (["--config", "conf/synth/nope.yaml"], "config conf/synth/nope.yaml (system nope) does not exist"),
     (["--augment-config", "conf/nope.yaml"], "--augment-config conf/nope.yaml does not exist"),
+    (["--backend-set", "train"], "--backend-set takes clean or training, got 'train'"),
 ])
 def test_bad_arguments_fail_before_any_stage(tmp_path, args, message):
     r = run_sh(tmp_path, *args)
@@ -39,3 +40,18 @@ def test_stage2_takes_the_corpus_augment_config(tmp_path, corpus, config):
     r = run_sh(tmp_path, "--corpus", corpus, "--stage", "2", "--stop-stage", "2", "--dry-run", "true")
     assert r.returncode == 0, r.stderr
     assert f"stage 2: augmentation of {'so762' if corpus != 'synth' else 'synth'}_train ({config})" in r.stdout
+
+
+@pytest.mark.parametrize("backend_set, augment, fitted_on", [("clean", "true", "so762_train"),
+                                                             ("training", "true", "so762_train_combined"),
+                                                             ("training", "false", "so762_train")])
+def test_backend_set_picks_what_stages_4_and_5_fit_on(tmp_path, backend_set, augment, fitted_on):
+    """--backend-set training fits the back-end on the set stage 3 trains on (with stage 2: the
+    augmented dir, whose features stage 2 stamps); clean, the default, on the clean speakers."""
+    r = run_sh(tmp_path, "--corpus", "speechocean762", "--stage", "4", "--stop-stage", "5", "--dry-run", "true",
+               "--systems", "aam", "--backend-set", backend_set, "--augment", augment)
+    assert r.returncode == 0, r.stderr
+    assert f"stage 4: x-vectors of {fitted_on} with aam" in r.stdout
+    assert f"xvectors_{fitted_on} is redone by this run" in r.stderr + r.stdout
+    others = {"so762_train", "so762_train_combined"} - {fitted_on}
+    assert not any(f"x-vectors of {o} " in r.stdout for o in others)
