@@ -16,6 +16,9 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   templates, with the elementwise work after a GEMM fused in, timed against ATen's; an
   experiment, not a recipe setting: docs/speed.md). Encoders at their paper sizes:
   ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34; --encoders and --batches pick a subset, --rows the groups of rows.
+* ``adam_step_ms_<encoder>_<impl>``: the Adam update alone over the encoder's and an AAM
+  head's parameters, per kernel (``optim.impl``): loop (PyTorch's CPU default), foreach,
+  fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each.
 * ``objective_overhead_ecapa512``: per-step time of AAM + AM-SupCon + CAA + MGDA over
   AAM alone, ECAPA-512 at 128 x 200 frames (with --quick 32 x 200), steps of the two
   alternated so that load changes hit both alike; median of the step times. Target <= 10%.
@@ -53,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from pyspk.models import build_encoder  # noqa: E402
 from pyspk.train.config import config_from_dict  # noqa: E402
 from pyspk.train.objective import Objective, SpeakerModel, build_head  # noqa: E402
+from pyspk.train.trainer import build_optimizer  # noqa: E402
 
 ENCODERS = {"ecapa_tdnn": {"channels": 512}, "tdnn": {}, "resnet34": {}}
 NUM_SPK = 200
@@ -65,9 +69,11 @@ def row(figure, value, unit, note=""):
 def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     """A closure running one training step on a fixed random batch (P x 4 layout).
     ``mode``: eager (the shipped layout), reference (forward_reference), compiled,
-    autotune (compiled with mode max-autotune-no-cudagraphs)."""
+    autotune (compiled with mode max-autotune-no-cudagraphs); a suffix ``_loop`` or
+    ``_foreach`` picks that Adam kernel instead of the trainer's default (fused)."""
     torch.manual_seed(seed)
-    cfg = config_from_dict(loss_cfg)
+    mode, _, impl = mode.partition("_")
+    cfg = config_from_dict({**loss_cfg, "optim": {"impl": impl or "fused", "lr": 1e-3}})
     enc = build_encoder(encoder, **kwargs)
     if mode == "reference":
         enc.to(memory_format=torch.contiguous_format)
@@ -78,7 +84,7 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
         enc.compile(mode="max-autotune-no-cudagraphs")
     model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, NUM_SPK))
     objective = Objective(cfg.loss, cfg.balance, NUM_SPK, enc.embed_dim)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = build_optimizer(cfg.optim, model.parameters())
     x = torch.randn(batch, frames, 80)
     labels = torch.arange(batch) // 4
 
@@ -123,8 +129,10 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
             # FLOPs are counted on eager steps: a compiled module run once under FlopCounterMode
             # is slower afterwards (dynamo re-traces it); inductor does not change the GEMMs.
             flops = {m: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=m))
-                     for m in ("reference", "eager") if m in modes or m == "eager"}
-            flops["compiled"] = flops["autotune"] = flops["eager"]
+                     for m in ("reference", "eager")
+                     if m == "eager" or m in {x.partition("_")[0] for x in modes}}
+            for m in modes:
+                flops.setdefault(m, flops[m.partition("_")[0]] if m.partition("_")[0] in flops else flops["eager"])
             for mode in modes:
                 t0 = time.perf_counter()
                 step = make_step(name, kwargs, AAM, batch, 200, mode=mode)
@@ -147,6 +155,35 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
                 target = "" if mode == "reference" else f"; target >= 0.65 ({'met' if ratio >= 0.65 else 'NOT met'})"
                 row(f"model_flops_ratio_{tag}", f"{ratio:.3f}", "ratio",
                     f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {peak / 1e9:.1f} GFLOP/s matmul{target}")
+
+
+def bench_optimizer(steps, encoders=None):
+    """The Adam update alone on each encoder's parameters (+ an AAM head), per kernel: loop
+    (one tensor at a time, PyTorch's CPU default), foreach, fused (the trainer's default)."""
+    for name, kwargs in ENCODERS.items():
+        if encoders and name not in encoders:
+            continue
+        torch.manual_seed(0)
+        enc = build_encoder(name, **kwargs)
+        model = SpeakerModel(enc, build_head(config_from_dict(AAM).loss, enc.embed_dim, NUM_SPK))
+        params = list(model.parameters())
+        for p_ in params:
+            p_.grad = torch.randn_like(p_)
+        ms = {}
+        for impl in ("loop", "foreach", "fused"):
+            opt = build_optimizer(config_from_dict({"optim": {"impl": impl, "lr": 1e-3}}).optim, params)
+            opt.step()                                    # state allocated
+            times = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                opt.step()
+                times.append(time.perf_counter() - t)
+            ms[impl] = 1e3 * statistics.median(times)
+        numel = sum(p_.numel() for p_ in params)
+        for impl, v in ms.items():
+            row(f"adam_step_ms_{name}_{impl}", f"{v:.1f}", "ms",
+                f"{len(params)} tensors, {numel / 1e6:.1f} M parameters, median of {steps} steps"
+                + (f"; {ms['loop'] / v:.2f}x loop" if impl != "loop" else ""))
 
 
 def bench_real_loop(steps):
@@ -191,6 +228,58 @@ def bench_real_loop(steps):
     ratio = rand / real
     row("train_real_loop_ratio_synth", f"{ratio:.2f}", "ratio",
         f"real loop / random tensor; target >= 0.9 ({'met' if ratio >= 0.9 else 'NOT met'})")
+
+
+_SIDE_CODE = """
+import logging, sys, time, torch
+logging.disable(logging.INFO)
+sys.path.insert(0, {repo!r})
+from pyspk.train.config import load_config
+from pyspk.train.trainer import Trainer
+cfg = load_config({cfg!r}, {{"train": {{"epochs": 1, "steps_per_epoch": 10, "average_last": 1}}}})
+tr = Trainer(cfg, {train!r}, {exp!r}, {seed})
+feats, labels = next(iter(tr.data.loader()))
+x = torch.randn_like(feats)
+for i in range(3):
+    tr._train_step(tr.model, x, labels, 0, i)
+t = time.perf_counter()
+for i in range({steps}):
+    tr._train_step(tr.model, x, labels, 0, i)
+print((time.perf_counter() - t) / {steps})
+"""
+
+
+def bench_side_by_side(steps, cores):
+    """What run.sh stage 3's --train-jobs auto rests on: conf/synth/aam.yaml's step (the recipe's
+    narrow TDNN, compiled) in one process on every core, against ``cores`` processes on one core
+    each running at once; steps/s of the machine either way."""
+    from pyspk.train.toydata import make_toy_train_dir
+    with tempfile.TemporaryDirectory() as tmp:
+        make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
+                           feat_dim=80, copies=1)
+
+        def launch(threads, i):
+            code = _SIDE_CODE.format(repo=str(REPO), cfg=f"{REPO}/conf/synth/aam.yaml", train=f"{tmp}/train",
+                                     exp=f"{tmp}/exp{i}", seed=777 + i, steps=steps)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+            return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
+                                    stdout=subprocess.PIPE)
+
+        def finish(p):
+            out, _ = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"side-by-side child failed (exit {p.returncode})")
+            return float(out.split()[-1])
+
+        one = finish(launch(cores, 0))
+        procs = [launch(1, i) for i in range(cores)]
+        each = [finish(p) for p in procs]
+    row("train_steps_per_s_synth_one_process", f"{1 / one:.2f}", "steps/s",
+        f"conf/synth/aam.yaml, one process on {cores} threads, {one * 1e3:.0f} ms/step")
+    together = sum(1 / t for t in each)
+    row("train_steps_per_s_synth_side_by_side", f"{together:.2f}", "steps/s",
+        f"{cores} processes on 1 thread each at once, {', '.join(f'{t * 1e3:.0f}' for t in each)} ms/step; "
+        f"{together * one:.2f}x one process (run.sh --train-jobs auto trains this way)")
 
 
 def bench_overhead(batch, steps):
@@ -240,7 +329,10 @@ def main(argv=None) -> int:
                    help="skip the compiled rows (each encoder's compile takes ~40 s cold)")
     p.add_argument("--autotune", action="store_true",
                    help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
-    p.add_argument("--rows", default="throughput,real_loop,overhead,memory",
+    p.add_argument("--modes", default=None,
+                   help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
+                        "optionally with _loop or _foreach (that Adam kernel; default fused)")
+    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory",
                    help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
@@ -255,11 +347,17 @@ def main(argv=None) -> int:
     modes = ("reference", "eager", "compiled") if args.compile else ("reference", "eager")
     if args.autotune:
         modes += ("autotune",)
+    if args.modes:
+        modes = tuple(args.modes.split(","))
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [8] if args.quick else [64, 32]
     rows = set(args.rows.split(","))
     if "throughput" in rows:
         bench_throughput(batches=batches, steps=2 if args.quick else 3, peak=peak, modes=modes,
                          encoders=args.encoders.split(",") if args.encoders else None)
+    if "optimizer" in rows:
+        bench_optimizer(steps=5 if args.quick else 20, encoders=args.encoders.split(",") if args.encoders else None)
+    if "side_by_side" in rows:
+        bench_side_by_side(steps=10 if args.quick else 40, cores=max(2, torch.get_num_threads()))
     if "real_loop" in rows:
         bench_real_loop(steps=5 if args.quick else 30)
     if "overhead" in rows:
