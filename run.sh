@@ -25,6 +25,8 @@ exp=exp
 fbank_dir=fbank
 synth_size=default      # tiny | default (SynthCeleb size)
 nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
+train_jobs=auto         # systems stage 3 trains at once: auto = 2 where training runs here on CPU
+                        # (utils/run.pl, --nproc 1, no GPU), each on its share of the cores; else 1
 augment=true            # stage 2 on/off; off trains on the clean set
 backend_set=clean       # stages 4-5 fit the back-end on: clean (the training speakers' own recordings,
                         # Kaldi's convention) | training (the set stage 3 trains on: augmented copies,
@@ -88,6 +90,7 @@ case $backend_set in
   training) backend_name=$(basename "$train_data") ;;
   *) echo "$0: --backend-set takes clean or training, got '$backend_set'" >&2; exit 1 ;;
 esac
+case $train_jobs in auto|[1-9]|[1-9][0-9]) ;; *) echo "$0: --train-jobs takes auto or a number of systems, got '$train_jobs'" >&2; exit 1 ;; esac
 stamp() { echo "$1/.done.$2"; }
 # the stamp of the stage that made a set's features: stage 2 for the augmented set, else stage 1
 features_stamp() { if [ "$1" != "$train_set" ] && [ "$data/$1" = "$train_data" ]; then stamp $data/$1 augment; else stamp $data/$1 fbank; fi; }
@@ -105,6 +108,8 @@ on_signal() {
   trap - INT TERM HUP
   echo "$0: got SIG$1; stopping the running stage" >&2
   if [ -n "$stage_pid" ]; then kill -TERM "$stage_pid" 2>/dev/null || true; wait "$stage_pid" 2>/dev/null || true; fi
+  for p in "${bg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   exit $((128 + $2))
 }
 trap 'on_signal INT 2' INT; trap 'on_signal TERM 15' TERM; trap 'on_signal HUP 1' HUP
@@ -113,6 +118,33 @@ stamped() {
   stage_pid=$!
   wait $stage_pid || { rc=$?; stage_pid=; exit $rc; }
   stage_pid=
+}
+# Stage 3 with --train-jobs N > 1: up to N systems train at once (bg_slot N waits for a
+# free slot, stamped_bg starts one in it); wait_bg waits for the rest. The first failure stops the
+# others and fails the stage, as one failed job does in a queue script's array.
+bg_pids=()
+bg_rc=0
+_bg_reap() {  # wait for one running system; remember a failure
+  local done_pid rc=0
+  wait -n -p done_pid "${bg_pids[@]}" || rc=$?
+  bg_pids=($(for p in "${bg_pids[@]}"; do [ "$p" = "$done_pid" ] || echo $p; done))
+  if [ $rc -ne 0 ] && [ $bg_rc -eq 0 ]; then
+    bg_rc=$rc
+    echo "$0: a stage-3 job failed (exit $rc); stopping the others" >&2
+    for p in "${bg_pids[@]}"; do kill -TERM $p 2>/dev/null || true; done
+  fi
+}
+bg_slot() {
+  while [ ${#bg_pids[@]} -ge $1 ]; do _bg_reap; done
+  [ $bg_rc -eq 0 ] || wait_bg
+}
+stamped_bg() {
+  utils/stamped.sh --force $force --lock-wait $lock_wait "$@" &
+  bg_pids+=($!)
+}
+wait_bg() {
+  while [ ${#bg_pids[@]} -gt 0 ]; do _bg_reap; done
+  [ $bg_rc -eq 0 ] || exit $bg_rc
 }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -144,13 +176,32 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  jobs3=$train_jobs
+  if [ $jobs3 = auto ]; then
+    jobs3=1
+    if [ "$nproc" = 1 ] && [[ "$train_cmd" == *run.pl* ]] && ! command -v nvidia-smi >/dev/null; then jobs3=2; fi
+  fi
+  nsys=$(echo $systems | wc -w)
+  [ $jobs3 -le $nsys ] || jobs3=$nsys
+  $dry_run && jobs3=1
+  # Two narrow systems side by side on one core each do more steps per second than one at a
+  # time on both (bench_train.py --rows side_by_side); OMP_NUM_THREADS is what torch takes as its
+  # thread count. On a cluster (slurm.pl, queue.pl) each job gets its own node's cores.
+  threads3=
+  if [ $jobs3 -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ] && [[ "$train_cmd" != *slurm.pl* && "$train_cmd" != *queue.pl* ]]; then
+    threads3=$(( $(command nproc 2>/dev/null || echo 2) / jobs3 )); [ $threads3 -ge 1 ] || threads3=1
+  fi
+  restart3=; [ $force = true ] && restart3=--restart
   for sys in $systems; do
-    echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys"
-    stamped --param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data -- \
-      $train_cmd $exp/$sys/log/train.log \
-        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed \
-          --train-dir $train_data --exp-dir $exp/$sys $([ $force = true ] && echo --restart)
+    [ $jobs3 -gt 1 ] && bg_slot $jobs3
+    echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
+    args=(--param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data --
+      env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
+        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
+          --train-dir $train_data --exp-dir $exp/$sys ${restart3})
+    if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
   done
+  wait_bg
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then

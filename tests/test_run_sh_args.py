@@ -25,6 +25,7 @@ def run_sh(tmp_path, *args):
     (["--config", "conf/synth/nope.yaml"], "config conf/synth/nope.yaml (system nope) does not exist"),
     (["--augment-config", "conf/nope.yaml"], "--augment-config conf/nope.yaml does not exist"),
     (["--backend-set", "train"], "--backend-set takes clean or training, got 'train'"),
+    (["--train-jobs", "two"], "--train-jobs takes auto or a number of systems, got 'two'"),
 ])
 def test_bad_arguments_fail_before_any_stage(tmp_path, args, message):
     r = run_sh(tmp_path, *args)
@@ -55,3 +56,74 @@ def test_backend_set_picks_what_stages_4_and_5_fit_on(tmp_path, backend_set, aug
     assert f"xvectors_{fitted_on} is redone by this run" in r.stderr + r.stdout
     others = {"so762_train", "so762_train_combined"} - {fitted_on}
     assert not any(f"x-vectors of {o} " in r.stdout for o in others)
+
+
+
+FAKE_TRAIN = """#!/usr/bin/env bash
+# a stand-in for $train_cmd LOG COMMAND...: records when it ran and on how many threads
+log=$1; shift
+exp=$(dirname "$(dirname "$log")")
+mkdir -p "$(dirname "$log")"
+echo "start $(date +%s.%N) ${OMP_NUM_THREADS:-unset}" > "$exp/ran"
+sleep 1.5
+echo "end $(date +%s.%N)" >> "$exp/ran"
+[ "$(basename "$exp")" = "${FAKE_FAIL:-}" ] && { echo "fake training failed" > "$log"; exit 3; }
+echo ok > "$log"
+"""
+
+
+def _stage3(tmp_path, systems, *extra, fail=""):
+    import os
+    fake = tmp_path / "fake_train.sh"
+    fake.write_text(FAKE_TRAIN)
+    fake.chmod(0o755)
+    (tmp_path / "data" / "synth_train_combined").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "synth_train_combined" / "utt2spk").write_text("a s\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["FAKE_FAIL"] = fail
+    return subprocess.run(["./run.sh", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                           "--fbank-dir", str(tmp_path / "fbank"), "--stage", "3", "--stop-stage", "3",
+                           "--systems", " ".join(systems), "--train-cmd", str(fake), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _ran(tmp_path, s):
+    words = (tmp_path / "exp" / s / "ran").read_text().split()
+    return float(words[1]), float(words[4]), words[2]
+
+
+SYSTEMS = ["aam", "supcon", "proposed"]     # conf/synth/<name>.yaml
+
+
+def test_stage3_trains_systems_side_by_side(tmp_path):
+    """--train-jobs 2: two systems train at once, each on half the cores (OMP_NUM_THREADS), the
+    third waits for a free slot; every one is stamped; a rerun skips them all."""
+    import os
+    r = _stage3(tmp_path, SYSTEMS, "--train-jobs", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (s1, e1, t1), (s2, e2, t2), (s3, e3, t3) = (_ran(tmp_path, s) for s in SYSTEMS)
+    assert s2 < e1 and s1 < e2, "the first two did not overlap"
+    assert s3 >= min(e1, e2) - 0.05, "the third started before a slot was free"
+    assert t1 == t2 == t3 == str(max(1, (os.cpu_count() or 2) // 2))
+    assert all((tmp_path / "exp" / s / ".done.train").exists() for s in SYSTEMS)
+    r = _stage3(tmp_path, SYSTEMS, "--train-jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert all(_ran(tmp_path, s)[0] in (s1, s2, s3) for s in SYSTEMS), "a stamped system was retrained"
+
+
+def test_stage3_one_at_a_time_keeps_the_threads(tmp_path):
+    """--train-jobs 1: in order, one after another, torch's own thread count (no OMP_NUM_THREADS)."""
+    r = _stage3(tmp_path, SYSTEMS[:2], "--train-jobs", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (s1, e1, t1), (s2, e2, t2) = (_ran(tmp_path, s) for s in SYSTEMS[:2])
+    assert e1 <= s2 and t1 == t2 == "unset"
+
+
+def test_a_failed_system_fails_stage3_and_stops_the_rest(tmp_path):
+    """One failing training fails the stage (non-zero exit, no stamp for it, no later stage);
+    a system still waiting for a slot is not started; the one that succeeded keeps its stamp."""
+    r = _stage3(tmp_path, SYSTEMS, "--train-jobs", "2", fail="aam")
+    assert r.returncode != 0
+    assert "a stage-3 job failed" in r.stderr, r.stderr
+    assert not (tmp_path / "exp" / "aam" / ".done.train").exists()
+    assert not (tmp_path / "exp" / "proposed" / "ran").exists(), "the third system started after a failure"
