@@ -2,6 +2,7 @@
 NaN stops training without touching the last checkpoint, fine-tuning re-inits the head."""
 
 import csv
+import math
 import shutil
 from pathlib import Path
 
@@ -89,9 +90,11 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, cpu_amp):
     cfg = system_config("proposed", epochs=2, steps=4)
     cfg.train.average_last = 2
+    cfg.train.cpu_amp = cpu_amp
     train(cfg, toy, tmp_path / "straight", seed=3)
 
     real_step = Trainer._train_step
@@ -354,3 +357,40 @@ def test_every_optimizer_kernel_gives_the_reference_update(name):
         build_optimizer(cfg, [p]).step()
         g = grads[0][0] + 0.1 * init[0]
         torch.testing.assert_close(p.detach(), init[0] - 0.01 * g / (g.abs() + 1e-8))
+
+
+def test_cpu_amp_runs_the_encoder_in_bfloat16_and_the_losses_in_float32(toy, tmp_path, monkeypatch):
+    """train.cpu_amp: the encoder's GEMMs see bfloat16 inputs, the head and the objective float32
+    embeddings; the weights and Adam's state stay float32; off, nothing is bfloat16."""
+    seen = {}
+    for cpu_amp in (False, True):
+        cfg = system_config("proposed", epochs=1, steps=2)
+        cfg.train.cpu_amp = cpu_amp
+        tr = Trainer(cfg, toy, tmp_path / f"amp{cpu_amp}", seed=1)
+        dtypes, zs = [], []
+        for m in tr.model.encoder.modules():
+            m.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype)
+                                    if isinstance(out, torch.Tensor) else None)
+
+        class Spy:                      # the objective, recording what it is given
+            def __init__(self, obj):
+                self.obj = obj
+
+            def __call__(self, z, *a, **k):
+                zs.append(z.dtype)
+                return self.obj(z, *a, **k)
+
+            def __getattr__(self, name):
+                return getattr(self.obj, name)
+        tr.objective = Spy(tr.objective)
+        tr.data.sampler.set_epoch(0)
+        feats, labels = next(iter(tr.data.loader()))
+        parts = tr._train_step(tr.model, feats, labels, 0, 0)
+        assert math.isfinite(parts["loss"])
+        assert zs == [torch.float32]
+        assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+        assert all(v.dtype == torch.float32 for st in tr.optimizer.state.values() for k, v in st.items()
+                   if k != "step")
+        seen[cpu_amp] = set(dtypes)
+    assert torch.bfloat16 not in seen[False]
+    assert torch.bfloat16 in seen[True]

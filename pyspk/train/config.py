@@ -149,7 +149,12 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: Optional[int] = None  # None: one pass over the original utterances
     num_workers: int = 0
-    amp: bool = True                   # CUDA only; ignored on CPU
+    amp: bool = True                   # CUDA only (float16 autocast + grad scaling); ignored on CPU
+    # CPU: bfloat16 autocast of the encoder's forward and backward (the head, the losses, the
+    # optimiser and its state stay float32). A precision change, not a layout one: on a CPU with
+    # bf16 GEMMs in hardware (avx512_bf16, AMX) it cuts the synth recipe's step 2.6x; without
+    # them it is slower than float32 (a warning says so). docs/speed.md has its EER effect.
+    cpu_amp: bool = False
     log_interval: int = 20
     average_last: int = 1              # final.pt = mean of the last N epoch checkpoints
     seed: int = 777                    # --seed on the command line overrides it
@@ -163,7 +168,8 @@ class TrainConfig:
 # rounding: thread counts and optimiser kernels sum in other orders)
 SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval", "optim.impl"})
 # train.* keys that may change between a run and its resumption (those, more epochs, devices)
-RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.average_last", "train.device", "train.init_from"}
+RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.cpu_amp", "train.average_last", "train.device",
+                          "train.init_from"}
 
 
 @dataclass

@@ -56,7 +56,7 @@ class SpeakerModel(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, feats: torch.Tensor, labels: torch.Tensor):
-        z = self.encoder(feats)
+        z = self.encoder(feats).float()     # under autocast: the losses see float32 embeddings
         if self.head is None:
             return z, None, None
         with torch.autocast(device_type=z.device.type, enabled=False):

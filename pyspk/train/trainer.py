@@ -61,6 +61,14 @@ def build_optimizer(optim_cfg, params):
     return torch.optim.Adam(params, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **impl)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 GEMMs natively here (avx512_bf16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -110,8 +118,13 @@ class Trainer:
         self.steps_per_epoch = len(self.data.sampler)
         o = cfg.optim
         self.schedule = LrSchedule(o.lr, o.final_lr, o.warmup_steps, o.decay, cfg.train.epochs, self.steps_per_epoch)
-        self.amp = cfg.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.train.amp if cuda else cfg.train.cpu_amp and self.device.type == "cpu"
+        self.amp_dtype = torch.float16 if cuda else torch.bfloat16
+        if self.amp and not cuda and not cpu_has_bf16():
+            log.warning("train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
+                        "bfloat16 will be emulated and slower than float32")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda)
         self.epoch, self.step = 0, 0
         self.steplog = StepLog(self.exp_dir / "train.csv", cfg.train.log_interval, enabled=self.dist.is_main)
 
@@ -238,7 +251,7 @@ class Trainer:
         if head is not None:
             head.margin = margin
         feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             z, loss_cls, logits = model(feats, labels)
         total, parts = self.objective(z, loss_cls, labels, head)
         bad = not math.isfinite(parts["loss"])
