@@ -184,6 +184,10 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   nsys=$(echo $systems | wc -w)
   [ $jobs3 -le $nsys ] || jobs3=$nsys
   $dry_run && jobs3=1
+  if [ $jobs3 -gt 1 ] && (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
+    echo "$0: stage 3: --train-jobs $jobs3 needs bash >= 5.1 (wait -n -p); training one system at a time" >&2
+    jobs3=1
+  fi
   # Two narrow systems side by side on one core each do more steps per second than one at a
   # time on both (bench_train.py --rows side_by_side); OMP_NUM_THREADS is what torch takes as its
   # thread count. On a cluster (slurm.pl, queue.pl) each job gets its own node's cores.
