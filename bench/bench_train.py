@@ -18,7 +18,12 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   ECAPA-TDNN C=512, x-vector TDNN 512, ResNet34; --encoders and --batches pick a subset, --rows the groups of rows.
 * ``adam_step_ms_<encoder>_<impl>``: the Adam update alone over the encoder's and an AAM
   head's parameters, per kernel (``optim.impl``): loop (PyTorch's CPU default), foreach,
-  fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each.
+  fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each,
+  ``compiled_bf16`` the step with the encoder under bfloat16 autocast (``train.cpu_amp``),
+  its FLOP/s against the bfloat16 matmul peak of the run.
+* ``train_steps_per_s_synth_{one_process,side_by_side}``: conf/synth/aam.yaml's step on a
+  random tensor in one process on every thread, against one process per core at once (what
+  ``run.sh --train-jobs auto`` does in stage 3); the steps/s of the machine either way.
 * ``objective_overhead_ecapa512``: per-step time of AAM + AM-SupCon + CAA + MGDA over
   AAM alone, ECAPA-512 at 128 x 200 frames (with --quick 32 x 200), steps of the two
   alternated so that load changes hit both alike; median of the step times. Target <= 10%.
@@ -69,11 +74,14 @@ def row(figure, value, unit, note=""):
 def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     """A closure running one training step on a fixed random batch (P x 4 layout).
     ``mode``: eager (the shipped layout), reference (forward_reference), compiled,
-    autotune (compiled with mode max-autotune-no-cudagraphs); a suffix ``_loop`` or
-    ``_foreach`` picks that Adam kernel instead of the trainer's default (fused)."""
+    autotune (compiled with mode max-autotune-no-cudagraphs); suffixes ``_loop`` or
+    ``_foreach`` pick that Adam kernel instead of the trainer's default (fused), ``_bf16`` runs
+    the encoder under bfloat16 autocast as ``train.cpu_amp`` does."""
     torch.manual_seed(seed)
-    mode, _, impl = mode.partition("_")
-    cfg = config_from_dict({**loss_cfg, "optim": {"impl": impl or "fused", "lr": 1e-3}})
+    mode, *flags = mode.split("_")
+    impl = next((f for f in flags if f in ("loop", "foreach")), "fused")
+    bf16 = "bf16" in flags
+    cfg = config_from_dict({**loss_cfg, "optim": {"impl": impl, "lr": 1e-3}})
     enc = build_encoder(encoder, **kwargs)
     if mode == "reference":
         enc.to(memory_format=torch.contiguous_format)
@@ -89,7 +97,8 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     labels = torch.arange(batch) // 4
 
     def step():
-        z, loss_cls, _ = model(x, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            z, loss_cls, _ = model(x, labels)
         total, _ = objective(z, loss_cls, labels, model.head)
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -98,9 +107,9 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     return step
 
 
-def matmul_flops(n=2048, reps=3, trials=5):
-    """float32 matmul FLOP/s: the best of ``trials`` timings of ``reps`` products (the peak)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(n=2048, reps=3, trials=5, dtype=torch.float32):
+    """matmul FLOP/s: the best of ``trials`` timings of ``reps`` products (the peak)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(trials):
@@ -109,6 +118,17 @@ def matmul_flops(n=2048, reps=3, trials=5):
             torch.matmul(a, b)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 * reps / best
+
+
+_PEAK_BF16 = []
+
+
+def peak_bf16():
+    """bfloat16 matmul FLOP/s of this run, measured once (first use)."""
+    if not _PEAK_BF16:
+        _PEAK_BF16.append(matmul_flops(dtype=torch.bfloat16))
+        row("matmul_gflops_bf16", f"{_PEAK_BF16[0] / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 bfloat16")
+    return _PEAK_BF16[0]
 
 
 def step_flops(step):
@@ -151,6 +171,11 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
                 row(f"train_frames_per_s_{tag}", f"{batch * 200 / dt:.0f}", "frames/s",
                     f"{name} {kwargs or 'default'}, batch {batch}x200, AAM, median of {steps} steps "
                     f"({dt:.2f} s/step, {flops[mode] / 1e9:.0f} GFLOP/step)")
+                if "bf16" in mode.split("_"):      # against the bfloat16 matmul peak, no target
+                    pk = peak_bf16()
+                    row(f"model_flops_ratio_{tag}", f"{flops[mode] / dt / pk:.3f}", "ratio",
+                        f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {pk / 1e9:.1f} GFLOP/s bfloat16 matmul")
+                    continue
                 ratio = flops[mode] / dt / peak
                 target = "" if mode == "reference" else f"; target >= 0.65 ({'met' if ratio >= 0.65 else 'NOT met'})"
                 row(f"model_flops_ratio_{tag}", f"{ratio:.3f}", "ratio",
@@ -236,7 +261,7 @@ logging.disable(logging.INFO)
 sys.path.insert(0, {repo!r})
 from pyspk.train.config import load_config
 from pyspk.train.trainer import Trainer
-cfg = load_config({cfg!r}, {{"train": {{"epochs": 1, "steps_per_epoch": 10, "average_last": 1}}}})
+cfg = load_config({cfg!r}, {{"train": {{"epochs": 1, "steps_per_epoch": 10, "average_last": 1, **{over!r}}}}})
 tr = Trainer(cfg, {train!r}, {exp!r}, {seed})
 feats, labels = next(iter(tr.data.loader()))
 x = torch.randn_like(feats)
@@ -258,9 +283,9 @@ def bench_side_by_side(steps, cores):
         make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
                            feat_dim=80, copies=1)
 
-        def launch(threads, i):
+        def launch(threads, i, **over):
             code = _SIDE_CODE.format(repo=str(REPO), cfg=f"{REPO}/conf/synth/aam.yaml", train=f"{tmp}/train",
-                                     exp=f"{tmp}/exp{i}", seed=777 + i, steps=steps)
+                                     exp=f"{tmp}/exp{i}", seed=777 + i, steps=steps, over=over)
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
             return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
                                     stdout=subprocess.PIPE)
@@ -271,9 +296,14 @@ def bench_side_by_side(steps, cores):
                 raise RuntimeError(f"side-by-side child failed (exit {p.returncode})")
             return float(out.split()[-1])
 
+        fp32 = finish(launch(cores, 0, cpu_amp=False))
         one = finish(launch(cores, 0))
         procs = [launch(1, i) for i in range(cores)]
         each = [finish(p) for p in procs]
+    row("train_step_ms_synth_float32", f"{fp32 * 1e3:.0f}", "ms",
+        f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads")
+    row("train_step_ms_synth_shipped", f"{one * 1e3:.0f}", "ms",
+        f"conf/synth/aam.yaml as shipped (train.cpu_amp: true), {fp32 / one:.2f}x float32")
     row("train_steps_per_s_synth_one_process", f"{1 / one:.2f}", "steps/s",
         f"conf/synth/aam.yaml, one process on {cores} threads, {one * 1e3:.0f} ms/step")
     together = sum(1 / t for t in each)
