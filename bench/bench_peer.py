@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_train import AAM, make_step, matmul_flops, step_flops  # noqa: E402
+from bench_train import AAM, gemm_peak, make_step, step_flops  # noqa: E402
 
 
 def row(figure, value, unit, note=""):
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
         mod = types.ModuleType(name)
         mod.__path__ = [str(path)]
         sys.modules[name] = mod
-    peak = matmul_flops()
-    row("matmul_gflops_fp32", f"{peak / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 float32, best of 5")
+    peak = gemm_peak()
     b = args.batch
     kw = {"channels": 512}
     steps = {
