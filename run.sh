@@ -188,9 +188,10 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     echo "$0: stage 3: --train-jobs $jobs3 needs bash >= 5.1 (wait -n -p); training one system at a time" >&2
     jobs3=1
   fi
-  # Two narrow systems side by side on one core each do more steps per second than one at a
-  # time on both (bench_train.py --rows side_by_side); OMP_NUM_THREADS is what torch takes as its
-  # thread count. On a cluster (slurm.pl, queue.pl) each job gets its own node's cores.
+  # Two systems side by side on one core each: each one's start-up, table reading, compile and
+  # checkpoints overlap with the other's steps (SynthCeleb's stage 3: 250 -> 197 s, docs/speed.md);
+  # OMP_NUM_THREADS is what torch takes as its thread count. On a cluster (slurm.pl, queue.pl)
+  # each job gets its own node's cores.
   threads3=
   if [ $jobs3 -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ] && [[ "$train_cmd" != *slurm.pl* && "$train_cmd" != *queue.pl* ]]; then
     threads3=$(( $(command nproc 2>/dev/null || echo 2) / jobs3 )); [ $threads3 -ge 1 ] || threads3=1

@@ -166,7 +166,8 @@ class TrainConfig:
 
 # keys that change how fast a run goes or what it logs, never what it computes (beyond float
 # rounding: thread counts and optimiser kernels sum in other orders)
-SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval", "optim.impl"})
+SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval",
+                        "optim.impl"})
 # train.* keys that may change between a run and its resumption (those, more epochs, devices)
 RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.cpu_amp", "train.average_last", "train.device",
                           "train.init_from"}
