@@ -21,6 +21,8 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each,
   ``compiled_bf16`` the step with the encoder under bfloat16 autocast (``train.cpu_amp``),
   its FLOP/s against the bfloat16 matmul peak of the run.
+* ``train_step_ms_synth_{float32,shipped}``: conf/synth/aam.yaml's step on a random tensor
+  with ``train.cpu_amp`` off and as shipped (on), one process on every thread.
 * ``train_steps_per_s_synth_{one_process,side_by_side}``: conf/synth/aam.yaml's step on a
   random tensor in one process on every thread, against one process per core at once (what
   ``run.sh --train-jobs auto`` does in stage 3); the steps/s of the machine either way.
@@ -29,7 +31,7 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   alternated so that load changes hit both alike; median of the step times. Target <= 10%.
 * ``model_flops_ratio_<encoder>_b<B>_<mode>``: model FLOP/s achieved in those steps (the
   FLOPs that mode executes in one step, counted with torch.utils.flop_counter.FlopCounterMode)
-  divided by the float32 GEMM FLOP/s of the same run (2048^2, best of 5 trials, the faster of
+  divided by the float32 GEMM FLOP/s of the same run (2048^2, best of 8 trials, the faster of
   torch.matmul and the same product through oneDNN: on AMD EPYC MKL's float32 GEMM runs at half
   of oneDNN's). Target >= 0.65 for the shipped modes (issue 14).
 * ``train_real_loop_ratio_synth``: conf/synth/aam.yaml's real training loop (features read
@@ -143,17 +145,6 @@ def gemm_peak():
     return max(mkl, dnn)
 
 
-_PEAK_BF16 = []
-
-
-def peak_bf16():
-    """bfloat16 matmul FLOP/s of this run, measured once (first use)."""
-    if not _PEAK_BF16:
-        _PEAK_BF16.append(matmul_flops(dtype=torch.bfloat16))
-        row("matmul_gflops_bf16", f"{_PEAK_BF16[0] / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 bfloat16")
-    return _PEAK_BF16[0]
-
-
 def step_flops(step):
     with FlopCounterMode(display=False) as fc:
         step()
@@ -165,17 +156,18 @@ PROPOSED = {"loss": {"cls": "aam", "con": "am_supcon", "caa": True}, "balance": 
 
 
 def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compiled"), encoders=None):
+    peak_bf16 = None                          # measured at the first bfloat16 mode
     for name, kwargs in ENCODERS.items():
         if encoders and name not in encoders:
             continue
         for batch in batches:
             # FLOPs are counted on eager steps: a compiled module run once under FlopCounterMode
             # is slower afterwards (dynamo re-traces it); inductor does not change the GEMMs.
-            flops = {m: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=m))
-                     for m in ("reference", "eager")
-                     if m == "eager" or m in {x.partition("_")[0] for x in modes}}
-            for m in modes:
-                flops.setdefault(m, flops[m.partition("_")[0]] if m.partition("_")[0] in flops else flops["eager"])
+            # every mode but reference executes the shipped layout's FLOPs
+            layout = {m: "reference" if m.split("_")[0] == "reference" else "eager" for m in modes}
+            counted = {lay: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=lay))
+                       for lay in set(layout.values())}
+            flops = {m: counted[layout[m]] for m in modes}
             for mode in modes:
                 t0 = time.perf_counter()
                 step = make_step(name, kwargs, AAM, batch, 200, mode=mode)
@@ -195,7 +187,11 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
                     f"{name} {kwargs or 'default'}, batch {batch}x200, AAM, median of {steps} steps "
                     f"({dt:.2f} s/step, {flops[mode] / 1e9:.0f} GFLOP/step)")
                 if "bf16" in mode.split("_"):      # against the bfloat16 matmul peak, no target
-                    pk = peak_bf16()
+                    if peak_bf16 is None:
+                        peak_bf16 = matmul_flops(dtype=torch.bfloat16)
+                        row("matmul_gflops_bf16", f"{peak_bf16 / 1e9:.1f}", "GFLOP/s",
+                            "torch.matmul 2048x2048 bfloat16")
+                    pk = peak_bf16
                     row(f"model_flops_ratio_{tag}", f"{flops[mode] / dt / pk:.3f}", "ratio",
                         f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {pk / 1e9:.1f} GFLOP/s bfloat16 matmul")
                     continue
@@ -384,7 +380,8 @@ def main(argv=None) -> int:
                    help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
     p.add_argument("--modes", default=None,
                    help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
-                        "optionally with _loop or _foreach (that Adam kernel; default fused)")
+                        "optionally with _loop or _foreach (that Adam kernel; default fused) and _bf16 "
+                        "(the encoder under bfloat16 autocast)")
     p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory",
                    help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))

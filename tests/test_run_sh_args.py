@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -73,7 +74,6 @@ echo ok > "$log"
 
 
 def _stage3(tmp_path, systems, *extra, fail=""):
-    import os
     fake = tmp_path / "fake_train.sh"
     fake.write_text(FAKE_TRAIN)
     fake.chmod(0o755)
@@ -98,7 +98,6 @@ SYSTEMS = ["aam", "supcon", "proposed"]     # conf/synth/<name>.yaml
 def test_stage3_trains_systems_side_by_side(tmp_path):
     """--train-jobs 2: two systems train at once, each on half the cores (OMP_NUM_THREADS), the
     third waits for a free slot; every one is stamped; a rerun skips them all."""
-    import os
     r = _stage3(tmp_path, SYSTEMS, "--train-jobs", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     (s1, e1, t1), (s2, e2, t2), (s3, e3, t3) = (_ran(tmp_path, s) for s in SYSTEMS)
