@@ -152,7 +152,7 @@ class TrainConfig:
     amp: bool = True                   # CUDA only (float16 autocast + grad scaling); ignored on CPU
     # CPU: bfloat16 autocast of the encoder's forward and backward (the head, the losses, the
     # optimiser and its state stay float32). A precision change, not a layout one: on a CPU with
-    # bf16 GEMMs in hardware (avx512_bf16, AMX) it cuts the synth recipe's step 2.6x; without
+    # bf16 GEMMs in hardware (avx512_bf16, AMX) it cuts the synth recipe's step 2.5x; without
     # them it is slower than float32 (a warning says so). docs/speed.md has its EER effect.
     cpu_amp: bool = False
     log_interval: int = 20
