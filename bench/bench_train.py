@@ -22,7 +22,8 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   ``compiled_bf16`` the step with the encoder under bfloat16 autocast (``train.cpu_amp``),
   its FLOP/s against the bfloat16 matmul peak of the run.
 * ``train_step_ms_synth_{float32,shipped}``: conf/synth/aam.yaml's step on a random tensor
-  with ``train.cpu_amp`` off and as shipped (on), one process on every thread.
+  with ``train.cpu_amp`` off and as shipped (auto: on where the CPU has bfloat16 GEMMs), one
+  process on every thread.
 * ``train_steps_per_s_synth_{one_process,side_by_side}``: conf/synth/aam.yaml's step on a
   random tensor in one process on every thread, against one process per core at once (what
   ``run.sh --train-jobs auto`` does in stage 3); the steps/s of the machine either way.
@@ -321,8 +322,10 @@ def bench_side_by_side(steps, cores):
         each = [finish(p) for p in procs]
     row("train_step_ms_synth_float32", f"{fp32 * 1e3:.0f}", "ms",
         f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads")
+    from pyspk.train.trainer import cpu_has_bf16
+    shipped = "bfloat16 on this CPU" if cpu_has_bf16() else "float32 on this CPU: no bfloat16 GEMMs"
     row("train_step_ms_synth_shipped", f"{one * 1e3:.0f}", "ms",
-        f"conf/synth/aam.yaml as shipped (train.cpu_amp: true), {fp32 / one:.2f}x float32")
+        f"conf/synth/aam.yaml as shipped (train.cpu_amp: auto, {shipped}), {fp32 / one:.2f}x float32")
     row("train_steps_per_s_synth_one_process", f"{1 / one:.2f}", "steps/s",
         f"conf/synth/aam.yaml, one process on {cores} threads, {one * 1e3:.0f} ms/step")
     together = sum(1 / t for t in each)

@@ -40,6 +40,8 @@ def test_misspelled_key_names_key_file_and_nearest(tmp_path, data, bad, near):
     ({"optim": {"lr": "fast"}}, "optim.lr"),
     ({"train": {"epochs": 2.5}}, "train.epochs"),
     ({"train": {"amp": "yes"}}, "train.amp"),
+    ({"train": {"cpu_amp": "yes"}}, "train.cpu_amp"),
+    ({"train": {"cpu_amp": 1}}, "train.cpu_amp"),
     ({"loss": {"caa": 1}}, "loss.caa"),
     ({"sampler": {"kind": "pkk"}}, "sampler.kind"),
     ({"loss": {"cls": "arcface"}}, "loss.cls"),
@@ -66,6 +68,14 @@ def test_wrong_types_and_choices(tmp_path, data, key):
 def test_semantic_errors_name_the_key(tmp_path, data, key):
     with pytest.raises(ConfigError, match=f"key '{key}'"):
         load_config(write_yaml(tmp_path, data))
+
+
+def test_cpu_amp_takes_true_false_or_auto(tmp_path):
+    for value in (True, False, "auto"):
+        cfg = load_config(write_yaml(tmp_path, {"train": {"cpu_amp": value}}))
+        assert cfg.train.cpu_amp == value and config_to_dict(cfg)["train"]["cpu_amp"] == value
+    with pytest.raises(ConfigError, match="expected true or false, got 'Auto' or auto"):
+        load_config(write_yaml(tmp_path, {"train": {"cpu_amp": "Auto"}}))
 
 
 def test_unknown_encoder_suggests_nearest(tmp_path):

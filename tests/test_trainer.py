@@ -86,6 +86,23 @@ def test_every_ablation_system_learns(toy, tmp_path, name):
     assert yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text()) == extra["config"]
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path, monkeypatch, native):
+    """cpu_amp: auto trains in bfloat16 only where the CPU has bfloat16 GEMMs (emulated ones are
+    ~10x slower than float32); true forces it; final.pt says what the encoder trained in."""
+    import pyspk.train.trainer as T
+    monkeypatch.setattr(T, "cpu_has_bf16", lambda: native)
+    for setting, want in (("auto", native), (True, True), (False, False)):
+        cfg = system_config("aam", epochs=1, steps=1)
+        cfg.train.cpu_amp = setting
+        tr = Trainer(cfg, toy, tmp_path / f"{setting}{native}", seed=1)
+        assert tr.amp is want
+    cfg = system_config("aam", epochs=1, steps=1)
+    cfg.train.cpu_amp = "auto"
+    final = train(cfg, toy, tmp_path / "run", seed=1)
+    assert torch.load(final, weights_only=False)["extra"]["train_precision"] == ("bfloat16" if native else "float32")
+
+
 class Interrupt(Exception):
     pass
 

@@ -153,8 +153,11 @@ class TrainConfig:
     # CPU: bfloat16 autocast of the encoder's forward and backward (the head, the losses, the
     # optimiser and its state stay float32). A precision change, not a layout one: on a CPU with
     # bf16 GEMMs in hardware (avx512_bf16, AMX) it cuts the synth recipe's step 2.5x; without
-    # them it is slower than float32 (a warning says so). docs/speed.md has its EER effect.
-    cpu_amp: bool = False
+    # them bfloat16 is emulated, about 10x *slower* than float32 (an AVX2-only EPYC,
+    # docs/speed.md). ``auto``: bfloat16 where the CPU has those instructions, float32
+    # elsewhere (the trainer logs which, and final.pt records it); ``true`` forces bfloat16
+    # (with a warning where it is emulated). docs/speed.md has its EER effect.
+    cpu_amp: bool = field(default=False, metadata={"or": ("auto",)})
     log_interval: int = 20
     average_last: int = 1              # final.pt = mean of the last N epoch checkpoints
     seed: int = 777                    # --seed on the command line overrides it
@@ -248,7 +251,15 @@ def _build(cls, data: dict, prefix: str, source: str):
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[k], f"{prefix}{k}.", source)
             continue
-        value = _convert(data[k], tp, where)
+        if data[k] in f.metadata.get("or", ()) and isinstance(data[k], str):
+            kwargs[f.name] = data[k]          # a bool key that also takes a word (cpu_amp: auto)
+            continue
+        try:
+            value = _convert(data[k], tp, where)
+        except ConfigError as e:
+            if f.metadata.get("or"):
+                raise ConfigError(f"{e} or {' or '.join(f.metadata['or'])}") from None
+            raise
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)

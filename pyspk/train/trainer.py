@@ -69,6 +69,21 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def resolve_cpu_amp(setting) -> bool:
+    """``train.cpu_amp`` -> whether the encoder runs under bfloat16 autocast on this CPU.
+    ``auto`` asks the hardware: emulated bfloat16 GEMMs run about 10x slower than float32."""
+    native = cpu_has_bf16()
+    if setting == "auto":
+        log.info("train.cpu_amp: auto -> %s", "bfloat16 (the CPU has bfloat16 GEMMs)" if native
+                 else "float32 (no bfloat16 GEMMs in this CPU: avx512_bf16 or AMX)")
+        return native
+    if setting and not native:
+        log.warning("train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
+                    "bfloat16 will be emulated and about 10x slower than float32 (cpu_amp: auto "
+                    "would train in float32 here)")
+    return bool(setting)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -119,11 +134,8 @@ class Trainer:
         o = cfg.optim
         self.schedule = LrSchedule(o.lr, o.final_lr, o.warmup_steps, o.decay, cfg.train.epochs, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
-        self.amp = cfg.train.amp if cuda else cfg.train.cpu_amp and self.device.type == "cpu"
+        self.amp = cfg.train.amp if cuda else resolve_cpu_amp(cfg.train.cpu_amp) and self.device.type == "cpu"
         self.amp_dtype = torch.float16 if cuda else torch.bfloat16
-        if self.amp and not cuda and not cpu_has_bf16():
-            log.warning("train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
-                        "bfloat16 will be emulated and slower than float32")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda)
         self.epoch, self.step = 0, 0
         self.steplog = StepLog(self.exp_dir / "train.csv", cfg.train.log_interval, enabled=self.dist.is_main)
@@ -287,7 +299,10 @@ class Trainer:
             kwargs["feat_dim"] = self.data.feat_dim
         fc = self.cfg.features
         extra = {"features": {"cmn": fc.cmn, "cmn_window": fc.cmn_window, "vad": fc.vad},
-                 "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers)}
+                 "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers),
+                 # what the encoder trained in (the last session of a resumed run): cpu_amp: auto
+                 # resolves per machine, so the config alone does not say
+                 "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32"}
         save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
 
