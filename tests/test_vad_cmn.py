@@ -138,3 +138,74 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
         assert got.dtype == torch.float32 and got.shape == ref.shape
         assert np.array_equal(got.numpy(), ref)
         assert labels.tolist() == list(key[2])
+
+
+def test_on_demand_crop_mean_has_the_bits_of_utterance_mean():
+    """FeatureStore's crop path takes the mean as the float64 sum of a float64 copy over the
+    frame count; it must give np.mean(dtype=float64)'s bits (utterance_mean) at every length,
+    pairwise-summation block sizes and long utterances included."""
+    from pyspk.features.reader import utterance_mean
+
+    rng = np.random.default_rng(5)
+    for t in (1, 7, 8, 9, 127, 128, 129, 1000, 4097, 70000):
+        x = (rng.standard_normal((t, 80)) * 4 + rng.standard_normal(80) * 3).astype(np.float32)
+        fast = (x.astype(np.float64).sum(axis=0, keepdims=True) / t).astype(np.float32)
+        assert np.array_equal(fast, utterance_mean(x)), t
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan_voiced", "NaN or inf"), ("inf_voiced", "NaN or inf"), ("vad_length", "vad has 59 frames"),
+    ("no_voiced", "VAD kept no frame"), ("not_2d", "2-D"),
+])
+def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, damage, message):
+    import kaldiio
+
+    from pyspk.data.dataset import FeatureStore
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(60, 4)).astype(np.float32)
+    vad = (np.arange(60) % 3 != 0).astype(np.float32)
+    if damage == "nan_voiced":
+        feats[1, 2] = np.nan            # frame 1 is voiced
+    elif damage == "inf_voiced":
+        feats[2, 0] = -np.inf
+    elif damage == "vad_length":
+        vad = vad[:59]
+    elif damage == "no_voiced":
+        vad[:] = 0
+    elif damage == "not_2d":
+        feats = feats[:, 0].copy()
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp") as w:
+        w("spk1-u1", feats)
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/v.ark,{tmp_path}/v.scp") as w:
+        w("spk1-u1", vad)
+    scp = dict(line.split() for line in open(f"{tmp_path}/f.scp"))
+    vscp = dict(line.split() for line in open(f"{tmp_path}/v.scp"))
+    store = FeatureStore(scp, vscp, cmn=True, in_memory=False, source=f"{tmp_path}/feats.scp")
+    with pytest.raises(ValueError, match=message) as e:
+        store.crop("spk1-u1", 10, np.random.default_rng(1))
+    assert "utterance 'spk1-u1'" in str(e.value) and "feats.scp" in str(e.value)
+
+
+def test_on_demand_crop_ignores_nan_in_frames_vad_drops(tmp_path):
+    """A NaN in an unvoiced frame is never read by training: the crop path does not stop on it
+    (the check is on the mean of the frames it reads); a NaN in a voiced frame does."""
+    import kaldiio
+
+    from pyspk.data.dataset import FeatureStore
+
+    feats = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    vad = (np.arange(60) % 3 != 0).astype(np.float32)
+    feats[0, 1] = np.nan                 # frame 0 is unvoiced
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp") as w:
+        w("u", feats)
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/v.ark,{tmp_path}/v.scp") as w:
+        w("u", vad)
+    store = FeatureStore(dict(line.split() for line in open(f"{tmp_path}/f.scp")),
+                         dict(line.split() for line in open(f"{tmp_path}/v.scp")), in_memory=False)
+    x = store.crop("u", 20, np.random.default_rng(1))
+    voiced = feats[vad > 0.5]
+    start = int(np.random.default_rng(1).integers(0, voiced.shape[0] - 20 + 1))
+    np.testing.assert_allclose(x, voiced[start:start + 20] - voiced.mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):   # reading the whole matrix (extraction, in_memory) checks all
+        store["u"]
