@@ -21,8 +21,8 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each,
   ``compiled_bf16`` the step with the encoder under bfloat16 autocast (``train.cpu_amp``),
   its FLOP/s against the bfloat16 matmul peak of the run.
-* ``train_step_ms_synth_{float32,shipped}``: conf/synth/aam.yaml's step on a random tensor
-  with ``train.cpu_amp`` off and as shipped (auto: on where the CPU has bfloat16 GEMMs), one
+* ``train_step_ms_synth_{float32_eager,float32,shipped}``: conf/synth/aam.yaml's step on a
+  random tensor in eager float32, compiled float32 (``train.cpu_amp`` off) and as shipped (auto: on where the CPU has bfloat16 GEMMs), one
   process on every thread.
 * ``train_steps_per_s_synth_{one_process,side_by_side}``: conf/synth/aam.yaml's step on a
   random tensor in one process on every thread, against one process per core at once (what
@@ -316,10 +316,13 @@ def bench_side_by_side(steps, cores):
                 raise RuntimeError(f"side-by-side child failed (exit {p.returncode})")
             return float(out.split()[-1])
 
+        eager = finish(launch(cores, 0, cpu_amp=False, compile=False))
         fp32 = finish(launch(cores, 0, cpu_amp=False))
         one = finish(launch(cores, 0))
         procs = [launch(1, i) for i in range(cores)]
         each = [finish(p) for p in procs]
+    row("train_step_ms_synth_float32_eager", f"{eager * 1e3:.0f}", "ms",
+        f"conf/synth/aam.yaml with train.cpu_amp: false, train.compile: false, one process on {cores} threads")
     row("train_step_ms_synth_float32", f"{fp32 * 1e3:.0f}", "ms",
         f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads")
     from pyspk.train.trainer import cpu_has_bf16
