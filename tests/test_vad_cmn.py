@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyspk.features.cmvn import apply_cmn, sliding_mean
+from pyspk.features.cmvn import apply_cmn, sliding_mean, utterance_mean
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
 from pyspk.features.reader import load_features
 from pyspk.features.vad import compute_vad, vad_from_config
@@ -140,17 +140,27 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
         assert labels.tolist() == list(key[2])
 
 
-def test_on_demand_crop_mean_has_the_bits_of_utterance_mean():
-    """FeatureStore's crop path takes the mean as the float64 sum of a float64 copy over the
-    frame count; it must give np.mean(dtype=float64)'s bits (utterance_mean) at every length,
-    pairwise-summation block sizes and long utterances included."""
-    from pyspk.features.reader import utterance_mean
-
+def test_utterance_mean_has_the_bits_of_numpy_mean():
+    """utterance_mean sums a float64 copy over the frame count; it must give
+    np.mean(dtype=float64)'s bits (what it computed before, and what the arks' users got) at
+    every length, pairwise-summation block sizes and long utterances included."""
     rng = np.random.default_rng(5)
     for t in (1, 7, 8, 9, 127, 128, 129, 1000, 4097, 70000):
         x = (rng.standard_normal((t, 80)) * 4 + rng.standard_normal(80) * 3).astype(np.float32)
-        fast = (x.astype(np.float64).sum(axis=0, keepdims=True) / t).astype(np.float32)
-        assert np.array_equal(fast, utterance_mean(x)), t
+        numpy_mean = x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+        assert np.array_equal(utterance_mean(x), numpy_mean), t
+
+
+def _one_utterance_arks(tmp_path, utt, feats, vad):
+    """feats.scp and vad.scp tables (utt -> ark:offset) of one utterance written with kaldiio."""
+    import kaldiio
+
+    tables = []
+    for name, m in (("f", feats), ("v", vad)):
+        with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/{name}.ark,{tmp_path}/{name}.scp") as w:
+            w(utt, m)
+        tables.append(dict(line.split() for line in open(f"{tmp_path}/{name}.scp")))
+    return tables
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -158,8 +168,6 @@ def test_on_demand_crop_mean_has_the_bits_of_utterance_mean():
     ("no_voiced", "VAD kept no frame"), ("not_2d", "2-D"),
 ])
 def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, damage, message):
-    import kaldiio
-
     from pyspk.data.dataset import FeatureStore
 
     rng = np.random.default_rng(0)
@@ -175,12 +183,7 @@ def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, dama
         vad[:] = 0
     elif damage == "not_2d":
         feats = feats[:, 0].copy()
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp") as w:
-        w("spk1-u1", feats)
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/v.ark,{tmp_path}/v.scp") as w:
-        w("spk1-u1", vad)
-    scp = dict(line.split() for line in open(f"{tmp_path}/f.scp"))
-    vscp = dict(line.split() for line in open(f"{tmp_path}/v.scp"))
+    scp, vscp = _one_utterance_arks(tmp_path, "spk1-u1", feats, vad)
     store = FeatureStore(scp, vscp, cmn=True, in_memory=False, source=f"{tmp_path}/feats.scp")
     with pytest.raises(ValueError, match=message) as e:
         store.crop("spk1-u1", 10, np.random.default_rng(1))
@@ -190,19 +193,12 @@ def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, dama
 def test_on_demand_crop_ignores_nan_in_frames_vad_drops(tmp_path):
     """A NaN in an unvoiced frame is never read by training: the crop path does not stop on it
     (the check is on the mean of the frames it reads); a NaN in a voiced frame does."""
-    import kaldiio
-
     from pyspk.data.dataset import FeatureStore
 
     feats = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     vad = (np.arange(60) % 3 != 0).astype(np.float32)
     feats[0, 1] = np.nan                 # frame 0 is unvoiced
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp") as w:
-        w("u", feats)
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/v.ark,{tmp_path}/v.scp") as w:
-        w("u", vad)
-    store = FeatureStore(dict(line.split() for line in open(f"{tmp_path}/f.scp")),
-                         dict(line.split() for line in open(f"{tmp_path}/v.scp")), in_memory=False)
+    store = FeatureStore(*_one_utterance_arks(tmp_path, "u", feats, vad), in_memory=False)
     x = store.crop("u", 20, np.random.default_rng(1))
     voiced = feats[vad > 0.5]
     start = int(np.random.default_rng(1).integers(0, voiced.shape[0] - 20 + 1))
