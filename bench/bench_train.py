@@ -39,6 +39,11 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   from ark on demand, VAD, CMN, crops, SpecAugment; the trainer's own step) on a generated
   dir of SynthCeleb's shape, frames/s divided by the same trainer's steps on a random tensor
   of the batch's shape. Target >= 0.9.
+* ``alloc_step_s_<encoder>_{system,keep}``: an eager step at 64 x 200 (16 x 200 with --quick)
+  in a child process with glibc malloc's defaults (``PYSPK_MALLOC=system``: every block above
+  32 MiB mmapped and unmapped, so every step faults its activations in again) against what the
+  trainer sets (``pyspk/malloc.py``: large blocks kept in the heap), with the system time and
+  minor page faults per step. This process, and so every other row, runs with the trainer's setting.
 * ``peak_rss_synth_train``: peak resident memory (VmHWM) of a child process that trains
   conf/synth/proposed.yaml for a few steps on a generated dir of SynthCeleb's size
   (200 speakers, 80-dim features, features read on demand as the config says).
@@ -337,6 +342,45 @@ def bench_side_by_side(steps, cores):
         f"{together * one:.2f}x one process (run.sh --train-jobs auto trains this way)")
 
 
+_ALLOC_CODE = """
+import logging, resource, sys, time, torch
+logging.disable(logging.INFO)
+sys.path.insert(0, {bench!r})
+from pyspk.malloc import keep_freed_memory
+keep_freed_memory()
+import bench_train as bt
+torch.set_num_threads({threads})
+step = bt.make_step({enc!r}, {kwargs!r}, bt.AAM, {batch}, 200)
+step()
+ts = []
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+for _ in range({steps}):
+    t = time.perf_counter(); step(); ts.append(time.perf_counter() - t)
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(sorted(ts)[len(ts) // 2], (r1.ru_stime - r0.ru_stime) / {steps}, (r1.ru_minflt - r0.ru_minflt) / {steps})
+"""
+
+
+def bench_allocator(batch, steps, encoders=None):
+    """The trainer's malloc setting (pyspk/malloc.py) against glibc's defaults, one child
+    process each, eager steps (no compile time in the way), alternated per encoder."""
+    for name in ("ecapa_tdnn", "resnet34"):
+        if encoders and name not in encoders:
+            continue
+        got = {}
+        for choice in ("system", "keep"):
+            code = _ALLOC_CODE.format(bench=str(REPO / "bench"), threads=torch.get_num_threads(), enc=name,
+                                      kwargs=ENCODERS[name], batch=batch, steps=steps)
+            out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True,
+                                 env=dict(os.environ, PYTHONPATH=str(REPO), PYSPK_MALLOC=choice))
+            got[choice] = [float(v) for v in out.stdout.split()[-3:]]
+        for choice, (s, sys_s, flt) in got.items():
+            extra = f"; {got['system'][0] / s:.2f}x the system setting's step" if choice == "keep" else ""
+            row(f"alloc_step_s_{name}_{choice}", f"{s:.2f}", "s",
+                f"{name} {ENCODERS[name]} eager, batch {batch}x200, PYSPK_MALLOC={choice}: median of {steps} steps, "
+                f"{sys_s:.2f} s system time and {flt:,.0f} minor page faults per step{extra}")
+
+
 def bench_overhead(batch, steps):
     aam = make_step("ecapa_tdnn", {"channels": 512}, AAM, batch, 200)
     prop = make_step("ecapa_tdnn", {"channels": 512}, PROPOSED, batch, 200)
@@ -388,7 +432,7 @@ def main(argv=None) -> int:
                    help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
                         "optionally with _loop or _foreach (that Adam kernel; default fused) and _bf16 "
                         "(the encoder under bfloat16 autocast)")
-    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory",
+    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory,allocator",
                    help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
@@ -396,6 +440,8 @@ def main(argv=None) -> int:
     logging.disable(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from pyspk.malloc import keep_freed_memory
+    keep_freed_memory()                    # as the trainer does; the allocator rows compare
     row("torch_threads", torch.get_num_threads(), "threads", f"cpus {os.cpu_count()}; timings on a shared "
         "machine are noisy")
     peak = gemm_peak()
@@ -419,6 +465,9 @@ def main(argv=None) -> int:
         bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
     if "memory" in rows:
         bench_peak_memory(steps=3 if args.quick else 10)
+    if "allocator" in rows:
+        bench_allocator(batch=16 if args.quick else 64, steps=2 if args.quick else 3,
+                        encoders=args.encoders.split(",") if args.encoders else None)
     return 0
 
 

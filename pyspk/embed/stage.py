@@ -33,6 +33,7 @@ from pyspk.embed.extractor import ChunkConfig, Embedder
 from pyspk.features.arkread import ArkReader
 from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
 from pyspk.io import atomic_write_text, file_digest, touch_done
+from pyspk.malloc import keep_freed_memory
 from pyspk.queue import failure_reason, queue_line, run_queue
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     """Embed the utterances of split ``job``; writes ark/scp then the stamp. Returns #utts."""
     from tqdm import tqdm
 
+    keep_freed_memory()
     p = job_files(out_dir, job)
     split_text = p["split"].read_text()
     signature = job_signature(file_sha1(model_path), split_text, chunk)

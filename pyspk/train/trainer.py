@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from pyspk.io import atomic_write_text
+from pyspk.malloc import keep_freed_memory
 from pyspk.models import build_encoder, save_encoder
 from pyspk.train import checkpoint as C
 from pyspk.train import distributed as D
@@ -118,6 +119,7 @@ class Trainer:
         self.cfg.train.seed = seed
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        keep_freed_memory()          # no page faults on the step's large activations (pyspk/malloc.py)
         self.device = D.choose_device(cfg.train.device, self.dist)
         self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source)
         D.init_process_group(self.dist, self.device)
