@@ -21,8 +21,8 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   fused (the trainer's default); ``--modes compiled,compiled_loop`` times whole steps with each,
   ``compiled_bf16`` the step with the encoder under bfloat16 autocast (``train.cpu_amp``),
   its FLOP/s against the bfloat16 matmul peak of the run.
-* ``train_step_ms_synth_{float32_eager,float32,shipped}``: conf/synth/aam.yaml's step on a
-  random tensor in eager float32, compiled float32 (``train.cpu_amp`` off) and as shipped (auto: on where the CPU has bfloat16 GEMMs), one
+* ``train_step_ms_synth_{float32_eager,float32,float32_mkl,shipped}``: conf/synth/aam.yaml's step on a
+  random tensor in eager float32, compiled float32 (``train.cpu_amp`` off; with ``train.gemm: mkl``) and as shipped (auto: on where the CPU has bfloat16 GEMMs), one
   process on every thread.
 * ``train_steps_per_s_synth_{one_process,side_by_side}``: conf/synth/aam.yaml's step on a
   random tensor in one process on every thread, against one process per core at once (what
@@ -68,6 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pyspk.models import build_encoder  # noqa: E402
+from pyspk.models.layers import GEMM_BACKENDS, default_gemm_backend, set_gemm_backend  # noqa: E402
 from pyspk.train.config import config_from_dict  # noqa: E402
 from pyspk.train.objective import Objective, SpeakerModel, build_head  # noqa: E402
 from pyspk.train.trainer import build_optimizer  # noqa: E402
@@ -90,6 +91,8 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     mode, *flags = mode.split("_")
     impl = next((f for f in flags if f in ("loop", "foreach")), "fused")
     bf16 = "bf16" in flags
+    # train.gemm: auto, as the trainer resolves it, unless the mode names a library
+    gemm = next((f for f in flags if f in GEMM_BACKENDS), default_gemm_backend())
     cfg = config_from_dict({**loss_cfg, "optim": {"impl": impl, "lr": 1e-3}})
     enc = build_encoder(encoder, **kwargs)
     if mode == "reference":
@@ -106,6 +109,7 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     labels = torch.arange(batch) // 4
 
     def step():
+        set_gemm_backend(gemm)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             z, loss_cls, _ = model(x, labels)
         total, _ = objective(z, loss_cls, labels, model.head)
@@ -169,9 +173,11 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
         for batch in batches:
             # FLOPs are counted on eager steps: a compiled module run once under FlopCounterMode
             # is slower afterwards (dynamo re-traces it); inductor does not change the GEMMs.
-            # every mode but reference executes the shipped layout's FLOPs
+            # every mode but reference executes the shipped layout's FLOPs; counted with MKL's
+            # GEMMs (FlopCounterMode does not see inside train.gemm: onednn's custom op, whose
+            # products are the same ones)
             layout = {m: "reference" if m.split("_")[0] == "reference" else "eager" for m in modes}
-            counted = {lay: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=lay))
+            counted = {lay: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=lay + "_mkl"))
                        for lay in set(layout.values())}
             flops = {m: counted[layout[m]] for m in modes}
             for mode in modes:
@@ -323,13 +329,17 @@ def bench_side_by_side(steps, cores):
 
         eager = finish(launch(cores, 0, cpu_amp=False, compile=False))
         fp32 = finish(launch(cores, 0, cpu_amp=False))
+        fp32_mkl = finish(launch(cores, 0, cpu_amp=False, gemm="mkl"))
         one = finish(launch(cores, 0))
         procs = [launch(1, i) for i in range(cores)]
         each = [finish(p) for p in procs]
     row("train_step_ms_synth_float32_eager", f"{eager * 1e3:.0f}", "ms",
         f"conf/synth/aam.yaml with train.cpu_amp: false, train.compile: false, one process on {cores} threads")
     row("train_step_ms_synth_float32", f"{fp32 * 1e3:.0f}", "ms",
-        f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads")
+        f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads "
+        f"(train.gemm: auto -> {default_gemm_backend()})")
+    row("train_step_ms_synth_float32_mkl", f"{fp32_mkl * 1e3:.0f}", "ms",
+        f"the same with train.gemm: mkl; {fp32_mkl / fp32:.2f}x the auto step")
     from pyspk.train.trainer import cpu_has_bf16
     shipped = "bfloat16 on this CPU" if cpu_has_bf16() else "float32 on this CPU: no bfloat16 GEMMs"
     row("train_step_ms_synth_shipped", f"{one * 1e3:.0f}", "ms",
@@ -430,8 +440,9 @@ def main(argv=None) -> int:
                    help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
     p.add_argument("--modes", default=None,
                    help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
-                        "optionally with _loop or _foreach (that Adam kernel; default fused) and _bf16 "
-                        "(the encoder under bfloat16 autocast)")
+                        "optionally with _loop or _foreach (that Adam kernel; default fused), _bf16 "
+                        "(the encoder under bfloat16 autocast) and _mkl or _onednn (train.gemm; "
+                        "default auto's choice)")
     p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory,allocator",
                    help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
@@ -445,6 +456,8 @@ def main(argv=None) -> int:
     row("torch_threads", torch.get_num_threads(), "threads", f"cpus {os.cpu_count()}; timings on a shared "
         "machine are noisy")
     peak = gemm_peak()
+    row("train_gemm_auto", default_gemm_backend(), "library", "train.gemm: auto on this CPU (onednn on AMD, mkl "
+        "elsewhere): the rows layout's GEMMs in every mode without _mkl/_onednn")
     modes = ("reference", "eager", "compiled") if args.compile else ("reference", "eager")
     if args.autotune:
         modes += ("autotune",)

@@ -103,15 +103,44 @@ def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path
     assert torch.load(final, weights_only=False)["extra"]["train_precision"] == ("bfloat16" if native else "float32")
 
 
+def test_gemm_auto_is_onednn_on_amd_only_and_the_backends_train_alike(toy, tmp_path, monkeypatch):
+    """train.gemm: the library of the rows layout's GEMMs; auto asks the CPU's vendor. The same
+    sums either way: two short runs, one per library, end within float rounding of each other."""
+    import pyspk.models.layers as L
+    for vendor, want in (("AuthenticAMD", "onednn"), ("GenuineIntel", "mkl")):
+        info = tmp_path / f"cpuinfo_{vendor}"
+        info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx2\n")
+        real_open = open
+        monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k))
+        assert L.default_gemm_backend() == want
+        cfg = system_config("aam", epochs=1, steps=1)
+        assert Trainer(cfg, toy, tmp_path / vendor, seed=1).gemm == want
+        monkeypatch.setattr("builtins.open", real_open)
+    finals, calls = {}, []
+    real = L._dnn_rows
+    monkeypatch.setattr(L, "_dnn_rows", lambda x, w: calls.append(x.shape) or real(x, w))
+    for gemm in ("mkl", "onednn"):
+        cfg = system_config("aam", epochs=1, steps=3)
+        cfg.train.gemm = gemm
+        n = len(calls)
+        finals[gemm] = torch.load(train(cfg, toy, tmp_path / gemm, seed=2), weights_only=False)
+        assert finals[gemm]["extra"]["train_gemm"] == gemm
+        assert (len(calls) > n) == (gemm == "onednn")   # oneDNN ran the GEMMs, forward and backward
+    a, b = (finals[g]["state_dict"] for g in ("mkl", "onednn"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
+
+
 class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("cpu_amp", [False, True])
-def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, cpu_amp):
+@pytest.mark.parametrize("cpu_amp,gemm", [(False, "mkl"), (True, "mkl"), (False, "onednn")])
+def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, cpu_amp, gemm):
     cfg = system_config("proposed", epochs=2, steps=4)
     cfg.train.average_last = 2
     cfg.train.cpu_amp = cpu_amp
+    cfg.train.gemm = gemm
     train(cfg, toy, tmp_path / "straight", seed=3)
 
     real_step = Trainer._train_step
@@ -139,6 +168,7 @@ def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, cpu_amp):
     fa = torch.load(tmp_path / "straight" / "final.pt")["state_dict"]
     fb = torch.load(tmp_path / "resumed" / "final.pt")["state_dict"]
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
+    assert torch.load(tmp_path / "resumed" / "final.pt", weights_only=False)["extra"]["train_gemm"] == gemm
     rows_a = (tmp_path / "straight" / "train.csv").read_text().splitlines()
     rows_b = (tmp_path / "resumed" / "train.csv").read_text().splitlines()
     assert len(rows_a) == len(rows_b) == 9

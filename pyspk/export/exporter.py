@@ -80,9 +80,12 @@ def _export_onnx(module: ExportModule, example: torch.Tensor, tmp: Path, metadat
 
     batch = torch.export.Dim("batch", min=1)
     frames = torch.export.Dim("frames", min=MIN_FRAMES)
-    torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
-                      input_names=["feats"], output_names=["embedding"],
-                      dynamic_shapes={"feats": {0: batch, 1: frames}})
+    # no autograd in the graph: inference ops only (a process that trained may have set
+    # train.gemm: onednn, whose training-only custom op ONNX has no counterpart for)
+    with torch.no_grad():
+        torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
+                          input_names=["feats"], output_names=["embedding"],
+                          dynamic_shapes={"feats": {0: batch, 1: frames}})
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for key, value in metadata.items():

@@ -14,10 +14,84 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GEMM_BACKENDS = ("mkl", "onednn")
+_backend = "mkl"
+
+
+def set_gemm_backend(name: str) -> None:
+    """Which library runs the frames-as-rows float32 GEMMs under autograd: ``mkl`` (``F.linear``)
+    or ``onednn`` (:func:`_dnn_rows`). The same sums either way, rounded differently. A process
+    setting (the trainer's ``train.gemm``); inference always runs ``F.linear``."""
+    global _backend
+    if name not in GEMM_BACKENDS:
+        raise ValueError(f"GEMM backend {name!r}: want one of {', '.join(GEMM_BACKENDS)}")
+    _backend = name
+
+
+def gemm_backend() -> str:
+    return _backend
+
+
+def default_gemm_backend() -> str:
+    """``train.gemm: auto``: onednn on AMD CPUs, whose MKL float32 GEMM runs at 0.65-0.77 of
+    oneDNN's at the encoders' shapes (docs/speed.md); mkl elsewhere (on the Intel CPU measured,
+    MKL was the faster)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            amd = any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
+    except OSError:
+        amd = False
+    return "onednn" if amd else "mkl"
+
+
+@torch.library.custom_op("pyspk::dnn_rows", mutates_args=())
+def _dnn_rows(x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(N, C_in) rows times w (C_out, C_in)^T through oneDNN: the rows are read in place as a
+    channels-last (1, C_in, N, 1) image and convolved with a 1x1 kernel, a plain GEMM there.
+    A custom op, so that torch.compile calls it as it is instead of re-laying out its operands
+    around a convolution (which cost more copies than the faster GEMM saved)."""
+    n, c = x2.shape
+    y = F.conv2d(x2.view(1, n, 1, c).permute(0, 3, 1, 2), w.reshape(w.shape[0], c, 1, 1))
+    return y.permute(0, 2, 3, 1).reshape(n, w.shape[0]).contiguous()
+
+
+@_dnn_rows.register_fake
+def _(x2, w):
+    return x2.new_empty(x2.shape[0], w.shape[0])
+
+
+def _dnn_rows_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _dnn_rows_backward(ctx, gy):
+    """The input gradient through oneDNN's forward GEMM too (oneDNN's own convolution backward is
+    slower than both libraries' forward GEMMs), the weight gradient, a (C_out x N)(N x C_in)
+    product, in MKL."""
+    x2, w = ctx.saved_tensors
+    gy = gy.contiguous()
+    dx = _dnn_rows(gy, w.t().contiguous()) if ctx.needs_input_grad[0] else None
+    dw = gy.t().mm(x2) if ctx.needs_input_grad[1] else None
+    return dx, dw
+
+
+_dnn_rows.register_autograd(_dnn_rows_backward, setup_context=_dnn_rows_setup)
+
+
+def gemm(x: torch.Tensor, w: torch.Tensor, b=None) -> torch.Tensor:
+    """``F.linear(x, w, b)`` over the last axis, by the library :func:`set_gemm_backend` chose
+    (oneDNN only when autograd records the product; inference stays in ``F.linear``)."""
+    if _backend == "onednn" and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad) \
+            and x.dtype == torch.float32 and w.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+        y = _dnn_rows(x.reshape(-1, x.shape[-1]).contiguous(), w).view(*x.shape[:-1], w.shape[0])
+        return y if b is None else y + b
+    return F.linear(x, w, b)
+
+
 def linear_1x1(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """A kernel-1 ``Conv1d`` applied along the last axis of ``x`` (..., C_in) -> (..., C_out):
     the same weights and maths as ``conv`` on the transposed input, run as one GEMM."""
-    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+    return gemm(x, conv.weight.squeeze(-1), conv.bias)
 
 
 def tap_range(shift: int, t: int) -> tuple[int, int]:
@@ -47,7 +121,7 @@ def conv_rows(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         xp = F.pad(x, (0, 0, pad, pad))
         cols = torch.cat([xp[:, i * d:i * d + t] for i in range(k)], dim=-1)
-        return F.linear(cols, w.permute(0, 2, 1).reshape(conv.out_channels, k * c), conv.bias)
+        return gemm(cols, w.permute(0, 2, 1).reshape(conv.out_channels, k * c), conv.bias)
     taps = [(i, i * d - pad) for i in range(k)]   # frame s of tap i reads input frame s + shift
     if x.shape[0] == 1 and pad == d * (k - 1) // 2 and k % 2 == 1:
         x2 = x[0]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import bn_last, linear_1x1
+from .layers import bn_last, gemm, linear_1x1
 
 _VAR_FLOOR = 1e-5
 
@@ -99,7 +99,7 @@ class AttentiveStatisticsPooling(nn.Module):
         first, relu, bn, tanh, last = self.attention
         w = first.weight.squeeze(-1)
         c = self.in_channels
-        a = F.linear(x, w[:, :c], first.bias)
+        a = gemm(x, w[:, :c], first.bias)
         if self.global_context:
             mean, std = _mean_std(x, dim=1)
             a = a + F.linear(torch.cat([mean, std], dim=1), w[:, c:]).unsqueeze(1)

@@ -165,12 +165,18 @@ class TrainConfig:
     init_from: Optional[str] = None    # fine-tune from a checkpoint or final.pt
     threads: Optional[int] = None      # torch.set_num_threads per process; None: torch default
     compile: bool = False              # torch.compile the encoder (inductor): same maths, fused passes
+    # Which library runs the frames-as-rows encoders' (ECAPA-TDNN, TDNN) float32 GEMMs in
+    # training: mkl (F.linear) or onednn (the rows read as a channels-last image times a 1x1
+    # kernel; its input gradient the same way, the weight gradient in MKL). On AMD EPYC oneDNN's
+    # float32 GEMM runs 1.3x MKL's (ECAPA-512's step 1.09x, docs/speed.md); auto: onednn on AMD
+    # CPUs, mkl elsewhere. The same sums, rounded differently; final.pt records the choice.
+    gemm: str = _choice("auto", "mkl", "onednn", default="auto")
 
 
 # keys that change how fast a run goes or what it logs, never what it computes (beyond float
 # rounding: thread counts and optimiser kernels sum in other orders)
 SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval",
-                        "optim.impl"})
+                        "train.gemm", "optim.impl"})
 # train.* keys that may change between a run and its resumption (those, more epochs, devices)
 RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.cpu_amp", "train.average_last", "train.device",
                           "train.init_from"}

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from pyspk.io import atomic_write_text
 from pyspk.malloc import keep_freed_memory
 from pyspk.models import build_encoder, save_encoder
+from pyspk.models.layers import default_gemm_backend, set_gemm_backend
 from pyspk.train import checkpoint as C
 from pyspk.train import distributed as D
 from pyspk.train.config import RESUMABLE, Config, config_to_dict, dump_config
@@ -120,6 +121,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         keep_freed_memory()          # no page faults on the step's large activations (pyspk/malloc.py)
+        self.gemm = default_gemm_backend() if cfg.train.gemm == "auto" else cfg.train.gemm
+        set_gemm_backend(self.gemm)
+        log.info("train.gemm: %s -> %s", cfg.train.gemm, self.gemm)
         self.device = D.choose_device(cfg.train.device, self.dist)
         self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source)
         D.init_process_group(self.dist, self.device)
@@ -304,7 +308,8 @@ class Trainer:
                  "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers),
                  # what the encoder trained in (the last session of a resumed run): cpu_amp: auto
                  # resolves per machine, so the config alone does not say
-                 "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32"}
+                 "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32",
+                 "train_gemm": self.gemm}
         save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
 
