@@ -13,8 +13,8 @@ difference on the machine at hand).
 (``M_MMAP_MAX`` = 0) and not to shrink the heap below 2 GiB of free top
 (``M_TRIM_THRESHOLD``), so after the first step the same pages are reused. The cost is
 that a process keeps its peak heap until it exits, which is what a training or extraction
-job does anyway. Called at the start of the tools that run models (``pyspk train``,
-``extract``, ``embed``); not on import, so a program that imports pyspk keeps its own
+job does anyway. Called by the trainer and by each extraction job (``pyspk train``,
+``pyspk extract``); not on import, so a program that imports pyspk keeps its own
 allocator settings. ``PYSPK_MALLOC=system`` leaves glibc's defaults alone; a process with
 another allocator preloaded (``LD_PRELOAD`` of tcmalloc or jemalloc) is left alone too.
 On a libc without ``mallopt`` (musl, macOS) nothing changes.

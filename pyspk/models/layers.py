@@ -28,10 +28,6 @@ def set_gemm_backend(name: str) -> None:
     _backend = name
 
 
-def gemm_backend() -> str:
-    return _backend
-
-
 def default_gemm_backend() -> str:
     """``train.gemm: auto``: onednn on AMD CPUs, whose MKL float32 GEMM runs at 0.65-0.77 of
     oneDNN's at the encoders' shapes (docs/speed.md); mkl elsewhere (on the Intel CPU measured,
