@@ -15,6 +15,13 @@ thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this proc
 * ``extract_utts_per_s_job``: ``pyspk.embed.stage.run_job`` as the stage runs it
   (ArkReader, length-sorted windows, equal-length batches, frames-as-rows layout);
 * ``extract_speedup``: their ratio; target >= 2 (issue 14);
+* ``extract_gflop_per_utt``, ``extract_gemm_gflops_1thread``, ``extract_speedup_bound``: the
+  encoder's FLOPs per utterance (FlopCounterMode over every prepared input), this CPU's
+  one-thread float32 GEMM peak (the faster of MKL and oneDNN, 2048^3) in the same run, and the
+  speed-up a job would reach if its encoder ran at that peak and reading, VAD, CMN and writing
+  cost nothing: ``before``'s time over FLOPs / peak. Where it is under 2, the target cannot be
+  met with these FLOPs on this CPU; ``extract_job_of_gemm_peak`` is the job's model FLOP/s over
+  that peak;
 * ``extract_utts_per_s_ecapa512_*``: the same two for ECAPA-TDNN C=512 on 200 utterances;
 * ``extract_ms_per_utt_*`` (the encoder alone on the prepared synth_test-shaped utterances):
   reference and rows layouts and the rows layout with BatchNorm folded (what the job runs,
@@ -38,12 +45,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from pyspk.embed.extractor import ChunkConfig, Embedder  # noqa: E402
 from pyspk.embed.stage import run_job, write_splits  # noqa: E402
 from pyspk.models import build_encoder, save_encoder  # noqa: E402
 from pyspk.train.config import load_config  # noqa: E402
 from pyspk.train.toydata import make_toy_train_dir  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from bench_train import matmul_flops  # noqa: E402
 
 
 def row(figure, value, unit, note=""):
@@ -86,6 +96,28 @@ def measure(tag, encoder, kwargs, n_utts, tmp):
     t_before = before(model_path, data)
     t_job = job(model_path, data, Path(tmp) / f"out_{tag}")
     return n, t_before, t_job
+
+
+def bound(model_path, data_dir, n, t_before, t_job):
+    """The speed-up bound of the module docstring, from the FLOPs of the prepared inputs."""
+    emb = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu")
+    feats = kaldiio.load_scp(f"{data_dir}/feats.scp")
+    vad = kaldiio.load_scp(f"{data_dir}/vad.scp")
+    flops = 0
+    with torch.inference_mode():
+        for u in feats.keys():
+            with FlopCounterMode(display=False) as fc:
+                emb.model.forward_reference(torch.from_numpy(emb.prepare(feats[u], vad[u])[None]))
+            flops += fc.get_total_flops()
+    peak = max(matmul_flops(), matmul_flops(via="onednn"))
+    floor = flops / peak
+    row("extract_gflop_per_utt", f"{flops / n / 1e9:.3f}", "GFLOP", f"encoder FLOPs, mean over {n} utts")
+    row("extract_gemm_gflops_1thread", f"{peak / 1e9:.1f}", "GFLOP/s",
+        "float32 2048^3, faster of torch.matmul and oneDNN 1x1 conv, 1 thread, this run")
+    row("extract_speedup_bound", f"{t_before / floor:.2f}", "x",
+        f"before's time / (FLOPs / GEMM peak): encoder at the peak, everything else free "
+        f"({1e3 * floor / n:.2f} ms/utt); target 2 {'attainable' if t_before / floor >= 2 else 'NOT attainable'}")
+    row("extract_job_of_gemm_peak", f"{floor / t_job:.2f}", "ratio", "the job's model FLOP/s / GEMM peak")
 
 
 def detail(model_path, data_dir):
@@ -137,6 +169,7 @@ def main(argv=None) -> int:
             f"{cfg.encoder.name} {cfg.encoder.kwargs}, {n} utts, 1 thread: kaldiio, one at a time, reference layout")
         row("extract_utts_per_s_job", f"{n / tj:.0f}", "utts/s", "pyspk.embed.stage.run_job, 1 thread")
         row("extract_speedup", f"{tb / tj:.2f}", "x", f"target >= 2 ({'met' if tb / tj >= 2 else 'NOT met'})")
+        bound(Path(tmp) / "synth.pt", Path(tmp) / "data_synth", n, tb, tj)
         if not args.quick:
             detail(Path(tmp) / "synth.pt", Path(tmp) / "data_synth")
         n, tb, tj = measure("ecapa512", "ecapa_tdnn", {"channels": 512}, 64 if args.quick else 200, tmp)
