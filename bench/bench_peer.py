@@ -10,7 +10,8 @@ Adam, 200 speakers, one step each of: WeSpeaker ``ECAPA_TDNN_c512`` (ASTP poolin
 context) and ``ECAPA_TDNN_GLOB_c512`` (global context, pyspk's default) with their
 ``ArcMarginProduct`` and cross-entropy; pyspk ``ecapa_tdnn`` C=512 + AAM in the reference
 layout, the shipped eager layout and compiled, in turn, round after round, so that load changes
-hit all alike; medians. FLOPs per step counted on eager steps (FlopCounterMode).
+hit all alike; medians. FLOPs per step counted on eager steps (FlopCounterMode). The process
+keeps freed memory in the heap as pyspk's trainer does (``pyspk/malloc.py``), for every model.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
         mod = types.ModuleType(name)
         mod.__path__ = [str(path)]
         sys.modules[name] = mod
+    from pyspk.malloc import keep_freed_memory
+    keep_freed_memory()     # as pyspk's trainer does; a process setting, so WeSpeaker's steps get it too
     peak = gemm_peak()
     b = args.batch
     kw = {"channels": 512}
@@ -84,6 +87,9 @@ def main(argv=None) -> int:
         "pyspk_eager": make_step("ecapa_tdnn", kw, AAM, b, 200, mode="eager"),
     }
     flops = {name: step_flops(fn) for name, fn in steps.items()}
+    # FlopCounterMode does not see inside train.gemm: onednn's custom op (the same products):
+    # the shipped layout's FLOPs are counted on its MKL step
+    flops["pyspk_eager"] = step_flops(make_step("ecapa_tdnn", kw, AAM, b, 200, mode="eager_mkl"))
     steps["pyspk_compiled"] = make_step("ecapa_tdnn", kw, AAM, b, 200, mode="compiled")
     flops["pyspk_compiled"] = flops["pyspk_eager"]
     for fn in steps.values():
