@@ -94,9 +94,53 @@ class Embedder:
     def embed_prepared(self, items: Sequence[Tuple[str, np.ndarray]]) -> List[np.ndarray]:
         """Embeddings of already prepared utterances, ``[(utt, (frames, dim))]``.
 
-        Utterances of the same length that need no chunking go through the encoder as one
-        batch: exact, since every layer and the pooling treat batch rows apart (BatchNorm runs
-        on its running statistics in eval mode). Others go one at a time."""
+        An encoder that takes utterances of any lengths at once (``embed_list``: the folded
+        TDNN) gets them in calls of about RAGGED_FRAMES frames. Otherwise utterances of the same
+        length that need no chunking go through the encoder as one batch: exact, since every
+        layer and the pooling treat batch rows apart (BatchNorm runs on its running statistics
+        in eval mode), and the others one at a time."""
+        if hasattr(self.infer, "embed_list"):
+            out = self._embed_ragged(items)
+        else:
+            out = self._embed_equal_lengths(items)
+        for (utt, x), e in zip(items, out):
+            if not np.isfinite(e).all():
+                raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
+        return [e.astype(np.float32) for e in out]
+
+    RAGGED_FRAMES = 4096    # frames per call of a model that takes utterances of any lengths at once
+
+    def _embed_ragged(self, items) -> List[np.ndarray]:
+        """Every window (a whole utterance, or the windows of a chunked one) through
+        ``infer.embed_list`` in calls of about RAGGED_FRAMES frames (the folded TDNN: one buffer
+        per call, no padding maths, bench/bench_extract.py); chunk embeddings averaged."""
+        import torch
+
+        windows, owner = [], []
+        for i, (_, x) in enumerate(items):
+            starts, size = chunk_starts(x.shape[0], self.chunk)
+            for s in starts:
+                windows.append(x[s:s + size])
+                owner.append(i)
+        embs: List[np.ndarray] = []
+        start = 0
+        with torch.inference_mode():
+            while start < len(windows):
+                end, frames = start, 0
+                while end < len(windows) and (end == start or frames + windows[end].shape[0] <= self.RAGGED_FRAMES):
+                    frames += windows[end].shape[0]
+                    end += 1
+                batch = [torch.from_numpy(w).to(self.device) for w in windows[start:end]]
+                embs.extend(self.infer.embed_list(batch).float().cpu().numpy())
+                start = end
+        sums: List[Optional[np.ndarray]] = [None] * len(items)
+        counts = [0] * len(items)
+        for i, e in zip(owner, embs):
+            sums[i] = e if sums[i] is None else sums[i] + e
+            counts[i] += 1
+        return [s if c == 1 else s / c for s, c in zip(sums, counts)]
+
+    def _embed_equal_lengths(self, items) -> List[np.ndarray]:
         out: List[Optional[np.ndarray]] = [None] * len(items)
         whole: Dict[int, List[int]] = {}
         for i, (_, x) in enumerate(items):
@@ -110,10 +154,7 @@ class Embedder:
                 part = idx[b:b + self.batch_size]
                 for i, e in zip(part, self._forward([items[i][1] for i in part])):
                     out[i] = e
-        for (utt, x), e in zip(items, out):
-            if not np.isfinite(e).all():
-                raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
-        return [e.astype(np.float32) for e in out]
+        return out
 
     def _forward(self, windows: List[np.ndarray]) -> np.ndarray:
         import torch
