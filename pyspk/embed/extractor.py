@@ -108,7 +108,7 @@ class Embedder:
                 raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
         return [e.astype(np.float32) for e in out]
 
-    RAGGED_FRAMES = 4096    # frames per call of a model that takes utterances of any lengths at once
+    RAGGED_FRAMES = 16384   # frames per call of a model that takes utterances of any lengths at once
 
     def _embed_ragged(self, items) -> List[np.ndarray]:
         """Every window (a whole utterance, or the windows of a chunked one) through

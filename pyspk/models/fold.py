@@ -115,7 +115,7 @@ class _FoldedLayer(nn.Module):
         y = conv_rows_padded(x, w, j)                                   # (J, m, d, C_out) view
         if edges is not None:
             idx, term = edges
-            y.permute(1, 0, 2, 3).reshape(-1, y.shape[-1]).index_add_(0, idx, self.edge[term])
+            y.permute(1, 0, 2, 3).view(-1, y.shape[-1]).index_add_(0, idx, self.edge[term])   # in place
         out = x.new_empty(x.shape[0], y.shape[-1])
         end = self.pad + w.d * w.m * j
         torch.clamp_min(y, self.floor, out=out[self.pad:end].view(y.shape))
@@ -131,8 +131,8 @@ class FoldedTdnn(nn.Module):
     :meth:`embed_list` takes utterances of any lengths at once: they are laid out one after
     another in one row buffer, ``gap`` zero rows before, between and after them (the widest
     context, 3 frames), so every layer is one pass over the whole buffer (one Winograd
-    convolution or one GEMM) and the zero gaps are every utterance's padding; after each layer
-    the gap rows are zeroed again. The maths is the per-utterance model's (tests/test_fold.py)."""
+    convolution or one GEMM) and the zero gaps are every utterance's padding, zeroed again before
+    each convolution that reads them. The maths is the per-utterance model's (tests/test_fold.py)."""
 
     TILES = {5: 4, 3: 6}     # Winograd outputs per tile by kernel size: F(4, 5), F(6, 3), 8 rows each
 

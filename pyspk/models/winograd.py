@@ -9,12 +9,12 @@ with n matrix products instead of m * r (Winograd 1980, Lavin & Gray 2016):
 per tile, where D holds the tile's n input rows, B^T (n, n) mixes them, G (n, r) mixes the taps
 into n weight matrices (precomputed once), (.) is one (rows, C_in) x (C_in, C_out) product per
 transformed row and A^T (m, n) mixes the n products into the m outputs. The products take n / m
-of the FLOPs of r direct taps: 2/5 for F(4, 5) (the x-vector's first layer), 1/2 for F(4, 3).
+of the FLOPs of r direct taps: 2/5 for F(4, 5) (the x-vector's first layer), 4/9 for F(6, 3).
 
 The matrices come from Toom-Cook interpolation at n - 1 finite points and infinity
 (:func:`toom_cook`, exact rational arithmetic, checked against the direct sum in
-tests/test_winograd.py). Small points (0, +-1, +-2, +-1/2) keep the float32 error at the level
-of the direct sum's (a relative 1e-6 on a 447-frame utterance, bench/bench_extract.py).
+tests/test_winograd.py). Small points (0, +-1, +-2, +-1/2) keep the float32 error small (under
+1e-5 of the output's scale at 128 channels, tests/test_winograd.py).
 
 :func:`conv_rows_padded` runs every tile of every dilation phase of a whole row buffer at once:
 ``n`` strided views stacked, one (n, n) product for B^T, one batched product, one (m, n)
