@@ -122,23 +122,18 @@ class Embedder:
             for s in starts:
                 windows.append(x[s:s + size])
                 owner.append(i)
-        embs: List[np.ndarray] = []
+        per_item: List[List[np.ndarray]] = [[] for _ in items]
         start = 0
-        with torch.inference_mode():
-            while start < len(windows):
-                end, frames = start, 0
-                while end < len(windows) and (end == start or frames + windows[end].shape[0] <= self.RAGGED_FRAMES):
-                    frames += windows[end].shape[0]
-                    end += 1
-                batch = [torch.from_numpy(w).to(self.device) for w in windows[start:end]]
-                embs.extend(self.infer.embed_list(batch).float().cpu().numpy())
-                start = end
-        sums: List[Optional[np.ndarray]] = [None] * len(items)
-        counts = [0] * len(items)
-        for i, e in zip(owner, embs):
-            sums[i] = e if sums[i] is None else sums[i] + e
-            counts[i] += 1
-        return [s if c == 1 else s / c for s, c in zip(sums, counts)]
+        while start < len(windows):
+            end, frames = start, 0
+            while end < len(windows) and (end == start or frames + windows[end].shape[0] <= self.RAGGED_FRAMES):
+                frames += windows[end].shape[0]
+                end += 1
+            batch = [torch.from_numpy(w).to(self.device) for w in windows[start:end]]
+            for i, e in zip(owner[start:end], self.infer.embed_list(batch).float().cpu().numpy()):
+                per_item[i].append(e)
+            start = end
+        return [e[0] if len(e) == 1 else np.mean(e, axis=0) for e in per_item]
 
     def _embed_equal_lengths(self, items) -> List[np.ndarray]:
         out: List[Optional[np.ndarray]] = [None] * len(items)

@@ -200,8 +200,8 @@ class FoldedTdnn(nn.Module):
             if after.k > 1:                       # the padding of the next convolution
                 x.index_fill_(0, gaps, 0)
         # the last (kernel-1) layer one utterance at a time, its statistics taken while its
-        # output is still in cache (4 % faster than one GEMM over the buffer, bench/bench_extract.py);
-        # mean, then the centred squares: torch.var_mean over rows is 10x slower
+        # output is still in cache (faster than one GEMM over the buffer in an interleaved
+        # comparison); mean, then the centred squares (torch.var_mean over rows was slower)
         last = self.frame_layers[-1]
         means, variances = [], []
         for s, t in zip(starts.tolist(), lengths.tolist()):

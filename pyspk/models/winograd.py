@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 # the first n - 1 of these are the finite interpolation points for n = m + r - 1 transformed rows
-# (plus the point at infinity); up to n = 8: beyond, the float32 error grows tenfold
+# (plus the point at infinity); up to n = 8: beyond, points such as +-3 or +-1/4 cost float32 accuracy
 POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
 
 
