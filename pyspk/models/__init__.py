@@ -10,7 +10,8 @@ embeddings and has an ``embed_dim`` attribute:
 A checkpoint written by :func:`save_encoder` is a plain ``torch.save`` dict
 ``{"encoder": name, "encoder_kwargs": kwargs, "state_dict": ..., "extra": extra}``
 holding only tensors and plain Python values (dict, list, tuple, str, int, float,
-bool, None), so :func:`load_encoder` can read it with ``weights_only=True``.
+bool, None), so :func:`load_encoder` can read it with ``weights_only=True``
+(:mod:`pyspk.safe_load`): a file that holds any other object is refused, never run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from pyspk.io import atomic_path
+from pyspk.safe_load import UnsafeCheckpoint, check_plain, safe_load
 
 from .ecapa_tdnn import EcapaTdnn
 from .resnet import ResNet34
@@ -36,8 +38,6 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "tdnn": XVectorTdnn,
     "resnet34": ResNet34,
 }
-
-_PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
 def _nearest(name: str, valid) -> str:
@@ -79,26 +79,6 @@ def build_encoder(name: str, feat_dim: int = 80, **kwargs: Any) -> nn.Module:
     return cls(feat_dim=feat_dim, **kwargs)
 
 
-def _check_plain(value: Any, where: str) -> None:
-    """Reject anything ``torch.load(weights_only=True)`` could not read back."""
-    if isinstance(value, _PLAIN_TYPES) or isinstance(value, torch.Tensor):
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, _PLAIN_TYPES):
-                raise TypeError(f"save_encoder: key {k!r} in {where} is a {type(k).__name__}, not a plain value")
-            _check_plain(v, f"{where}[{k!r}]")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-        return
-    raise TypeError(
-        f"save_encoder: {where} is a {type(value).__name__}; checkpoints hold only tensors, dict, list, "
-        f"tuple, str, int, float, bool and None (convert paths to str, numpy values with .item()/.tolist())"
-    )
-
-
 def save_encoder(path: PathLike, model: nn.Module, name: str, kwargs: dict, extra: dict | None = None) -> None:
     """Atomically write ``{"encoder", "encoder_kwargs", "state_dict", "extra"}`` to ``path``.
 
@@ -110,8 +90,8 @@ def save_encoder(path: PathLike, model: nn.Module, name: str, kwargs: dict, extr
     model = getattr(model, "module", model)
     kwargs = dict(kwargs)
     extra = dict(extra or {})
-    _check_plain(kwargs, "kwargs")
-    _check_plain(extra, "extra")
+    check_plain(kwargs, "kwargs", "save_encoder")
+    check_plain(extra, "extra", "save_encoder")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {"encoder": name, "encoder_kwargs": kwargs, "state_dict": state, "extra": extra}
     with atomic_path(path) as tmp:
@@ -123,8 +103,10 @@ def load_encoder(path: PathLike, map_location: Any = "cpu") -> tuple[nn.Module, 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_encoder: no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt/truncated file or a pickle of arbitrary objects
+        ckpt = safe_load(path, map_location)     # weights_only: a pickled object is refused, not run
+    except UnsafeCheckpoint:
+        raise
+    except ValueError as e:  # corrupt or truncated file
         raise ValueError(f"load_encoder: cannot read {path} as an encoder checkpoint: {e}") from e
     missing = [k for k in ("encoder", "encoder_kwargs", "state_dict") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
