@@ -12,7 +12,7 @@
 #   cnceleb          cnceleb_train          cnceleb1_eval         trials (concatenated enrolment), trials_avg
 #   folder           folder_train           folder_test           trials
 #
-# speechocean762 without its test/ half (the copy in ../shared/data has only train/) is
+# speechocean762 without its test/ half (a copy holding only train/) is
 # split instead: --so762-eval-speakers of the 125 train speakers are held out (seeded).
 # VoxCeleb1-E/H reuse VoxCeleb1 dev speakers, so only the VoxCeleb2 setting scores them.
 set -euo pipefail
@@ -36,7 +36,24 @@ help_message="usage: $0 --corpus synth|speechocean762|voxceleb1|voxceleb2|cncele
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $*" >&2; exit 1; }
 
 local_dir=$(cd "$(dirname "$0")" && pwd)
-py() { python3 "$local_dir/$1" "${@:2}"; }
+# Each python step runs in the background and is waited for, so that INT/TERM/HUP to
+# this script (stamped.sh passes them on) reach it: a shell waiting for a foreground
+# command would die and leave it running. It gets TERM (a background job ignores INT).
+py_pid=
+stop() {
+  trap - INT TERM HUP
+  if [ -n "$py_pid" ]; then kill -TERM "$py_pid" 2>/dev/null || true; wait "$py_pid" 2>/dev/null || true; fi
+  exit $((128 + $1))
+}
+trap 'stop 2' INT; trap 'stop 15' TERM; trap 'stop 1' HUP
+py() {
+  local rc=0
+  python3 "$local_dir/$1" "${@:2}" &
+  py_pid=$!
+  wait "$py_pid" || rc=$?
+  py_pid=
+  return $rc
+}
 need_root() {  # need_root FLAG VALUE
   if [ -z "$2" ]; then
     echo "$0: --$1 is required for --corpus $corpus" >&2; exit 1

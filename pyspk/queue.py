@@ -1,50 +1,148 @@
 """Calling the Kaldi queue scripts (utils/run.pl, slurm.pl, queue.pl) from the tools.
 
-    line = queue_line(cmd, "JOB=1:4", log_pattern, [python, -m, pyspk.bin.x, --job, JOB, ...])
-    rc, err = run_queue(line)
+    argv = queue_argv(cmd, 1, 4, out_dir / "log" / "x.JOB.log", [python, -m, pyspk.bin.x, --job, JOB, ...])
+    rc, err = run_queue(argv)
 
-``resolve_cmd`` makes a ``--cmd`` work from any directory: an empty one means this
-checkout's ``utils/run.pl``; a relative script path (``utils/run.pl --mem 4G``) that
-does not exist from the current directory is taken relative to the checkout (the
-package's parent directory), where run.sh and cmd.sh name it from. ``run_queue`` keeps
-the queue command's own stderr, so that a job that never started (the queue script
-not found, sbatch refused) is reported with the real reason instead of an absent log
-(:func:`failure_reason`).
+No shell sits between a tool and its queue script: ``run_queue`` starts the script with
+an argument vector, and the queue scripts keep each word one word for the bash that
+runs a job (utils/lib/QueueCommon.pm, ``shell_join``), so a data or output directory
+whose name holds ``$(...)``, backticks, ``;``, quotes or spaces is passed as it is,
+never run or split.
+
+``JOB`` marks where the job's index goes: an argument that is exactly ``JOB`` and the
+``JOB`` in the log file's name. The queue scripts replace every occurrence of the job
+name, so ``queue_argv`` picks a name (``JOB``, else ``JOB1``, ``JOB2``, ...) that occurs
+nowhere else in the command or the log's directory: a path holding ``JOB`` is not
+rewritten into another directory.
+
+``cmd`` (``--cmd``) is the queue script with its options, split like a shell would
+(``utils/slurm.pl --mem 4G``): an empty one means this checkout's ``utils/run.pl``; a
+relative script path that does not exist from the current directory is taken relative
+to the checkout (the package's parent directory), where run.sh and cmd.sh name it from.
+
+While the queue script runs, SIGINT, SIGTERM and SIGHUP to the tool are passed on to it
+(it stops every job and waits for them), the tool keeps waiting until it has exited,
+then exits 128+N (:class:`QueueInterrupted`) instead of going on. The stage lock of
+utils/stamped.sh (its descriptor number in ``PYSPK_LOCK_FD``) is passed down to the
+queue script, so the jobs hold the lock too and a killed tool cannot let a second run
+write beside jobs that still run.
+
+``run_queue`` keeps the queue command's own stderr (shown as it comes), so that a job
+that never started (the queue script not found, sbatch refused) is reported with the
+real reason instead of an absent log (:func:`failure_reason`).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+JOB = "JOB"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def resolve_cmd(cmd: str | None) -> str:
-    """The queue command line to run, with its script found (see the module docstring)."""
-    if not cmd:
-        return shlex.quote(str(CHECKOUT / "utils" / "run.pl"))
+class QueueInterrupted(SystemExit):
+    """The tool got SIGINT/SIGTERM/SIGHUP while its queue script ran; that script has
+    stopped its jobs and exited. Exits the tool with 128+N."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def cmd_words(cmd: str | None) -> List[str]:
+    """The queue script and its options as words, with the script found (module docstring)."""
+    if not cmd or not cmd.strip():
+        return [str(CHECKOUT / "utils" / "run.pl")]
     words = shlex.split(cmd)
     first = Path(words[0])
     if "/" in words[0] and not first.is_absolute() and not first.exists() and (CHECKOUT / first).exists():
         words[0] = str(CHECKOUT / first)
-        return shlex.join(words)
-    return cmd
+    return words
 
 
-def queue_line(cmd: str, job_range: str, log_pattern, argv: Sequence[str]) -> str:
-    return f"{resolve_cmd(cmd)} {job_range} {shlex.quote(str(log_pattern))} " + " ".join(shlex.quote(str(a)) for a in argv)
+def _job_name(log_pattern: Path, argv: Sequence[str]) -> str:
+    others = [a for a in argv if a != JOB] + [str(log_pattern.parent), log_pattern.name.replace(JOB, "/")]
+    name, n = JOB, 0
+    while any(name in o for o in others):
+        n += 1
+        name = f"{JOB}{n}"
+    return name
 
 
-def run_queue(line: str) -> Tuple[int, str]:
-    """Run a queue command line through the shell; its exit status and stderr (also shown)."""
-    p = subprocess.run(line, shell=True, stderr=subprocess.PIPE, text=True, errors="replace")
-    if p.stderr:
-        sys.stderr.write(p.stderr)
-    return p.returncode, p.stderr
+def queue_argv(cmd: str | None, first: int, last: int, log_pattern, argv: Sequence) -> List[str]:
+    """``CMD NAME=first:last LOG ARGV...`` as an argument vector (see the module docstring)."""
+    log_pattern = Path(log_pattern)
+    if JOB not in log_pattern.name and last > first:
+        raise ValueError(f"log pattern {log_pattern} has no {JOB} in its name")
+    words = [str(a) for a in argv]
+    name = _job_name(log_pattern, words)
+    log = log_pattern.parent / log_pattern.name.replace(JOB, name)
+    return [*cmd_words(cmd), f"{name}={first}:{last}", str(log), *(name if w == JOB else w for w in words)]
+
+
+def _lock_fds() -> Tuple[int, ...]:
+    """The stage lock's descriptor (``PYSPK_LOCK_FD``, set by utils/stamped.sh) when this
+    process still has it open and inheritable: a number that Python reused for a file
+    of its own is not inheritable, and is not passed on."""
+    try:
+        fd = int(os.environ.get("PYSPK_LOCK_FD", ""))
+        return (fd,) if fd > 2 and os.get_inheritable(fd) else ()
+    except (ValueError, OSError):
+        return ()
+
+
+def run_queue(argv: Sequence[str]) -> Tuple[int, str]:
+    """Run a queue command (an argument vector, no shell); its exit status and stderr.
+
+    Passes INT/TERM/HUP on to it and waits for it to exit; then raises
+    :class:`QueueInterrupted`. The stage lock's descriptor is inherited by it.
+    """
+    argv = [str(a) for a in argv]
+    child = None
+    got: List[int] = []
+
+    def forward(sig, _frame):
+        got.append(sig)
+        if child is not None:
+            child.send_signal(sig)   # a no-op once the child is reaped
+
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if main else {}
+    said: deque = deque(maxlen=50)
+    try:
+        try:
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     errors="replace", pass_fds=_lock_fds())
+        except OSError as e:      # as a shell would say it: 127 not found, 126 not runnable
+            missing = isinstance(e, FileNotFoundError)
+            said.append(f"{argv[0]}: " + ("not found" if missing else f"cannot run: {e.strerror or e}") + "\n")
+            sys.stderr.write(said[-1])
+            rc = 127 if missing else 126
+        else:
+            if got:   # a signal came between the handlers and the start
+                child.send_signal(got[0])
+            for line in child.stderr:      # shown as it comes, kept for failure_reason
+                sys.stderr.write(line)
+                said.append(line)
+            child.stderr.close()
+            rc = child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+    if got:
+        print(f"pyspk: got {signal.Signals(got[0]).name}; the queue script stopped its jobs (exit {rc})",
+              file=sys.stderr)
+        raise QueueInterrupted(got[0])
+    return rc, "".join(said)
 
 
 def failure_reason(logs: List[Path], rc: int, err: str, line: str) -> str:

@@ -76,7 +76,8 @@ def test_run_pl_failure_names_the_failed_logs(tmp_path):
 
 
 def test_run_pl_single_job_pipes_quoting_and_pipefail(tmp_path):
-    r = run_util("run.pl", tmp_path / "one.log", "echo", "a  b", "it's", "\\$HOME", "|", "tr", "a", "A")
+    # every word stays one literal word ($HOME is not expanded); a bare "|" is still a pipe
+    r = run_util("run.pl", tmp_path / "one.log", "echo", "a  b", "it's", "$HOME", "|", "tr", "a", "A")
     assert r.returncode == 0, r.stderr
     assert body(tmp_path / "one.log") == ["A  b it's $HOME"]
     r = run_util("run.pl", tmp_path / "line.log", "printf 'x\\ny\\n' | wc -l")   # one word: a command line
@@ -266,7 +267,9 @@ def test_queue_pl_signal_deletes_its_array_job(tmp_path):
     bindir.mkdir()
     record, deleted = tmp_path / "qsub.args", tmp_path / "qdel.args"
     scripts = {"qsub": f"#!/bin/sh\necho \"$*\" >> {record}\necho 777.1-2:1\n",
-               "qstat": "#!/bin/sh\necho job_number: 777\nexit 0\n",
+               # alive until qdel, as a real qstat -j: queue.pl waits for the job to leave the queue
+               "qstat": f"#!/bin/sh\n[ -e {deleted} ] && {{ echo 'Following jobs do not exist:' >&2; exit 1; }}\n"
+                        "echo job_number: 777\nexit 0\n",
                "qdel": f"#!/bin/sh\necho \"$*\" >> {deleted}\n"}
     for name, text in scripts.items():
         (bindir / name).write_text(text)

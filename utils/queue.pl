@@ -16,7 +16,10 @@
 # Options map onto qsub arguments through a Kaldi-style config (--config, else
 # conf/queue.conf in the current directory, else the built-in one below); see
 # utils/slurm.pl for the format. --max-jobs-run N becomes `-tc N`.
-# INT/TERM/HUP to queue.pl delete the array job (qdel).
+# INT/TERM/HUP to queue.pl delete the array job (qdel; also when they come during the
+# submission) and wait until qstat -j no longer knows it before queue.pl exits, so that
+# the stage lock held by its caller outlives every task (at most PYSPK_CANCEL_WAIT
+# seconds, default 300, then a warning).
 use strict;
 use warnings;
 use Cwd qw(abs_path);

@@ -25,7 +25,10 @@
 # The job script sets PATH, PYTHONPATH, VIRTUAL_ENV, LC_ALL, ... to their values here,
 # so `--export=PATH` (Kaldi's choice: no login-node variables such as
 # CUDA_VISIBLE_DEVICES leak into jobs) still runs the project's python.
-# INT/TERM/HUP to slurm.pl cancel the job array (scancel).
+# INT/TERM/HUP to slurm.pl cancel the job array (scancel; also when they come during the
+# submission) and wait until squeue no longer lists it -- its tasks' processes have been
+# killed -- before slurm.pl exits, so that the stage lock held by its caller outlives
+# every task (at most PYSPK_CANCEL_WAIT seconds, default 300, then a warning).
 use strict;
 use warnings;
 use Cwd qw(abs_path);

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -34,7 +35,7 @@ from pyspk.features.arkread import ArkReader
 from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
 from pyspk.io import atomic_write_text, file_digest, touch_done
 from pyspk.malloc import keep_freed_memory
-from pyspk.queue import failure_reason, queue_line, run_queue
+from pyspk.queue import JOB, failure_reason, queue_argv, run_queue
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,10 @@ def run_jobs(cmd: str, out_dir: Path, jobs: List[int], argv: List[str]) -> None:
             ranges.append([j, j])
     said = []
     for a, b in ranges:
-        line = queue_line(cmd, f"JOB={a}:{b}", pattern,
-                          [sys.executable, "-m", "pyspk.bin.extract", "--job", "JOB", *argv])
+        qargv = queue_argv(cmd, a, b, pattern, [sys.executable, "-m", "pyspk.bin.extract", "--job", JOB, *argv])
+        line = shlex.join(qargv)
         log.info("running %s", line)
-        rc, err = run_queue(line)
+        rc, err = run_queue(qargv)
         said.append((rc, err, line))
     failed = [j for j in jobs if not job_files(out_dir, j)["done"].is_file()]
     if failed:

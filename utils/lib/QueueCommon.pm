@@ -58,12 +58,20 @@ sub parse_args {
            logfile => $logfile, cmd => shell_join(@args) };
 }
 
-# Kaldi's rule: a word without whitespace or quotes is passed to bash as it is (so `\|`,
-# `\>` given as separate words act as pipes and redirections); other words are quoted.
-# A command given as a single word is a shell command line itself ("a | b").
+# Each word of COMMAND stays one word for bash, whatever it holds: a word made only of
+# characters no shell treats specially (letters, digits and _ - + = : , . / @ %) goes as it
+# is, any other word is single-quoted, so `$(...)`, backticks, `;`, `&`, globs, quotes and
+# whitespace in a path are never run or split. Two Kaldi conventions are kept:
+# - a word that is exactly a pipe or redirection operator (%OPERATORS below: `|`, `>`,
+#   `>>`, `<`, `2>`, `2>>`, `2>&1`, `&>`, `|&`, `&&`, `||`, `;`) reaches bash as that
+#   operator, so `run.pl log a \| b \> out` pipes and redirects (glued forms such as
+#   `2>/dev/null` or `>out` are one ordinary word, passed literally);
+# - a COMMAND given as one word is a shell command line of its own ("a | b").
+our %OPERATORS = map { $_ => 1 } ("|", "|&", "||", "&&", ";", "<", ">", ">>", "2>", "2>>", "2>&1", "&>");
+
 sub shell_join {
   return $_[0] if @_ == 1;
-  return join(" ", map { /^[^\s'"]+$/ ? $_ : quote($_) } @_);
+  return join(" ", map { $OPERATORS{$_} ? $_ : /^[A-Za-z0-9_\-+=:,.\/@%]+$/ ? $_ : quote($_) } @_);
 }
 
 sub quote { my $s = shift; $s =~ s/'/'\\''/g; return "'$s'"; }
@@ -82,7 +90,8 @@ sub write_header {
   my ($log, $cmd) = @_;
   make_path(dirname($log));
   open(my $fh, ">", $log) or die_usage("cannot write log file $log: $!");
-  print $fh "# $cmd\n# Started at " . now() . "\n#\n";
+  (my $shown = $cmd) =~ s/\n/\n# /g;    # a newline inside a quoted word keeps the header a header
+  print $fh "# $shown\n# Started at " . now() . "\n#\n";
   close($fh);
 }
 
@@ -177,7 +186,7 @@ sub write_batch_script {
   print $fh "  *) echo \"$PROG: no task \$task in this script\" >&2; exit 100 ;;\nesac\n";
   print $fh <<"EOF";
 mkdir -p "\$(dirname "\$log")"
-{ printf '# %s\\n' "\$cmd"; echo "# Started at \$(date) on \$(hostname)"; echo '#'; } > "\$log"
+{ printf '# %s\\n' "\${cmd//\$'\\n'/\$'\\n'# }"; echo "# Started at \$(date) on \$(hostname)"; echo '#'; } > "\$log"
 t0=\$(date +%s)
 bash -o pipefail -c "\$cmd" >> "\$log" 2>&1 < /dev/null
 rc=\$?
@@ -260,6 +269,10 @@ sub submit_and_wait {
   unlink(map { "$stem.$_" } $p->{first} .. $p->{last});    # a stale file of a reused pid
   write_batch_script($p, $script, $stem, $b{task_var}, $threads, @CARRY_ENV);
   my @cmd = (@submit, $b{array_args}->($p->{first}, $p->{last}, $max_jobs, $base, $qdir), $script);
+  # A signal during the submission is remembered and acted on once the job id is known,
+  # so that no array job is left queued by a stopped stage.
+  my $got;
+  $SIG{$_} = sub { $got ||= $_[0]; } for qw(INT TERM HUP);
   my ($out, $id) = ("", undef);
   for my $try (1 .. 3) {    # a busy controller refuses now and then; try again
     open(my $fh, "-|", @cmd) or die_usage("cannot run $cmd[0]: $!");
@@ -267,17 +280,43 @@ sub submit_and_wait {
     close($fh);
     last if $? == 0 && defined($id = $b{parse_id}->($out));
     print STDERR "$PROG: submission failed (try $try of 3): @cmd\n$out";
-    die_usage("giving up; the job script is $script") if $try == 3;
+    die_usage("giving up; the job script is $script") if $try == 3 || $got;
     sleep(5 * $try);
   }
   my $stop = sub {
+    my $sig = shift;
+    $SIG{$_} = 'IGNORE' for qw(INT TERM HUP);
     system(@{$b{cancel}->($id)});
-    print STDERR "$PROG: got SIG$_[0]; cancelled job $id\n";
+    print STDERR "$PROG: got SIG$sig; cancelled job $id; waiting for it to leave the queue\n";
+    wait_gone($id, sub { $b{alive}->($id) });
     exit 1;
   };
+  $stop->($got) if $got;
   $SIG{$_} = $stop for qw(INT TERM HUP);
   my @failed = wait_for_status($p, $stem, sub { $b{alive}->($id) }, sub { "$qdir/$base.$_[0].out" });
   report_and_exit($p->{last} - $p->{first} + 1, @failed);
+}
+
+# After a cancel: wait until the scheduler no longer lists job $id (Slurm lists it while
+# its tasks' processes are being killed), so that the caller -- and the stage lock it
+# holds -- outlives every task. Gives up after PYSPK_CANCEL_WAIT seconds (default 300),
+# saying that tasks may still run, rather than hang on a scheduler that does not answer.
+sub wait_gone {
+  my ($id, $alive) = @_;
+  my $limit = defined $ENV{PYSPK_CANCEL_WAIT} ? $ENV{PYSPK_CANCEL_WAIT} : 300;
+  $limit = 300 unless $limit =~ /^\d+$/;
+  my ($t0, $sleep) = (time(), 0.2);
+  while (1) {
+    my $state = $alive->();
+    return if defined $state && !$state;
+    if (time() - $t0 >= $limit) {
+      print STDERR "$PROG: job $id is still " . (defined $state ? "listed by the scheduler" : "of unknown state")
+        . " ${limit} s after the cancel; its tasks may still be running\n";
+      return;
+    }
+    select(undef, undef, undef, $sleep);
+    $sleep = $sleep * 1.5 > 2 ? 2 : $sleep * 1.5;
+  }
 }
 
 # Output and exit status of a command given as a list (stderr included).
