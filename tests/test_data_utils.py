@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kaldiio
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +48,9 @@ def make_dir(root: Path, name: str = "src", utt2spk=UTT2SPK) -> Path:
     put(d / "wav.scp", [(u, f"{root}/{u}.wav") for u in utts])
     for u in utts:
         (root / f"{u}.wav").touch()
-    put(d / "feats.scp", [(u, f"{root}/feats.ark:{i}") for i, u in enumerate(utts)])
+    # a real ark: validate_data_dir reads each entry's header
+    kaldiio.save_ark(str(root / f"{name}.feats.ark"), {u: np.zeros((2, 3), np.float32) for u in utts},
+                     scp=str(d / "feats.scp"))
     put(d / "utt2lang", [(u, "en") for u in utts])
     put(d / "utt2orig", [(u, u) for u in utts])
     put(d / "spk2gender", [(s, "m") for s in spks])

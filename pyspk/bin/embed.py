@@ -1,7 +1,9 @@
 """pyspk embed --model M.pt [--fbank-config conf/fbank.yaml] [--out-ark A.ark] a.wav [b.wav ...]
 
 Prints one Kaldi text vector per file (``path  [ v1 v2 ... ]``) to stdout, or writes
-them to A.ark/A.scp (kaldiio) with --out-ark.
+them to A.ark/A.scp (kaldiio) with --out-ark. The file paths are the table's keys: a path
+holding whitespace (or an A.ark path holding it) is refused before anything is computed,
+as a Kaldi table would cut the key at the space.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ def main(argv=None) -> int:
     ap.add_argument("wavs", nargs="+")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pyspk.data.kaldi_dir import DataDirError, check_table_entries
     from pyspk.embed.extractor import Embedder
     from pyspk.embed.single import MIN_SPEECH_S, embed_file
     from pyspk.features.audio import AudioError
     from pyspk.features.fbank import load_config
 
+    try:
+        check_table_entries(args.out_ark or "stdout", args.wavs, [args.out_ark] if args.out_ark else [])
+    except DataDirError as e:
+        print(f"pyspk embed: error: {e} (rename the file or link it under a name without spaces)", file=sys.stderr)
+        return 1
     try:
         embedder = Embedder.from_checkpoint(args.model, device=args.device)
         cfg = load_config(args.fbank_config)

@@ -5,7 +5,8 @@ regenerated from utt2spk. Nothing is written where it stays until the whole resu
 been validated: the new tables are built in a temporary directory beside the output
 (:func:`staged_dir`), validated there, and only then renamed over the originals, so an
 edit that fails (a bad id, every utterance removed) leaves the directory, and its
-``.backup/``, as they were.
+backups, as they were. A repair in place never overwrites an earlier backup: the first
+run keeps the originals in ``.backup/``, later ones write ``.backup.2/``, ``.backup.3/``...
 Tables are those of :mod:`pyspk.data.kaldi_dir`: keyed by utterance (``UTT_TABLES``;
 wav.scp is keyed by recording when a ``segments`` file exists), by speaker
 (``SPK_TABLES``) or by recording (``RECO_TABLES``).
@@ -132,26 +133,40 @@ def staged_dir(final, link_existing: bool):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def next_backup_dir(path) -> Path:
+    """The first of ``path/.backup``, ``path/.backup.2``, ``path/.backup.3``... that does not
+    exist: where a repair in place keeps the tables it replaces, never over an earlier backup."""
+    path = Path(path)
+    n = 1
+    while True:
+        cand = path / (".backup" if n == 1 else f".backup.{n}")
+        if not os.path.lexists(cand):
+            return cand
+        n += 1
+
+
 def commit_staged(tmp: Path, final: Path, drop_stale: bool = False, backup: Optional[Path] = None) -> None:
     """Rename every file written in ``tmp`` (not the links) over ``final``'s.
 
     ``drop_stale``: remove tables and trials of ``final`` that ``tmp`` does not have (a
     fresh output over an old one). ``backup``: first copy the originals about to be
-    replaced there, into a new directory swapped in whole, so a backup is only ever
-    replaced by a complete one."""
+    replaced into this new directory (built under a temporary name, then renamed, so it
+    is complete or absent); an existing ``backup`` is never overwritten (DataDirError,
+    before anything changes: see :func:`next_backup_dir`)."""
     final.mkdir(parents=True, exist_ok=True)
     new = [f for f in sorted(tmp.iterdir()) if f.is_file() and not f.is_symlink()]
     if backup is not None:
+        if os.path.lexists(backup):
+            raise DataDirError(f"{backup}: a backup is already there; not overwriting it, nothing was changed")
         bak = Path(tempfile.mkdtemp(prefix=".backup.", suffix=".tmp", dir=final))
-        for f in new:
-            if (final / f.name).is_file():
-                shutil.copy2(final / f.name, bak / f.name)
-        old = backup.with_name(backup.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if backup.exists():
-            os.replace(backup, old)
-        os.replace(bak, backup)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            for f in new:
+                if (final / f.name).is_file():
+                    shutil.copy2(final / f.name, bak / f.name)
+            os.rename(bak, backup)
+        except BaseException:
+            shutil.rmtree(bak, ignore_errors=True)
+            raise
     if drop_stale:
         names = {f.name for f in new}
         for f in final.iterdir():
@@ -188,13 +203,15 @@ def _validate_staged(tmp: Path, final, **kw) -> Dict[str, int]:
                            + str(e).replace(str(tmp), str(final))) from None
 
 
-def fix_data_dir(path) -> Tuple[Dict[str, int], List[str]]:
+def fix_data_dir(path, backup: Optional[Path] = None) -> Tuple[Dict[str, int], List[str]]:
     """Kaldi's fix_data_dir: sort every table, drop repeated keys and lines without a
     value, keep only utterances present in every per-utterance table (and whose recording
     is in wav.scp when there are segments), regenerate spk2utt. The new tables are built
-    and validated in a temporary directory first; only then are the originals copied to
-    ``path/.backup/`` and replaced, so a run that fails changes nothing, its backup
-    included. Returns counts and notes on what was dropped."""
+    and validated in a temporary directory first; only then are the tables about to be
+    replaced copied to a new backup directory and replaced, so a run that fails changes
+    nothing. The backup is ``backup`` or else :func:`next_backup_dir` (``.backup/`` on
+    the first run, ``.backup.2/`` on the second...): a second run never overwrites the
+    originals the first one kept. Returns counts and notes on what was dropped."""
     path = Path(path)
     tables, notes = load_tables(path, tolerant=True)
     reco = _reco_keyed(tables)
@@ -216,7 +233,8 @@ def fix_data_dir(path) -> Tuple[Dict[str, int], List[str]]:
             validate_data_dir(tmp, check_files=False, need_wav=False)
         except DataDirError as e:
             notes.append(f"trials not changed, and no longer valid: {str(e).replace(str(tmp), str(path))}")
-        commit_staged(tmp, path, backup=path / ".backup")
+        backup = Path(backup) if backup is not None else next_backup_dir(path)
+        commit_staged(tmp, path, backup=backup)
     return counts, notes
 
 

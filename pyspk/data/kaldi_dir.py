@@ -10,6 +10,8 @@ A data directory holds plain-text tables keyed by the first field of each line:
 
 Every table is sorted by key in C-locale (byte) order with no duplicate key, as
 Kaldi requires. A trials file has lines ``enroll test target|nontarget``.
+``segments`` lines are ``utt recording start end`` (seconds; end -1 = to the end of
+the recording), checked by :func:`parse_segment` and :func:`segment_end`.
 
 Errors are :class:`DataDirError` and name the file, the line and the problem.
 Writers are atomic (see :mod:`pyspk.io`).
@@ -17,7 +19,9 @@ Writers are atomic (see :mod:`pyspk.io`).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shlex
 import unicodedata
 from collections import OrderedDict
@@ -144,8 +148,33 @@ def read_spk2utt(path, check_sorted: bool = True) -> "OrderedDict[str, List[str]
     return OrderedDict((k, v.split()) for k, v in read_table(path, check_sorted).items())
 
 
+def _has_space(text: str) -> bool:
+    return any(c.isspace() or c in _ODD_SPACE for c in text)
+
+
+def check_table_entries(where, keys: Iterable[str] = (), paths: Iterable[object] = ()) -> None:
+    """Refuse keys and paths that a Kaldi table cannot hold, before anything is written.
+
+    A table line is split at whitespace: a key holding a space is read back as a shorter
+    key (and the rest of it as part of the value), and an ``ark:offset`` path holding
+    one is cut the same way by Kaldi. Keys must be non-empty and hold no whitespace
+    (odd whitespace such as U+00A0 included, which :func:`read_table` refuses); paths
+    written into an scp must hold none either. ``where`` names the table (or the file
+    that would be written) in the :class:`DataDirError`.
+    """
+    for k in keys:
+        if not k or _has_space(k):
+            raise DataDirError(f"{where}: key {k!r} is empty or contains whitespace; a Kaldi table splits "
+                               f"lines at whitespace, so it would not be read back as written (nothing was written)")
+    for p in paths:
+        if _has_space(str(p)):
+            raise DataDirError(f"{where}: path {str(p)!r} contains whitespace; a Kaldi scp splits lines at "
+                               f"whitespace, so its entries would not be read back (nothing was written)")
+
+
 def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:
-    """Write ``key value`` lines atomically. Values that are lists are space-joined."""
+    """Write ``key value`` lines atomically. Values that are lists are space-joined.
+    Keys are checked by :func:`check_table_entries`; nothing is written on a bad one."""
     keys = sorted(table, key=lambda k: k.encode()) if sort else list(table)
     lines = []
     for k in keys:
@@ -153,8 +182,7 @@ def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:
         if isinstance(v, (list, tuple)):
             v = " ".join(str(x) for x in v)
         v = str(v)
-        if not k or any(c.isspace() for c in k):
-            raise DataDirError(f"{path}: key {k!r} is empty or contains whitespace")
+        check_table_entries(path, [k])
         if not v.strip() or "\n" in v or "\r" in v:
             raise DataDirError(f"{path}: value of key '{k}' is empty or spans lines: {v!r}")
         lines.append(f"{k} {v}\n")
@@ -190,6 +218,62 @@ def pipe_input_files(value: str) -> List[str]:
         return []
     exts = (".wav", ".flac", ".sph", ".m4a", ".mp3", ".ogg", ".WAV", ".FLAC")
     return [t for t in toks if t.endswith(exts) and not t.startswith("-")]
+
+
+# Kaldi's extract-segments clips an end up to this far past the recording (its
+# --max-overshoot); further is an error.
+MAX_SEGMENT_OVERSHOOT_S = 0.5
+
+
+def parse_segment(value: str, where: str) -> Tuple[str, float, float]:
+    """``(recording, start, end)`` of a segments line's value (``recording start end``).
+
+    Errors (a :class:`DataDirError` starting with ``where``, e.g. ``file:line``): not
+    three fields after the utterance id, a time that is not a finite number, a negative
+    start, an end before or at the start. ``end = -1`` (any spelling of it) means the end
+    of the recording; any other negative end is an error. Checks that need the
+    recording's length are :func:`segment_end`'s.
+    """
+    fields = value.split()
+    if len(fields) != 3:
+        raise DataDirError(f"{where}: expected 'utterance recording start end' (4 fields), got "
+                           f"{len(fields) + 1}: {value!r} after the utterance id")
+    rec, times = fields[0], []
+    for name, tok in (("start", fields[1]), ("end", fields[2])):
+        try:
+            t = float(tok)
+        except ValueError:
+            raise DataDirError(f"{where}: {name} time {tok!r} is not a number") from None
+        if not math.isfinite(t):
+            raise DataDirError(f"{where}: {name} time {tok!r} is not a finite number")
+        times.append(t)
+    start, end = times
+    if start < 0:
+        raise DataDirError(f"{where}: negative start time {fields[1]}")
+    if end < 0 and end != -1:
+        raise DataDirError(f"{where}: negative end time {fields[2]} (only -1, meaning the end of the "
+                           f"recording, is allowed)")
+    if end != -1 and end <= start:
+        raise DataDirError(f"{where}: end time {fields[2]} is not after start time {fields[1]}")
+    return rec, start, end
+
+
+def segment_end(start: float, end: float, duration: float) -> float:
+    """The end (seconds) of segment [start, end) of a recording of ``duration`` seconds.
+
+    ``end = -1``: the recording's end. An end past the recording by at most
+    :data:`MAX_SEGMENT_OVERSHOOT_S` is clipped to it, as Kaldi's extract-segments does;
+    further, or a start at or past the end of the recording, raises ValueError (the
+    reason; the caller names file, line and recording).
+    """
+    if start >= duration:
+        raise ValueError(f"start {start:g} s is at or past the end of the recording ({duration:g} s)")
+    if end == -1:
+        return duration
+    if end > duration + MAX_SEGMENT_OVERSHOOT_S:
+        raise ValueError(f"end {end:g} s is {end - duration:g} s past the end of the recording ({duration:g} s); "
+                         f"up to {MAX_SEGMENT_OVERSHOOT_S:g} s past is clipped, as Kaldi does")
+    return min(end, duration)
 
 
 @dataclass
@@ -231,8 +315,11 @@ def read_trials(path, known_enroll: Optional[Iterable[str]] = None,
 
 
 def write_trials(path, trials: Iterable[Tuple[str, str, bool]]) -> None:
+    """Write ``enroll test target|nontarget`` lines atomically; an id that a table cannot
+    hold (:func:`check_table_entries`) leaves ``path`` as it was."""
     with atomic_open(path) as f:
         for e, t, tgt in trials:
+            check_table_entries(path, (e, t))
             f.write(f"{e} {t} {'target' if tgt else 'nontarget'}\n")
 
 
@@ -284,6 +371,13 @@ class DataDir:
         return path
 
 
+def _local_file(path: Path, fn: str) -> str:
+    """A relative path from the current directory, as Kaldi takes it, else from the data dir."""
+    if not os.path.isabs(fn) and not os.path.exists(fn):
+        return str(path / fn)
+    return fn
+
+
 def _check_wav_files(path: Path, rows: List[Tuple[int, str, str]]) -> None:
     """Every file a wav.scp entry names (directly, or as an audio argument of a pipe) exists.
 
@@ -294,10 +388,94 @@ def _check_wav_files(path: Path, rows: List[Tuple[int, str, str]]) -> None:
     for lineno, key, value in rows:
         f = wav_scp_path(value)
         for fn in [f] if f is not None else pipe_input_files(value):
-            if not os.path.isabs(fn) and not os.path.exists(fn):
-                fn = str(path / fn)
+            fn = _local_file(path, fn)
             if not os.path.exists(fn):
                 raise DataDirError(f"{_where(wav_scp, lineno)}: '{key}': audio file '{fn}' does not exist")
+
+
+def _recording_seconds(path: Path, value: str) -> Optional[Tuple[float, str]]:
+    """(duration in seconds, file) of a wav.scp entry that is a file soundfile reads from
+    its header; None for a pipe or a file it cannot open (the fbank stage reports those)."""
+    fn = wav_scp_path(value)
+    if fn is None:
+        return None
+    fn = _local_file(path, fn)
+    try:
+        import soundfile as sf
+
+        info = sf.info(fn)
+    except Exception:
+        return None
+    return (info.frames / info.samplerate, fn) if info.samplerate > 0 else None
+
+
+def _check_segments(path: Path, parsed: List[Tuple[int, str, Tuple[str, float, float]]],
+                    wav: Optional[List[Tuple[int, str, str]]], check_files: bool) -> None:
+    """Every (parsed) segments line names a recording of wav.scp (when there is one) and,
+    with ``check_files``, lies within that recording as far as its file's header tells
+    (:func:`segment_end`)."""
+    if wav is None:
+        return
+    seg_path = path / "segments"
+    wav_values = {k: v for _, k, v in wav}
+    seconds: Dict[str, Optional[Tuple[float, str]]] = {}
+    for lineno, utt, (rec, start, end) in parsed:
+        where = _where(seg_path, lineno)
+        if rec not in wav_values:
+            raise DataDirError(f"{where}: segment '{utt}': recording '{rec}' is not in {path / 'wav.scp'}")
+        if not check_files:
+            continue
+        if rec not in seconds:
+            seconds[rec] = _recording_seconds(path, wav_values[rec])
+        if seconds[rec] is not None:
+            try:
+                segment_end(start, end, seconds[rec][0])
+            except ValueError as e:
+                raise DataDirError(f"{where}: segment '{utt}' of recording '{rec}' ({seconds[rec][1]}): {e}") from None
+
+
+# ``path:offset`` entries of feats.scp/vad.scp; anything else (a pipe, a ``[range]``
+# slice, a whole-file entry) is not checked against its ark here.
+_ARK_OFFSET = re.compile(r"^(.+):(\d+)$")
+
+
+def _check_ark_entries(path: Path, name: str, rows: List[Tuple[int, str, str]]) -> Dict[str, int]:
+    """Every ``ark:offset`` entry of table ``name`` points at a binary Kaldi matrix or
+    vector lying wholly inside its ark: the object's header is read (a few bytes, no data)
+    and offset + header + data must not pass the end of the file. Returns {key: rows}."""
+    from pyspk.features.arkread import EXTENT_BYTES, object_extent
+
+    scp = path / name
+    rows_of: Dict[str, int] = {}
+    files: Dict[str, Tuple[int, int]] = {}
+    try:
+        for lineno, key, value in rows:
+            m = _ARK_OFFSET.match(value)
+            if not m or value.endswith("|"):
+                continue
+            where = f"{_where(scp, lineno)}: '{key}'"
+            ark, off = _local_file(path, m.group(1)), int(m.group(2))
+            if ark not in files:
+                if not os.path.isfile(ark):
+                    raise DataDirError(f"{where}: ark '{ark}' does not exist")
+                fd = os.open(ark, os.O_RDONLY)
+                files[ark] = (fd, os.fstat(fd).st_size)
+            fd, size = files[ark]
+            if off >= size:
+                raise DataDirError(f"{where}: offset {off} is at or past the end of {ark} ({size} bytes)")
+            ext = object_extent(os.pread(fd, EXTENT_BYTES, off))
+            if isinstance(ext, str):
+                raise DataDirError(f"{where}: {ark} at byte {off}: {ext}")
+            kind, shape, nbytes = ext
+            if off + nbytes > size:
+                raise DataDirError(f"{where}: {ark} at byte {off}: the {kind.strip()} object "
+                                   f"({' x '.join(map(str, shape))}) ends at byte {off + nbytes}, past the end of "
+                                   f"the file ({size} bytes): the ark is truncated")
+            rows_of[key] = shape[0]
+    finally:
+        for fd, _ in files.values():
+            os.close(fd)
+    return rows_of
 
 
 def _check_spk2utt(path: Path, utt2spk: Mapping[str, str]) -> "OrderedDict[str, List[str]]":
@@ -329,14 +507,20 @@ def _check_spk2utt(path: Path, utt2spk: Mapping[str, str]) -> "OrderedDict[str, 
 
 
 def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
-                      need_feats: bool = False, check_trials: bool = True) -> Dict[str, int]:
+                      need_feats: bool = False, check_trials: bool = True,
+                      check_arks: Optional[bool] = None) -> Dict[str, int]:
     """Validate a data directory; raise DataDirError naming file and line on the first problem.
 
     Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
     keys; utt2spk and spk2utt agree; wav.scp (or segments, when present)/feats.scp/
-    optional per-utterance tables cover exactly the utterances of utt2spk; wav.scp paths
-    exist (``check_files``); every ``trials*`` file names only known utterances (or
-    speakers, for speaker-level enrolment; ``check_trials``).
+    optional per-utterance tables cover exactly the utterances of utt2spk; every
+    segments line is well formed (:func:`parse_segment`) and names a recording of
+    wav.scp; wav.scp paths exist and segments lie within their recordings as the audio
+    file headers tell (``check_files``); every ``trials*`` file names only known
+    utterances (or speakers, for speaker-level enrolment; ``check_trials``); every
+    ``ark:offset`` entry of feats.scp and vad.scp points at a whole binary matrix or
+    vector inside its ark, and vad.scp has as many frames as feats.scp
+    (``check_arks``, default: ``check_files``; only headers are read).
     Returns counts {"utts": .., "speakers": .., "trials": ..}.
     """
     path = Path(path)
@@ -350,7 +534,8 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
         utt2spk[utt] = spk
     spk2utt = _check_spk2utt(path, utt2spk)
 
-    def _cover(name: str, required: bool, keys: Mapping[str, object]) -> Optional[List[Tuple[int, str, str]]]:
+    def _cover(name: str, required: bool, keys: Mapping[str, object],
+               complete: bool = True) -> Optional[List[Tuple[int, str, str]]]:
         p = path / name
         if not p.exists():
             if required:
@@ -360,20 +545,34 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
         for lineno, key, _ in rows:
             if key not in keys:
                 raise DataDirError(f"{_where(p, lineno)}: '{key}' is not in {'utt2spk' if keys is utt2spk else 'segments'}")
-        if len(rows) != len(keys):
+        if complete and len(rows) != len(keys):
             present = {k for _, k, _ in rows}
             missing = [u for u in keys if u not in present]
             raise DataDirError(f"{p}: no entry for {len(missing)} key(s), e.g. '{missing[0]}'; run utils/fix_data_dir")
         return rows
 
     segments = _cover("segments", False, utt2spk)
-    recordings = OrderedDict((v.split()[0], True) for _, _, v in segments) if segments else utt2spk
-    wav = _cover("wav.scp", need_wav, recordings)
+    parsed = [(lineno, utt, parse_segment(value, f"{_where(path / 'segments', lineno)}: segment '{utt}'"))
+              for lineno, utt, value in segments or ()]
+    recordings = OrderedDict((seg[0], True) for _, _, seg in parsed) if segments else utt2spk
+    # with segments, a recording missing from wav.scp is named at its segments line below
+    wav = _cover("wav.scp", need_wav, recordings, complete=not segments)
     if wav is not None and check_files:
         _check_wav_files(path, wav)
-    _cover("feats.scp", need_feats, utt2spk)
-    for name in ("utt2num_frames", "vad.scp", "utt2lang", "utt2orig", "utt2genre", "utt2dur"):
+    if segments:
+        _check_segments(path, parsed, wav, check_files)
+    feats = _cover("feats.scp", need_feats, utt2spk)
+    vad = _cover("vad.scp", False, utt2spk)
+    for name in ("utt2num_frames", "utt2lang", "utt2orig", "utt2genre", "utt2dur"):
         _cover(name, False, utt2spk)
+    if check_files if check_arks is None else check_arks:
+        feat_rows = _check_ark_entries(path, "feats.scp", feats) if feats else {}
+        if vad:
+            vad_frames = _check_ark_entries(path, "vad.scp", vad)
+            for lineno, utt, _ in vad:
+                if utt in vad_frames and utt in feat_rows and vad_frames[utt] != feat_rows[utt]:
+                    raise DataDirError(f"{_where(path / 'vad.scp', lineno)}: '{utt}' has {vad_frames[utt]} VAD "
+                                       f"frames, feats.scp's matrix has {feat_rows[utt]} frames")
     if (path / "text").exists():   # transcripts: UTF-8, keys of utt2spk (odd spaces allowed in the words)
         for lineno, key, _ in _read_keyed(path / "text", free_text=True):
             if key not in utt2spk:

@@ -20,12 +20,16 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import kaldiio
 import numpy as np
 
+from pyspk.data.kaldi_dir import _read_keyed, _where, check_table_entries
+from pyspk.features.arkread import ArkError, ArkReader
 from pyspk.io import atomic_open, atomic_path
 
 
 def write_vectors(ark_path, scp_path, vectors: Mapping[str, np.ndarray]) -> None:
-    """Write sorted ``vectors`` to ark + scp atomically (ark renamed first, then scp)."""
+    """Write sorted ``vectors`` to ark + scp atomically (ark renamed first, then scp).
+    A key or an ark path with whitespace is refused (DataDirError) before anything is written."""
     ark_path, scp_path = Path(ark_path), Path(scp_path)
+    check_table_entries(scp_path, vectors, [ark_path])
     buf = io.StringIO()
     items = OrderedDict((k, np.asarray(vectors[k], dtype=np.float32)) for k in sorted(vectors))
     with atomic_path(ark_path) as tmp:
@@ -37,16 +41,27 @@ def write_vectors(ark_path, scp_path, vectors: Mapping[str, np.ndarray]) -> None
 
 
 def read_vectors(scp_path) -> "OrderedDict[str, np.ndarray]":
-    """Read an scp of vectors into an ordered dict (file order)."""
+    """Read an scp of vectors into an ordered dict (file order).
+
+    Errors name the scp line: a repeated key (DataDirError), an entry that cannot be read
+    (ArkError: also the ark, the key and the byte offset), NaN or inf values."""
     scp_path = Path(scp_path)
     if not scp_path.is_file():
         raise FileNotFoundError(f"{scp_path} not found")
     out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    for key, vec in kaldiio.load_scp_sequential(str(scp_path)):
-        v = np.asarray(vec, dtype=np.float32).reshape(-1)
-        if not np.isfinite(v).all():
-            raise ValueError(f"{scp_path}: embedding of '{key}' contains NaN or inf")
-        out[key] = v
+    reader = ArkReader()
+    try:
+        for lineno, key, spec in _read_keyed(scp_path, check_sorted=False, allow_empty=True):
+            try:
+                vec = reader(spec, key)
+            except ArkError as e:
+                raise ArkError(f"{_where(scp_path, lineno)}: {e}") from None
+            v = np.asarray(vec, dtype=np.float32).reshape(-1)
+            if not np.isfinite(v).all():
+                raise ValueError(f"{_where(scp_path, lineno)}: embedding of '{key}' contains NaN or inf")
+            out[key] = v
+    finally:
+        reader.close()
     return out
 
 
@@ -72,6 +87,7 @@ def speaker_means(xvectors: Mapping[str, np.ndarray], spk2utt: Mapping[str, Sequ
 
 
 def write_num_utts(path, counts: Mapping[str, int]) -> None:
+    check_table_entries(path, counts)
     with atomic_open(path) as f:
         for spk in sorted(counts):
             f.write(f"{spk} {int(counts[spk])}\n")

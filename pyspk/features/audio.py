@@ -2,6 +2,8 @@
 
 Every failure is an :class:`AudioError` naming the utterance and the source, so
 the fbank stage can stop (or, with ``--skip-bad``, skip and list the reason).
+:func:`slice_segment` cuts a ``segments`` entry out of its recording, checked against
+the recording's real length (Kaldi's rules: see :func:`pyspk.data.kaldi_dir.segment_end`).
 Stereo policy: channel 0 is taken with a warning (``stereo: first``, default),
 or the file is refused (``stereo: error``).  Sample rates outside
 :data:`SUPPORTED_RATES` are refused; the others are resampled to the configured rate.
@@ -23,6 +25,8 @@ from fractions import Fraction
 
 import numpy as np
 import soundfile as sf
+
+from pyspk.data.kaldi_dir import segment_end
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +99,29 @@ def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.
 
 
 _UPSAMPLED: set = set()
+
+
+def slice_segment(utt: str, source: str, wave: np.ndarray, sr: int, start: float, end: float,
+                  min_duration_s: float = 0.0) -> np.ndarray:
+    """Samples of segment [start, end) s of the recording ``wave`` (``sr`` Hz).
+
+    ``end = -1``: to the end of the recording. An AudioError (naming the utterance, the
+    recording's source and the times) for a negative start, an end before or at the
+    start, a start at or past the end of the recording, an end more than Kaldi's 0.5 s
+    past it (less is clipped), or a slice shorter than ``min_duration_s``: a bad segment
+    never becomes a silent slice of the wrong audio.
+    """
+    n = wave.shape[0]
+    what = f"segment {start:g}-{end:g} s"
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or (end != -1 and end <= start):
+        raise AudioError(utt, source, f"{what}: invalid times (start >= 0 and end > start, or end = -1)")
+    try:
+        stop = segment_end(start, end, n / sr)
+    except ValueError as e:
+        raise AudioError(utt, source, f"{what}: {e}") from None
+    a = int(round(start * sr))
+    b = n if stop >= n / sr else min(int(round(stop * sr)), n)
+    if b - a < max(1, int(math.ceil(min_duration_s * sr))):
+        raise AudioError(utt, source, f"{what} has {max(b - a, 0)} samples "
+                         f"(recording: {n}), shorter than {1000 * min_duration_s:.0f} ms")
+    return wave[a:b]
