@@ -10,9 +10,10 @@ open, write and list. Then:
   under exp/ and fbank/, by a stage upstream whose stamp covers it); listed dirs likewise;
 - the generic edit test: for every stage stamp and each of its declared inputs, edit
   the input, ask `./run.sh --dry-run true` what a rerun would redo, and assert it is
-  exactly the stages reading that input and every stage downstream of them in the
-  stage graph of the README (GRAPH below, written independently of run.sh), and no
-  stage upstream; then undo the edit (content fingerprints: the stage is up to date again);
+  exactly the stages reading that input, the stage that recorded it as its output
+  (a damaged output is redone), and every stage downstream of them in the stage graph
+  of the README (GRAPH below, written independently of run.sh), and no other stage
+  upstream; then undo the edit (content fingerprints: the stage is up to date again);
 - real reruns of the measured failures of issue 12 (a trials list cut and a new one
   added; a speaker merged in utt2spk), checking the results themselves and that the dry
   run predicted exactly the stages that were redone;
@@ -160,7 +161,10 @@ def test_editing_any_input_redoes_exactly_its_stage_and_those_after_it(tree):
             try:
                 readers = {x for x, rec in stamps.items() if covered(str(target), rec["inputs"])}
                 assert s in readers
-                expect = downstream(readers)
+                # a file a stage recorded as its output is damaged by the edit: that stage redoes too
+                makers = {x for x, rec in stamps.items()
+                          if any(os.path.join(REPO, o) == str(target) for o in rec.get("outputs") or {})}
+                expect = downstream(readers | makers)
                 got = tree.would_redo()
                 assert got == expect, (f"edit of {target} (input {inp} of {s}): would redo {sorted(got)}, "
                                        f"expected {sorted(expect)}")
@@ -217,6 +221,24 @@ def _rerun_and_compare(tree) -> set:
     redone = {s for s in after if before.get(s) != after[s]}
     assert redone == predicted, f"redone {sorted(redone)}, dry run said {sorted(predicted)}"
     return redone
+
+
+def test_report_alone_after_a_trials_edit_refuses_the_stale_scores(tree):
+    """Issue 28, finding 7: `./run.sh --stage 7` after a trials edit said "up to date" and
+    served the old EER; it must name stage 6's stamp as out of date instead."""
+    trials = tree.root / "data/synth_test/trials_en"
+    old = trials.read_bytes()
+    trials.write_bytes(b"".join(old.splitlines(keepends=True)[:-1]))
+    try:
+        r = tree.run("--stage", 7)
+        assert r.returncode != 0, r.stderr[-3000:]
+        assert re.search(r"exp/proposed/scores/\.done\.score is out of date \(input \S+trials\*: \S+trials_en "
+                         r"changed\)", r.stderr), r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+    finally:
+        trials.write_bytes(old)
+    r = tree.run("--stage", 7)
+    assert r.returncode == 0 and "is up to date" in r.stderr, r.stderr[-3000:]
 
 
 def test_cut_trials_list_and_new_list_are_rescored(tree):

@@ -1,19 +1,40 @@
-"""``utils/stamped.sh``: run a stage once; skip it while its stamp matches its inputs.
+"""``utils/stamped.sh``: run a stage once; skip it while its stamp matches its inputs and outputs.
 
-    utils/stamped.sh [--force true|false] [--param NAME=VALUE]... [--lock-wait SECONDS]
-                     [--dry-run LEDGER] STAMP [INPUT ...] -- COMMAND [ARG ...]
+    utils/stamped.sh [--force true|false] [--param NAME=VALUE]... [--output PATH]...
+                     [--stage LABEL] [--lock-wait SECONDS] [--dry-run LEDGER]
+                     STAMP [INPUT ...] -- COMMAND [ARG ...]
 
 INPUTs are files, directories (every file below them) or quoted patterns
 ('data/test/trials*': the files matching now); --param NAME=VALUE records a setting
 that changes the output (a seed, a corpus root). The stage is skipped when STAMP
-exists and records the same content fingerprint of every INPUT and the same params
+exists and records the same content fingerprint of every INPUT and the same params,
+and every output file it recorded is still there, its size and ends unchanged
 (pyspk/stamp.py); otherwise STAMP is removed, COMMAND runs, and STAMP is written last,
 only if COMMAND succeeded. A killed command leaves no stamp, so a rerun redoes it.
+
+Outputs: the files below each --output PATH (a file, a directory, a quoted pattern),
+or, with none given, the files directly in STAMP's directory; stamps, the lock, temp
+files and log/ dirs are never outputs. A stage declares them where STAMP's directory
+holds files it did not write (stage 1's data/<set>: stage 0's tables, the trials) or
+where it writes outside it (the arks under fbank/). A truncated, replaced or deleted
+output makes the stage out of date, as a changed input does.
+
+Upstream: an INPUT that is another stage's stamp, a directory holding one, or a file
+a stamp of its directory records as an output, names a stage this one reads from.
+Before anything else that stamp is checked against its own recorded inputs and outputs
+(one level: each stage checks its own), and a stale one stops this stage with one line
+("exp/x/scores/.done.score is out of date (input ... changed); run from --stage 6"),
+so that a stage run alone never serves what an outdated upstream stage made. --stage
+LABEL is recorded in STAMP for that line (run.sh gives the stage number).
 
 For the whole check-run-stamp the stage holds an exclusive flock on STAMP's directory
 (its .lock file); a second run of the same stage fails at once naming the holder's pid
 and command, or waits up to --lock-wait SECONDS. The jobs COMMAND starts inherit the
-lock, so it is held until the last of them has exited.
+lock, so it is held until the last of them has exited. Where the lock file cannot be
+made (a read-only tree, a full disk) the stage is checked without it: up to date, it
+is skipped as usual (exit 0); otherwise it fails with one line naming the directory
+("cannot write DIR (read-only): STAMP would be redone (why)"). A stamp that cannot be
+written after COMMAND succeeded (disk full) is one line naming it too.
 
 COMMAND runs with PYSPK_STAMP=STAMP in its environment (its jobs inherit it), so a
 log or a trace of any of its processes can say which stage it belongs to.
@@ -23,8 +44,9 @@ their jobs); then stamped.sh exits 128+N.
 
 --dry-run LEDGER: run nothing, print "would redo STAMP (reason)" or "STAMP is up to
 date", and append a stamp that would be redone to LEDGER, so that a later stage whose
-INPUT is (or holds) a stamp listed there would redo too (what `./run.sh --dry-run true`
-shows before a rerun).
+INPUT is (or holds, or is an output of) a stamp listed there would redo too (what
+`./run.sh --dry-run true` shows before a rerun); a stage whose upstream stamp is stale
+and not redone by this run prints "would fail: ...".
 """
 
 from __future__ import annotations
@@ -36,41 +58,49 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pyspk.stamp import LockBusy, StampError, acquire_lock, check_inputs, is_pattern, why_redo, write_stamp
+from pyspk.io import write_error
+from pyspk.stamp import (CannotLock, LockBusy, StampError, acquire_lock, check_inputs, is_pattern,
+                         stale_upstream, upstream_stamps, why_redo, write_stamp)
 
 PROG = "stamped.sh"
 
 
 def _usage(msg: str) -> int:
     print(f"{PROG}: {msg}", file=sys.stderr)
-    print(f"usage: {PROG} [--force true|false] [--param NAME=VALUE]... [--lock-wait SECONDS] "
-          "[--dry-run LEDGER] STAMP [INPUT ...] -- COMMAND [ARG ...]", file=sys.stderr)
+    print(f"usage: {PROG} [--force true|false] [--param NAME=VALUE]... [--output PATH]... [--stage LABEL] "
+          "[--lock-wait SECONDS] [--dry-run LEDGER] STAMP [INPUT ...] -- COMMAND [ARG ...]", file=sys.stderr)
     return 2
 
 
-def _redone_upstream(inputs, ledger: Path):
-    """The first input that is, or holds, a stamp this dry run would redo."""
+def _ledger(ledger: Path) -> list:
     try:
-        redone = [Path(s) for s in ledger.read_text().splitlines() if s]
+        return [s for s in ledger.read_text().splitlines() if s]
     except FileNotFoundError:
-        return None
+        return []
+
+
+def _redone_upstream(stamp: Path, inputs, redone) -> str | None:
+    """The first input that is, holds, or is an output of a stamp this dry run would redo."""
+    redone = [Path(os.path.abspath(s)) for s in redone]
     for i in inputs:
         if is_pattern(i):
             continue
         p = Path(os.path.abspath(i))
         for s in redone:
-            s = Path(os.path.abspath(s))
             if s == p or p in s.parents:
                 return f"input {i} is redone by this run ({s})"
+    for i, up in upstream_stamps(stamp, inputs):
+        if Path(os.path.abspath(up)) in redone:
+            return f"input {i} is redone by this run ({os.path.abspath(up)})"
     return None
 
 
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    force, params, lock_wait, ledger = "false", {}, 0.0, None
+    force, params, lock_wait, ledger, outputs, stage_label = "false", {}, 0.0, None, [], None
     while args and args[0].startswith("--") and args[0] != "--":
         opt = args.pop(0)
-        if "=" in opt and opt.startswith(("--force=", "--lock-wait=", "--dry-run=")):
+        if "=" in opt and opt.startswith(("--force=", "--lock-wait=", "--dry-run=", "--output=", "--stage=")):
             opt, val = opt.split("=", 1)
         else:
             if not args:
@@ -86,6 +116,12 @@ def main(argv=None) -> int:
                 return _usage(f"--param takes NAME=VALUE, got '{val}'")
             k, v = val.split("=", 1)
             params[k] = v
+        elif opt == "--output":
+            if not val:
+                return _usage("--output takes a path")
+            outputs.append(val)
+        elif opt == "--stage":
+            stage_label = val
         elif opt == "--lock-wait":
             try:
                 lock_wait = float(val)
@@ -112,37 +148,78 @@ def main(argv=None) -> int:
         return 2
 
     if ledger is not None:
-        why = "--force true" if force == "true" else (_redone_upstream(inputs, ledger) or why_redo(stamp, inputs, params, migrate=False))
-        if why:
-            print(f"{PROG}: would redo {stamp} ({why})", file=sys.stderr)
-            with open(ledger, "a") as f:
-                f.write(os.path.abspath(stamp) + "\n")
-        else:
-            print(f"{PROG}: {stamp} is up to date; would skip", file=sys.stderr)
-        return 0
+        return _dry_run(stamp, inputs, params, force, ledger)
 
     try:
-        lock_fd = acquire_lock(stamp.parent, command, lock_wait)
+        lock = acquire_lock(stamp.parent, command, lock_wait)
     except LockBusy as e:
         print(f"{PROG}: cannot run {stamp.parent}'s stage: {e}", file=sys.stderr)
         return 1
-    why = "--force true" if force == "true" else why_redo(stamp, inputs, params)
+    except CannotLock as e:
+        lock = None
+        problem = str(e)
+    else:
+        problem = lock.write_problem
+    stale = stale_upstream(stamp, inputs)
+    if stale:
+        print(f"{PROG}: cannot run {stamp}'s stage: {stale}", file=sys.stderr)
+        return 1
+    why = "--force true" if force == "true" else why_redo(stamp, inputs, params, migrate=problem is None)
     if why is None:
-        print(f"{PROG}: {stamp} is up to date; skipping: {shlex.join(command)}", file=sys.stderr)
+        note = f" ({problem}: checked, nothing written)" if problem else ""
+        print(f"{PROG}: {stamp} is up to date; skipping{note}: {shlex.join(command)}", file=sys.stderr)
         return 0
+    if problem:
+        print(f"{PROG}: {problem}: {stamp} would be redone ({why})", file=sys.stderr)
+        return 1
     if why != "no stamp":
         print(f"{PROG}: {why}; redoing {stamp}", file=sys.stderr)
-    stamp.unlink(missing_ok=True)
-    rc = run_forwarding_signals(command, lock_fd, dict(os.environ, PYSPK_STAMP=str(stamp)))
+    try:
+        stamp.unlink(missing_ok=True)
+    except OSError as e:
+        print(f"{PROG}: cannot remove {stamp} ({e.strerror}); the stage was not run", file=sys.stderr)
+        return 1
+    rc = run_forwarding_signals(command, lock.fd, dict(os.environ, PYSPK_STAMP=str(stamp)))
     if rc != 0:
         print(f"{PROG}: command failed with status {rc} (no stamp written): {shlex.join(command)}", file=sys.stderr)
         return rc
-    write_stamp(stamp, command, inputs, params)
+    try:
+        write_stamp(stamp, command, inputs, params, outputs, stage_label)
+    except OSError as e:
+        err = write_error(stamp, e)
+        line = str(err) if err is not None else f"cannot write {stamp}: {e.strerror or e}"
+        print(f"{PROG}: {line}; the command succeeded but without its stamp the stage will be redone",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dry_run(stamp: Path, inputs, params, force: str, ledger: Path) -> int:
+    """Say what a real run would do with this stage; record a redo in ``ledger``."""
+    redone = _ledger(ledger)
+    why = "--force true" if force == "true" else _redone_upstream(stamp, inputs, redone)
+    if not why:
+        stale = stale_upstream(stamp, inputs, skip=redone)
+        if stale:
+            print(f"{PROG}: would fail: cannot run {stamp}'s stage: {stale}", file=sys.stderr)
+            return 0
+        why = why_redo(stamp, inputs, params, migrate=False)
+    if why:
+        print(f"{PROG}: would redo {stamp} ({why})", file=sys.stderr)
+        with open(ledger, "a") as f:
+            f.write(os.path.abspath(stamp) + "\n")
+    else:
+        print(f"{PROG}: {stamp} is up to date; would skip", file=sys.stderr)
     return 0
 
 
 def run_forwarding_signals(command, lock_fd: int, env=None) -> int:
-    """Run ``command`` passing it INT/TERM/HUP; its exit status (128+N for signal N)."""
+    """Run ``command`` passing it INT/TERM/HUP; its exit status (128+N for signal N).
+
+    The lock's descriptor is inherited by ``command``, its number in ``PYSPK_LOCK_FD``:
+    a pyspk tool passes it on to its queue script (pyspk/queue.py), whose jobs inherit
+    it, so the lock is held until the last process of the stage has exited."""
+    env = dict(os.environ if env is None else env, PYSPK_LOCK_FD=str(lock_fd))
     child = None
     got = []
 
