@@ -34,7 +34,7 @@ backend_set=clean       # stages 4-5 fit the back-end on: clean (the training sp
 augment_config=         # empty = conf/<corpus>/augment.yaml if there is one, else conf/augment.yaml
 musan_root=             # MUSAN folder; empty = noise made by the tool, babble from training speech
 rirs_root=              # RIRS_NOISES folder; empty = rooms simulated with pyroomacoustics
-speechocean762_root=../shared/data/speechocean762
+speechocean762_root=    # speechocean762 folder (local/download_speechocean762.sh fetches it)
 voxceleb1_root=
 voxceleb2_root=
 cnceleb_root=
@@ -46,7 +46,7 @@ help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--config Y
 . utils/parse_options.sh
 
 last_stage=7
-for opt in stage:$stage stop-stage:$stop_stage; do
+for opt in stage:"$stage" stop-stage:"$stop_stage"; do
   case ${opt#*:} in
     ''|*[!0-9]*) echo "$0: --${opt%%:*} takes a stage number 0-$last_stage, got '${opt#*:}'" >&2; exit 1 ;;
   esac
@@ -54,9 +54,51 @@ done
 [ "$stage" -le $last_stage ] || { echo "$0: --stage $stage: there is no such stage (stages 0-$last_stage)" >&2; exit 1; }
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 [ "$stop_stage" -le $last_stage ] || stop_stage=$last_stage
-for opt in force:$force dry-run:$dry_run augment:$augment; do
+for opt in force:"$force" dry-run:"$dry_run" augment:"$augment"; do
   case ${opt#*:} in true|false) ;; *) echo "$0: --${opt%%:*} takes true or false, got '${opt#*:}'" >&2; exit 1 ;; esac
 done
+
+# Paths and system names become words of the commands below, of the queue scripts' jobs
+# and of Kaldi ark,scp specifiers. They may hold letters (any script), digits and
+# _ - + = : . / @ % only: whitespace, quotes, $ ` \ ; & | < > ( ) * ? [ ] { } ! # ~ (which
+# a shell splits or expands) and , (where an ark,scp specifier splits) are refused here,
+# with one line, before anything is created; so is a leading - (read as an option).
+bad_chars() {  # the ASCII characters of $1 outside that set, each once, named: ' ' ';' tab
+  local LC_ALL=C
+  local rest=${1//[A-Za-z0-9_.\/+=:@%-]/} seen= out= c i
+  for ((i = 0; i < ${#rest}; i++)); do
+    c=${rest:i:1}
+    [[ $c == [[:ascii:]] && $seen != *"$c"* ]] || continue
+    seen+=$c
+    case $c in
+      $'\t') out+=" tab" ;; $'\n') out+=" newline" ;; [[:cntrl:]]) out+=" $(printf %q "$c")" ;;
+      "'") out+=" \"'\"" ;; *) out+=" '$c'" ;;
+    esac
+  done
+  printf '%s' "${out# }"
+}
+check_word() {  # check_word WHAT VALUE: exit 1 with one line if VALUE cannot be used
+  local bad
+  bad=$(bad_chars "$2")
+  if [ -n "$bad" ]; then
+    echo "$0: $1 $(printf %q "$2") holds $bad: paths and system names may hold letters," \
+         "digits and _ - + = : . / @ % only (a shell would split or run the others, an ark,scp specifier" \
+         "splits at commas); nothing was done" >&2
+    exit 1
+  fi
+  case $2 in
+    -*) echo "$0: $1 '$2' starts with '-' and would be read as an option; nothing was done" >&2; exit 1 ;;
+  esac
+}
+for opt in data:"$data" exp:"$exp" fbank-dir:"$fbank_dir" config:"$config" augment-config:"$augment_config"; do
+  [ -z "${opt#*:}" ] || check_word "--${opt%%:*}" "${opt#*:}"
+done
+for opt in nj:"$nj" nproc:"$nproc"; do
+  case ${opt#*:} in ''|*[!0-9]*|0*) echo "$0: --${opt%%:*} takes a positive whole number, got '${opt#*:}'" >&2; exit 1 ;; esac
+done
+case $seed in ''|*[!0-9]*) echo "$0: --seed takes a whole number, got '$seed'" >&2; exit 1 ;; esac
+case $synth_size in tiny|default) ;; *) echo "$0: --synth-size takes tiny or default, got '$synth_size'" >&2; exit 1 ;; esac
+[[ $lock_wait =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "$0: --lock-wait takes seconds, got '$lock_wait'" >&2; exit 1; }
 
 case $corpus in
   synth)          train_set=synth_train;    test_set=synth_test ;;
@@ -68,6 +110,18 @@ case $corpus in
   *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762, voxceleb1, voxceleb2, cnceleb, folder)" >&2; exit 1 ;;
 esac
 conf_dir=conf/$corpus
+# A real corpus needs its folder, found now rather than inside stage 0.
+root_var=${corpus}_root
+if [ $corpus != synth ] && [ $stage -le 0 ] && [ -z "${!root_var:-}" ]; then
+  case $corpus in
+    speechocean762) how="local/download_speechocean762.sh --dir downloads fetches it into downloads/speechocean762" ;;
+    voxceleb1|voxceleb2) how="local/download_voxceleb.sh fetches it (see docs/corpora.md)" ;;
+    cnceleb) how="local/download_cnceleb.sh fetches it (see docs/corpora.md)" ;;
+    *) how="a folder per speaker: DIR/<speaker>/**/*.wav|flac" ;;
+  esac
+  echo "$0: --corpus $corpus needs --${corpus}-root DIR; $how" >&2
+  exit 1
+fi
 if [ -z "$augment_config" ]; then
   augment_config=conf/augment.yaml
   [ -f "$conf_dir/augment.yaml" ] && augment_config=$conf_dir/augment.yaml
@@ -78,6 +132,14 @@ if [ -n "$config" ]; then
 elif [ -z "$systems" ]; then
   systems=$(grep -v '^#' "$conf_dir/systems.list" | xargs)
 fi
+# A system name is a directory under --exp: one path component, not starting with '.' or '-'.
+for sys in $systems; do
+  check_word "system name" "$sys"
+  case $sys in
+    .*|*/*) echo "$0: system name '$sys' must be one directory name not starting with '.'" \
+                 "(it names $exp/$sys); nothing was done" >&2; exit 1 ;;
+  esac
+done
 system_config() { if [ -n "$config" ]; then echo "$config"; else echo "$conf_dir/$1.yaml"; fi; }
 # A missing system config is found now, not after hours of stages 0-2.
 for sys in $systems; do
@@ -150,7 +212,8 @@ wait_bg() {
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "stage 0: data preparation ($corpus) -> $data/$train_set $data/$test_set"
   root_var=${corpus}_root
-  stamped --param corpus=$corpus --param seed=$seed --param synth_size=$synth_size \
+  stamped --stage 0 $([ $corpus = synth ] && echo --output $data/synth_audio) \
+      --param corpus=$corpus --param seed=$seed --param synth_size=$synth_size \
       --param root="${!root_var:-}" "$(stamp $data stage0_$corpus)" $([ $corpus = synth ] && echo conf/synth.yaml) -- \
     local/prepare_corpus.sh --corpus $corpus --data $data --seed $seed --nj $nj --synth-size $synth_size \
       --speechocean762-root "$speechocean762_root" --voxceleb1-root "$voxceleb1_root" \
@@ -160,7 +223,8 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $train_set $test_set"
   for set in $train_set $test_set; do
-    stamped "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
+    stamped --stage 1 --output={$fbank_dir/$set,$data/$set/{feats.scp,utt2num_frames,vad.scp}} \
+        "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
         $data/$set/{wav.scp,segments,utt2spk,spk2utt,aug.scp} -- \
       pyspk fbank --config conf/fbank.yaml --nj $nj --cmd "$cmd" $data/$set $fbank_dir/$set
   done
@@ -168,7 +232,8 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
   echo "stage 2: augmentation of $train_set ($augment_config) and their fbank -> $train_data"
-  stamped --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
+  stamped --stage 2 --output $train_data --output "$fbank_dir/${train_set}_*" \
+      --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
       "$(stamp $train_data augment)" $data/$train_set $augment_config conf/fbank.yaml -- \
     pyspk augment --config $augment_config --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
       ${musan_root:+--musan-root "$musan_root"} ${rirs_root:+--rirs-root "$rirs_root"} \
@@ -197,23 +262,31 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     threads3=$(( $(command nproc 2>/dev/null || echo 2) / jobs3 )); [ $threads3 -ge 1 ] || threads3=1
   fi
   restart3=; [ $force = true ] && restart3=--restart
+  t0_3=$(mktemp)   # training logs newer than this were written by this run
   for sys in $systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
-    args=(--param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data --
+    args=(--stage 3 --param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data --
       env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
           --train-dir $train_data --exp-dir $exp/$sys ${restart3})
     if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
   done
   wait_bg
+  # Training runs under the queue script, so its warnings (a sampler that repeats utterances,
+  # utterances without speech left out) are in train.log; repeat those of this run here.
+  for sys in $systems; do
+    log3=$exp/$sys/log/train.log
+    if [ -f "$log3" ] && [ "$log3" -nt "$t0_3" ]; then grep -h "WARNING" "$log3" | sed "s|^|$sys: |" >&2 || true; fi
+  done
+  rm -f "$t0_3"
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for sys in $systems; do
     for set in $backend_name $test_set; do
       echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
-      stamped "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
+      stamped --stage 4 "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
           "$(features_stamp $set)" $data/$set/{feats.scp,utt2num_frames,vad.scp,utt2spk,spk2utt} -- \
         pyspk extract --nj $nj --cmd "$cmd" $exp/$sys/final.pt $data/$set $exp/$sys/xvectors_$set
     done
@@ -223,8 +296,8 @@ fi
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for sys in $systems; do
     echo "stage 5: back-ends (mean, LDA, PLDA, AS-norm cohort) for $sys -> $exp/$sys/backend"
-    stamped "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$backend_name $data/$backend_name/{utt2spk,spk2utt} \
-        conf/backend.yaml -- \
+    stamped --stage 5 "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$backend_name \
+        $data/$backend_name/{utt2spk,spk2utt} conf/backend.yaml -- \
       pyspk backend --config conf/backend.yaml $exp/$sys/xvectors_$backend_name $data/$backend_name $exp/$sys/backend
   done
 fi
@@ -232,7 +305,7 @@ fi
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   for sys in $systems; do
     echo "stage 6: scoring $data/$test_set/trials* with $sys (cosine, AS-norm, PLDA) -> $exp/$sys/scores"
-    stamped "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set \
+    stamped --stage 6 "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set \
         "$data/$test_set/trials*" -- \
       pyspk score --backend-dir $exp/$sys/backend --xvector-dir $exp/$sys/xvectors_$test_set \
         --data-dir $data/$test_set --out-dir $exp/$sys/scores
@@ -243,7 +316,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   echo "stage 7: report -> $exp/results.md $exp/results.json $exp/det.png"
   report_inputs=()
   for sys in $systems; do report_inputs+=($exp/$sys/scores $exp/$sys/config.yaml $exp/$sys/train.csv); done
-  stamped --param systems="$systems" "$(stamp $exp report)" "${report_inputs[@]}" -- \
+  stamped --stage 7 --param systems="$systems" "$(stamp $exp report)" "${report_inputs[@]}" -- \
     pyspk report --exp-dir $exp --systems "$systems" --command "$cmdline" --out $exp/results.md
 fi
 if $dry_run; then echo "$0: dry run, nothing was run (stages $stage..$stop_stage)"; else echo "$0: done (stages $stage..$stop_stage)"; fi

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from pyspk.bin._args import positive_int  # noqa: E402
 
 
 def measure(size: str, nj: int, out: Path) -> tuple[float, float, int]:
@@ -43,7 +45,7 @@ def measure(size: str, nj: int, out: Path) -> tuple[float, float, int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--nj", type=int, default=2)
+    p.add_argument("--nj", type=positive_int, default=2)
     p.add_argument("--keep", type=Path, default=None, help="generate here and keep it (default: a temp dir)")
     args = p.parse_args(argv)
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench_synth."))

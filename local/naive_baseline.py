@@ -27,6 +27,7 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
+from pyspk.bin._args import positive_int  # noqa: E402
 from pyspk.data.kaldi_dir import read_table, read_trials, validate_data_dir  # noqa: E402
 
 log = logging.getLogger("naive_baseline")
@@ -136,7 +137,7 @@ def run(data_dir: Path, nj: int = 1, lda_train: Path | None = None) -> list:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", type=Path)
-    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--nj", type=positive_int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as json here")
     p.add_argument("--lda-train", type=Path, default=None,
                    help="training data dir: add the trained 'lda_train' variant (learnability check)")

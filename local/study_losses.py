@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "local"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
+from pyspk.yamlio import safe_load  # noqa: E402
 from pyspk.train.config import (SPEED_KEYS, config_from_dict, config_to_dict, merge_overrides,  # noqa: E402
                                 validate_config)
 
@@ -178,7 +179,7 @@ def variants() -> List[Variant]:
 # --------------------------------------------------------------------------- helpers
 def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
     path = ROOT / "conf" / corpus / f"{var.base}.yaml"
-    data = merge_overrides(yaml.safe_load(path.read_text()) or {}, var.overrides)
+    data = merge_overrides(safe_load(path.read_text()) or {}, var.overrides)
     if var.budget != 1:
         t = data.setdefault("train", {})
         if not t.get("steps_per_epoch"):
@@ -208,7 +209,7 @@ def trained_as(exp: Path) -> Optional[dict]:
     f = exp / "config.yaml"
     if not f.is_file():
         return None
-    d = yaml.safe_load(f.read_text())
+    d = safe_load(f.read_text())
     d.get("train", {}).pop("seed", None)
     d.get("train", {}).pop("threads", None)
     return d
@@ -329,7 +330,7 @@ def training_dir(data: Path, train: str, train_set: str) -> Path:
     if train_set not in TRAIN_SETS:
         raise ValueError(f"unknown training set '{train_set}' (recipe, clean, {', '.join(TRAIN_SETS)})")
     out = data / f"{train}_{train_set}"
-    cfg = yaml.safe_load((ROOT / "conf" / "augment.yaml").read_text()) or {}
+    cfg = safe_load((ROOT / "conf" / "augment.yaml").read_text()) or {}
     cfg.update(TRAIN_SETS[train_set])
     cfg_path = data / f".study_augment_{train_set}.yaml"
     key = _hash(cfg, _tables_hash(data / train))

@@ -3,16 +3,25 @@
 A file is written under a temporary name in the same directory and renamed over
 the final name only once it is complete, so a killed process never leaves a
 half-written file that a rerun could mistake for a finished one.
+
+A write that fails for want of space is reported as one line,
+``cannot write PATH: no space left on device (N MB free, about M MB needed)``
+(:class:`DiskFullError`), whatever the writer: Python's own ``OSError(ENOSPC)`` or
+the ``basic_ios::clear: iostream error`` that ``torch.save`` raises, which says
+nothing about space. :func:`write_error` makes that line; :func:`payload_nbytes`
+estimates what a ``torch.save`` of a state needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -26,6 +35,87 @@ def _read_umask() -> int:
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = _read_umask()
 
+MB = 2**20
+# what torch's C++ writers (torch.save, PyTorchStreamWriter) say when a write fails: nothing on why
+_TORCH_WRITE_FAILURES = ("iostream error", "file write failed", "PytorchStreamWriter failed", "unexpected pos")
+
+
+class WriteError(OSError):
+    """A file could not be written; the message is one line naming the file."""
+
+    def __init__(self, message: str, code: int = errno.EIO):
+        super().__init__(message)
+        self.errno = code
+
+
+class DiskFullError(WriteError):
+    """A file could not be written for want of space on its device."""
+
+
+def payload_nbytes(obj: Any) -> int:
+    """Bytes of the tensors and arrays in ``obj`` (nested dicts, lists, tuples): about what
+    ``torch.save(obj)`` writes, which is those bytes plus a small header per tensor."""
+    if isinstance(obj, dict):
+        return sum(payload_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_nbytes(v) for v in obj)
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):      # torch.Tensor, without importing torch
+        return int(obj.numel()) * int(obj.element_size())
+    nbytes = getattr(obj, "nbytes", None)                             # numpy arrays
+    return int(nbytes) if isinstance(nbytes, int) else 0
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    if isinstance(exc, WriteError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # errors only a write gives
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURES)
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / MB:.1f} MB" if nbytes < 10 * MB else f"{nbytes / MB:,.0f} MB"
+
+
+def write_error(path: PathLike, exc: BaseException, needed: Optional[int] = None,
+                written: int = 0) -> Optional[WriteError]:
+    """The one-line :class:`WriteError` for ``exc`` raised while writing ``path``, or None when
+    ``exc`` is not a failed write (a bug the caller should let through as it is).
+
+    It is a :class:`DiskFullError` when the OS said so (ENOSPC, EDQUOT), or when the device
+    holding ``path`` has less room than the write still needed: ``needed`` bytes in all (an
+    estimate, :func:`payload_nbytes`), of which ``written`` were already on disk when it
+    failed (a partial file not yet removed). With ``needed`` unknown, ``written`` is a lower
+    bound on it.
+    """
+    if not _is_write_failure(exc):
+        return None
+    path = Path(path)
+    full = False
+    if isinstance(exc, WriteError):         # already reported (by atomic_path): add the size needed
+        if needed is None or exc.__cause__ is None:
+            return exc
+        full, exc = isinstance(exc, DiskFullError), exc.__cause__
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.is_dir() else Path.cwd()).free
+    except OSError:
+        free = None
+    nospace = full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+    if free is not None and not nospace:
+        nospace = free < max((needed or 0) - written, 0) + MB
+    if needed:
+        want = f", about {_mb(needed)} needed"
+    elif written:
+        want = f", at least {_mb(written)} needed"
+    else:
+        want = ""
+    have = f"{_mb(free)} free" if free is not None else "free space unknown"
+    if nospace:
+        return DiskFullError(f"cannot write {path}: no space left on device ({have}{want})", errno.ENOSPC)
+    lines = str(exc).strip().splitlines()
+    why = getattr(exc, "strerror", None) or (lines[-1] if lines else type(exc).__name__)
+    return WriteError(f"cannot write {path}: {why} ({have}{want})", getattr(exc, "errno", None) or errno.EIO)
+
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
@@ -37,7 +127,13 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:
+        err = write_error(path, e)
+        if err is None:
+            raise
+        raise err from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -46,10 +142,35 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        # measured before the partial file goes: its blocks would make the device look roomy
+        err = write_error(path, e, written=_size(tmp_path)) if isinstance(e, (OSError, RuntimeError)) else None
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if err is not None and err is not e:
+            raise err from e
         raise
+
+
+@contextlib.contextmanager
+def reported_write(path: PathLike, payload: Any = None) -> Iterator[None]:
+    """Run a write of ``path``; a failed one is re-raised as the one-line :func:`write_error`,
+    its size estimated from ``payload`` (what is being saved) by :func:`payload_nbytes`.
+    Exceptions that are not failed writes pass through unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        err = write_error(path, e, payload_nbytes(payload) if payload is not None else None)
+        if err is None or err is e:
+            raise
+        raise err from e
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager

@@ -120,14 +120,14 @@ def validate(cfg: SynthConfig) -> SynthConfig:
 
 def load_config(path: Optional[Path], size: str, overrides: Mapping[str, Any]) -> SynthConfig:
     """Resolve the knobs for ``size`` from the yaml at ``path`` (optional) and ``overrides`` (flags)."""
-    import yaml
+    from pyspk.yamlio import safe_load
 
     if size not in SIZES:
         raise SynthConfigError(f"--size: unknown size '{size}' (tiny, default)")
     names = [f.name for f in dataclasses.fields(SynthConfig)]
     values: Dict[str, Any] = {}
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise SynthConfigError(f"{path}: expected a mapping of knobs")
         sizes = data.pop("sizes", {}) or {}

@@ -48,10 +48,10 @@ class AugmentConfig:
 
     @classmethod
     def from_yaml(cls, path) -> "AugmentConfig":
-        import yaml
+        from pyspk.yamlio import safe_load
 
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f) or {}, source=str(path))
+            return cls.from_dict(safe_load(f) or {}, source=str(path))
 
     def kinds(self) -> List[str]:
         """Names of the enabled copies, in the order they are made."""

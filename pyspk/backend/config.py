@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
+from pyspk.yamlio import safe_load
 
 
 @dataclass
@@ -38,7 +38,7 @@ def from_dict(d: dict, where: str = "backend config") -> BackendConfig:
 def load_config(path) -> BackendConfig:
     if path is None:
         return BackendConfig()
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of back-end options")
     return from_dict(data, where=str(path))

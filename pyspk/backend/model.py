@@ -22,6 +22,7 @@ from pyspk.backend.lda import LDA, length_norm
 from pyspk.backend.norm import ASNorm
 from pyspk.backend.plda import PLDA
 from pyspk.io import atomic_path, atomic_write_text
+from pyspk.yamlio import safe_load
 
 log = logging.getLogger(__name__)
 BACKENDS = ("cosine", "asnorm", "plda")
@@ -87,7 +88,7 @@ class Backend:
         d = Path(in_dir)
         if not (d / "backend.yaml").is_file():
             raise FileNotFoundError(f"{d}/backend.yaml not found: run 'pyspk backend' first")
-        info = yaml.safe_load((d / "backend.yaml").read_text())
+        info = safe_load((d / "backend.yaml").read_text())
         cfg = dict(info["config"])
         cfg["p_targets"] = tuple(cfg.get("p_targets", (0.01, 0.001)))
         config = from_dict(cfg, where=str(d / "backend.yaml"))

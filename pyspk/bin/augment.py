@@ -11,13 +11,15 @@ import argparse
 import logging
 import sys
 
+from pyspk.bin._args import positive_int
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pyspk augment", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="conf/augment.yaml (defaults: Kaldi v2 settings)")
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml")
-    ap.add_argument("--nj", type=int, default=1)
+    ap.add_argument("--nj", type=positive_int, default=1, help="number of parallel jobs (>= 1)")
     ap.add_argument("--cmd", default="", help="queue script (default: this checkout's utils/run.pl)")
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--musan-root", default=None, help="MUSAN folder (else noise/music synthesised, babble from training speech)")

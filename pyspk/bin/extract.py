@@ -19,11 +19,13 @@ import argparse
 import logging
 import sys
 
+from pyspk.bin._args import positive_int
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pyspk extract", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
+    ap.add_argument("--nj", type=positive_int, default=1, help="number of parallel jobs (>= 1)")
     ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
     ap.add_argument("--max-frames", type=int, default=6000, help="chunk utterances longer than this (0 = never)")
     ap.add_argument("--chunk-frames", type=int, default=3000, help="window length when chunking")

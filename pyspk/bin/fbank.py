@@ -12,12 +12,14 @@ import argparse
 import logging
 import sys
 
+from pyspk.bin._args import positive_int
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pyspk fbank", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="conf/fbank.yaml (defaults: 80 mel, 25/10 ms, 20-7600 Hz)")
-    ap.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
+    ap.add_argument("--nj", type=positive_int, default=1, help="number of parallel jobs (>= 1)")
     ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
     ap.add_argument("--force", action="store_true", help="recompute even verified jobs")
     ap.add_argument("--skip-bad", action="store_true", help="skip unusable recordings (listed in bad_utts)")
@@ -39,9 +41,15 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
             run_job(args.data_dir, args.fbank_dir, args.job, load_config(args.config), args.skip_bad)
         else:
+            from pyspk.features.ark import novoice_utts
             from pyspk.features.stage import make_fbank
 
             make_fbank(args.data_dir, args.fbank_dir, args.config, args.nj, args.cmd, args.force, args.skip_bad)
+            silent = novoice_utts(args.data_dir)
+            if silent:   # on the console, not only in the job logs: these utterances train nothing
+                logging.getLogger("pyspk.fbank").warning(
+                    "%d utterance(s) of %s have no voiced frame (VAD kept none), e.g. '%s'; they are kept in "
+                    "feats.scp/vad.scp, listed in %s/novoice.*", len(silent), args.data_dir, silent[0], args.fbank_dir)
     except (AudioError, StageError, ValueError, OSError) as e:
         logging.getLogger("pyspk.fbank").error("%s", e)
         return 1

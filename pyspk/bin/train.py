@@ -17,6 +17,7 @@ import logging
 import sys
 
 from pyspk.data.kaldi_dir import DataDirError
+from pyspk.io import WriteError
 from pyspk.train.config import ConfigError, load_config
 from pyspk.train.distributed import dist_info_from_env
 from pyspk.train.trainer import TrainingDiverged, train
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config)
         seed = cfg.train.seed if args.seed is None else args.seed
         final = train(cfg, args.train_dir, args.exp_dir, seed, info, source=args.config, restart=args.restart)
-    except (ConfigError, DataDirError, TrainingDiverged, ValueError) as e:
+    except (ConfigError, DataDirError, TrainingDiverged, ValueError, WriteError) as e:
         print(f"pyspk train: error: {e}", file=sys.stderr)
         return 1
     if info.is_main:

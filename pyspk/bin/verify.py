@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from pyspk.bin._args import finite_float, nonnegative_float
 
 
 def main(argv=None) -> int:
@@ -30,13 +33,14 @@ def main(argv=None) -> int:
     ap.add_argument("--backend-dir", default=None, help="pyspk backend output (training mean, PLDA)")
     ap.add_argument("--scores-dir", default=None, help="pyspk score output holding thresholds.json")
     ap.add_argument("--backend", default="cosine", choices=("cosine", "plda"))
-    ap.add_argument("--threshold", type=float, default=None, help="decision threshold (overrides thresholds.json)")
+    ap.add_argument("--threshold", type=finite_float, default=None,
+                    help="decision threshold (overrides thresholds.json)")
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="print one json object")
     ap.add_argument("--enroll", action="append", default=[], metavar="FILE",
                     help="a further enrolment file of the same speaker as wav_a (repeatable)")
-    ap.add_argument("--min-speech", type=float, default=None, metavar="SECONDS",
+    ap.add_argument("--min-speech", type=nonnegative_float, default=None, metavar="SECONDS",
                     help="least speech after VAD in each file (default 1 s)")
     ap.add_argument("--allow-short", action="store_true", help="warn instead of refusing below --min-speech")
     ap.add_argument("wav_a")
@@ -69,6 +73,9 @@ def main(argv=None) -> int:
         scores_dir = args.scores_dir or (Path(args.backend_dir).parent / "scores" if args.backend_dir else None)
         if thr is None and scores_dir is not None:
             thr = load_threshold(scores_dir, args.backend)
+            if thr is not None and not math.isfinite(thr):   # NaN would answer "different" to every pair
+                raise ValueError(f"{scores_dir}: the stored {args.backend} threshold is {thr}, not a number to "
+                                 f"decide with; rerun pyspk score or pass --threshold")
     except (AudioError, ValueError, KeyError, OSError) as e:
         print(f"pyspk verify: error: {e}", file=sys.stderr)
         return 1

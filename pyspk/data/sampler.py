@@ -24,6 +24,12 @@ originals of each (x views). Speakers are visited in shuffled cycles and each
 speaker's originals in shuffled cycles, so every speaker and utterance is seen
 about equally often; a speaker with fewer than K originals repeats some (they
 still differ by copy and crop). Batch layout: speaker-major, then original, then view.
+When the speakers have far fewer originals than K (``utts_per_speaker: 500`` on
+speakers of 30 recordings), most of every batch is repeats: the steps cost K crops
+and teach what fewer would. :func:`repetition_warning` says so, with the factor; a
+warning rather than an error, since a K above some speakers' counts is a fair choice
+on small corpora (a contrastive loss needs K >= 2 even for a speaker of one
+recording, whose crops and augmented copies still differ).
 
 :class:`ShuffleSampler`: the authors' plain shuffle: originals in a random order,
 ``batch_size`` at a time, each expanded into ``views`` members of its group.
@@ -209,6 +215,33 @@ class ShuffleSampler(_BaseSampler):
         while len(order) < n * self.orig_batch:
             order.extend(int(i) for i in rng.permutation(len(self.groups)))
         return [self._expand(order[b * self.orig_batch:(b + 1) * self.orig_batch], rng) for b in range(n)]
+
+
+# mean repetition factor from which a warning is given: half of every batch is repeats
+REPEAT_WARN = 2.0
+
+
+def repetition_factor(sampler: "PKSampler") -> float:
+    """How many times, on average over speakers (the sampler visits them equally), a batch draws
+    each original it takes: ``mean_s max(1, K / originals_s)``; 1.0 when no speaker repeats."""
+    counts = np.array([len(g) for g in sampler.spk_groups], dtype=np.float64)
+    return float(np.mean(np.maximum(1.0, sampler.K / np.maximum(counts, 1.0))))
+
+
+def repetition_warning(sampler, where: str = "") -> Optional[str]:
+    """A one-line warning when a P x K sampler's K is well above its speakers' numbers of
+    original utterances (repetition factor >= :data:`REPEAT_WARN`), else None."""
+    if not isinstance(sampler, PKSampler):
+        return None
+    factor = repetition_factor(sampler)
+    if factor < REPEAT_WARN:
+        return None
+    counts = sorted(len(g) for g in sampler.spk_groups)
+    median = counts[len(counts) // 2]
+    return (f"{where}sampler.utts_per_speaker = {sampler.K} but the speakers have a median of {median} original "
+            f"utterances (fewest {counts[0]}): each batch draws their originals {factor:.1f}x on average (the same "
+            f"recordings in other crops), {factor:.1f}x the compute for the recordings it sees; "
+            f"utts_per_speaker: {max(2, median)} or less avoids it")
 
 
 def build_sampler(cfg, utt2spk, utt2orig=None, seed=0, rank=0, world_size=1, steps_per_epoch=None):

@@ -6,6 +6,8 @@ Files of job J under FBANK_DIR (final names appear only when complete):
     vad.J.ark, vad.J.scp            0/1 per frame (only when VAD is configured)
     utt2num_frames.J                frames per utterance
     bad.J                           ``utt reason`` of skipped utterances (--skip-bad)
+    novoice.J                       utterances in which VAD found no voiced frame (with VAD)
+    resampled.J                     ``utt rate`` of utterances resampled up from a lower sample rate
     .done.feats.J                   written last: the job's input/config hash
 
 A job is reused when its stamp matches the current input and every scp entry
@@ -29,8 +31,9 @@ from typing import Dict, List, Optional, Tuple
 import kaldiio
 import numpy as np
 
+from pyspk.data.kaldi_dir import DataDirError, check_table_entries, parse_segment
 from pyspk.features.arkread import HEADER_BYTES, parse_header
-from pyspk.features.audio import AudioError, read_audio
+from pyspk.features.audio import AudioError, read_audio, slice_segment
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
 from pyspk.features.vad import vad_from_config
 from pyspk.io import atomic_write_text, touch_done
@@ -43,7 +46,8 @@ def job_files(fbank_dir, job: int) -> Dict[str, Path]:
     return {
         "ark": d / f"feats.{job}.ark", "scp": d / f"feats.{job}.scp",
         "vad_ark": d / f"vad.{job}.ark", "vad_scp": d / f"vad.{job}.scp",
-        "frames": d / f"utt2num_frames.{job}", "bad": d / f"bad.{job}",
+        "frames": d / f"utt2num_frames.{job}", "bad": d / f"bad.{job}", "novoice": d / f"novoice.{job}",
+        "resampled": d / f"resampled.{job}",
         "done": d / f".done.feats.{job}", "split": d / "split" / f"wav.{job}.scp",
         "segments": d / "split" / f"segments.{job}",
     }
@@ -65,21 +69,21 @@ def read_split(fbank_dir, job: int) -> Tuple[List[Entry], str]:
         return [(u, src, None, None) for u, src in wav.items()], wav_text
     seg_text = p["segments"].read_text(encoding="utf-8")
     entries = []
-    for ln in seg_text.splitlines():
-        utt, rec, start, end = ln.split()
-        entries.append((utt, wav[rec], float(start), float(end)))
+    for lineno, ln in enumerate(seg_text.splitlines(), 1):
+        if not ln.strip():
+            continue
+        where = f"{p['segments']}:{lineno}"
+        utt, value = (ln.split(None, 1) + [""])[:2]
+        rec, start, end = parse_segment(value, f"{where}: segment '{utt}'")  # DataDirError naming the line
+        if rec not in wav:
+            raise DataDirError(f"{where}: segment '{utt}': recording '{rec}' is not in {p['split']}")
+        entries.append((utt, wav[rec], start, end))
     return entries, seg_text + "\0" + wav_text
 
 
 def _slice(utt: str, source: str, wave: np.ndarray, start: float, end: float, config: FbankConfig) -> np.ndarray:
-    """Samples of segment [start, end) s (end < 0: to the end); AudioError when empty or too short."""
-    sr = config.sample_rate
-    a = int(round(start * sr))
-    b = wave.shape[0] if end < 0 else min(int(round(end * sr)), wave.shape[0])
-    if b - a < max(1, int(np.ceil(config.min_duration_s * sr))):
-        raise AudioError(utt, source, f"segment {start:g}-{end:g} s has {max(b - a, 0)} samples "
-                         f"(recording: {wave.shape[0]}), shorter than {1000 * config.min_duration_s:.0f} ms")
-    return wave[a:b]
+    """The segment's samples, checked against the recording's length (:func:`slice_segment`)."""
+    return slice_segment(utt, source, wave, config.sample_rate, start, end, config.min_duration_s)
 
 
 def split_lines(lines: List[str], nj: int) -> List[List[str]]:
@@ -120,6 +124,37 @@ def job_stamp(ark) -> Optional[Path]:
     ``.done.feats.J``, holding the job's input/config hash); None for an ark of another name."""
     m = _JOB_ARK.match(Path(ark).name)
     return job_files(Path(ark).parent, int(m.group(1)))["done"] if m else None
+
+
+def novoice_utts(data_dir) -> List[str]:
+    """Utterances of ``data_dir/vad.scp`` in which VAD found no voiced frame, in its order.
+
+    Read from the ``novoice.J`` lists of the fbank jobs that wrote the entries (``vad.J.ark``);
+    for a job from before those lists were written, from its VAD vectors. [] without vad.scp.
+    """
+    from pyspk.data.kaldi_dir import read_table
+    from pyspk.features.arkread import ArkReader
+
+    vad_scp = Path(data_dir) / "vad.scp"
+    if not vad_scp.is_file():
+        return []
+    vad = read_table(vad_scp)
+    found: set = set()
+    by_ark: Dict[str, List[str]] = {}
+    for utt, spec in vad.items():
+        by_ark.setdefault(spec.rpartition(":")[0], []).append(utt)
+    reader = ArkReader()
+    try:
+        for ark, utts in by_ark.items():
+            m = _JOB_ARK.match(Path(ark).name)
+            listed = job_files(Path(ark).parent, int(m.group(1)))["novoice"] if m else None
+            if listed is not None and listed.is_file():
+                found.update(listed.read_text(encoding="utf-8").split())
+            else:
+                found.update(u for u in utts if not reader(vad[u], u).any())
+    finally:
+        reader.close()
+    return [u for u in vad if u in found]
 
 
 def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[str, int]]) -> str:
@@ -196,6 +231,57 @@ def _write_stream(p: Dict[str, Path], items, vad: bool) -> Tuple[Dict[str, int],
     return frames, bad
 
 
+class _UpsampleSpy:
+    """While active, records in ``rates`` the source rate of every up-sampling that
+    :func:`pyspk.features.audio.read_audio` does (through that module's ``resample``):
+    read_audio logs only the first utterance of each rate, and only to the job log, and
+    the job needs every one for ``resampled.J``."""
+
+    def __init__(self):
+        self.rates: List[int] = []
+        self._resample = None
+
+    def __enter__(self):
+        from pyspk.features import audio
+
+        self._resample = real = audio.resample
+
+        def resample(wave, orig_sr, new_sr):
+            if orig_sr < new_sr:
+                self.rates.append(int(orig_sr))
+            return real(wave, orig_sr, new_sr)
+
+        audio.resample = resample
+        return self
+
+    def __exit__(self, *exc):
+        from pyspk.features import audio
+
+        audio.resample = self._resample
+
+
+def report_resampled(fbank_dir, nj: int, sample_rate: int, logger: Optional[logging.Logger] = None) -> List[str]:
+    """Warn on the console (the stage driver's stderr; the jobs write only to their logs) how
+    many utterances each lower sample rate brought, from the jobs' ``resampled.J`` lists.
+    Returns the lines warned (none for jobs from before those lists were written)."""
+    fbank_dir = Path(fbank_dir)
+    counts: Dict[int, List[int]] = {}       # rate -> [utterances, first job]
+    for j in range(1, nj + 1):
+        path = job_files(fbank_dir, j)["resampled"]
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rate = int(line.split()[1])
+                counts.setdefault(rate, [0, j])[0] += 1
+    lines = [f"{n} utterance(s) were resampled from {rate} Hz to {sample_rate} Hz; their mel bins above "
+             f"{rate // 2} Hz are empty, unlike the rest (see {fbank_dir / 'log' / f'fbank.{j}.log'})"
+             for rate, (n, j) in sorted(counts.items())]
+    for line in lines:
+        (logger or log).warning("%s", line)
+    return lines
+
+
 def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool = False) -> Dict[str, str]:
     """Compute features for split ``job``; return the skipped utterances {utt: reason}.
 
@@ -207,22 +293,39 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     keep_freed_memory()  # reuse freed buffers from the first utterance on (see the module)
     p = job_files(fbank_dir, job)
     entries, split_text = read_split(fbank_dir, job)
+    # keys and ark paths an scp could not hold are refused before anything is written
+    check_table_entries(p["scp"], [e[0] for e in entries], [p["ark"]] + ([p["vad_ark"]] if config.vad else []))
     recipes, recipes_text = read_recipes(Path(data_dir), [e[0] for e in entries])
     signature = job_signature(split_text, recipes_text, config)
-    with contextlib.suppress(FileNotFoundError):
-        p["done"].unlink()
+    for old in ("done", "resampled", "novoice"):
+        with contextlib.suppress(FileNotFoundError):
+            p[old].unlink()
     for stale in p["ark"].parent.glob(f".*.{job}.*.tmp*"):  # left by a killed run of this job
         stale.unlink()
     applier = RecipeApplier(config.sample_rate)
+    novoice: List[str] = []   # utterances kept with no voiced frame (a warning, not an error, here)
 
-    last: list = [None, None]  # (source, samples): consecutive segments share a recording
+    spy = _UpsampleSpy()
+    upsampled: Dict[str, int] = {}   # utt -> the lower rate its audio was resampled up from
+
+    # (source, samples, rate resampled up from or None): consecutive segments share a recording
+    last: list = [None, None, None]
+
+    def read(utt: str, source: str, min_duration_s: float):
+        spy.rates.clear()
+        wave = read_audio(utt, source, config.sample_rate, min_duration_s, config.stereo)
+        return wave, (spy.rates[0] if spy.rates else None)
 
     def load(utt: str, source: str, start, end) -> np.ndarray:
         if start is None:
-            return read_audio(utt, source, config.sample_rate, config.min_duration_s, config.stereo)
-        if last[0] != source:
-            last[:] = [source, read_audio(utt, source, config.sample_rate, 0.0, config.stereo)]
-        return _slice(utt, source, last[1], start, end, config)
+            wave, rate = read(utt, source, config.min_duration_s)
+        else:
+            if last[0] != source:
+                last[:] = [source, *read(utt, source, 0.0)]
+            wave, rate = _slice(utt, source, last[1], start, end, config), last[2]
+        if rate is not None:
+            upsampled[utt] = rate
+        return wave
 
     def items():
         from tqdm import tqdm
@@ -243,11 +346,20 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
                 yield utt, None, None, f"{e.reason} [{e.source}]"
                 continue
             v = vad_from_config(energy, config) if config.vad else None
+            if v is not None and not v.any():
+                novoice.append(utt)
             yield utt, feats, v, ""
 
-    frames, bad = _write_stream(p, items(), config.vad)
+    with spy:
+        frames, bad = _write_stream(p, items(), config.vad)
     atomic_write_text(p["frames"], "".join(f"{u} {n}\n" for u, n in frames.items()))
+    # for the stage driver's console summary (report_resampled): the log has only the first of each rate
+    atomic_write_text(p["resampled"], "".join(f"{u} {r}\n" for u, r in upsampled.items() if u in frames))
     atomic_write_text(p["bad"], "".join(f"{u} {r}\n" for u, r in bad.items()))
+    if novoice:
+        log.warning("job %d: %d utterance(s) with no voiced frame (VAD kept none), e.g. '%s'; listed in %s",
+                    job, len(novoice), novoice[0], p["novoice"])
+    atomic_write_text(p["novoice"], "".join(f"{u}\n" for u in novoice))
     touch_done(p["done"], signature + "\n")
     log.info("job %d: %d utterances, %d skipped", job, len(frames), len(bad))
     return bad

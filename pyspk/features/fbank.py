@@ -80,10 +80,10 @@ class FbankConfig:
     @classmethod
     def from_yaml(cls, path) -> "FbankConfig":
         """Read conf/fbank.yaml: top-level keys, optionally grouped under ``fbank:`` / ``vad:``."""
-        import yaml
+        from pyspk.yamlio import safe_load
 
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = safe_load(f) or {}
         flat: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "fbank" and isinstance(value, dict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -27,7 +28,7 @@ from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, v
 from pyspk.features.ark import job_files, job_signature, read_split, split_lines, verify_job
 from pyspk.features.fbank import FbankConfig
 from pyspk.io import atomic_write_text
-from pyspk.queue import failure_reason, queue_line, run_queue
+from pyspk.queue import JOB, failure_reason, queue_argv, run_queue
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,14 @@ def run_jobs(cmd: str, fbank_dir: Path, jobs: List[int], job_argv: List[str]) ->
     (fbank_dir / "log").mkdir(parents=True, exist_ok=True)
     failed, why = [], []
     for a, b in _ranges(jobs):
-        line = queue_line(cmd, f"JOB={a}:{b}", log_pattern,
-                          [sys.executable, "-m", "pyspk.bin.fbank", "--job", "JOB", *job_argv])
+        argv = queue_argv(cmd, a, b, log_pattern, [sys.executable, "-m", "pyspk.bin.fbank", "--job", JOB, *job_argv])
+        line = shlex.join(argv)
         log.info("running %s", line)
-        rc, err = run_queue(line)
+        rc, err = run_queue(argv)
         if rc != 0:
             bad = [j for j in range(a, b + 1) if not job_files(fbank_dir, j)["done"].is_file()] or [a]
             failed += bad
-            why.append(failure_reason([Path(str(log_pattern).replace("JOB", str(j))) for j in bad], rc, err, line))
+            why.append(failure_reason([fbank_dir / "log" / f"fbank.{j}.log" for j in bad], rc, err, line))
     if failed:
         raise StageError(f"{len(failed)} fbank job(s) failed; {'; '.join(why)}")
 
@@ -179,4 +180,6 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     bad = merge(data_dir, fbank_dir, nj, config.vad)
     for utt, reason in bad.items():
         log.warning("skipped utterance '%s': %s", utt, reason)
+    from pyspk.features.ark import report_resampled
+    report_resampled(fbank_dir, nj, config.sample_rate)   # on the console: the jobs said it in their logs only
     return bad

@@ -3,7 +3,11 @@
 Every key of the yaml must be a field below. A misspelled key anywhere is a
 :class:`ConfigError` that names the key's full path, the file, and the nearest
 valid key (difflib); a value of the wrong type or outside its choices is an
-error naming the key and what was expected. Keys left out take the defaults
+error naming the key and what was expected, and so is NaN or infinity in any number
+(yaml's ``.nan``/``.inf``: PyTorch would fail on it later without naming the key). A
+key written twice in the yaml is refused naming both lines (:mod:`pyspk.yamlio`), and
+``encoder.kwargs`` is checked against the encoder's options and this machine's memory
+before anything is built (:mod:`pyspk.models.size`). Keys left out take the defaults
 written here, and :func:`config_to_dict` gives the resolved config that the
 trainer saves to ``EXP/config.yaml`` and into ``final.pt``.
 
@@ -15,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import yaml
+
+from pyspk.yamlio import DuplicateKeyError, safe_load
 
 KNOWN_ENCODERS = ("ecapa_tdnn", "tdnn", "resnet34")
 
@@ -227,6 +234,8 @@ def _convert(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):    # yaml reads .nan and .inf as floats; no setting takes them
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -286,7 +295,9 @@ def load_config(path, overrides: Optional[dict] = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid yaml: {e}") from None
     # An empty file would silently train the built-in defaults: a config says what it trains.
@@ -323,9 +334,24 @@ def dump_config(cfg) -> str:
 
 
 # --------------------------------------------------------------------------- semantics
+def check_encoder(cfg: Config, source: str = "<config>", feat_dim: int = 80) -> None:
+    """``encoder.kwargs`` checked without building the encoder (:mod:`pyspk.models.size`):
+    options, their types, and whether training it fits in this machine's memory."""
+    from pyspk.models import ENCODERS
+    from pyspk.models.size import EncoderConfigError, check_encoder_config
+
+    if cfg.encoder.name not in ENCODERS:
+        return
+    try:
+        check_encoder_config(cfg.encoder.name, cfg.encoder.kwargs, feat_dim)
+    except EncoderConfigError as e:
+        raise ConfigError(f"{source}: key 'encoder.kwargs.{e.key}': {e}") from None
+
+
 def validate_config(cfg: Config, source: str = "<config>",
                     known_encoders: Sequence[str] = KNOWN_ENCODERS) -> None:
-    """Checks that need no data: losses, balance, sampler and optimiser consistency."""
+    """Checks that need no data: the encoder's options and size (:func:`check_encoder`), losses,
+    balance, sampler and optimiser consistency."""
     def fail(key, msg):
         raise ConfigError(f"{source}: key '{key}': {msg}")
 
@@ -333,6 +359,7 @@ def validate_config(cfg: Config, source: str = "<config>",
         near = difflib.get_close_matches(cfg.encoder.name, list(known_encoders), n=1, cutoff=0.4)
         fail("encoder.name", f"unknown encoder '{cfg.encoder.name}'"
              + (f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known_encoders)})"))
+    check_encoder(cfg, source)
     loss, bal, smp = cfg.loss, cfg.balance, cfg.sampler
     if loss.cls == "none" and loss.con == "none":
         fail("loss.cls", "loss.cls and loss.con are both 'none': nothing to train")

@@ -5,6 +5,10 @@
 original, written by the augmentation stage). Every check that needs the data
 runs here, before the first step: missing tables, utterances without features,
 more speakers per batch than the data has, utterances shorter than the crop.
+Utterances in which VAD found no voiced frame (digital silence kept as an utterance)
+are left out, with one warning giving their number (the choice depends only on the
+data, so sampling stays deterministic); a ``sampler.utts_per_speaker`` far above the
+speakers' numbers of recordings is warned about with its repetition factor.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Dict, List, Optional
 
 from pyspk.data.dataset import CropBatchDataset, FeatureStore, check_lengths, make_loader
 from pyspk.data.kaldi_dir import DataDirError, read_table
-from pyspk.data.sampler import build_sampler
+from pyspk.data.sampler import build_sampler, repetition_warning
 from pyspk.train.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,26 @@ def _read(train_dir: Path, name: str, required: bool = True) -> Optional[Dict[st
     return read_table(path)
 
 
+def _drop_silent(train_dir: Path, utt2spk: Dict[str, str], rank: int) -> Dict[str, str]:
+    """``utt2spk`` without the utterances in which VAD found no voiced frame (read from the
+    fbank jobs' lists, :func:`pyspk.features.ark.novoice_utts`); rank 0 warns once with their
+    number. Training on them would fail at their first crop: there is no frame to crop."""
+    from pyspk.features.ark import novoice_utts
+
+    silent = [u for u in novoice_utts(train_dir) if u in utt2spk]
+    if not silent:
+        return utt2spk
+    if len(silent) == len(utt2spk):
+        raise DataDirError(f"{train_dir}/vad.scp: VAD found no voiced frame in any of the {len(silent)} "
+                           f"utterances; check the audio or the vad settings of conf/fbank.yaml")
+    if rank == 0:
+        shown = ", ".join(silent[:3]) + (", ..." if len(silent) > 3 else "")
+        log.warning("%s/vad.scp: %d of %d utterance(s) have no voiced frame after VAD (%s); training leaves "
+                    "them out", train_dir, len(silent), len(utt2spk), shown)
+    dropped = set(silent)
+    return {u: s for u, s in utt2spk.items() if u not in dropped}
+
+
 def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size: int = 1,
                     source: str = "<config>") -> TrainData:
     """Read and check ``train_dir``; build the feature store, sampler and dataset."""
@@ -93,6 +117,8 @@ def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size
         raise DataDirError(f"{train_dir}/feats.scp: no features for {len(missing)} utterance(s) of utt2spk, "
                            f"e.g. '{missing[0]}'; run utils/fix_data_dir")
     utt2spk = {u: s for u, s in utt2spk.items()}
+    if vad_scp:
+        utt2spk = _drop_silent(train_dir, utt2spk, rank)
     fc = cfg.features
     if fc.short_utts == "error":
         check_lengths(sorted(utt2spk), u2nf, fc.crop_frames, f"{train_dir}/utt2num_frames")
@@ -112,6 +138,9 @@ def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size
                           f"{train_dir} has only {n_spk} speakers")
     sampler = build_sampler(smp, utt2spk, utt2orig, seed=seed, rank=rank, world_size=world_size,
                             steps_per_epoch=cfg.train.steps_per_epoch)
+    note = repetition_warning(sampler, f"{source}: {train_dir}: ")
+    if note and rank == 0:
+        log.warning("%s", note)
     first = sampler.utts[0]
     feat_dim = int(store[first].shape[1])
     dataset = CropBatchDataset(store, sampler.utts, sampler.labels, fc.crop_frames, fc.spec_augment,
