@@ -24,7 +24,7 @@ export PATH=$_pyspk_venv/bin:$PYSPK_ROOT/utils:$PATH
 export PYTHONPATH=$PYSPK_ROOT${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 # train.compile: inductor's compiled kernels are kept here, so only the first run of a model
-# shape pays the full compile (about 10-40 s on 2 cores); later runs load them in seconds.
+# shape pays the full compile; later runs load them in seconds (docs/speed.md).
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PYSPK_ROOT/.cache/inductor}
 # Kaldi convention: sorting in the C locale, everywhere.
 export LC_ALL=C

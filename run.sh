@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pyspk recipe: speaker verification with AM-SupCon, class-aware attention and MGDA.
 # A bare ./run.sh runs every stage on SynthCeleb, a corpus made on the spot.
-# Stages (see README.md for inputs and outputs of each):
+# Stages (see docs/recipe.md for inputs and outputs of each):
 #   0 data preparation        1 fbank features          2 augmentation (+ its fbank)
 #   3 training (per system)   4 x-vector extraction     5 back-ends (mean, LDA, PLDA, cohort)
 #   6 scoring (cosine, AS-norm, PLDA)                   7 report (results.md, results.json, det.png)
@@ -254,7 +254,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     jobs3=1
   fi
   # Two systems side by side on one core each: each one's start-up, table reading, compile and
-  # checkpoints overlap with the other's steps (SynthCeleb's stage 3: 250 -> 197 s, docs/speed.md);
+  # checkpoints overlap with the other's steps (docs/speed.md);
   # OMP_NUM_THREADS is what torch takes as its thread count. On a cluster (slurm.pl, queue.pl)
   # each job gets its own node's cores.
   threads3=

@@ -1,4 +1,4 @@
-"""Back-end, metric and extraction throughput (issue 6 targets).
+"""Back-end, metric and extraction throughput, each against its target (named in the row's note).
 
     python bench/bench_backend.py [--quick] [--case NAME]
 

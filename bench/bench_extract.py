@@ -9,14 +9,14 @@ encoder of conf/synth/aam.yaml (untrained weights: speed does not depend on them
 thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this process
 (interpreter start-up excluded):
 
-* ``extract_utts_per_s_before``: the algorithm of pyspk before issue 14, kept here as the
+* ``extract_utts_per_s_before``: pyspk's earlier extraction algorithm, kept here as the
   baseline: kaldiio reads, one utterance at a time in feats.scp order, the (B, C, T)
   reference layout (oneDNN convolutions, a kernel compiled per new utterance length);
 * ``extract_utts_per_s_job``: ``pyspk.embed.stage.run_job`` as the stage runs it
   (ArkReader, length-sorted windows, the folded TDNN on many utterances per call,
   Winograd convolutions: pyspk.models.fold, pyspk.models.winograd);
-* ``extract_speedup``: their ratio; target >= 2 (issue 14). The two alternate ``--repeats``
-  times (default 5) in this process: this 2-core VM's speed moves by a third from minute to
+* ``extract_speedup``: their ratio; target >= 2. The two alternate ``--repeats``
+  times (default 5) in this process: a shared VM's speed can move from minute to
   minute, and one before/after pair can land in different phases. The utts/s rows are medians;
   the speed-up is the median of the rounds' ratios (a round's before and job run back to back),
   every round's ratio in the note, and ``extract_speedup_of_medians`` the medians' ratio;

@@ -1,4 +1,4 @@
-"""Fbank stage benchmarks (issue 4). Prints TSV rows: figure, value, unit, note.
+"""Fbank stage benchmarks. Prints TSV rows: figure, value, unit, note.
 
 1. Throughput, one job, one thread (torch.set_num_threads(1)), 16 kHz FLAC:
    end to end (read + fbank + ark/scp write, the job's own code: pyspk.features.ark.run_job)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of SynthCeleb generation (local/make_synth.py), against the issue's targets:
+"""Speed of SynthCeleb generation (local/make_synth.py), against its targets:
 tiny < 10 s, default < 180 s on 2 cores (--nj 2).
 
     bench/bench_synth.py [--quick] [--nj 2] [--keep DIR]

@@ -33,8 +33,8 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
 * ``model_flops_ratio_<encoder>_b<B>_<mode>``: model FLOP/s achieved in those steps (the
   FLOPs that mode executes in one step, counted with torch.utils.flop_counter.FlopCounterMode)
   divided by the float32 GEMM FLOP/s of the same run (2048^2, best of 8 trials, the faster of
-  torch.matmul and the same product through oneDNN: on AMD EPYC MKL's float32 GEMM runs at half
-  of oneDNN's). Target >= 0.65 for the shipped modes (issue 14).
+  torch.matmul and the same product through oneDNN: on AMD EPYC MKL's float32 GEMM is the
+  slower). Target >= 0.65 for the shipped modes.
 * ``train_real_loop_ratio_synth``: conf/synth/aam.yaml's real training loop (features read
   from ark on demand, VAD, CMN, crops, SpecAugment; the trainer's own step) on a generated
   dir of SynthCeleb's shape, frames/s divided by the same trainer's steps on a random tensor
@@ -124,7 +124,7 @@ def matmul_flops(n=2048, reps=3, trials=8, dtype=torch.float32, via="matmul"):
     """GEMM FLOP/s of an n x n x n product: the best of ``trials`` timings of ``reps`` products.
     ``via="matmul"``: torch.matmul (MKL for float32); ``via="onednn"``: the same product as a
     1x1 channels-last convolution, which PyTorch runs with oneDNN. On some CPUs the two differ
-    2x (MKL's float32 GEMM on AMD EPYC); :func:`gemm_peak` takes the better."""
+    widely (MKL's float32 GEMM on AMD EPYC); :func:`gemm_peak` takes the better."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     if via == "onednn":
         x = a.t().contiguous().view(1, n, n, 1).contiguous(memory_format=torch.channels_last)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The loss study of issue 11: every variant of margin, CAA and balancing, same budget, several seeds.
+"""The loss study: every variant of margin, CAA and balancing, same budget, several seeds.
 
     local/study_losses.py --corpus synth|speechocean762 [--groups rows,margin,...] [--variants a,b]
                           [--seeds 1,2,3] [--jobs 2] [--out exp_study] [--list] [--table-only]
@@ -18,6 +18,7 @@ Variants are ``conf/<corpus>/<base>.yaml`` plus overrides; label-noise variants 
 of the training dirs whose labels were flipped by ``local/synthceleb/label_noise.py`` (features
 shared); ``long4`` variants have 4x the steps per epoch (ramps keep their share of training).
 The data (stages 0-2 of run.sh) must exist: ``local/study_losses.sh`` makes it first.
+The commands and tables of the study: docs/results/loss-study.md.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def variants() -> List[Variant]:
                      "(on its own positive, CAA scale 30, raw MGDA)",
                      {"loss": {"con_margin_type": "angular", "con_margin_on": "own", "caa_scale": 30.0,
                                "caa_mode": "exp", "caa_positives": False}, "balance": {"normalize": "none"}}))
-    # label noise: 10 % for every row, 5 % (the low end of issue 11's 5-10 %) for the CAA row only
+    # label noise: 10 % for every row, 5 % (the low end of the 5-10 % range studied) for the CAA row only
     noisy_rows = {0.05: ("am_supcon", "am_supcon_caa"),
                   0.1: ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed")}
     for frac, rows in noisy_rows.items():
@@ -126,7 +127,7 @@ def variants() -> List[Variant]:
                          {"balance": {"normalize": norm, "combine": "scaled"},
                           "loss": {"con_margin_on": "own", "caa_scale": 30.0, "caa_mode": "exp",
                                    "caa_positives": False}}))
-    # picking the proposed system's settings on clean data (session 2)
+    # picking the proposed system's settings on clean data
     v.append(Variant("proposed.nocaapos", "proposed", "pick", "proposed, CAA on negatives only "
                      "(caa_positives false: weighting positives was picked at 10 % label noise), "
                      "MGDA l2 with the losses scaled",
@@ -145,7 +146,7 @@ def variants() -> List[Variant]:
                          "run with --jobs 1 --threads 2)"))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
-    for r in ("aam", "proposed"):  # the ~30 min budget of issue 11 on 2 idle cores (2 threads, compiled)
+    for r in ("aam", "proposed"):  # twice the steps of conf/speechocean762/ecapa_*.yaml (2 threads, compiled)
         v.append(Variant(f"ecapa.long2.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512, 2x the steps "
                          "(960 steps of 64 x 200 frames; run with --jobs 1 --threads 2)", budget=2))
     for r in ("aam", "proposed"):  # the same question for the recipe's TDNN
@@ -561,8 +562,8 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
 def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
     """One compact table over both corpora: EER % (mean ± sd) per variant, list and back-end.
 
-    Written to OUT/summary.md from the finished systems of every corpus; the README's
-    "Does the method work?" table is this file.
+    Written to OUT/summary.md from the finished systems of every corpus; the table of
+    docs/results/loss-study.md ('The table') is this file.
     """
     allv = [v for v in variants() if v.group in groups]
     cols, lines = [], []

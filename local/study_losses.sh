@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The loss study (issue 11): makes the corpus's data (run.sh stages 0-2, skipped when done),
+# The loss study (docs/results/loss-study.md): makes the corpus's data (run.sh stages 0-2, skipped when done),
 # then trains, scores and tabulates every variant over the seeds (local/study_losses.py).
 #
 #   local/study_losses.sh [--corpus synth|speechocean762] [study_losses.py options]
 #   e.g. local/study_losses.sh --corpus synth --groups rows --seeds 1,2,3
 #
 # Resumable: rerun the same command after a kill; finished systems are reused.
-# Table: exp_study/<corpus>/study.md. Hours for everything on 2 CPU cores (a system is
-# 1-3 minutes); --groups and --variants pick parts, --list shows the variants.
+# Table: exp_study/<corpus>/study.md. Everything is a long run on 2 CPU cores (times:
+# docs/results/loss-study.md); --groups and --variants pick parts, --list shows the variants.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh

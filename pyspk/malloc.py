@@ -4,10 +4,10 @@ glibc's malloc serves every block above its mmap threshold (at most 32 MiB on 64
 Linux) with a fresh ``mmap`` and returns it with ``munmap`` when freed. A training step on
 CPU allocates and frees the same large activations every step (ECAPA-TDNN C=512 at
 64 x 200: 78 MB per 1536-channel map; ResNet34's first stage: 131 MB per map), so each step
-faults every page of them in again and the kernel zeroes each one: 2.0 million minor page
-faults and 4.5 s of system time per ResNet34 step on a 2-core machine, 0.56 million and
-1.3 s per ECAPA step (``python bench/bench_train.py --rows allocator`` measures the
-difference on the machine at hand).
+faults every page of them in again and the kernel zeroes each one: minor page faults by
+the million and a large share of each step spent in system time (``python
+bench/bench_train.py --rows allocator`` measures the difference on the machine at hand;
+docs/speed.md).
 
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve large blocks from its heap
 (``M_MMAP_MAX`` = 0) and not to shrink the heap below 2 GiB of free top

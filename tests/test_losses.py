@@ -135,7 +135,8 @@ def test_margin_scheduler(mode):
 
 # ---------------------------------------------------------------- AM-SupCon
 def _naive_am_supcon(emb, labels, margin, tau, weights=None) -> float:
-    """The formula of METHOD.md §2, one pair at a time."""
+    """The paper's AM-SupCon as written (angular margin, placement ``own``: the module doc of
+    pyspk/losses/supcon.py; docs/method.md, 'The formulas'), one pair at a time."""
     z = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in emb]
     n = len(z)
     cos = [[sum(a * b for a, b in zip(z[i], z[j])) for j in range(n)] for i in range(n)]

@@ -424,7 +424,7 @@ def test_corpus_configs_load_with_the_trainer_schema(corpus):
     assert (p.loss.cls, p.loss.con, p.loss.caa, p.balance.kind) == ("aam", "am_supcon", True, "mgda")
     # The paper's contrastive margin (0.2) for its corpora; the small 2-core budgets use the
     # authors' later 0.1 (0.2 collapsed short runs on SynthCeleb). Both are ramped in.
-    # every corpus: the additive margin of the authors' later code, m = 0.1 (README: Does the method work?)
+    # every corpus: the additive margin of the authors' later code, m = 0.1 (docs/method.md, 'What the recipes ship, and why')
     assert (p.loss.margin, p.loss.scale, p.loss.temperature, p.loss.con_margin) == (0.2, 32.0, 0.07, 0.1)
     assert (p.loss.con_margin_type, p.loss.con_margin_on, p.balance.normalize, p.balance.combine) == \
         ("additive", "positives", "l2", "raw")

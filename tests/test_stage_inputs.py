@@ -12,7 +12,7 @@ open, write and list. Then:
   the input, ask `./run.sh --dry-run true` what a rerun would redo, and assert it is
   exactly the stages reading that input, the stage that recorded it as its output
   (a damaged output is redone), and every stage downstream of them in the stage graph
-  of the README (GRAPH below, written independently of run.sh), and no other stage
+  of docs/recipe.md, 'Stages' (GRAPH below, written independently of run.sh), and no other stage
   upstream; then undo the edit (content fingerprints: the stage is up to date again);
 - real reruns of the measured failures of issue 12 (a trials list cut and a new one
   added; a speaker merged in utt2spk), checking the results themselves and that the dry
@@ -41,7 +41,7 @@ from pyspk.stamp import read_stamp
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-# The stage graph of README's stage table for --corpus synth and one system, written
+# The stage graph of docs/recipe.md's stage table for --corpus synth and one system, written
 # here independently of run.sh: stamp -> the stamps of the stages whose outputs it reads.
 GRAPH = {
     "data/.done.stage0_synth": [],

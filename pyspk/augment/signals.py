@@ -20,7 +20,7 @@ def coloured_noise(num_samples: int, beta: float, rng: np.random.Generator) -> n
 
     Shaped at the next FFT-friendly length (``scipy.fft.next_fast_len``) and cut to
     ``num_samples``: a piece of a longer stationary noise, the same spectrum. An FFT of an
-    arbitrary length (an utterance's, often with large prime factors) ran 7x slower and was
+    arbitrary length (an utterance's, often with large prime factors) is much slower and was
     most of the noise augmentation's time (docs/speed.md)."""
     from scipy import fft as sfft
 
@@ -40,7 +40,7 @@ def synth_music(num_samples: int, sample_rate: int, rng: np.random.Generator) ->
 
     A note is ``sum_k a^k sin((k+1) w t + phi_k)`` over the harmonics below Nyquist, computed
     as ``Im(sum_k a^k e^{i phi_k} z^(k+1))`` with ``z = e^{i w t}``: one complex exponential per
-    note and a complex product per harmonic instead of a sine per harmonic (3x faster; equal to
+    note and a complex product per harmonic instead of a sine per harmonic (faster; equal to
     the sine sum to ~1e-12). The random draws are those of the sine sum, in its order."""
     out = np.zeros(num_samples, dtype=np.float64)
     for _ in range(int(rng.integers(1, 4))):

@@ -1,4 +1,4 @@
-"""Fixed-weight combination of the two losses: the baseline beside MGDA (METHOD.md §4)."""
+"""Fixed-weight combination of the two losses: the baseline beside MGDA (docs/method.md, 'The formulas')."""
 
 from __future__ import annotations
 

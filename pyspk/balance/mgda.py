@@ -1,4 +1,4 @@
-"""MGDA-UB balancing of the classification and contrastive losses (METHOD.md §4).
+"""MGDA-UB balancing of the classification and contrastive losses (docs/method.md, 'The formulas').
 
 Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018:
 for two tasks the min-norm point of the convex hull of the gradients {g1, g2} is
@@ -22,7 +22,7 @@ Variants (``normalize``), each solving the min-norm problem on scaled gradients 
 and how the α found is applied (``combine``):
 
     raw      L = α L_cls + (1 − α) L_con         (Sener & Koltun's train_multi_task.py, and
-             METHOD.md §4: the normalisation only picks α; the losses keep their size)
+             docs/method.md's formula: the normalisation only picks α; the losses keep their size)
     scaled   L = α c1 L_cls + (1 − α) c2 L_con   (the step is the min-norm point of the
              scaled gradients; with l2 the encoder gets the mean of the two unit gradients)
 

@@ -7,9 +7,8 @@ few buffers for every utterance (decoded samples ~0.5 MiB per 8 s, framed signal
 spectrum ~1.6 MiB each), and until the dynamic threshold settles (hundreds of
 utterances, sometimes never) each of them pays first-touch page faults.  Fixing both
 thresholds makes glibc reuse the freed blocks from the first utterance on.  The gain
-is small but steady: a whole job in a fresh process runs 3-4 % faster
-(``bench/bench_fbank.py``, row ``fbank_job_fresh_process_xRT``: 1690x vs 1639x and
-1975x vs 1896x real time in two runs).
+is small but steady for a whole job in a fresh process (``bench/bench_fbank.py``, row
+``fbank_job_fresh_process_xRT``).
 
 Memory stays bounded: a block above 64 MiB (a whole long recording) is still mmapped
 and returned on free, and the per-utterance working set is bounded by the fbank

@@ -1,4 +1,4 @@
-"""Class-aware attention (CAA): the weights ω of hard negative pairs (METHOD.md §3).
+"""Class-aware attention (CAA): the weights ω of hard negative pairs (docs/method.md, 'The formulas').
 
 Adapted by Li, Mak & Meng (ICASSP 2023) from OSM-CAA (Wang et al., AAAI 2019). A sample's
 class confidence is the posterior of its own speaker under the class prototypes; a negative

@@ -2,7 +2,7 @@
 
 With ẑ = z/‖z‖ and ŵ_c = w_c/‖w_c‖ (rows of the head's W, C x d), cos θ_c = ŵ_c·ẑ:
 
-- ``kind="aam"`` (ArcFace, Deng et al. 2019; METHOD.md §1):
+- ``kind="aam"`` (ArcFace, Deng et al. 2019; docs/method.md, 'The formulas'):
   logit_c = s·cos θ_c for c ≠ y and s·ψ(θ_y) for the true class, with
   ψ(θ) = cos(θ + m) while θ + m ≤ π, else cos θ − m·sin m (keeps ψ decreasing in θ
   past π − m). ``easy_margin=True`` instead uses ψ(θ) = cos(θ + m) only where
@@ -109,7 +109,7 @@ class MarginSoftmax(nn.Module):
 
 
 class MarginScheduler:
-    """Raise ``head.margin`` from 0 to ``final_margin`` (METHOD.md §1, as peers do).
+    """Raise ``head.margin`` from 0 to ``final_margin`` (docs/method.md, 'The formulas', as peers do).
 
     margin(e) = 0 for e < start_epoch; final_margin for e ≥ start_epoch + ramp_epochs;
     in between, with f = (e − start_epoch)/ramp_epochs ∈ [0, 1):

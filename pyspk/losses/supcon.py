@@ -1,7 +1,7 @@
 """Supervised contrastive losses in angular space: SupCon and AM-SupCon with its margin forms.
 
 References: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (SupCon,
-the L_out form); Li, Mak, Meng, ICASSP 2023, arXiv 2210.16622 (AM-SupCon; METHOD.md §2).
+the L_out form); Li, Mak, Meng, ICASSP 2023, arXiv 2210.16622 (AM-SupCon; docs/method.md, 'The formulas').
 The class-aware attention weights ω that these losses accept live in
 :mod:`pyspk.losses.caa`.
 
@@ -23,15 +23,15 @@ measures which one trains better encoders.
 Margin placement (``placement``):
 
     own         ℓ_ip = −log e^{ℓ⁺_ip} / (e^{ℓ⁺_ip} + Σ_{a∈A(i), a≠p} ω_ia e^{cos θ_ia/τ})
-                (METHOD.md §2 as written: the other positives of the anchor enter unmargined)
+                (the paper's formula as written: the other positives of the anchor enter unmargined)
     positives   ℓ_ip = −log e^{ℓ⁺_ip} / (Σ_{q∈P(i)} e^{ℓ⁺_iq} + Σ_{n∈Neg(i)} ω_in e^{cos θ_in/τ})
                 (every positive entry of the logit matrix margined, numerator and denominator
                 alike: the consistent SupCon form of the authors' code)
 
 with ℓ⁺_ip = (margined cosine)/τ and L = (1/N') Σ_{i: |P(i)|>0} (1/|P(i)|) Σ_{p∈P(i)} ℓ_ip.
 
-Weights (``weight_mode``): ``exp`` multiplies the exp terms by ω (METHOD.md §3, ω_ia e^{cos/τ});
-``logit`` puts ω inside the exponent, e^{ω_ia cos θ_ia/τ}, as the authors' code does.
+Weights (``weight_mode``): ``exp`` multiplies the exp terms by ω, ω_ia e^{cos/τ} (docs/method.md,
+'The formulas'); ``logit`` puts ω inside the exponent, e^{ω_ia cos θ_ia/τ}, as the authors' code does.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def am_supcon_loss(
     threshold: float = math.pi / 4,
     pos_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Margin supervised contrastive loss (METHOD.md §2); forms and placements in the module doc.
+    """Margin supervised contrastive loss (docs/method.md, 'The formulas'); forms and placements in the module doc.
 
     ẑ_i = z_i/‖z_i‖, cos θ_ij = ẑ_i·ẑ_j, P(i) = {p ≠ i: y_p = y_i}, A(i) = {a ≠ i}.
     ``weights`` is the N x N matrix ω (None: all ones). With ``placement="own"`` ω applies to

@@ -2,8 +2,8 @@
 
 Frames as columns, (B, C, T), is the layout of the papers' figures and of ``nn.Conv1d``.
 Frames as rows, (B, T, C), turns every kernel-1 convolution into one (B*T, C_in) x
-(C_in, C_out) GEMM, which MKL runs at 1.3-1.9x the FLOP/s of ``conv1d`` with kernel 1 on
-this kind of CPU (docs/speed.md). The weights are the same ``nn.Conv1d`` /
+(C_in, C_out) GEMM, which MKL runs at a higher FLOP/s than ``conv1d`` with kernel 1 on
+(B, C, T) on CPUs (docs/speed.md). The weights are the same ``nn.Conv1d`` /
 ``nn.BatchNorm1d`` modules in both layouts, so checkpoints do not depend on the layout.
 """
 
@@ -29,9 +29,9 @@ def set_gemm_backend(name: str) -> None:
 
 
 def default_gemm_backend() -> str:
-    """``train.gemm: auto``: onednn on AMD CPUs, whose MKL float32 GEMM runs at 0.65-0.77 of
-    oneDNN's at the encoders' shapes (docs/speed.md); mkl elsewhere (on the Intel CPU measured,
-    MKL was the faster)."""
+    """``train.gemm: auto``: onednn on AMD CPUs, whose MKL float32 GEMM is slower than
+    oneDNN's at the encoders' shapes (docs/speed.md); mkl elsewhere (on Intel CPUs MKL is the
+    faster)."""
     try:
         with open("/proc/cpuinfo") as f:
             amd = any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)

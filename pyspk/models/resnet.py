@@ -15,7 +15,7 @@ c = ``base_channels`` = 32 gives the thin ResNet34 (channels 32/64/128/256);
 F' = F halved (rounding up) three times, 10 for 80 filterbanks.
 
 The weights and activations are kept channels-last (``torch.channels_last``, NHWC),
-the layout oneDNN's CPU convolutions run fastest in (1.2x the NCHW step, docs/speed.md);
+the layout oneDNN's CPU convolutions run fastest in (faster than NCHW, docs/speed.md);
 the maths and the checkpoint keys are those of the NCHW model
 (:meth:`ResNet34.forward_reference`, tests hold the two equal). Models narrower than
 ``CHANNELS_LAST_MIN`` base channels stay NCHW: with torch 2.13's oneDNN the channels-last

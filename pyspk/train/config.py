@@ -86,9 +86,10 @@ class LossConfig:
     con_margin: float = 0.2            # margin on positive pairs (am_supcon only)
     # form of the margin (pyspk/losses/supcon.py): angular cos(θ+m) (the paper), additive
     # cos θ − m (the authors' later code), threshold (angular past con_margin_threshold rad,
-    # additive below it). Default additive: local/study_losses.py, README "Does the method work?"
+    # additive below it). Default additive: docs/method.md, 'What the recipes ship, and why'
     con_margin_type: str = _choice("angular", "additive", "threshold", default="additive")
-    # own: the margined positive only in its own numerator and denominator term (METHOD.md §2);
+    # own: the margined positive only in its own numerator and denominator term (the paper's
+    # formula as written; docs/method.md, 'The formulas');
     # positives: every positive entry of the logit matrix margined (the authors' code)
     con_margin_on: str = _choice("own", "positives", default="positives")
     con_margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
@@ -118,8 +119,9 @@ class BalanceConfig:
     # l2 (g_t / ||g_t||), loss (g_t / L_t); how the losses are then combined: combine
     # authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2|| instead of its square (balance/mgda.py)
     normalize: str = _choice("none", "l2", "loss", "authors", default="l2")
-    # mgda: the losses combined as they are (raw: METHOD.md §4, Sener & Koltun's code; with l2
-    # that is (L_cls + L_con) / 2 at every step) or with the normalisation's scales (scaled)
+    # mgda: the losses combined as they are (raw: docs/method.md, 'The formulas', Sener &
+    # Koltun's code; with l2 that is (L_cls + L_con) / 2 at every step) or with the
+    # normalisation's scales (scaled)
     combine: str = _choice("raw", "scaled", default="raw")
 
 
@@ -144,9 +146,9 @@ class OptimConfig:
     final_lr: float = 1e-5             # lr reached at the end of training
     grad_clip: Optional[float] = None  # max global grad norm; None: off
     # the update's kernel, same maths: fused (one kernel over every tensor, PyTorch's fused
-    # Adam/SGD; 2.5-3.5x faster than loop on CPU, bench_train.py --rows optimizer), foreach
-    # (PyTorch's multi-tensor path) or loop (one tensor at a time, PyTorch's CPU default and
-    # what every system before 2026-12-02 trained with; it reproduces those bit for bit).
+    # Adam/SGD; faster than loop on CPU: one pass instead of one per tensor, docs/speed.md),
+    # foreach (PyTorch's multi-tensor path) or loop (one tensor at a time, PyTorch's CPU default
+    # and what earlier systems trained with; it reproduces those bit for bit).
     # The three differ in the last bits of float rounding only.
     impl: str = _choice("fused", "foreach", "loop", default="fused")
 
@@ -159,11 +161,11 @@ class TrainConfig:
     amp: bool = True                   # CUDA only (float16 autocast + grad scaling); ignored on CPU
     # CPU: bfloat16 autocast of the encoder's forward and backward (the head, the losses, the
     # optimiser and its state stay float32). A precision change, not a layout one: on a CPU with
-    # bf16 GEMMs in hardware (avx512_bf16, AMX) it cuts the synth recipe's step 2.5x; without
-    # them bfloat16 is emulated, about 10x *slower* than float32 (an AVX2-only EPYC,
-    # docs/speed.md). ``auto``: bfloat16 where the CPU has those instructions, float32
-    # elsewhere (the trainer logs which, and final.pt records it); ``true`` forces bfloat16
-    # (with a warning where it is emulated). docs/speed.md has its EER effect.
+    # bf16 GEMMs in hardware (avx512_bf16, AMX) it makes the step faster; without them
+    # bfloat16 is emulated and much *slower* than float32 (docs/speed.md). ``auto``: bfloat16
+    # where the CPU has those instructions, float32 elsewhere (the trainer logs which, and
+    # final.pt records it); ``true`` forces bfloat16 (with a warning where it is emulated).
+    # Its EER effect: docs/results/loss-study.md.
     cpu_amp: bool = field(default=False, metadata={"or": ("auto",)})
     log_interval: int = 20
     average_last: int = 1              # final.pt = mean of the last N epoch checkpoints
@@ -175,8 +177,8 @@ class TrainConfig:
     # Which library runs the frames-as-rows encoders' (ECAPA-TDNN, TDNN) float32 GEMMs in
     # training: mkl (F.linear) or onednn (the rows read as a channels-last image times a 1x1
     # kernel; its input gradient the same way, the weight gradient in MKL). On AMD EPYC oneDNN's
-    # float32 GEMM runs 1.3x MKL's (ECAPA-512's step 1.09x, docs/speed.md); auto: onednn on AMD
-    # CPUs, mkl elsewhere. The same sums, rounded differently; final.pt records the choice.
+    # float32 GEMM is the faster of the two (docs/speed.md); auto: onednn on AMD CPUs, mkl
+    # elsewhere. The same sums, rounded differently; final.pt records the choice.
     gemm: str = _choice("auto", "mkl", "onednn", default="auto")
 
 

@@ -1,4 +1,4 @@
-"""The training objective of METHOD.md: L_cls, L_con (AM-SupCon with CAA), balance.
+"""The training objective of docs/method.md: L_cls, L_con (AM-SupCon with CAA), balance.
 
 Per step, with Z the batch of embeddings and y the speaker labels:
 

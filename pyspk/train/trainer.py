@@ -73,7 +73,8 @@ def cpu_has_bf16() -> bool:
 
 def resolve_cpu_amp(setting) -> bool:
     """``train.cpu_amp`` -> whether the encoder runs under bfloat16 autocast on this CPU.
-    ``auto`` asks the hardware: emulated bfloat16 GEMMs run about 10x slower than float32."""
+    ``auto`` asks the hardware: emulated bfloat16 GEMMs run much slower than float32
+    (docs/speed.md)."""
     native = cpu_has_bf16()
     if setting == "auto":
         log.info("train.cpu_amp: auto -> %s", "bfloat16 (the CPU has bfloat16 GEMMs)" if native
@@ -95,8 +96,8 @@ def seed_everything(seed: int) -> None:
 def compile_encoder(encoder: torch.nn.Module) -> bool:
     """``torch.compile`` the encoder in place (``nn.Module.compile``): the parameters, the
     state_dict keys and the maths stay; inductor fuses the elementwise passes (ReLU,
-    BatchNorm, the pooling statistics) around the GEMMs, 1.2-1.4x per step on CPU
-    (docs/speed.md). The C++ kernels are cached under ``TORCHINDUCTOR_CACHE_DIR`` (path.sh
+    BatchNorm, the pooling statistics) around the GEMMs, so a step on CPU makes fewer passes
+    over memory (docs/speed.md). The C++ kernels are cached under ``TORCHINDUCTOR_CACHE_DIR`` (path.sh
     puts it in .cache/inductor), so only the first run of a shape pays the full compile.
     Without a C++ compiler, or when inductor fails, training goes on in eager mode."""
     import shutil
