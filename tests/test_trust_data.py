@@ -248,6 +248,19 @@ def test_fbank_job_refuses_an_output_dir_with_a_space(tmp_path):
     assert not job_files(fb, 1)["ark"].exists() and not job_files(fb, 1)["scp"].exists()
 
 
+@pytest.mark.parametrize("name", ["fb dir", "fb,dir"])
+def test_fbank_cli_refuses_an_output_dir_an_scp_cannot_hold_before_any_job(tmp_path, name):
+    """A space is cut by the scp reader, a comma by the ark,scp: specifier (which would write
+    elsewhere): one line from the driver, no job started, nothing made under the output dir."""
+    d = seg_dir(tmp_path, "s1 rec0 0 1")
+    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl",
+            d, tmp_path / name)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and f"{name}" in r.stderr and "nothing was written" in r.stderr, r.stderr
+    assert not (tmp_path / name).exists() and not (tmp_path / "fb").exists()
+    assert not (d / "feats.scp").exists()
+
+
 # ---- 7. truncated or corrupt arks: named when read, and by validate_data_dir
 
 def _vectors(tmp_path: Path):

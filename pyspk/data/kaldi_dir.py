@@ -160,7 +160,8 @@ def check_table_entries(where, keys: Iterable[str] = (), paths: Iterable[object]
     one is cut the same way by Kaldi. Keys must be non-empty and hold no whitespace
     (odd whitespace such as U+00A0 included, which :func:`read_table` refuses); paths
     written into an scp must hold none either. ``where`` names the table (or the file
-    that would be written) in the :class:`DataDirError`.
+    that would be written) in the :class:`DataDirError`. Paths may not hold ',' either: an
+    ark is written through an ``ark,scp:ARK,SCP`` specifier, which splits at commas.
     """
     for k in keys:
         if not k or _has_space(k):
@@ -170,6 +171,9 @@ def check_table_entries(where, keys: Iterable[str] = (), paths: Iterable[object]
         if _has_space(str(p)):
             raise DataDirError(f"{where}: path {str(p)!r} contains whitespace; a Kaldi scp splits lines at "
                                f"whitespace, so its entries would not be read back (nothing was written)")
+        if "," in str(p):
+            raise DataDirError(f"{where}: path {str(p)!r} contains ','; a Kaldi 'ark,scp:' specifier splits "
+                               f"at commas, so it would be written elsewhere (nothing was written)")
 
 
 def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from pyspk.data.dir_edit import commit_staged, staged_dir
-from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
+from pyspk.data.kaldi_dir import (DataDirError, check_table_entries, read_table, utt2spk_to_spk2utt,
+                                  validate_data_dir, write_table)
 from pyspk.features.ark import job_files, job_signature, read_split, split_lines, verify_job
 from pyspk.features.fbank import FbankConfig
 from pyspk.io import atomic_write_text
@@ -151,6 +152,8 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
                force: bool = False, skip_bad: bool = False) -> Dict[str, str]:
     """Run the whole fbank stage; return the skipped utterances {utt: reason}."""
     data_dir, fbank_dir = Path(data_dir), Path(fbank_dir).resolve()
+    # the arks' paths go into feats.scp and into ark,scp specifiers: refused now, not in every job
+    check_table_entries(f"pyspk fbank output dir {fbank_dir}", paths=[fbank_dir])
     config = FbankConfig() if config_path is None else FbankConfig.from_yaml(config_path)
     n_utts = len(read_table(data_dir / ("segments" if (data_dir / "segments").is_file() else "wav.scp")))
     nj = max(1, min(nj, n_utts))
