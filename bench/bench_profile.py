@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="batch 8 (a smoke run)")
     p.add_argument("--top", type=int, default=8, help="operators per phase")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--compiled", action="store_true", help="also profile compiled steps (~1 min compile each, cold)")
+    p.add_argument("--compiled", action="store_true", help="also profile compiled steps (each compiles first; slow on a cold cache)")
     args = p.parse_args(argv)
     logging.disable(logging.INFO)
     batch = args.batch or (8 if args.quick else 64)

@@ -435,7 +435,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller batches, fewer steps (about a minute)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="skip the compiled rows (each encoder's compile takes ~40 s cold)")
+                   help="skip the compiled rows (each encoder compiles first; slow on a cold cache)")
     p.add_argument("--autotune", action="store_true",
                    help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
     p.add_argument("--modes", default=None,

@@ -142,7 +142,7 @@ def variants() -> List[Variant]:
                          "gradients, raw losses combined (Sener & Koltun's code; l2: alpha = 0.5 always)",
                          {"balance": {"normalize": norm, "combine": "raw"}}))
     for r in ("aam", "proposed"):  # speechocean762 only: conf/speechocean762/ecapa_*.yaml
-        v.append(Variant(f"ecapa.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512 (~30 min on 2 cores; "
+        v.append(Variant(f"ecapa.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512 (long on 2 cores; "
                          "run with --jobs 1 --threads 2)"))
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))

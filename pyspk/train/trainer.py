@@ -82,8 +82,8 @@ def resolve_cpu_amp(setting) -> bool:
         return native
     if setting and not native:
         log.warning("train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
-                    "bfloat16 will be emulated and about 10x slower than float32 (cpu_amp: auto "
-                    "would train in float32 here)")
+                    "bfloat16 will be emulated and much slower than float32 (docs/speed.md; cpu_amp: "
+                    "auto would train in float32 here)")
     return bool(setting)
 
 
