@@ -146,10 +146,22 @@ def run_queue(argv: Sequence[str]) -> Tuple[int, str]:
 
 
 def failure_reason(logs: List[Path], rc: int, err: str, line: str) -> str:
-    """'see LOGS' when the failed jobs wrote logs; else what the queue command said."""
+    """'see LOGS' when the failed jobs wrote logs, with the last thing the first of them said,
+    so the console shows why without opening a log; else what the queue command said."""
     written = [str(p) for p in logs if Path(p).is_file()]
     if written:
-        return "see " + ", ".join(written)
+        said = last_words(Path(written[0]))
+        return "see " + ", ".join(written) + (f" (job said: {said})" if said else "")
     said = err.strip().splitlines()[-3:] if err.strip() else ["(nothing on stderr)"]
     return (f"the job(s) never started: the queue command exited {rc} before writing any log: "
             + " | ".join(said) + f"; command: {line}")
+
+
+def last_words(log: Path, limit: int = 600) -> str:
+    """The last line of a job log that is not the queue script's own ('#' header and footer)."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    return said[-1][:limit] if said else ""

@@ -165,6 +165,17 @@ def test_fbank_cli_fails_on_a_negative_start(tmp_path):
     assert not (d / "feats.scp").exists()
 
 
+def test_fbank_cli_shows_why_a_job_failed_on_the_console(tmp_path):
+    """A segment that only the decoded audio shows to be bad fails in its job: the driver's one
+    line names the log and repeats what the job said, so the reason is on the console."""
+    d = seg_dir(tmp_path, "s1 rec0 0.0 60.0")
+    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl",
+            d, tmp_path / "fb")
+    assert r.returncode == 1, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if "fbank job(s) failed" in ln)
+    assert "fbank.1.log" in line and "job said:" in line and "'s1'" in line and "past the end" in line, line
+
+
 # ---- 5. fix_data_dir keeps the first backup
 
 def _dir(root: Path) -> Path:
