@@ -81,6 +81,17 @@ def tiny_recipe(tmp_path_factory) -> Tree:
     return t
 
 
+def tool_env(**extra) -> dict:
+    """The environment path.sh gives the tools: this venv's python and utils/ on PATH, the
+    checkout importable, the C locale; ``extra`` on top."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(REPO / "utils"), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LC_ALL"] = "C"
+    env.update(extra)
+    return env
+
+
 def need(module: str):
     """Import ``module`` or skip saying why; fail instead under PYSPK_REQUIRE_WHEELS=1 (.ci/run)."""
     try:

@@ -11,17 +11,14 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+from conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 UTT2SPK = {f"s{s}-u{u}": f"s{s}" for s in (1, 2, 3) for u in (1, 2, 3)}
 
 
 def env() -> dict:
-    e = dict(os.environ)
-    e["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(REPO / "utils"), e.get("PATH", "")])
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
-    e["LC_ALL"] = "C"
-    return e
+    return tool_env()
 
 
 def run(*args, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:

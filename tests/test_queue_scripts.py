@@ -20,18 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 UTILS = REPO / "utils"
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(UTILS), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["LC_ALL"] = "C"
-    env.update(extra)
-    return env
+    return tool_env(**extra)
 
 
 def run_util(script: str, *args: str, cwd=REPO, env=None, timeout=60) -> subprocess.CompletedProcess:

@@ -19,6 +19,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+from conftest import tool_env
 import soundfile as sf
 
 from pyspk.data.dir_edit import commit_staged, fix_data_dir, next_backup_dir
@@ -35,10 +36,7 @@ SR = 16000
 
 
 def env() -> dict:
-    e = dict(os.environ)
-    e["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(REPO / "utils"), e.get("PATH", "")])
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
-    return e
+    return tool_env()
 
 
 def run(*args) -> subprocess.CompletedProcess:

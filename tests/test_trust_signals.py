@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 UTILS = REPO / "utils"
@@ -31,12 +32,7 @@ STAMPED = str(UTILS / "stamped.sh")
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(UTILS), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    return tool_env(PYTHONUNBUFFERED="1", **extra)
 
 
 def _wait_for(what: str, cond, timeout: float = 60.0) -> None:
