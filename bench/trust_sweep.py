@@ -319,7 +319,17 @@ def _term_during(s: Sweep, stage: int, marker: str, sig=signal.SIGTERM):
     """Start the recipe from ``stage`` (forced), send ``sig`` when ``marker`` is printed and
     a job runs, rerun at once; classify (orphan / race / recovered)."""
     t = s.fresh()
-    argv = s.recipe_args(t, "--stage", stage, "--stop-stage", stage, "--force", "true")
+    if stage in (1, 2):   # jobs that outlive the signal for long enough to be seen: audio through slow pipes
+        for name in ("synth_train", "synth_test"):
+            scp = t / "data" / name / "wav.scp"
+            rows = [ln.split(maxsplit=1) for ln in scp.read_text().splitlines()]
+            scp.write_text("".join(f"{k} sleep 0.5; cat {v} |\n" for k, v in rows))
+    if stage == 4:        # per-job stamps would let --force reuse every job: start from none
+        for d in (t / "exp/tiny").glob("xvectors_*"):
+            shutil.rmtree(d)
+    # stage 2 reads stage 1's output, which the slow pipes make out of date: run both
+    first = 1 if stage == 2 else stage
+    argv = s.recipe_args(t, "--stage", first, "--stop-stage", stage, "--force", "true")
     p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
     seen = False
@@ -331,10 +341,13 @@ def _term_during(s: Sweep, stage: int, marker: str, sig=signal.SIGTERM):
         if marker in line:
             seen = True
             break
-    # wait until a job of this tree is running, then signal run.sh alone (not its group)
+    # wait until a job of this tree is running (a queue job, or training), then signal run.sh
+    # alone (not its group)
+    def job(cmd: str) -> bool:
+        return ("pyspk.bin." in cmd and " --job " in cmd) or "pyspk.bin.train" in cmd
+
     t1 = time.time()
-    while seen and time.time() - t1 < 60 and not any(
-            pid for pid in processes_matching(str(t)) if pid != p.pid and "pyspk.bin." in cmdline(pid)):
+    while seen and time.time() - t1 < 60 and not any(job(cmdline(pid)) for pid in processes_matching(str(t))):
         time.sleep(0.05)
     if not seen or p.poll() is not None:
         p.kill()
