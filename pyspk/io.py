@@ -9,7 +9,8 @@ A write that fails for want of space is reported as one line,
 (:class:`DiskFullError`), whatever the writer: Python's own ``OSError(ENOSPC)`` or
 the ``basic_ios::clear: iostream error`` that ``torch.save`` raises, which says
 nothing about space. :func:`write_error` makes that line; :func:`payload_nbytes`
-estimates what a ``torch.save`` of a state needs.
+estimates what a ``torch.save`` of a state needs, which a writer hands to
+:func:`atomic_path` so the line says it.
 """
 
 from __future__ import annotations
@@ -86,21 +87,18 @@ def write_error(path: PathLike, exc: BaseException, needed: Optional[int] = None
     holding ``path`` has less room than the write still needed: ``needed`` bytes in all (an
     estimate, :func:`payload_nbytes`), of which ``written`` were already on disk when it
     failed (a partial file not yet removed). With ``needed`` unknown, ``written`` is a lower
-    bound on it.
+    bound on it. An ``exc`` that is already a :class:`WriteError` is returned as it is.
     """
     if not _is_write_failure(exc):
         return None
+    if isinstance(exc, WriteError):
+        return exc
     path = Path(path)
-    full = False
-    if isinstance(exc, WriteError):         # already reported (by atomic_path): add the size needed
-        if needed is None or exc.__cause__ is None:
-            return exc
-        full, exc = isinstance(exc, DiskFullError), exc.__cause__
     try:
         free = shutil.disk_usage(path.parent if path.parent.is_dir() else Path.cwd()).free
     except OSError:
         free = None
-    nospace = full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+    nospace = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
     if free is not None and not nospace:
         nospace = free < max((needed or 0) - written, 0) + MB
     if needed:
@@ -118,7 +116,7 @@ def write_error(path: PathLike, exc: BaseException, needed: Optional[int] = None
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, needed: Optional[int] = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
@@ -144,26 +142,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException as e:
         # measured before the partial file goes: its blocks would make the device look roomy
-        err = write_error(path, e, written=_size(tmp_path)) if isinstance(e, (OSError, RuntimeError)) else None
+        err = write_error(path, e, needed, _size(tmp_path)) if isinstance(e, (OSError, RuntimeError)) else None
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         if err is not None and err is not e:
             raise err from e
         raise
-
-
-@contextlib.contextmanager
-def reported_write(path: PathLike, payload: Any = None) -> Iterator[None]:
-    """Run a write of ``path``; a failed one is re-raised as the one-line :func:`write_error`,
-    its size estimated from ``payload`` (what is being saved) by :func:`payload_nbytes`.
-    Exceptions that are not failed writes pass through unchanged."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:
-        err = write_error(path, e, payload_nbytes(payload) if payload is not None else None)
-        if err is None or err is e:
-            raise
-        raise err from e
 
 
 def _size(path: Path) -> int:

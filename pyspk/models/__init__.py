@@ -24,7 +24,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from pyspk.io import atomic_path
+from pyspk.io import atomic_path, payload_nbytes
 from pyspk.safe_load import UnsafeCheckpoint, check_plain, safe_load
 
 from .ecapa_tdnn import EcapaTdnn
@@ -94,7 +94,7 @@ def save_encoder(path: PathLike, model: nn.Module, name: str, kwargs: dict, extr
     check_plain(extra, "extra", "save_encoder")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {"encoder": name, "encoder_kwargs": kwargs, "state_dict": state, "extra": extra}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, payload_nbytes(state)) as tmp:
         torch.save(ckpt, tmp)
 
 

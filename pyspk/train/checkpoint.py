@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pyspk.io import atomic_path
+from pyspk.io import atomic_path, payload_nbytes
 from pyspk.safe_load import check_plain, load_legacy, safe_load, to_plain
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
@@ -79,7 +79,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, state: dict) -> None:
     check_plain(state, "state", f"checkpoint {path}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, payload_nbytes(state)) as tmp:   # a full disk: one line with the space needed
         torch.save(state, tmp)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pyspk.io import atomic_write_text, reported_write
+from pyspk.io import atomic_write_text
 from pyspk.malloc import keep_freed_memory
 from pyspk.models import build_encoder, save_encoder
 from pyspk.models.layers import default_gemm_backend, set_gemm_backend
@@ -231,9 +231,7 @@ class Trainer:
             self.epoch = epoch + 1
             self.data.sampler.load_state_dict({"epoch": self.epoch, "position": 0, "seed": self.seed})
             if self.dist.is_main:
-                path, state = C.checkpoint_path(self.exp_dir, self.epoch), self.state_dict()
-                with reported_write(path, state):    # a full disk: one line with the space needed
-                    C.save_checkpoint(path, state)
+                C.save_checkpoint(C.checkpoint_path(self.exp_dir, self.epoch), self.state_dict())
                 self.steplog.flush()
             D.barrier()
         final = self.exp_dir / "final.pt"
@@ -313,8 +311,7 @@ class Trainer:
                  # resolves per machine, so the config alone does not say
                  "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32",
                  "train_gemm": self.gemm}
-        with reported_write(path, enc.state_dict()):
-            save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
+        save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
 
 
