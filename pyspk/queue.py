@@ -89,6 +89,44 @@ def queue_argv(cmd: str | None, first: int, last: int, log_pattern, argv: Sequen
     return [*cmd_words(cmd), f"{name}={first}:{last}", str(log), *(name if w == JOB else w for w in words)]
 
 
+class ForwardedSignals:
+    """While in effect, SIGINT/SIGTERM/SIGHUP to this process are recorded (``got``) and
+    passed on to the child started by :meth:`start`, also one that arrived before it
+    started; the previous handlers come back on exit. Handlers can only be installed in
+    the main thread; elsewhere nothing is forwarded.
+
+        with ForwardedSignals() as fwd:
+            rc = fwd.start(argv).wait()
+        if fwd.got: ...   # stopped by a signal
+    """
+
+    def __init__(self):
+        self.got: List[int] = []
+        self.child = None
+        self._old = {}
+
+    def _forward(self, sig, _frame):
+        self.got.append(sig)
+        if self.child is not None:
+            self.child.send_signal(sig)   # a no-op once the child is reaped
+
+    def __enter__(self) -> "ForwardedSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._forward) for s in STOP_SIGNALS}
+        return self
+
+    def start(self, argv, **popen_kw) -> subprocess.Popen:
+        """``subprocess.Popen(argv, **popen_kw)``, then any signal that came before it."""
+        self.child = subprocess.Popen(argv, **popen_kw)
+        if self.got:
+            self.child.send_signal(self.got[0])
+        return self.child
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+
+
 def _lock_fds() -> Tuple[int, ...]:
     """The stage lock's descriptor (``PYSPK_LOCK_FD``, set by utils/stamped.sh) when this
     process still has it open and inheritable: a number that Python reused for a file
@@ -107,41 +145,26 @@ def run_queue(argv: Sequence[str]) -> Tuple[int, str]:
     :class:`QueueInterrupted`. The stage lock's descriptor is inherited by it.
     """
     argv = [str(a) for a in argv]
-    child = None
-    got: List[int] = []
-
-    def forward(sig, _frame):
-        got.append(sig)
-        if child is not None:
-            child.send_signal(sig)   # a no-op once the child is reaped
-
-    main = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if main else {}
     said: deque = deque(maxlen=50)
-    try:
+    with ForwardedSignals() as fwd:
         try:
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     errors="replace", pass_fds=_lock_fds())
+            child = fwd.start(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              errors="replace", pass_fds=_lock_fds())
         except OSError as e:      # as a shell would say it: 127 not found, 126 not runnable
             missing = isinstance(e, FileNotFoundError)
             said.append(f"{argv[0]}: " + ("not found" if missing else f"cannot run: {e.strerror or e}") + "\n")
             sys.stderr.write(said[-1])
             rc = 127 if missing else 126
         else:
-            if got:   # a signal came between the handlers and the start
-                child.send_signal(got[0])
             for line in child.stderr:      # shown as it comes, kept for failure_reason
                 sys.stderr.write(line)
                 said.append(line)
             child.stderr.close()
             rc = child.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, signal.SIG_DFL if h is None else h)
-    if got:
-        print(f"pyspk: got {signal.Signals(got[0]).name}; the queue script stopped its jobs (exit {rc})",
+    if fwd.got:
+        print(f"pyspk: got {signal.Signals(fwd.got[0]).name}; the queue script stopped its jobs (exit {rc})",
               file=sys.stderr)
-        raise QueueInterrupted(got[0])
+        raise QueueInterrupted(fwd.got[0])
     return rc, "".join(said)
 
 

@@ -53,12 +53,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from pyspk.io import write_error
+from pyspk.queue import ForwardedSignals
 from pyspk.stamp import (CannotLock, LockBusy, StampError, acquire_lock, check_inputs, is_pattern,
                          stale_upstream, upstream_stamps, why_redo, write_stamp)
 
@@ -220,33 +219,16 @@ def run_forwarding_signals(command, lock_fd: int, env=None) -> int:
     a pyspk tool passes it on to its queue script (pyspk/queue.py), whose jobs inherit
     it, so the lock is held until the last process of the stage has exited."""
     env = dict(os.environ if env is None else env, PYSPK_LOCK_FD=str(lock_fd))
-    child = None
-    got = []
-
-    def forward(sig, _frame):
-        got.append(sig)
-        if child is not None and child.poll() is None:
-            child.send_signal(sig)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, forward)
-    try:
-        child = subprocess.Popen(command, pass_fds=(lock_fd,), env=env)
-    except OSError as e:
-        print(f"{PROG}: cannot run {command[0]}: {e}", file=sys.stderr)
-        return 127
-    if got:   # a signal came between the handlers and the start
-        child.send_signal(got[0])
-    while True:
+    with ForwardedSignals() as fwd:
         try:
-            rc = child.wait()
-            break
-        except InterruptedError:
-            continue
+            rc = fwd.start(command, pass_fds=(lock_fd,), env=env).wait()
+        except OSError as e:
+            print(f"{PROG}: cannot run {command[0]}: {e}", file=sys.stderr)
+            return 127
     if rc < 0:
         rc = 128 - rc
-    if got:   # stopped by a signal: say so, whatever the queue script exited with
-        rc = 128 + got[0]
+    if fwd.got:   # stopped by a signal: say so, whatever the queue script exited with
+        rc = 128 + fwd.got[0]
     return rc
 
 
