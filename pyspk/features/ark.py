@@ -33,7 +33,7 @@ import numpy as np
 
 from pyspk.data.kaldi_dir import DataDirError, check_table_entries, parse_segment
 from pyspk.features.arkread import HEADER_BYTES, parse_header
-from pyspk.features.audio import AudioError, read_audio, slice_segment
+from pyspk.features.audio import AudioError, read_audio_rate, slice_segment
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
 from pyspk.features.vad import vad_from_config
 from pyspk.io import atomic_write_text, touch_done
@@ -79,11 +79,6 @@ def read_split(fbank_dir, job: int) -> Tuple[List[Entry], str]:
             raise DataDirError(f"{where}: segment '{utt}': recording '{rec}' is not in {p['split']}")
         entries.append((utt, wav[rec], start, end))
     return entries, seg_text + "\0" + wav_text
-
-
-def _slice(utt: str, source: str, wave: np.ndarray, start: float, end: float, config: FbankConfig) -> np.ndarray:
-    """The segment's samples, checked against the recording's length (:func:`slice_segment`)."""
-    return slice_segment(utt, source, wave, config.sample_rate, start, end, config.min_duration_s)
 
 
 def split_lines(lines: List[str], nj: int) -> List[List[str]]:
@@ -231,35 +226,6 @@ def _write_stream(p: Dict[str, Path], items, vad: bool) -> Tuple[Dict[str, int],
     return frames, bad
 
 
-class _UpsampleSpy:
-    """While active, records in ``rates`` the source rate of every up-sampling that
-    :func:`pyspk.features.audio.read_audio` does (through that module's ``resample``):
-    read_audio logs only the first utterance of each rate, and only to the job log, and
-    the job needs every one for ``resampled.J``."""
-
-    def __init__(self):
-        self.rates: List[int] = []
-        self._resample = None
-
-    def __enter__(self):
-        from pyspk.features import audio
-
-        self._resample = real = audio.resample
-
-        def resample(wave, orig_sr, new_sr):
-            if orig_sr < new_sr:
-                self.rates.append(int(orig_sr))
-            return real(wave, orig_sr, new_sr)
-
-        audio.resample = resample
-        return self
-
-    def __exit__(self, *exc):
-        from pyspk.features import audio
-
-        audio.resample = self._resample
-
-
 def report_resampled(fbank_dir, nj: int, sample_rate: int, logger: Optional[logging.Logger] = None) -> List[str]:
     """Warn on the console (the stage driver's stderr; the jobs write only to their logs) how
     many utterances each lower sample rate brought, from the jobs' ``resampled.J`` lists.
@@ -305,25 +271,20 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     applier = RecipeApplier(config.sample_rate)
     novoice: List[str] = []   # utterances kept with no voiced frame (a warning, not an error, here)
 
-    spy = _UpsampleSpy()
     upsampled: Dict[str, int] = {}   # utt -> the lower rate its audio was resampled up from
 
-    # (source, samples, rate resampled up from or None): consecutive segments share a recording
+    # (source, samples, the source's sample rate): consecutive segments share a recording
     last: list = [None, None, None]
-
-    def read(utt: str, source: str, min_duration_s: float):
-        spy.rates.clear()
-        wave = read_audio(utt, source, config.sample_rate, min_duration_s, config.stereo)
-        return wave, (spy.rates[0] if spy.rates else None)
 
     def load(utt: str, source: str, start, end) -> np.ndarray:
         if start is None:
-            wave, rate = read(utt, source, config.min_duration_s)
+            wave, rate = read_audio_rate(utt, source, config.sample_rate, config.min_duration_s, config.stereo)
         else:
             if last[0] != source:
-                last[:] = [source, *read(utt, source, 0.0)]
-            wave, rate = _slice(utt, source, last[1], start, end, config), last[2]
-        if rate is not None:
+                last[:] = [source, *read_audio_rate(utt, source, config.sample_rate, 0.0, config.stereo)]
+            wave = slice_segment(utt, source, last[1], config.sample_rate, start, end, config.min_duration_s)
+            rate = last[2]
+        if rate < config.sample_rate:
             upsampled[utt] = rate
         return wave
 
@@ -350,8 +311,7 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
                 novoice.append(utt)
             yield utt, feats, v, ""
 
-    with spy:
-        frames, bad = _write_stream(p, items(), config.vad)
+    frames, bad = _write_stream(p, items(), config.vad)
     atomic_write_text(p["frames"], "".join(f"{u} {n}\n" for u, n in frames.items()))
     # for the stage driver's console summary (report_resampled): the log has only the first of each rate
     atomic_write_text(p["resampled"], "".join(f"{u} {r}\n" for u, r in upsampled.items() if u in frames))

@@ -22,6 +22,7 @@ import logging
 import math
 import subprocess
 from fractions import Fraction
+from typing import Tuple
 
 import numpy as np
 import soundfile as sf
@@ -69,6 +70,13 @@ def _read_source(source: str) -> tuple[np.ndarray, int, str]:
 def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
                stereo: str = "first") -> np.ndarray:
     """Mono float32 samples of one wav.scp entry at ``target_sr``; AudioError on bad input."""
+    return read_audio_rate(utt, source, target_sr, min_duration_s, stereo)[0]
+
+
+def read_audio_rate(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
+                    stereo: str = "first") -> Tuple[np.ndarray, int]:
+    """:func:`read_audio`'s samples and the source's own sample rate, for a caller that
+    counts what was resampled (the fbank jobs' ``resampled.J``)."""
     try:
         data, sr, subtype = _read_source(source)
     except Exception as e:  # soundfile / OS / pipe errors all become one clear message
@@ -95,7 +103,7 @@ def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.
         log.warning("utterance '%s' (%s): %d Hz audio resampled up to %d Hz; mel bins above %d Hz are empty "
                     "(further %d Hz utterances of this job are not reported)", utt, source, sr, target_sr,
                     sr // 2, sr)
-    return resample(data, sr, target_sr)
+    return resample(data, sr, target_sr), sr
 
 
 _UPSAMPLED: set = set()
