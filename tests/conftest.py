@@ -92,6 +92,25 @@ def tool_env(**extra) -> dict:
     return env
 
 
+def noise_data_dir(path: Path, audio: Path, n: int = 2) -> None:
+    """A data dir of ``n`` short noise wavs (under ``audio``) of two speakers, spk0 and spk1."""
+    import numpy as np
+    import soundfile as sf
+
+    path.mkdir(parents=True)
+    audio.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    wav, u2s = [], []
+    for i in range(n):
+        f = audio / f"u{i}.wav"
+        sf.write(f, (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
+        wav.append(f"spk{i % 2}-u{i} {f}\n")
+        u2s.append(f"spk{i % 2}-u{i} spk{i % 2}\n")
+    (path / "wav.scp").write_text("".join(sorted(wav)))
+    (path / "utt2spk").write_text("".join(sorted(u2s)))
+    (path / "spk2utt").write_text("".join(f"spk{s} spk{s}-u{i}\n" for s in (0, 1) for i in range(n) if i % 2 == s))
+
+
 def need(module: str):
     """Import ``module`` or skip saying why; fail instead under PYSPK_REQUIRE_WHEELS=1 (.ci/run)."""
     try:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import tool_env
+from conftest import noise_data_dir, tool_env
 
 from pyspk.queue import JOB, queue_argv, run_queue
 
@@ -138,23 +136,6 @@ def test_queue_argv_picks_a_job_name_no_path_holds(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ pyspk fbank
-def _data_dir(path: Path, audio: Path, n: int = 2) -> None:
-    import soundfile as sf
-
-    path.mkdir(parents=True)
-    audio.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    wav, u2s = [], []
-    for i in range(n):
-        f = audio / f"u{i}.wav"
-        sf.write(f, (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
-        wav.append(f"spk{i % 2}-u{i} {f}\n")
-        u2s.append(f"spk{i % 2}-u{i} spk{i % 2}\n")
-    (path / "wav.scp").write_text("".join(sorted(wav)))
-    (path / "utt2spk").write_text("".join(sorted(u2s)))
-    (path / "spk2utt").write_text("".join(f"spk{s} spk{s}-u{i}\n" for s in (0, 1) for i in range(n) if i % 2 == s))
-
-
 @pytest.mark.parametrize("name", ["d$(touch${IFS}CANARY)", "d `touch CANARY` sp ace;touch CANARY",
                                   "d'q\"uote&&touch CANARY JOB"])
 def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
@@ -162,7 +143,7 @@ def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
     (The feature dir gets no whitespace: a Kaldi scp cannot hold such a path; see below.)"""
     root = tmp_path / "root"
     data, fbank = root / name, root / f"f{name.replace(' ', '')}"
-    _data_dir(data, tmp_path / "audio")
+    noise_data_dir(data, tmp_path / "audio")
     r = subprocess.run(["pyspk", "fbank", "--nj", "2", str(data), str(fbank)], cwd=root, env=_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -239,7 +220,7 @@ def test_tiny_recipe_in_a_dir_with_unusual_but_allowed_characters(tmp_path):
 def test_pyspk_fbank_refuses_a_feature_dir_with_whitespace_running_nothing(tmp_path):
     root = tmp_path / "root"
     data, fbank = root / "data", root / "f `touch CANARY` x;touch CANARY"
-    _data_dir(data, tmp_path / "audio", n=1)
+    noise_data_dir(data, tmp_path / "audio", n=1)
     r = subprocess.run(["pyspk", "fbank", str(data), str(fbank)], cwd=root, env=_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "contains whitespace" in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]

@@ -18,13 +18,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import tool_env
+from conftest import noise_data_dir, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 UTILS = REPO / "utils"
@@ -73,27 +71,12 @@ def _session(cmd, **kw):
 
 
 def _slow_data_dir(path: Path, audio: Path, flag: Path, pids: Path, n: int = 2) -> None:
-    """n utterances whose wav.scp entries are pipes that sleep while ``flag`` exists,
+    """:func:`noise_data_dir` whose wav.scp entries are pipes that sleep while ``flag`` exists,
     after writing their pid and their parent's (the job's) to ``pids``."""
-    import soundfile as sf
-
-    path.mkdir(parents=True)
-    audio.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    wav, u2s = [], []
-    for i in range(n):
-        f = audio / f"u{i}.wav"
-        sf.write(f, (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
-        pipe = f"bash -c 'if [ -e {flag} ]; then echo $$ $PPID >> {pids}; sleep 60; fi; cat {f}' |"
-        wav.append(f"s{i % 2}-u{i} {pipe}\n")
-        u2s.append(f"s{i % 2}-u{i} s{i % 2}\n")
-    (path / "wav.scp").write_text("".join(sorted(wav)))
-    (path / "utt2spk").write_text("".join(sorted(u2s)))
-    spk2utt = {}
-    for line in sorted(u2s):
-        u, s = line.split()
-        spk2utt.setdefault(s, []).append(u)
-    (path / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items())))
+    noise_data_dir(path, audio, n)
+    rows = [ln.split(maxsplit=1) for ln in (path / "wav.scp").read_text().splitlines()]
+    (path / "wav.scp").write_text("".join(
+        f"{u} bash -c 'if [ -e {flag} ]; then echo $$ $PPID >> {pids}; sleep 60; fi; cat {f}' |\n" for u, f in rows))
 
 
 # ------------------------------------------------------------------ each tool passes signals on
