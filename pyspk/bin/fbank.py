@@ -41,15 +41,9 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
             run_job(args.data_dir, args.fbank_dir, args.job, load_config(args.config), args.skip_bad)
         else:
-            from pyspk.features.ark import novoice_utts
             from pyspk.features.stage import make_fbank
 
             make_fbank(args.data_dir, args.fbank_dir, args.config, args.nj, args.cmd, args.force, args.skip_bad)
-            silent = novoice_utts(args.data_dir)
-            if silent:   # on the console, not only in the job logs: these utterances train nothing
-                logging.getLogger("pyspk.fbank").warning(
-                    "%d utterance(s) of %s have no voiced frame (VAD kept none), e.g. '%s'; they are kept in "
-                    "feats.scp/vad.scp, listed in %s/novoice.*", len(silent), args.data_dir, silent[0], args.fbank_dir)
     except (AudioError, StageError, ValueError, OSError) as e:
         logging.getLogger("pyspk.fbank").error("%s", e)
         return 1

@@ -183,6 +183,13 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     bad = merge(data_dir, fbank_dir, nj, config.vad)
     for utt, reason in bad.items():
         log.warning("skipped utterance '%s': %s", utt, reason)
-    from pyspk.features.ark import report_resampled
-    report_resampled(fbank_dir, nj, config.sample_rate)   # on the console: the jobs said it in their logs only
+    # on the console (the driver's stderr, for pyspk fbank and pyspk augment alike): the jobs
+    # said these in their logs only
+    from pyspk.features.ark import novoice_utts, report_resampled
+
+    report_resampled(fbank_dir, nj, config.sample_rate)
+    silent = novoice_utts(data_dir) if config.vad else []
+    if silent:   # these utterances train nothing
+        log.warning("%d utterance(s) of %s have no voiced frame (VAD kept none), e.g. '%s'; they are kept in "
+                    "feats.scp/vad.scp, listed in %s/novoice.*", len(silent), data_dir, silent[0], fbank_dir)
     return bad
