@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of SynthCeleb generation (local/make_synth.py), against its targets:
+"""Speed of SynthCeleb generation (synth/make_synth.py), against its targets:
 tiny < 10 s, default < 180 s on 2 cores (--nj 2).
 
     bench/bench_synth.py [--quick] [--nj 2] [--keep DIR]
@@ -32,7 +32,7 @@ def measure(size: str, nj: int, out: Path) -> tuple[float, float, int]:
     shutil.rmtree(out, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "local" / "make_synth.py"), "--out-dir", str(out),
+    subprocess.run([sys.executable, str(ROOT / "synth" / "make_synth.py"), "--out-dir", str(out),
                     "--size", size, "--seed", "777", "--nj", str(nj)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0

@@ -4,7 +4,7 @@
     python bench/tiny_systems.py --out DIR [--size test|recipe] [--encoders tdnn,ecapa_tdnn,resnet34]
 
 Runs the recipe's own tools on a tiny SynthCeleb (8 training, 4 test speakers):
-``local/make_synth.py --size tiny`` -> ``pyspk fbank`` (conf/fbank.yaml, with VAD) for
+``synth/make_synth.py --size tiny`` -> ``pyspk fbank`` (conf/fbank.yaml, with VAD) for
 synth_train and synth_test -> ``pyspk.bin.train`` of conf/synth/aam.yaml shrunk to a short
 run (no augmented copies), once per encoder -> for the first encoder also ``pyspk extract``
 of both sets and ``pyspk backend`` (conf/backend.yaml), so DIR/exp/<first>/ has xvector.scp,
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     data, fbank, exp = out / "data", out / "fbank", out / "exp"
     py = sys.executable
     if not (data / "synth_test" / "trials_en").is_file():
-        run(py, "local/make_synth.py", "--out-dir", str(data), "--size", "tiny", "--nj", "2")
+        run(py, "synth/make_synth.py", "--out-dir", str(data), "--size", "tiny", "--nj", "2")
     for s in ("synth_train", "synth_test"):
         if not (data / s / "feats.scp").is_file():
             run(py, "-m", "pyspk.bin.main", "fbank", "--config", "conf/fbank.yaml", "--nj", "1", "--cmd", "utils/run.pl",

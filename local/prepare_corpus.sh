@@ -5,7 +5,7 @@
 #     [--speechocean762-root P] [--voxceleb1-root P] [--voxceleb2-root P] [--cnceleb-root P] [--folder-root P]
 #
 #   corpus           train set              test set (trials files)
-#   synth            synth_train            synth_test            (local/make_synth.py)
+#   synth            synth_train            synth_test            (synth/make_synth.py)
 #   speechocean762   so762_train            so762_test            trials, trials_female, trials_male
 #   voxceleb1        voxceleb1_dev          voxceleb1_test        trials_vox1_o
 #   voxceleb2        voxceleb2_dev          voxceleb1_test        trials_vox1_o [_e _h when present]
@@ -36,6 +36,7 @@ help_message="usage: $0 --corpus synth|speechocean762|voxceleb1|voxceleb2|cncele
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $*" >&2; exit 1; }
 
 local_dir=$(cd "$(dirname "$0")" && pwd)
+synth_dir=$(cd "$local_dir/../synth" && pwd)
 # Each python step runs in the background and is waited for, so that INT/TERM/HUP to
 # this script (stamped.sh passes them on) reach it: a shell waiting for a foreground
 # command would die and leave it running. It gets TERM (a background job ignores INT).
@@ -67,8 +68,8 @@ mkdir -p "$data"
 
 case $corpus in
   synth)
-    [ -f "$local_dir/make_synth.py" ] || { echo "$0: $local_dir/make_synth.py not found" >&2; exit 1; }
-    py make_synth.py --out-dir "$data" --size "$synth_size" --seed "$seed" --nj "$nj" ;;
+    [ -f "$synth_dir/make_synth.py" ] || { echo "$0: $synth_dir/make_synth.py not found" >&2; exit 1; }
+    py ../synth/make_synth.py --out-dir "$data" --size "$synth_size" --seed "$seed" --nj "$nj" ;;
   speechocean762)
     need_root speechocean762-root "$speechocean762_root"
     split=()

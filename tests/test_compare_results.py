@@ -1,4 +1,4 @@
-"""local/compare_results.py: the per-figure EER differences of two results.json files."""
+"""studies/compare_results.py: the per-figure EER differences of two results.json files."""
 
 import json
 import subprocess
@@ -17,7 +17,7 @@ def _results(path, eers):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(REPO / "local/compare_results.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(REPO / "studies/compare_results.py"), *map(str, args)],
                           capture_output=True, text=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "local"))
+sys.path.insert(0, str(ROOT / "synth"))
 
 from synthceleb.config import SynthConfigError, load_config  # noqa: E402
 from synthceleb.label_noise import choose_flips, noisy_labels, write_noisy_dir  # noqa: E402

@@ -1,4 +1,4 @@
-"""The loss study's bookkeeping (local/study_losses.py): every variant resolves against the
+"""The loss study's bookkeeping (studies/study_losses.py): every variant resolves against the
 trainer's schema, and a run recorded before a config key existed is compared with the key's
 old value, so it is reused only when it trained like the variant asks."""
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def study():
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("study_losses", REPO / "local" / "study_losses.py")
+    spec = importlib.util.spec_from_file_location("study_losses", REPO / "studies" / "study_losses.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["study_losses"] = mod
     spec.loader.exec_module(mod)

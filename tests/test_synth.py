@@ -1,4 +1,4 @@
-"""SynthCeleb (local/make_synth.py): a tiny corpus is valid, deterministic for any --nj,
+"""SynthCeleb (synth/make_synth.py): a tiny corpus is valid, deterministic for any --nj,
 balanced, resumable, and bad knobs fail before any audio is written, naming the flag."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "local"))
+sys.path.insert(0, str(ROOT / "synth"))
 
 import make_synth  # noqa: E402
 from synthceleb.config import SynthConfigError, load_config  # noqa: E402
@@ -166,7 +166,7 @@ def test_make_trials_balanced_without_duplicates():
 
 def test_naive_baseline_and_spectrogram_run_on_the_corpus(tiny, tmp_path):
     import naive_baseline
-    import plot_synth_spectrogram
+    import plot_spectrogram
 
     rows = naive_baseline.run(tiny / "synth_test", lda_train=tiny / "synth_train")
     names = {(r[0], r[1]) for r in rows}
@@ -174,5 +174,5 @@ def test_naive_baseline_and_spectrogram_run_on_the_corpus(tiny, tmp_path):
         for variant in ("raw", "centered", "level_free", "lda_train"):
             assert (trials, variant) in names
     assert all(0.0 <= r[2] <= 100.0 and r[3] > 0 for r in rows)
-    png = plot_synth_spectrogram.plot(tiny / "synth_test", tmp_path / "spec.png")
+    png = plot_spectrogram.plot(tiny / "synth_test", tmp_path / "spec.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ Why more than one: the pull of the angular form on a positive pair, −∂/∂θ
 sin(θ + m), tends to sin m as θ → 0, so it keeps pulling pairs that are already together
 (and, in embedding space, the direction of that pull becomes the noise of the pair's
 residual), while the push on negatives is ∝ sin θ. The additive and threshold forms pull
-with sin θ near θ = 0: their pull vanishes when a pair coincides. ``local/study_losses.py``
+with sin θ near θ = 0: their pull vanishes when a pair coincides. ``studies/study_losses.py``
 measures which one trains better encoders.
 
 Margin placement (``placement``):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Naive speaker-verification baseline, to calibrate the difficulty of a test set.
 
-    local/naive_baseline.py DATA_DIR_TEST [--nj N] [--json OUT] [--lda-train DATA_DIR_TRAIN]
+    synth/naive_baseline.py DATA_DIR_TEST [--nj N] [--json OUT] [--lda-train DATA_DIR_TRAIN]
 
 Each utterance becomes e = [mean_t(F), std_t(F)] of its 80-dim log-mel fbank F
 (pyspk.features.fbank.compute_fbank, i.e. Kaldi fbank via Lhotse); a trial's score is

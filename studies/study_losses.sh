@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The loss study (docs/results/loss-study.md): makes the corpus's data (run.sh stages 0-2, skipped when done),
-# then trains, scores and tabulates every variant over the seeds (local/study_losses.py).
+# then trains, scores and tabulates every variant over the seeds (studies/study_losses.py).
 #
-#   local/study_losses.sh [--corpus synth|speechocean762] [study_losses.py options]
-#   e.g. local/study_losses.sh --corpus synth --groups rows --seeds 1,2,3
+#   studies/study_losses.sh [--corpus synth|speechocean762] [study_losses.py options]
+#   e.g. studies/study_losses.sh --corpus synth --groups rows --seeds 1,2,3
 #
 # Resumable: rerun the same command after a kill; finished systems are reused.
 # Table: exp_study/<corpus>/study.md. Everything is a long run on 2 CPU cores (times:
@@ -26,4 +26,4 @@ case $corpus in
                     --stage 0 --stop-stage 2 ;;
   *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762)" >&2; exit 1 ;;
 esac
-exec python local/study_losses.py --corpus "$corpus" ${args[@]+"${args[@]}"}
+exec python studies/study_losses.py --corpus "$corpus" ${args[@]+"${args[@]}"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The loss study: every variant of margin, CAA and balancing, same budget, several seeds.
 
-    local/study_losses.py --corpus synth|speechocean762 [--groups rows,margin,...] [--variants a,b]
+    studies/study_losses.py --corpus synth|speechocean762 [--groups rows,margin,...] [--variants a,b]
                           [--seeds 1,2,3] [--jobs 2] [--out exp_study] [--list] [--table-only]
 
 For each (variant, seed) it trains one system (``pyspk train``), extracts x-vectors of the
@@ -15,9 +15,9 @@ training (train.csv: cosines of positive/negative pairs, the loss's pull on posi
 on negatives, the CAA weights' spread), first and last epoch.
 
 Variants are ``conf/<corpus>/<base>.yaml`` plus overrides; label-noise variants train on a copy
-of the training dirs whose labels were flipped by ``local/synthceleb/label_noise.py`` (features
+of the training dirs whose labels were flipped by ``synth/synthceleb/label_noise.py`` (features
 shared); ``long4`` variants have 4x the steps per epoch (ramps keep their share of training).
-The data (stages 0-2 of run.sh) must exist: ``local/study_losses.sh`` makes it first.
+The data (stages 0-2 of run.sh) must exist: ``studies/study_losses.sh`` makes it first.
 The commands and tables of the study: docs/results/loss-study.md.
 """
 
@@ -43,7 +43,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "local"))
+sys.path.insert(1, str(ROOT / "synth"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
 from pyspk.yamlio import safe_load  # noqa: E402
@@ -55,7 +55,7 @@ CORPORA = {
     "synth": ("data", "synth_train", "synth_test"),
     "speechocean762": ("data_so762", "so762_train", "so762_test"),
 }
-FBANK_DIRS = {"data": "fbank", "data_so762": "fbank_so762"}   # as local/study_losses.sh's run.sh calls
+FBANK_DIRS = {"data": "fbank", "data_so762": "fbank_so762"}   # as studies/study_losses.sh's run.sh calls
 RECIPE_SEED = 777                                              # run.sh's --seed: the augmentation's draws
 SCORE_BACKENDS = ("cosine", "asnorm", "plda")   # what run.sh stage 6 scores
 SHORT = {"cosine": "cos", "asnorm": "AS-norm", "plda": "PLDA"}
@@ -624,7 +624,7 @@ def main(argv=None) -> int:
     if args.summary:
         print(f"study: summary in {write_summary(out, groups, seeds)}")
         return 0
-    command = "local/study_losses.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "studies/study_losses.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     for v in chosen:  # fail early on a bad variant, before hours of training
         resolved_config(args.corpus, v, args.threads)
     if not args.table_only:

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Make SynthCeleb, the embedded multi-speaker English + Mandarin corpus (stage 0, --corpus synth).
 
-    local/make_synth.py --out-dir data --size tiny|default --seed 777 [--nj 2]
+    synth/make_synth.py --out-dir data --size tiny|default --seed 777 [--nj 2]
         [--config conf/synth.yaml] [--num-train-spk N] [--num-test-spk N] [--utts-per-lang N]
         [--difficulty F] [--languages en,cmn] [--snr-db LO,HI] [--rt60 LO,HI] ...
 
 writes DIR/synth_train and DIR/synth_test (Kaldi dirs; trials_en, trials_cmn, trials_cross
 in the test dir) and the audio under DIR/synth_audio. Knobs are checked before any audio
-is written; a bad one is an error naming its flag. See local/synthceleb/ for the method.
+is written; a bad one is an error naming its flag. See synth/synthceleb/ for the method.
 """
 
 from __future__ import annotations

@@ -5,5 +5,5 @@ Modules: ``espeak`` (ctypes driver of libespeak-ng from the espeakng-loader whee
 built-in word lists and pinyin), ``utterance`` and ``channel`` (prosody jitter, reverb,
 noise, channel, 16 kHz), ``trials`` (balanced trial lists), ``config`` (validated knobs),
 ``corpus`` (parallel, deterministic, resumable generation). Entry point:
-``local/make_synth.py``.
+``synth/make_synth.py``.
 """

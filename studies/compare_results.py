@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """EERs of two recipe runs, figure by figure: after - before, in points.
 
-    python local/compare_results.py BEFORE/exp/results.json AFTER/exp/results.json
+    python studies/compare_results.py BEFORE/exp/results.json AFTER/exp/results.json
 
 Both files are the ``exp/results.json`` that stage 7 writes. Prints one line per (system,
 trial list, back-end) that both runs scored, then the mean, mean absolute and range of the
 differences, so a speed change can be checked for what it did to the results (compare the
-spread with the seed-to-seed spread of the loss study, ``local/study_losses.sh``). A figure
+spread with the seed-to-seed spread of the loss study, ``studies/study_losses.sh``). A figure
 present in only one run is named and left out of the summary.
 """
 

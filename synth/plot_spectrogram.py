@@ -2,7 +2,7 @@
 """Look at SynthCeleb: spectrograms of two speakers (an adult male and an adult female
 voice when there are both) each speaking English and Mandarin, in one PNG.
 
-    local/plot_synth_spectrogram.py DATA_DIR [--out docs/synth_spectrogram.png] [--speakers A,B]
+    synth/plot_spectrogram.py DATA_DIR [--out docs/synth_spectrogram.png] [--speakers A,B]
 
 DATA_DIR is a SynthCeleb data dir (``synth_test`` or ``synth_train``: wav.scp, utt2spk,
 utt2lang). Each panel is a log-power STFT (25 ms Hann window, 10 ms hop)
