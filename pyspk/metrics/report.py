@@ -24,6 +24,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from pyspk.io import atomic_write_text
+from pyspk.provenance import header, provenance
 
 STYLES = ("-", "--", ":", "-.")
 
@@ -90,7 +91,8 @@ def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: 
     if not systems:
         raise ValueError("no systems to report")
     info = {s: load_system(exp_dir, s) for s in systems}
-    lines = ["# Results", "", *markdown_table(info), "",
+    record = provenance(command)
+    lines = ["# Results", "", header(record), "", *markdown_table(info), "",
              "EER in %, minDCF normalised (c_miss = c_fa = 1); Cllr of the logistic-regression "
              "calibrated scores (fitted on the first trials list, so optimistic there).", "",
              f"Command: `{command}`", "", "Systems:"]
@@ -107,7 +109,7 @@ def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: 
         lines += ["", "Score histograms (target / non-target, per system): "
                   + ", ".join(f"![{p.stem}]({p.name})" for p in hists)]
     atomic_write_text(out_path, "\n".join(lines) + "\n")
-    result = {"command": command, "systems": info, "det": [p.name for p in dets],
+    result = {"command": command, "provenance": record, "systems": info, "det": [p.name for p in dets],
               "histograms": [p.name for p in hists]}
     atomic_write_text(out_path.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     return result
