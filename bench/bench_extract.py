@@ -12,7 +12,7 @@ thread, as each of the recipe's ``--nj`` jobs runs. Rows, all timed in this proc
 * ``extract_utts_per_s_before``: pyspk's earlier extraction algorithm, kept here as the
   baseline: kaldiio reads, one utterance at a time in feats.scp order, the (B, C, T)
   reference layout (oneDNN convolutions, a kernel compiled per new utterance length);
-* ``extract_utts_per_s_job``: ``pyspk.embed.stage.run_job`` as the stage runs it
+* ``extract_utts_per_s_job``: ``pyspk.stages.extract.run_job`` as the stage runs it
   (ArkReader, length-sorted windows, the folded TDNN on many utterances per call,
   Winograd convolutions: pyspk.models.fold, pyspk.models.winograd);
 * ``extract_speedup``: their ratio; target >= 2. The two alternate ``--repeats``
@@ -54,14 +54,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))   # toydata, the tests' fixture
 
 from pyspk.embed.extractor import ChunkConfig, Embedder  # noqa: E402
-from pyspk.embed.stage import run_job, write_splits  # noqa: E402
+from pyspk.stages.extract import run_job, write_splits  # noqa: E402
 from pyspk.models import build_encoder, save_encoder  # noqa: E402
 from pyspk.train.config import load_config  # noqa: E402
-from pyspk.train.toydata import make_toy_train_dir  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from bench_train import matmul_flops  # noqa: E402
+from toydata import make_toy_train_dir  # noqa: E402
 
 
 def row(figure, value, unit, note=""):
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
         row("extract_utts_per_s_before", f"{n / tb:.0f}", "utts/s",
             f"{cfg.encoder.name} {cfg.encoder.kwargs}, {n} utts, 1 thread: kaldiio, one at a time, reference layout; "
             f"median of {args.repeats}")
-        row("extract_utts_per_s_job", f"{n / tj:.0f}", "utts/s", f"pyspk.embed.stage.run_job, 1 thread; median of {args.repeats}")
+        row("extract_utts_per_s_job", f"{n / tj:.0f}", "utts/s", f"pyspk.stages.extract.run_job, 1 thread; median of {args.repeats}")
         paired = float(np.median(per_round))
         row("extract_speedup", f"{paired:.2f}", "x",
             f"median of the rounds' ratios (each round's before and job back to back), target >= 2 "

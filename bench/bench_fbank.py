@@ -1,7 +1,7 @@
 """Fbank stage benchmarks. Prints TSV rows: figure, value, unit, note.
 
 1. Throughput, one job, one thread (torch.set_num_threads(1)), 16 kHz FLAC:
-   end to end (read + fbank + ark/scp write, the job's own code: pyspk.features.ark.run_job)
+   end to end (read + fbank + ark/scp write, the job's own code: pyspk.stages.fbank.run_job)
    and the fbank computation alone on the same, pre-loaded waveforms, in x real time,
    and their ratio (targets: >= 1000x RT per core, ratio >= 0.8).
 2. Agreement with kaldi-native-fbank (dither 0, 20-7600 Hz, int16-scaled samples,
@@ -114,10 +114,9 @@ def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
     fixed cost -- stamps, renames, fsyncs -- weighs as little as in a real job)."""
     import torch
 
-    from pyspk.features.ark import run_job
     from pyspk.features.audio import read_audio
     from pyspk.features.fbank import FbankConfig, compute_fbank_energy
-    from pyspk.features.stage import write_splits
+    from pyspk.stages.fbank import run_job, write_splits
 
     torch.set_num_threads(1)
     data = write_set(tmp / f"tp_{fmt}", utts, 8.0, distinct=min(utts, 60), fmt=fmt)
@@ -165,12 +164,9 @@ def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
 FRESH_JOB = """
 import sys, time, torch
 torch.set_num_threads(1)
-if sys.argv[3] == "off":
-    import pyspk.features.malloc as m
-    m.keep_freed_memory = lambda *a, **k: False
-from pyspk.features.ark import run_job
+from pyspk.stages.fbank import run_job
 from pyspk.features.fbank import FbankConfig
-import pyspk.augment.apply, tqdm  # imported by run_job: a fixed per-process cost, not timed
+import tqdm  # imported by run_job: a fixed per-process cost, not timed
 cfg = FbankConfig.from_yaml(sys.argv[4])
 t0 = time.perf_counter()
 run_job(sys.argv[1], sys.argv[2], 1, cfg)
@@ -180,8 +176,8 @@ print(time.perf_counter() - t0)
 
 def fresh_job(tmp: Path, repeats: int) -> None:
     """One job in a fresh process, as the stage runs it, with the allocator setting of
-    pyspk.features.malloc on (as shipped) and off: the first utterances of a fresh process
-    are where glibc's dynamic mmap threshold costs page faults."""
+    pyspk.malloc on (as shipped) and off (PYSPK_MALLOC=system): the first utterances of a
+    fresh process are where glibc's dynamic mmap threshold costs page faults."""
     data, fb = tmp / "tp_flac" / "data", (tmp / "tp_flac" / "fbank").resolve()
     audio_s = sum(sf.info(ln.split()[1]).frames for ln in (data / "wav.scp").read_text().splitlines()) / SR
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -189,11 +185,12 @@ def fresh_job(tmp: Path, repeats: int) -> None:
     for _ in range(repeats):
         for mode in best:
             out = subprocess.run([sys.executable, "-c", FRESH_JOB, str(data), str(fb), mode,
-                                  str(REPO / "conf" / "fbank.yaml")], capture_output=True, text=True, env=env, check=True)
+                                  str(REPO / "conf" / "fbank.yaml")], capture_output=True, text=True, check=True,
+                                 env=dict(env, PYSPK_MALLOC="system" if mode == "off" else "keep"))
             best[mode] = min(best[mode], float(out.stdout.split()[-1]))
     row("fbank_job_fresh_process_xRT", f"{audio_s / best['on']:.0f}", "x real time",
         f"one job in a fresh process (run_job after imports; includes building the extractor), best of {repeats}; "
-        f"{audio_s / best['off']:.0f}x without pyspk.features.malloc")
+        f"{audio_s / best['off']:.0f}x without pyspk.malloc (PYSPK_MALLOC=system)")
 
 
 def agreement() -> None:

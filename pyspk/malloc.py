@@ -12,12 +12,18 @@ docs/speed.md).
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve large blocks from its heap
 (``M_MMAP_MAX`` = 0) and not to shrink the heap below 2 GiB of free top
 (``M_TRIM_THRESHOLD``), so after the first step the same pages are reused. The cost is
-that a process keeps its peak heap until it exits, which is what a training or extraction
-job does anyway. Called by the trainer and by each extraction job (``pyspk train``,
-``pyspk extract``); not on import, so a program that imports pyspk keeps its own
-allocator settings. ``PYSPK_MALLOC=system`` leaves glibc's defaults alone; a process with
-another allocator preloaded (``LD_PRELOAD`` of tcmalloc or jemalloc) is left alone too.
-On a libc without ``mallopt`` (musl, macOS) nothing changes.
+that a process keeps its peak heap until it exits, which is what a training, feature or
+extraction job does anyway. A feature job gains too: it allocates the same few buffers for
+every utterance (decoded samples, framed signal, spectrum), and glibc's dynamic mmap
+threshold would make the first hundreds of them pay page faults (``bench/bench_fbank.py``,
+row ``fbank_job_fresh_process_xRT``).
+
+The one policy of pyspk, called by the trainer and by each feature and extraction job
+(``pyspk train``, ``pyspk fbank`` and ``pyspk augment``, ``pyspk extract``); not on import,
+so a program that imports pyspk keeps its own allocator settings. ``PYSPK_MALLOC=system``
+leaves glibc's defaults alone, in all of them; a process with another allocator preloaded
+(``LD_PRELOAD`` of tcmalloc or jemalloc) is left alone too. On a libc without ``mallopt``
+(musl, macOS) nothing changes.
 """
 
 from __future__ import annotations
@@ -63,14 +69,21 @@ def keep_freed_memory() -> bool:
     if other:
         log.debug("%s preloaded: malloc settings left to it", other)
         return False
-    if platform.libc_ver()[0] != "glibc":
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success
     _done = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     return _done
+
+
+def _mallopt():
+    """glibc's ``mallopt(int, int)``; None on another libc."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt

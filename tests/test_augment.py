@@ -212,8 +212,8 @@ def test_augment_stage_end_to_end(tmp_path):
     run_pl = REPO / "utils" / "run.pl"
     if not run_pl.is_file():
         pytest.skip("utils/run.pl not in the checkout")
-    from pyspk.augment.stage import make_augmented
-    from pyspk.features.stage import make_fbank
+    from pyspk.stages.augment import make_augmented
+    from pyspk.stages.fbank import make_fbank
 
     data = make_set(tmp_path)
     fbank_conf = str(REPO / "conf" / "fbank.yaml")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from pyspk.data.xvectors import read_num_utts, read_vectors
 from pyspk.embed.extractor import ChunkConfig, Embedder, chunk_starts
-from pyspk.embed.stage import ExtractError, extract, job_files
-from pyspk.embed.store import read_num_utts, read_vectors
 from pyspk.features.reader import load_features
 from pyspk.models import build_encoder, save_encoder
+from pyspk.stages.extract import ExtractError, extract, job_files
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_PL = str(REPO / "utils" / "run.pl")

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 
 from pyspk.data.kaldi_dir import read_table
-from pyspk.features.ark import job_files, job_signature, run_job, verify_job
+from pyspk.features.ark import job_files
 from pyspk.features.audio import AudioError, read_audio
 from pyspk.features.fbank import FbankConfig, compute_fbank, compute_fbank_energy, num_frames
-from pyspk.features.stage import StageError, make_fbank, write_splits
+from pyspk.stages.fbank import StageError, job_signature, make_fbank, run_job, verify_job, write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_PL = REPO / "utils" / "run.pl"

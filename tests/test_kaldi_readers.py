@@ -15,7 +15,7 @@ import pytest
 
 from conftest import need
 from pyspk.backend.kaldi_plda import KaldiFormatError, read_kaldi_plda
-from pyspk.embed.store import read_num_utts
+from pyspk.data.xvectors import read_num_utts
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyspk.features.arkread import ArkReader
+from pyspk.data.arkread import ArkReader
 from pyspk.models import build_encoder
 from pyspk.models.layers import bn_last, conv_rows
 from pyspk.models.pooling import AttentiveStatisticsPooling
@@ -156,8 +156,8 @@ def test_compiled_encoder_trains_like_eager(tmp_path, gemm):
     import csv
 
     from pyspk.train.config import config_from_dict
-    from pyspk.train.toydata import make_toy_train_dir, toy_config
     from pyspk.train.trainer import train
+    from toydata import make_toy_train_dir, toy_config
 
     make_toy_train_dir(tmp_path / "d", num_speakers=6, utts_per_speaker=4, num_frames=60, feat_dim=20)
     losses, keys = {}, {}

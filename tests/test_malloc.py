@@ -49,3 +49,67 @@ def test_preloaded_allocator_and_system_are_left_alone(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "")
     monkeypatch.setenv("PYSPK_MALLOC", "system")
     assert malloc.keep_freed_memory() is False
+
+
+def _tiny_fbank_job(root):
+    """A one-utterance data dir and its split, ready for fbank job 1."""
+    import numpy as np
+    import soundfile as sf
+
+    from pyspk.stages.fbank import write_splits
+
+    data, fb = root / "data", (root / "fbank").resolve()
+    data.mkdir()
+    sf.write(root / "a.wav", (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32), 16000)
+    (data / "wav.scp").write_text(f"a {root / 'a.wav'}\n")
+    (data / "utt2spk").write_text("a s\n")
+    write_splits(data, fb, 1)
+    return data, fb
+
+
+def _run_feature_job(root):
+    from pyspk.features.fbank import FbankConfig
+    from pyspk.stages.fbank import run_job
+
+    data, fb = _tiny_fbank_job(root)
+    run_job(data, fb, 1, FbankConfig())
+    assert (fb / "feats.1.scp").is_file()
+
+
+def _run_training_setup(root):
+    from pyspk.train.config import config_from_dict
+    from pyspk.train.trainer import Trainer
+    from toydata import make_toy_train_dir, toy_config
+
+    toy = make_toy_train_dir(root / "train", num_speakers=4, utts_per_speaker=2, num_frames=60, feat_dim=8)
+    Trainer(config_from_dict(toy_config("tdnn")), toy, root / "exp", seed=1)
+
+
+@pytest.mark.parametrize("job", [_run_feature_job, _run_training_setup], ids=["feature_job", "training"])
+@pytest.mark.parametrize("setting", ["system", "keep"])
+def test_pyspk_malloc_system_turns_the_policy_off_in_feature_jobs_and_training(tmp_path, monkeypatch, job, setting):
+    """One policy, honoured everywhere (docs/speed.md): the fbank job (so pyspk fbank and
+    pyspk augment) and the trainer call pyspk.malloc, and PYSPK_MALLOC=system leaves glibc alone."""
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(malloc, "_mallopt", lambda: mallopt)    # glibc's, as recorded calls only
+    monkeypatch.setattr(malloc, "_done", None)                 # this process has not chosen yet
+    monkeypatch.setenv("LD_PRELOAD", "")
+    monkeypatch.setenv("PYSPK_MALLOC", setting)
+    job(tmp_path)
+    if setting == "system":
+        assert calls == [] and malloc._done is False
+    else:
+        assert calls == [(malloc.M_MMAP_MAX, 0), (malloc.M_TRIM_THRESHOLD, malloc.TRIM_THRESHOLD)]
+        assert malloc._done is True
+
+
+def test_one_malloc_module():
+    """The feature jobs' own allocator module of before is gone: one policy, one place."""
+    import importlib.util
+
+    assert importlib.util.find_spec("pyspk.features.malloc") is None

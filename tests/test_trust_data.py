@@ -22,14 +22,14 @@ import pytest
 from conftest import tool_env
 import soundfile as sf
 
+from pyspk.data.arkread import ArkError, ArkReader, parse_header
 from pyspk.data.dir_edit import commit_staged, fix_data_dir, next_backup_dir
 from pyspk.data.kaldi_dir import DataDirError, check_table_entries, validate_data_dir, write_table
-from pyspk.embed.store import read_vectors, write_vectors
-from pyspk.features.ark import job_files, novoice_utts, run_job
-from pyspk.features.arkread import ArkError, ArkReader, parse_header, read_object
+from pyspk.data.xvectors import read_vectors, write_vectors
+from pyspk.features.ark import job_files, novoice_utts
 from pyspk.features.audio import AudioError, read_audio
 from pyspk.features.fbank import FbankConfig, compute_fbank
-from pyspk.features.stage import write_splits
+from pyspk.stages.fbank import run_job, write_splits
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -301,19 +301,19 @@ def test_array_reader_names_ark_key_and_offset(tmp_path):
                      scp=str(tmp_path / "feats.scp"))
     spec = (tmp_path / "feats.scp").read_text().splitlines()[1].split()[1]
     pos = int(spec.rsplit(":", 1)[1])
-    assert read_object(spec, "u2").shape == (7, 3)
+    assert ArkReader()(spec, "u2").shape == (7, 3)
     os.truncate(ark, ark.stat().st_size - 1)
     with pytest.raises(ArkError, match=rf"^{ark}: key 'u2' at byte {pos}: truncated: the 7x3 float32 object"):
         ArkReader()(spec, "u2")
     with pytest.raises(ArkError, match=rf"^{ark}: at byte {pos}: truncated"):
-        read_object(spec)                                          # no key given: ark and offset still named
+        ArkReader()(spec)                                          # no key given: ark and offset still named
     data = bytearray(ark.read_bytes())
     data[pos:pos + 5] = b"XXXXX"                                   # not a Kaldi object: kaldiio's error, named
     ark.write_bytes(bytes(data))
     with pytest.raises(ArkError, match=rf"^{ark}: key 'u2' at byte {pos}: cannot read"):
-        read_object(spec, "u2")
+        ArkReader()(spec, "u2")
     with pytest.raises(ArkError, match=r"key 'u9' at byte 0: the ark does not exist"):
-        read_object(f"{tmp_path}/none.ark:0", "u9")
+        ArkReader()(f"{tmp_path}/none.ark:0", "u9")
     head = bytearray(ark.read_bytes()[:32])
     assert parse_header(bytes(head[head.index(b"\0B"):])) is not None
     neg = head[head.index(b"\0B"):][:15]

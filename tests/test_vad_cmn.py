@@ -116,10 +116,10 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
     """The loader crops before it normalises (FeatureStore.crop) and masks in the batch: the
     same bits, from the same random draws, as processing each whole utterance first; crops
     longer than some utterances (tiled) included."""
-    from pyspk.data.dataset import CropBatchDataset, FeatureStore
+    from pyspk.train.offline import CropBatchDataset, FeatureStore
     from pyspk.data.kaldi_dir import read_table
     from pyspk.train.config import SpecAugmentConfig
-    from pyspk.train.toydata import make_toy_train_dir
+    from toydata import make_toy_train_dir
 
     d = make_toy_train_dir(tmp_path / "d", num_speakers=3, utts_per_speaker=4, num_frames=60, feat_dim=8,
                            vad=vad, frame_jitter=40)
@@ -168,7 +168,7 @@ def _one_utterance_arks(tmp_path, utt, feats, vad):
     ("no_voiced", "VAD kept no frame"), ("not_2d", "2-D"),
 ])
 def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, damage, message):
-    from pyspk.data.dataset import FeatureStore
+    from pyspk.train.offline import FeatureStore
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(60, 4)).astype(np.float32)
@@ -193,7 +193,7 @@ def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, dama
 def test_on_demand_crop_ignores_nan_in_frames_vad_drops(tmp_path):
     """A NaN in an unvoiced frame is never read by training: the crop path does not stop on it
     (the check is on the mean of the frames it reads); a NaN in a voiced frame does."""
-    from pyspk.data.dataset import FeatureStore
+    from pyspk.train.offline import FeatureStore
 
     feats = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     vad = (np.arange(60) % 3 != 0).astype(np.float32)

@@ -32,9 +32,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from pyspk.augment.config import AugmentConfig
-    from pyspk.augment.stage import make_augmented
     from pyspk.features.audio import AudioError
-    from pyspk.features.stage import StageError
+    from pyspk.stages.augment import make_augmented
+    from pyspk.stages.fbank import StageError
 
     try:
         cfg = AugmentConfig() if args.config is None else AugmentConfig.from_yaml(args.config)

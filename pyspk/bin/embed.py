@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     if args.out_ark:
         from pathlib import Path
 
-        from pyspk.embed.store import write_vectors
+        from pyspk.data.xvectors import write_vectors
 
         write_vectors(args.out_ark, Path(args.out_ark).with_suffix(".scp"), vecs)
     else:

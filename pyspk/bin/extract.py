@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from pyspk.embed.extractor import ChunkConfig
-    from pyspk.embed.stage import ExtractError, extract, run_job
+    from pyspk.stages.extract import ExtractError, extract, run_job
 
     try:
         chunk = ChunkConfig(args.max_frames, args.chunk_frames, args.chunk_hop)

@@ -29,19 +29,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from pyspk.features.audio import AudioError
-    from pyspk.features.stage import StageError
+    from pyspk.stages.fbank import StageError
 
     try:
         if args.job is not None:
             import torch
 
-            from pyspk.features.ark import run_job
             from pyspk.features.fbank import load_config
+            from pyspk.stages.fbank import run_job
 
             torch.set_num_threads(1)
             run_job(args.data_dir, args.fbank_dir, args.job, load_config(args.config), args.skip_bad)
         else:
-            from pyspk.features.stage import make_fbank
+            from pyspk.stages.fbank import make_fbank
 
             make_fbank(args.data_dir, args.fbank_dir, args.config, args.nj, args.cmd, args.force, args.skip_bad)
     except (AudioError, StageError, ValueError, OSError) as e:

@@ -447,7 +447,7 @@ def _check_ark_entries(path: Path, name: str, rows: List[Tuple[int, str, str]]) 
     """Every ``ark:offset`` entry of table ``name`` points at a binary Kaldi matrix or
     vector lying wholly inside its ark: the object's header is read (a few bytes, no data)
     and offset + header + data must not pass the end of the file. Returns {key: rows}."""
-    from pyspk.features.arkread import EXTENT_BYTES, object_extent
+    from pyspk.data.arkread import EXTENT_BYTES, object_extent
 
     scp = path / name
     rows_of: Dict[str, int] = {}

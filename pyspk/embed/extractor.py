@@ -9,7 +9,7 @@ WeSpeaker/SpeechBrain do for long recordings to bound memory and keep the
 embedding close to the training segment length.
 
 :meth:`Embedder.embed_prepared` batches utterances of equal length (exact: no padding,
-no masks); the extraction job feeds it length-sorted windows (pyspk.embed.stage).
+no masks); the extraction job feeds it length-sorted windows (pyspk.stages.extract).
 """
 
 from __future__ import annotations

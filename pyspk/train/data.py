@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pyspk.data.dataset import CropBatchDataset, FeatureStore, check_lengths, make_loader
+from pyspk.data.dataset import check_lengths, make_loader
 from pyspk.data.kaldi_dir import DataDirError, read_table
 from pyspk.data.sampler import build_sampler, repetition_warning
 from pyspk.train.config import Config, ConfigError
+from pyspk.train.offline import CropBatchDataset, FeatureStore
 
 log = logging.getLogger(__name__)
 FEAT_DIM_GUESS = 80

@@ -154,11 +154,3 @@ def _kaldiio_load(spec: str, key: Optional[str]) -> np.ndarray:
             (f"{spec}: key '{key}'" if key is not None else spec)
         raise ArkError(f"{where}: cannot read: {type(e).__name__}: {e}".rstrip(": ")) from e
 
-
-def read_object(spec: str, key: Optional[str] = None) -> np.ndarray:
-    """One object, read as :class:`ArkReader` reads it (for callers that read one at a time)."""
-    reader = ArkReader()
-    try:
-        return reader(spec, key)
-    finally:
-        reader.close()

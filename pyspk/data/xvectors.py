@@ -20,8 +20,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import kaldiio
 import numpy as np
 
+from pyspk.data.arkread import ArkError, ArkReader
 from pyspk.data.kaldi_dir import _read_keyed, _where, check_table_entries
-from pyspk.features.arkread import ArkError, ArkReader
 from pyspk.io import atomic_open, atomic_path
 
 

@@ -3,9 +3,9 @@
     make_augmented(data_dir, fbank_root, out_dir, cfg, fbank_config, nj, cmd, seed, ...)
 
 For each enabled kind K it writes ``DATA_DIR_K`` (:mod:`pyspk.augment.recipes`), runs
-the fbank stage on it into ``FBANK_ROOT/<basename>_K`` (recipes applied on the fly in
-the jobs, so the copy is resumable like any set), then combines the clean set (whose
-feats.scp must exist) with every copy into ``out_dir``.
+the fbank stage (:mod:`pyspk.stages.fbank`) on it into ``FBANK_ROOT/<basename>_K``
+(recipes applied on the fly in the jobs, so the copy is resumable like any set), then
+combines the clean set (whose feats.scp must exist) with every copy into ``out_dir``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pyspk.augment.config import AugmentConfig
 from pyspk.augment.recipes import make_context, write_copy
 from pyspk.data.kaldi_dir import DataDirError
 from pyspk.features.fbank import load_config
-from pyspk.features.stage import make_fbank
+from pyspk.stages.fbank import make_fbank
 
 log = logging.getLogger(__name__)
 

@@ -9,79 +9,72 @@
        CMD JOB=a:b OUT/log/extract.JOB.log python -m pyspk.bin.extract --job JOB ... MODEL DATA OUT
 
    writing ``out_dir/xvector.J.{ark,scp}`` and, last, ``out_dir/.done.extract.J``
-   holding the job's signature (sha1 of the model file, the split and the
-   chunking options); a rerun reuses jobs whose stamp matches (resume);
+   holding the job's signature (a sha-256 of the model file's sha-256, the chunking
+   options and the split); a rerun reuses jobs whose stamp matches (resume; :mod:`pyspk.jobs`);
 3. the job tables are merged into ``xvector.{ark,scp}``, ``spk_xvector.{ark,scp}``
-   and ``num_utts.ark`` (see :mod:`pyspk.embed.store`).
+   and ``num_utts.ark`` (see :mod:`pyspk.data.xvectors`).
 
 A failed job raises :class:`ExtractError` naming its log.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from pyspk.data.arkread import ArkReader
 from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
+from pyspk.data.xvectors import read_vectors, write_vectors, write_xvector_dir
 from pyspk.embed.extractor import ChunkConfig, Embedder
-from pyspk.features.arkread import ArkReader
-from pyspk.embed.store import read_vectors, write_vectors, write_xvector_dir
-from pyspk.io import atomic_write_text, file_digest, touch_done
+from pyspk.io import file_digest
+from pyspk.jobs import JobSet, StageError, num_jobs, signature, split_lines, write_if_changed
 from pyspk.malloc import keep_freed_memory
-from pyspk.queue import JOB, failure_reason, queue_argv, run_queue
 
 log = logging.getLogger(__name__)
 
 
-class ExtractError(RuntimeError):
+class ExtractError(StageError):
     """Extraction failed; the message names the log file(s)."""
 
 
+def jobs_of(out_dir) -> JobSet:
+    """The extraction jobs writing into ``out_dir`` (stamps ``.done.extract.J``, logs ``log/extract.J.log``)."""
+    return JobSet(Path(out_dir), "extraction", "pyspk.bin.extract", "extract", "extract", ExtractError)
+
+
 def job_files(out_dir, job: int) -> Dict[str, Path]:
-    d = Path(out_dir)
+    d, jobs = Path(out_dir), jobs_of(out_dir)
     return {"split": d / "split" / f"feats.{job}.scp", "ark": d / f"xvector.{job}.ark",
-            "scp": d / f"xvector.{job}.scp", "done": d / f".done.extract.{job}",
-            "log": d / "log" / f"extract.{job}.log"}
+            "scp": d / f"xvector.{job}.scp", "done": jobs.stamp(job), "log": jobs.log(job)}
 
 
-def file_sha1(path) -> str:
-    return file_digest(path, "sha1")
-
-
-def job_signature(model_sha1: str, split_text: str, chunk: ChunkConfig) -> str:
-    h = hashlib.sha1(f"{model_sha1}\n{chunk}\n".encode())
-    h.update(split_text.encode())
-    return h.hexdigest()
+def job_signature(model_digest: str, split_text: str, chunk: ChunkConfig) -> str:
+    """Hash of everything a job's output depends on: the model file's sha-256, the chunking
+    options and the job's feats.scp lines."""
+    return signature(model_digest, str(chunk), split_text)
 
 
 def write_splits(data_dir, out_dir, nj: int) -> List[str]:
     """Contiguous split of feats.scp into nj parts (rewritten only when changed)."""
     read_table(Path(data_dir) / "feats.scp")  # sorted, unique keys, or a clear error
     lines = [ln for ln in (Path(data_dir) / "feats.scp").read_text().splitlines(keepends=True) if ln.strip()]
-    size, rem = divmod(len(lines), nj)
-    texts, start = [], 0
-    for j in range(nj):
-        end = start + size + (1 if j < rem else 0)
-        texts.append("".join(lines[start:end]))
-        start = end
+    texts = ["".join(part) for part in split_lines(lines, nj, first_longer=True)]
     for j, text in enumerate(texts, 1):
-        p = job_files(out_dir, j)["split"]
-        if not p.is_file() or p.read_text() != text:
-            atomic_write_text(p, text)
+        write_if_changed(job_files(out_dir, j)["split"], text)
     return texts
 
 
-def job_is_done(out_dir, job: int, signature: str) -> bool:
+def verify_job(out_dir, job: int, signature: str) -> str:
+    """'' when job ``job``'s stamp holds ``signature`` and its table is there; else why not."""
     p = job_files(out_dir, job)
-    return (p["done"].is_file() and p["done"].read_text().strip() == signature
-            and p["ark"].is_file() and p["scp"].is_file())
+    why = jobs_of(out_dir).stamp_check(job, signature)
+    if not why and not (p["ark"].is_file() and p["scp"].is_file()):
+        why = f"{p['ark'].name} or {p['scp'].name} missing"
+    return why
 
 
 WINDOW = 512   # utterances read, length-sorted and embedded together by one job
@@ -109,9 +102,9 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     keep_freed_memory()
     p = job_files(out_dir, job)
     split_text = p["split"].read_text()
-    signature = job_signature(file_sha1(model_path), split_text, chunk)
-    with contextlib.suppress(FileNotFoundError):
-        p["done"].unlink()
+    sig = job_signature(file_digest(model_path), split_text, chunk)
+    jobs = jobs_of(out_dir)
+    jobs.begin(job)
     embedder = Embedder.from_checkpoint(model_path, chunk, device)
     vad_scp = Path(data_dir) / "vad.scp"
     vad = read_table(vad_scp) if embedder.use_vad and vad_scp.is_file() else None
@@ -141,7 +134,7 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     reader.close()
     out = {utt: out[utt] for utt in feats}           # the split's order, as before
     write_vectors(p["ark"], p["scp"], out)
-    touch_done(p["done"], signature + "\n")
+    jobs.finish(job, sig)
     log.info("extract job %d: %d utterances on %s", job, len(out), embedder.device)
     return len(out)
 
@@ -150,30 +143,6 @@ def _job_argv(model_path, data_dir, out_dir, chunk: ChunkConfig, device: str) ->
     return ["--max-frames", str(chunk.max_frames), "--chunk-frames", str(chunk.chunk_frames),
             "--chunk-hop", str(chunk.chunk_hop), "--device", device,
             str(Path(model_path).resolve()), str(Path(data_dir).resolve()), str(Path(out_dir).resolve())]
-
-
-def run_jobs(cmd: str, out_dir: Path, jobs: List[int], argv: List[str]) -> None:
-    """``CMD JOB=a:b LOG python -m pyspk.bin.extract --job JOB ...`` per contiguous range."""
-    (out_dir / "log").mkdir(parents=True, exist_ok=True)
-    pattern = out_dir / "log" / "extract.JOB.log"
-    ranges: List[list] = []
-    for j in jobs:
-        if ranges and ranges[-1][1] == j - 1:
-            ranges[-1][1] = j
-        else:
-            ranges.append([j, j])
-    said = []
-    for a, b in ranges:
-        qargv = queue_argv(cmd, a, b, pattern, [sys.executable, "-m", "pyspk.bin.extract", "--job", JOB, *argv])
-        line = shlex.join(qargv)
-        log.info("running %s", line)
-        rc, err = run_queue(qargv)
-        said.append((rc, err, line))
-    failed = [j for j in jobs if not job_files(out_dir, j)["done"].is_file()]
-    if failed:
-        rc, err, line = next((x for x in said if x[0] != 0), said[-1])
-        why = failure_reason([job_files(out_dir, j)["log"] for j in failed], rc, err, line)
-        raise ExtractError(f"{len(failed)} of {len(jobs)} extraction job(s) failed; {why}")
 
 
 def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
@@ -189,18 +158,16 @@ def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
     n_utts = len(read_table(data_dir / "feats.scp"))
     if n_utts == 0:
         raise ValueError(f"{data_dir}/feats.scp is empty")
-    nj = max(1, min(nj, n_utts))
+    nj = num_jobs(nj, n_utts)
     texts = write_splits(data_dir, out_dir, nj)
-    model_sha1 = file_sha1(model_path)
-    pending = [j for j, t in enumerate(texts, 1)
-               if force or not job_is_done(out_dir, j, job_signature(model_sha1, t, chunk))]
-    for j in pending:
-        with contextlib.suppress(FileNotFoundError):
-            job_files(out_dir, j)["done"].unlink()
+    model_digest = file_digest(model_path)
+    jobs = jobs_of(out_dir)
+    pending = jobs.pending([job_signature(model_digest, t, chunk) for t in texts], force,
+                           lambda j, sig: verify_job(out_dir, j, sig))
     reused = [j for j in range(1, nj + 1) if j not in pending]
     log.info("extraction: %d job(s) to run, %d reused", len(pending), len(reused))
     if pending:
-        run_jobs(cmd, out_dir, pending, _job_argv(model_path, data_dir, out_dir, chunk, device))
+        jobs.run(cmd, pending, _job_argv(model_path, data_dir, out_dir, chunk, device))
     merge(data_dir, out_dir, nj)
     return {"jobs_run": pending, "jobs_reused": reused, "num_utts": n_utts}
 

@@ -1,4 +1,5 @@
-"""A tiny, linearly separable training data dir of random features (tests, benchmarks).
+"""A tiny, linearly separable training data dir of random features: a fixture of the tests
+and of bench/ (which put tests/ on sys.path), not part of the package.
 
 Speaker s has a random mean vector mu_s (feat_dim); each frame of each of its
 utterances is ``mu_s * separation + N(0, 1)`` with a per-utterance offset (which
@@ -67,6 +68,7 @@ def toy_config(encoder: str = "tdnn", **sections) -> dict:
     base = {
         "encoder": {"name": encoder, "kwargs": _TINY[encoder]},
         "features": {"crop_frames": 50, "spec_augment": {"enabled": True, "time_width": 5, "freq_width": 2}},
+        "head": {"name": "aam"},      # the objective: AAM (a config says what it trains)
         "sampler": {"speakers_per_batch": 4, "utts_per_speaker": 2},
         "optim": {"name": "adam", "lr": 0.005, "final_lr": 0.001, "warmup_steps": 2},
         "train": {"epochs": 2, "steps_per_epoch": 4, "log_interval": 2, "average_last": 1,
