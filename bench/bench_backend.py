@@ -121,7 +121,7 @@ def case_score_stage(q):
 
     from pyspk.backend import Backend, BackendConfig
     from pyspk.backend.scoring import score_data_dir
-    from pyspk.embed.store import write_vectors
+    from pyspk.data.xvectors import write_vectors
 
     rng = np.random.default_rng(0)
     n_emb, n_tr = (2000, 50_000) if q else (20_000, 1_000_000)

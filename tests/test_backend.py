@@ -13,7 +13,7 @@ from pyspk.backend.norm import as_norm, top_n_stats
 from pyspk.backend.scoring import score_data_dir
 from pyspk.bin import backend as backend_bin
 from pyspk.bin import score as score_bin
-from pyspk.embed.store import read_vectors, write_xvector_dir
+from pyspk.data.xvectors import read_vectors, write_xvector_dir
 
 
 def test_asnorm_invariant_to_shift():

@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from pyspk.backend.base import BACKENDS, ScoringBackend
 from pyspk.backend.lda import length_norm
 
 
@@ -35,10 +36,6 @@ class CosineScorer:
         """Row-wise scores of paired rows."""
         return np.einsum("ij,ij->i", self.normalise(np.atleast_2d(enroll)), self.normalise(np.atleast_2d(test)))
 
-    def score_matrix(self, A, B) -> np.ndarray:
-        """All pairs: (len(A), len(B)) cosine matrix."""
-        return self.normalise(A) @ self.normalise(B).T
-
     def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, chunk: int = 20_000) -> np.ndarray:
         """Scores of trials ``(enroll_vecs[enroll_idx[i]], test_vecs[test_idx[i]])``."""
         e, t = self.normalise(enroll_vecs), self.normalise(test_vecs)
@@ -46,3 +43,15 @@ class CosineScorer:
         for s in range(0, len(enroll_idx), chunk):
             out[s:s + chunk] = np.einsum("ij,ij->i", e[enroll_idx[s:s + chunk]], t[test_idx[s:s + chunk]])
         return out
+
+
+@BACKENDS.register("cosine")
+class CosineBackend(ScoringBackend):
+    """Cosine of the mean-subtracted embeddings; nothing to fit beyond the shared mean."""
+
+    def __init__(self, settings, mean):
+        super().__init__(settings, mean)
+        self.scorer = CosineScorer(mean)
+
+    def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1):
+        return self.scorer.score_trials(enroll_vecs, test_vecs, enroll_idx, test_idx)

@@ -17,9 +17,15 @@ subtraction), scored with the same cosine scorer as the trials.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Dict
+
 import numpy as np
 
+from pyspk.backend.base import BACKENDS, ScoringBackend
 from pyspk.backend.cosine import CosineScorer
+from pyspk.io import atomic_path
 
 
 def top_n_stats(cohort_scores: np.ndarray, top_n: int, eps: float = 1e-8):
@@ -62,3 +68,48 @@ class ASNorm:
         em, es = self.stats(enroll_vecs)
         tm, ts = self.stats(test_vecs)
         return as_norm(raw, em[enroll_idx], es[enroll_idx], tm[test_idx], ts[test_idx])
+
+
+@dataclass
+class AsNormSettings:
+    top_n: int = 300        # highest cohort scores kept per side (clipped to the cohort size)
+
+    flat_keys: ClassVar[Dict[str, str]] = {"asnorm_top_n": "top_n"}   # the spelling before blocks
+
+    def __post_init__(self):
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+
+
+@BACKENDS.register("asnorm", AsNormSettings)
+class AsNormBackend(ScoringBackend):
+    """AS-norm of the cosine scores; the cohort is the training speakers' mean x-vectors
+    (``cohort.npz``: ``cohort`` float32 (K, d), speaker ``ids``)."""
+
+    single_pair_refusal = "AS-norm needs cohort statistics of both sides; use cosine or plda for single pairs"
+
+    def __init__(self, settings: AsNormSettings, mean, cohort: np.ndarray, cohort_ids):
+        super().__init__(settings, mean)
+        self.cohort, self.cohort_ids = cohort, list(cohort_ids)
+        self.asnorm = ASNorm(cohort, CosineScorer(mean), top_n=settings.top_n)
+
+    @classmethod
+    def fit(cls, settings, X, labels, mean):
+        spks, idx = np.unique(labels, return_inverse=True)
+        sums = np.zeros((len(spks), X.shape[1]))
+        np.add.at(sums, idx, X)
+        return cls(settings, mean, (sums / np.bincount(idx)[:, None]).astype(np.float32), list(spks))
+
+    def save(self, backend_dir: Path) -> dict:
+        with atomic_path(Path(backend_dir) / "cohort.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, cohort=self.cohort, ids=np.array(self.cohort_ids))
+        return {}
+
+    @classmethod
+    def load(cls, settings, backend_dir, info, mean):
+        with np.load(Path(backend_dir) / "cohort.npz") as z:
+            return cls(settings, mean, z["cohort"], [str(i) for i in z["ids"]])
+
+    def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1):
+        return self.asnorm.score_trials(enroll_vecs, test_vecs, enroll_idx, test_idx)

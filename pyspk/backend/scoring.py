@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from pyspk.backend.calibration import LinearCalibration, cllr
-from pyspk.backend.model import BACKENDS, Backend
+from pyspk.backend.model import Backend
 from pyspk.data.kaldi_dir import read_trials
-from pyspk.embed.store import read_num_utts, read_vectors, stack
+from pyspk.data.xvectors import read_num_utts, read_vectors, stack
 from pyspk.io import atomic_open, atomic_write_text
 from pyspk.metrics import compute_metrics
 
@@ -100,8 +100,12 @@ def trials_files(data_dir) -> List[Path]:
     return files
 
 
-def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: Sequence[str] = BACKENDS) -> dict:
-    """Score every trials list of ``data_dir``; returns the metrics dict written to metrics.json."""
+def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: Optional[Sequence[str]] = None) -> dict:
+    """Score every trials list of ``data_dir`` with ``backends`` (default: every fitted one);
+    returns the metrics dict written to metrics.json."""
+    backends = backend.names if backends is None else list(backends)
+    for name in backends:
+        backend.scorer(name)        # unknown or not fitted: one line, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = EmbeddingTables(xvector_dir)

@@ -1,7 +1,8 @@
 """pyspk backend [--config conf/backend.yaml] XVEC_TRAIN_DIR DATA_TRAIN_DIR BACKEND_DIR
 
-Fits the training mean, LDA, PLDA (EM) and the AS-norm cohort (training speaker
-means) on the training x-vectors; writes npz files and backend.yaml to BACKEND_DIR.
+Fits the training mean and every back-end the config lists (conf/backend.yaml: cosine,
+AS-norm and its cohort of training speaker means, LDA + PLDA, or one a plugin registers)
+on the training x-vectors; writes their files and backend.yaml to BACKEND_DIR.
 """
 
 from __future__ import annotations

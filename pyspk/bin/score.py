@@ -1,6 +1,7 @@
 """pyspk score --backend-dir B --xvector-dir X --data-dir D --out-dir S [--backends cosine,asnorm,plda]
 
-Scores every D/trials* list with each back-end: S/<trials>.<backend> (enroll test
+Scores every D/trials* list with each back-end fitted in B (default; --backends: a subset,
+in that order): S/<trials>.<backend> (enroll test
 score), S/metrics.json (EER, minDCF per list and back-end), S/thresholds.json (EER
 thresholds of the calibration list, used by `pyspk verify`), S/calibration.json.
 """
@@ -11,7 +12,8 @@ import argparse
 import logging
 import sys
 
-from pyspk.backend.model import BACKENDS, Backend
+from pyspk.backend.base import BACKENDS
+from pyspk.backend.model import Backend
 from pyspk.backend.scoring import score_data_dir
 
 
@@ -21,13 +23,13 @@ def main(argv=None) -> int:
     ap.add_argument("--xvector-dir", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--backends", default=None, help="comma-separated back-ends (default: every one fitted in B)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = [b for b in args.backends.split(",") if b]
-    bad = [b for b in names if b not in BACKENDS]
+    names = None if args.backends is None else [b for b in args.backends.split(",") if b]
+    bad = [b for b in names or () if b not in BACKENDS]
     if bad:
-        print(f"pyspk score: unknown back-end '{bad[0]}' (known: {', '.join(BACKENDS)})", file=sys.stderr)
+        print(f"pyspk score: {BACKENDS.unknown(bad[0])}", file=sys.stderr)
         return 2
     try:
         score_data_dir(Backend.load(args.backend_dir), args.xvector_dir, args.data_dir, args.out_dir, names)

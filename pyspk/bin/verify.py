@@ -1,4 +1,4 @@
-"""pyspk verify --model M.pt a.wav b.wav [--backend-dir B] [--scores-dir S] [--backend cosine|plda] [--threshold T]
+"""pyspk verify --model M.pt a.wav b.wav [--backend-dir B] [--scores-dir S] [--backend cosine|plda|...] [--threshold T]
 
 Embeds both files, scores the pair and prints ``score``, ``threshold`` and the decision
 (same / different: same when score >= threshold).  The threshold is --threshold, else
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="encoder checkpoint (final.pt)")
     ap.add_argument("--backend-dir", default=None, help="pyspk backend output (training mean, PLDA)")
     ap.add_argument("--scores-dir", default=None, help="pyspk score output holding thresholds.json")
-    ap.add_argument("--backend", default="cosine", choices=("cosine", "plda"))
+    ap.add_argument("--backend", default="cosine",
+                    help="cosine, plda, or another back-end of --backend-dir that scores single pairs")
     ap.add_argument("--threshold", type=finite_float, default=None,
                     help="decision threshold (overrides thresholds.json)")
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
@@ -46,6 +47,12 @@ def main(argv=None) -> int:
     ap.add_argument("wav_a")
     ap.add_argument("wav_b")
     args = ap.parse_args(argv)
+    from pyspk.backend.base import BACKENDS
+
+    if args.backend not in BACKENDS:
+        ap.error(f"argument --backend: {BACKENDS.unknown(args.backend)}")
+    if BACKENDS.get(args.backend).obj.single_pair_refusal:
+        ap.error(f"argument --backend: {BACKENDS.get(args.backend).obj.single_pair_refusal}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pyspk.embed.extractor import Embedder
     from pyspk.embed.single import MIN_SPEECH_S, embed_file, file_rate, load_threshold, pair_score

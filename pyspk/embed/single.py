@@ -3,7 +3,7 @@
 The waveform goes through the same front end as the recipe (``compute_fbank``, VAD
 when the encoder was trained with it, CMN) and the encoder.  Verification scores the
 pair with the chosen back-end (cosine with the training mean when a back-end dir is
-given, plain cosine otherwise, or PLDA) and decides *same speaker* when
+given, plain cosine otherwise, PLDA, or a plugin's) and decides *same speaker* when
 score >= threshold, the threshold being the EER threshold the score stage stored in
 ``<scores_dir>/thresholds.json`` for that back-end (or one given explicitly).
 """
@@ -65,8 +65,9 @@ def embed_file(embedder: Embedder, path, fbank_config=None, min_speech_s: float 
 
 
 def pair_score(a: np.ndarray, b: np.ndarray, backend_dir=None, backend: str = "cosine", n_enroll: int = 1) -> float:
-    """Score of one pair with 'cosine' (mean-subtracted when a back-end dir is given) or 'plda';
-    ``a`` may be the mean of ``n_enroll`` enrolment embeddings (PLDA uses the count)."""
+    """Score of one pair with a back-end of ``backend_dir`` (cosine with the training mean,
+    plda, or any registered one that scores single pairs); without a back-end dir, plain
+    cosine. ``a`` may be the mean of ``n_enroll`` enrolment embeddings (PLDA uses the count)."""
     if backend_dir is None:
         if backend != "cosine":
             raise ValueError(f"back-end '{backend}' needs --backend-dir")
@@ -75,11 +76,7 @@ def pair_score(a: np.ndarray, b: np.ndarray, backend_dir=None, backend: str = "c
         return float(CosineScorer(None).score(a[None], b[None])[0])
     from pyspk.backend.model import Backend
 
-    be = Backend.load(backend_dir)
-    idx = np.zeros(1, dtype=np.int64)
-    if backend == "asnorm":
-        raise ValueError("AS-norm needs cohort statistics of both sides; use cosine or plda for single pairs")
-    return float(be.score_trials(backend, a[None], b[None], idx, idx, n_enroll=np.array([n_enroll]))[0])
+    return Backend.load(backend_dir).score_pair(backend, a, b, n_enroll)
 
 
 def load_threshold(scores_dir, backend: str) -> Optional[float]:
