@@ -53,8 +53,8 @@ def profile_step(name, kwargs, batch, layout, top):
     if layout == "reference":
         enc.to(memory_format=torch.contiguous_format)
         enc.forward = enc.forward_reference
-    cfg = config_from_dict({"loss": {"cls": "aam"}})
-    model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, 200))
+    cfg = config_from_dict({"head": {"name": "aam"}})
+    model = SpeakerModel(enc, build_head(cfg.head, enc.embed_dim, 200))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, labels = torch.randn(batch, 200, 80), torch.arange(batch) // 4
     for _ in range(2):                                  # warm-up: allocator, oneDNN primitives
@@ -137,8 +137,8 @@ def profile_compiled(name, kwargs, batch, top):
     torch.manual_seed(0)
     enc = build_encoder(name, **kwargs)
     enc.compile()
-    cfg = config_from_dict({"loss": {"cls": "aam"}})
-    model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, 200))
+    cfg = config_from_dict({"head": {"name": "aam"}})
+    model = SpeakerModel(enc, build_head(cfg.head, enc.embed_dim, 200))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, labels = torch.randn(batch, 200, 80), torch.arange(batch) // 4
 

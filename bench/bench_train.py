@@ -66,6 +66,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))   # toydata, the tests' fixture
 
 from pyspk.models import build_encoder  # noqa: E402
 from pyspk.models.layers import GEMM_BACKENDS, default_gemm_backend, set_gemm_backend  # noqa: E402
@@ -102,8 +103,8 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
         enc.compile()
     elif mode == "autotune":
         enc.compile(mode="max-autotune-no-cudagraphs")
-    model = SpeakerModel(enc, build_head(cfg.loss, enc.embed_dim, NUM_SPK))
-    objective = Objective(cfg.loss, cfg.balance, NUM_SPK, enc.embed_dim)
+    model = SpeakerModel(enc, build_head(cfg.head, enc.embed_dim, NUM_SPK))
+    objective = Objective(cfg, NUM_SPK, enc.embed_dim, head=model.head)
     opt = build_optimizer(cfg.optim, model.parameters())
     x = torch.randn(batch, frames, 80)
     labels = torch.arange(batch) // 4
@@ -112,7 +113,7 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
         set_gemm_backend(gemm)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             z, loss_cls, _ = model(x, labels)
-        total, _ = objective(z, loss_cls, labels, model.head)
+        total, _ = objective(z, loss_cls, labels)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -161,8 +162,8 @@ def step_flops(step):
     return fc.get_total_flops()
 
 
-AAM = {"loss": {"cls": "aam"}}
-PROPOSED = {"loss": {"cls": "aam", "con": "am_supcon", "caa": True}, "balance": {"kind": "mgda"}}
+AAM = {"head": {"name": "aam"}}
+PROPOSED = {**AAM, "pair_loss": {"name": "am_supcon"}, "pair_weights": {"name": "caa"}, "balance": {"name": "mgda"}}
 
 
 def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compiled"), encoders=None):
@@ -221,7 +222,7 @@ def bench_optimizer(steps, encoders=None):
             continue
         torch.manual_seed(0)
         enc = build_encoder(name, **kwargs)
-        model = SpeakerModel(enc, build_head(config_from_dict(AAM).loss, enc.embed_dim, NUM_SPK))
+        model = SpeakerModel(enc, build_head(config_from_dict(AAM).head, enc.embed_dim, NUM_SPK))
         params = list(model.parameters())
         for p_ in params:
             p_.grad = torch.randn_like(p_)
@@ -245,7 +246,7 @@ def bench_optimizer(steps, encoders=None):
 def bench_real_loop(steps):
     """conf/synth/aam.yaml's trainer: frames/s through its data loader vs on a random tensor."""
     from pyspk.train.config import load_config
-    from pyspk.train.toydata import make_toy_train_dir
+    from toydata import make_toy_train_dir
     from pyspk.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,7 +310,7 @@ def bench_side_by_side(steps, cores):
     """What run.sh stage 3's --train-jobs auto rests on: conf/synth/aam.yaml's step (the recipe's
     narrow TDNN, compiled) in one process on every core, against ``cores`` processes on one core
     each running at once; steps/s of the machine either way."""
-    from pyspk.train.toydata import make_toy_train_dir
+    from toydata import make_toy_train_dir
     with tempfile.TemporaryDirectory() as tmp:
         make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
                            feat_dim=80, copies=1)
@@ -409,7 +410,7 @@ def bench_overhead(batch, steps):
 
 
 def bench_peak_memory(steps):
-    from pyspk.train.toydata import make_toy_train_dir
+    from toydata import make_toy_train_dir
     with tempfile.TemporaryDirectory() as tmp:
         make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
                            feat_dim=80, copies=1)

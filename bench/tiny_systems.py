@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pyspk.yamlio import safe_load  # noqa: E402
+from pyspk.train.config import config_to_dict, load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
@@ -49,8 +49,8 @@ def run(*cmd: str) -> None:
 
 
 def system_config(path: Path, encoder: str, kwargs: dict, steps: int) -> Path:
-    """conf/synth/aam.yaml with another encoder and a run of ``steps`` steps on 8 speakers."""
-    cfg = safe_load((REPO / "conf/synth/aam.yaml").read_text())
+    """conf/synth/aam.yaml (resolved) with another encoder and a run of ``steps`` steps on 8 speakers."""
+    cfg = config_to_dict(load_config(REPO / "conf/synth/aam.yaml"))
     cfg["encoder"] = {"name": encoder, "kwargs": kwargs}
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=8, utts_per_speaker=2)

@@ -91,8 +91,8 @@ class Sweep:
 
 
 def write_tiny_config(path: Path) -> None:
-    """conf/synth/aam.yaml shrunk to a few seconds of training."""
-    cfg = yaml.safe_load((REPO / "conf/synth/aam.yaml").read_text())
+    """conf/synth/aam.yaml (resolved: its base merged in) shrunk to a few seconds of training."""
+    cfg = yaml.safe_load(resolved_aam())
     cfg["encoder"] = {"name": "tdnn", "kwargs": {"channels": 32, "stats_channels": 64, "embed_dim": 32}}
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
@@ -100,6 +100,14 @@ def write_tiny_config(path: Path) -> None:
     cfg["train"].update(epochs=2, steps_per_epoch=4, average_last=1, log_interval=1, compile=False,
                         cpu_amp=False)
     path.write_text(yaml.safe_dump(cfg))
+
+
+def resolved_aam() -> str:
+    """conf/synth/aam.yaml as the trainer reads it (``pyspk show-config``: its base.yaml merged in)."""
+    p = pyspk("show-config", REPO / "conf/synth/aam.yaml")
+    if p.returncode != 0:
+        raise RuntimeError(f"pyspk show-config conf/synth/aam.yaml failed: {p.stderr}")
+    return p.stdout
 
 
 def run(argv, cwd=REPO, env=None, timeout=600, shell=False):
@@ -672,8 +680,7 @@ def c_lr_inf(s):
 
 @case("config", "a duplicate yaml key")
 def c_dup_key(s: Sweep):
-    text = (REPO / "conf/synth/aam.yaml").read_text()
-    raw = text.replace("  lr: 0.004\n", "  lr: 0.004\n  lr: 0.04\n")
+    raw = resolved_aam().replace("  lr: 0.004\n", "  lr: 0.004\n  lr: 0.04\n")
     return _train_cfg(s, lambda c: None, "lr", raw=raw)
 
 

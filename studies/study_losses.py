@@ -14,7 +14,8 @@ minDCF(0.01) per trials list and back-end, the MGDA α statistics, and what the 
 training (train.csv: cosines of positive/negative pairs, the loss's pull on positives and push
 on negatives, the CAA weights' spread), first and last epoch.
 
-Variants are ``conf/<corpus>/<base>.yaml`` plus overrides; label-noise variants train on a copy
+Variants are ``conf/<corpus>/<base>.yaml`` plus overrides of its objective's blocks (``head``,
+``pair_loss``, ``pair_weights``, ``balance``: docs/method.md); label-noise variants train on a copy
 of the training dirs whose labels were flipped by ``synth/synthceleb/label_noise.py`` (features
 shared); ``long4`` variants have 4x the steps per epoch (ramps keep their share of training).
 The data (stages 0-2 of run.sh) must exist: ``studies/study_losses.sh`` makes it first.
@@ -47,8 +48,9 @@ sys.path.insert(1, str(ROOT / "synth"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
 from pyspk.yamlio import safe_load  # noqa: E402
-from pyspk.train.config import (SPEED_KEYS, config_from_dict, config_to_dict, merge_overrides,  # noqa: E402
-                                validate_config)
+from pyspk.train.config import (SPEED_KEYS, config_from_dict, merge_overrides, read_config_data,  # noqa: E402
+                                resolve_dict, validate_config)
+from pyspk.train.migrate import is_old_layout  # noqa: E402
 
 CORPORA = {
     # data dir, clean training set, test set
@@ -78,8 +80,12 @@ class Variant:
     trained_by: str = ""              # a variant whose trained model this one reuses (back-end variants)
 
 
-def _loss(**kw) -> dict:
-    return {"loss": kw}
+def _pair(**kw) -> dict:
+    return {"pair_loss": kw}
+
+
+def _caa(**kw) -> dict:
+    return {"pair_weights": kw}
 
 
 def variants() -> List[Variant]:
@@ -90,11 +96,12 @@ def variants() -> List[Variant]:
                 continue
             v.append(Variant(f"am_supcon.{form}.{place}", "am_supcon", "margin",
                              f"AM-SupCon, {form} margin on {place}",
-                             _loss(con_margin_type=form, con_margin_on=place)))
+                             _pair(margin_type=form, margin_on=place)))
     v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin "
                      "(on its own positive, CAA scale 30, raw MGDA)",
-                     {"loss": {"con_margin_type": "angular", "con_margin_on": "own", "caa_scale": 30.0,
-                               "caa_mode": "exp", "caa_positives": False}, "balance": {"normalize": "none"}}))
+                     {"pair_loss": {"margin_type": "angular", "margin_on": "own"},
+                      "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False},
+                      "balance": {"normalize": "none"}}))
     # label noise: 10 % for every row, 5 % (the low end of the 5-10 % range studied) for the CAA row only
     noisy_rows = {0.05: ("am_supcon", "am_supcon_caa"),
                   0.1: ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed")}
@@ -104,39 +111,37 @@ def variants() -> List[Variant]:
                              f"{r} as shipped, {frac:.0%} label noise", noise=frac))
     for frac in (0.1,):                # the CAA exploration, at 10 % only
         tag = f"noise{int(round(frac * 100))}"
-        caa = {"s5": ("scale 5", _loss(caa_scale=5.0)),
-               "s30": ("scale 30", _loss(caa_scale=30.0)),
-               "raw": ("no per-anchor normalisation", _loss(caa_normalize=False)),
-               "logit": ("weights inside the logits", _loss(caa_mode="logit")),
-               "late": ("CAA from epoch 2 (prototypes first)", _loss(caa_start_epoch=2.0)),
-               "floor": ("floor 0.5", _loss(caa_floor=0.5)),
-               "pos": ("positive pairs weighted too (OSM-CAA)", _loss(caa_positives=True)),
-               "s5pos": ("scale 5, positive pairs weighted too", _loss(caa_scale=5.0, caa_positives=True)),
-               "logitpos": ("inside the logits, positive pairs weighted too",
-                            _loss(caa_mode="logit", caa_positives=True))}
+        caa = {"s5": ("scale 5", _caa(scale=5.0)),
+               "s30": ("scale 30", _caa(scale=30.0)),
+               "raw": ("no per-anchor normalisation", _caa(normalize=False)),
+               "logit": ("weights inside the logits", _caa(mode="logit")),
+               "late": ("CAA from epoch 2 (prototypes first)", _caa(start_epoch=2.0)),
+               "floor": ("floor 0.5", _caa(floor=0.5)),
+               "pos": ("positive pairs weighted too (OSM-CAA)", _caa(positives=True)),
+               "s5pos": ("scale 5, positive pairs weighted too", _caa(scale=5.0, positives=True)),
+               "logitpos": ("inside the logits, positive pairs weighted too", _caa(mode="logit", positives=True))}
         for key, (what, ov) in caa.items():
-            # the exploration ran before 'positives' and caa_positives were picked
-            ov = merge_overrides(_loss(con_margin_on="own", caa_positives=False), ov)
+            # the exploration ran before pair_loss.margin_on: positives and pair_weights.positives were picked
+            ov = merge_overrides({**_pair(margin_on="own"), **_caa(positives=False)}, ov)
             v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
                              f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
         v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
-                         f"proposed without CAA, {frac:.0%} label noise", _loss(caa=False), noise=frac))
+                         f"proposed without CAA, {frac:.0%} label noise", {"pair_weights": None}, noise=frac))
     for norm in ("none", "l2", "loss", "authors"):
         v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}' "
                          "(margin on its own positive, CAA scale 30: the settings before the study picked)",
-                         {"balance": {"normalize": norm, "combine": "scaled"},
-                          "loss": {"con_margin_on": "own", "caa_scale": 30.0, "caa_mode": "exp",
-                                   "caa_positives": False}}))
+                         {"balance": {"normalize": norm, "combine": "scaled"}, "pair_loss": {"margin_on": "own"},
+                          "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False}}))
     # picking the proposed system's settings on clean data
     v.append(Variant("proposed.nocaapos", "proposed", "pick", "proposed, CAA on negatives only "
-                     "(caa_positives false: weighting positives was picked at 10 % label noise), "
+                     "(pair_weights.positives false: weighting positives was picked at 10 % label noise), "
                      "MGDA l2 with the losses scaled",
-                     {"loss": {"caa_positives": False}, "balance": {"normalize": "l2", "combine": "scaled"}}))
+                     {"pair_weights": {"positives": False}, "balance": {"normalize": "l2", "combine": "scaled"}}))
     v.append(Variant("proposed.scaled_l2", "proposed", "pick", "proposed, MGDA l2 with the losses scaled "
                      "by 1/||g_t|| (the encoder follows the mean of the unit gradients; shipped before)",
                      {"balance": {"normalize": "l2", "combine": "scaled"}}))
     v.append(Variant("proposed.tau02", "proposed", "pick", "proposed with the contrastive temperature 0.2 "
-                     "(0.07 elsewhere): a softer loss over more of the batch's negatives", _loss(temperature=0.2)))
+                     "(0.07 elsewhere): a softer loss over more of the batch's negatives", _pair(temperature=0.2)))
     for norm in ("l2", "loss"):
         v.append(Variant(f"proposed.raw_{norm}", "proposed", "pick", f"proposed, MGDA on '{norm}'-normalised "
                          "gradients, raw losses combined (Sener & Koltun's code; l2: alpha = 0.5 always)",
@@ -167,7 +172,7 @@ def variants() -> List[Variant]:
             "full_sp": "clean + Kaldi's four copies + speed copies (0.9, 1.1) as new speakers"}
     for ts, what in sets.items():
         for r in ROWS + ("proposed.tau02",):
-            base, ov = (r, {}) if r in ROWS else ("proposed", _loss(temperature=0.2))
+            base, ov = (r, {}) if r in ROWS else ("proposed", _pair(temperature=0.2))
             v.append(Variant(f"{ts}.{r}", base, "aug", f"{r} trained on {what}", ov, train_set=ts))
         for r in ("aam", "proposed"):
             v.append(Variant(f"{ts}.ecapa.{r}", f"ecapa_{r}", "aug", f"{r} with ECAPA-TDNN C = 512, trained "
@@ -180,7 +185,7 @@ def variants() -> List[Variant]:
 # --------------------------------------------------------------------------- helpers
 def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
     path = ROOT / "conf" / corpus / f"{var.base}.yaml"
-    data = merge_overrides(safe_load(path.read_text()) or {}, var.overrides)
+    data = merge_overrides(read_config_data(path), var.overrides)     # its base: merged in
     if var.budget != 1:
         t = data.setdefault("train", {})
         if not t.get("steps_per_epoch"):
@@ -196,7 +201,7 @@ def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
 def _resolved(data: dict) -> dict:
     """The config with every default filled in, minus train.threads (a speed setting) and
     train.seed (the study's --seed wins)."""
-    d = config_to_dict(config_from_dict(data))
+    d = resolve_dict(data)
     d["train"].pop("threads", None)
     d["train"].pop("seed", None)
     return d
@@ -216,40 +221,34 @@ def trained_as(exp: Path) -> Optional[dict]:
     return d
 
 
-# keys added to the config after some study runs were trained: their value before they existed
+# keys added to the config (of the layout before the objective's blocks) after some study runs
+# were trained: their value before they existed
 _BEFORE_KEY = {("loss", "caa_positives"): False, ("balance", "combine"): "scaled"}
 
 
 def semantic(d: Optional[dict]) -> Optional[dict]:
-    """A resolved config with the keys that cannot act removed (contrastive keys without a
-    contrastive loss, CAA keys without CAA, MGDA keys without MGDA), and keys a recorded config
-    predates filled with their value before they existed: two systems that train alike compare
-    equal even when a default they never used has changed since."""
+    """A resolved config as it trains: a config recorded in the layout before the objective's
+    blocks read in the new one (keys it predates filled with their value before they existed;
+    keys that could not act there, such as CAA keys without CAA, are not carried over), and the
+    MGDA ``combine`` dropped where its scales are 1 (normalize none or authors: raw and scaled
+    are one loss). Two systems that train alike compare equal even when a default they never
+    used has changed since."""
     if d is None:
         return None
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    for (sec, key), val in _BEFORE_KEY.items():
-        d.setdefault(sec, {}).setdefault(key, val)
-    loss, bal = d.get("loss", {}), d.get("balance", {})
-    drop = []
-    if loss.get("con") in ("none", None):
-        drop += [k for k in loss if k.startswith(("con_", "caa", "temperature", "prototypes", "ema_"))]
-    elif loss.get("con") == "supcon":
-        drop += [k for k in loss if k.startswith("con_")]
-    if not loss.get("caa"):
-        drop += [k for k in loss if k.startswith(("caa", "prototypes", "ema_"))]
-    if loss.get("cls") == "none":
-        drop += ["margin", "scale", "easy_margin", "margin_schedule"]
-    for k in set(drop):
-        loss.pop(k, None)
-    if bal.get("kind") != "mgda":
-        bal.pop("normalize", None)
-        bal.pop("head_grad", None)
-        bal.pop("combine", None)
-    elif bal.get("normalize") in ("none", "authors"):
+    if is_old_layout(d):
+        for (sec, key), val in _BEFORE_KEY.items():
+            d.setdefault(sec, {}).setdefault(key, val)
+        try:
+            d = resolve_dict(d)
+        except ValueError:            # keys of no version of the schema: it trained something else
+            return d
+        d.get("train", {}).pop("seed", None)
+        d.get("train", {}).pop("threads", None)
+    bal = d.get("balance")
+    if isinstance(bal, dict) and bal.get("name") == "mgda" and bal.get("normalize") in ("none", "authors"):
+        bal = d["balance"] = dict(bal)
         bal.pop("combine", None)      # scales c_t = 1: raw and scaled are one loss
-    if bal.get("kind") != "fixed":
-        bal.pop("lambda", None)
     for key in SPEED_KEYS:            # threads, compile, ...: how fast, not what is trained
         sec, _, name = key.partition(".")
         d.get(sec, {}).pop(name, None)

@@ -27,10 +27,11 @@ TRACE = REPO / "tests" / "trace"
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    """conf/synth/proposed.yaml shrunk to seconds: the same loss and balance blocks."""
-    from pyspk.train.config import load_config
+    """conf/synth/proposed.yaml (resolved: its base merged, every default filled in) shrunk to
+    seconds: the same objective blocks."""
+    from pyspk.train.config import config_to_dict, load_config
 
-    cfg = yaml.safe_load((REPO / "conf/synth/proposed.yaml").read_text())
+    cfg = config_to_dict(load_config(REPO / "conf/synth/proposed.yaml"))
     cfg["encoder"] = {"name": "tdnn", "kwargs": {"channels": 32, "stats_channels": 64, "embed_dim": 32}}
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
@@ -131,3 +132,13 @@ def tiny_systems(tmp_path_factory) -> Path:
                         "--steps", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"tiny_systems failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return out
+
+
+# Session fixtures that run a recipe or train systems: a test using one is in the slow tier.
+SLOW_FIXTURES = frozenset({"tiny_recipe", "tiny_systems"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -8,7 +8,7 @@ import yaml
 from pyspk.train.config import (Config, ConfigError, config_from_dict, config_to_dict, dump_config,
                                 load_config, validate_config)
 from pyspk.train.data import load_train_data
-from pyspk.train.toydata import make_toy_train_dir, toy_config
+from toydata import make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,13 +20,17 @@ def write_yaml(tmp_path, data, name="sys.yaml"):
 
 
 @pytest.mark.parametrize("data, bad, near", [
-    ({"loss": {"temprature": 0.1}}, "loss.temprature", "loss.temperature"),
+    ({"pair_loss": {"name": "supcon", "temprature": 0.1}}, "pair_loss.temprature", "pair_loss.temperature"),
+    ({"head": {"name": "aam", "margn": 0.1}}, "head.margn", "head.margin"),
+    ({"pair_weights": {"name": "caa", "scael": 5.0}}, "pair_weights.scael", "pair_weights.scale"),
     ({"optim": {"warmup_step": 10}}, "optim.warmup_step", "optim.warmup_steps"),
     ({"sampler": {"speaker_per_batch": 4}}, "sampler.speaker_per_batch", "sampler.speakers_per_batch"),
     ({"features": {"spec_augment": {"time_mask": 1}}}, "features.spec_augment.time_mask",
      "features.spec_augment.time_masks"),
     ({"trian": {"epochs": 1}}, "trian", "train"),
-    ({"balance": {"lamda": 0.5}}, "balance.lamda", "balance.lambda"),
+    ({"balance": {"name": "fixed", "lamda": 0.5}}, "balance.lamda", "balance.lambda"),
+    ({"loss": {"temprature": 0.1}}, "loss.temprature", "loss.temperature"),     # the old layout too
+    ({"heda": {"name": "aam"}}, "heda", "head"),
 ])
 def test_misspelled_key_names_key_file_and_nearest(tmp_path, data, bad, near):
     p = write_yaml(tmp_path, data)
@@ -42,9 +46,13 @@ def test_misspelled_key_names_key_file_and_nearest(tmp_path, data, bad, near):
     ({"train": {"amp": "yes"}}, "train.amp"),
     ({"train": {"cpu_amp": "yes"}}, "train.cpu_amp"),
     ({"train": {"cpu_amp": 1}}, "train.cpu_amp"),
-    ({"loss": {"caa": 1}}, "loss.caa"),
+    ({"pair_weights": {"name": "caa", "normalize": 1}}, "pair_weights.normalize"),
     ({"sampler": {"kind": "pkk"}}, "sampler.kind"),
-    ({"loss": {"cls": "arcface"}}, "loss.cls"),
+    ({"head": {"name": "arcface"}}, "head.name"),
+    ({"head": {"name": "aam", "margin": "wide"}}, "head.margin"),
+    ({"pair_loss": {"name": "am_supcon", "margin_type": "angullar"}}, "pair_loss.margin_type"),
+    ({"head": "aam"}, "head"),
+    ({"head": {"margin": 0.2}}, "head.name"),
     ({"encoder": {"kwargs": [1, 2]}}, "encoder.kwargs"),
     ({"features": 3}, "features"),
 ])
@@ -53,17 +61,25 @@ def test_wrong_types_and_choices(tmp_path, data, key):
         load_config(write_yaml(tmp_path, data))
 
 
+AAM, SUPCON, CAA = {"head": {"name": "aam"}}, {"pair_loss": {"name": "supcon"}}, {"name": "caa"}
+
+
 @pytest.mark.parametrize("data, key", [
-    ({"encoder": {"name": "ecapa"}}, "encoder.name"),
-    ({"loss": {"cls": "none", "con": "none"}}, "loss.cls"),
-    ({"loss": {"cls": "none", "con": "supcon"}, "sampler": {"utts_per_speaker": 1}}, "sampler.utts_per_speaker"),
-    ({"loss": {"cls": "none", "con": "supcon"}, "sampler": {"kind": "shuffle"}}, "sampler.views"),
-    ({"loss": {"cls": "aam", "con": "supcon"}}, "balance.kind"),
-    ({"loss": {"cls": "aam"}, "balance": {"kind": "mgda"}}, "balance.kind"),
-    ({"loss": {"cls": "aam", "caa": True}}, "loss.caa"),
-    ({"loss": {"cls": "none", "con": "supcon", "caa": True, "prototypes": "head"}}, "loss.prototypes"),
-    ({"train": {"epochs": 2, "average_last": 3}}, "train.average_last"),
-    ({"sampler": {"views": 3}}, "sampler.views"),
+    ({"encoder": {"name": "ecapa"}, **AAM}, "encoder.name"),
+    ({}, "head"),                                         # no objective: nothing to train
+    ({**SUPCON, "sampler": {"utts_per_speaker": 1}}, "sampler.utts_per_speaker"),
+    ({**SUPCON, "sampler": {"kind": "shuffle"}}, "sampler.views"),
+    ({**AAM, **SUPCON}, "balance"),
+    ({**AAM, "balance": {"name": "mgda"}}, "balance.name"),
+    ({**AAM, "pair_weights": CAA}, "pair_weights"),
+    ({**SUPCON, "pair_weights": {**CAA, "prototypes": "head"}}, "pair_weights.prototypes"),
+    ({"pair_loss": {"name": "supcon", "temperature": 0.0}}, "pair_loss.temperature"),
+    ({"pair_loss": {"name": "am_supcon", "margin_threshold": 4.0}}, "pair_loss.margin_threshold"),
+    ({**SUPCON, "pair_weights": {**CAA, "floor": 2.0}}, "pair_weights.floor"),
+    ({**AAM, **SUPCON, "balance": {"name": "fixed", "lambda": -1.0}}, "balance.lambda"),
+    ({**AAM, "train": {"epochs": 2, "average_last": 3}}, "train.average_last"),
+    ({**AAM, "sampler": {"views": 3}}, "sampler.views"),
+    ({"loss": {"cls": "aam", "con": "supcon"}}, "balance"),     # an old-layout config, checked as migrated
 ])
 def test_semantic_errors_name_the_key(tmp_path, data, key):
     with pytest.raises(ConfigError, match=f"key '{key}'"):
@@ -72,19 +88,20 @@ def test_semantic_errors_name_the_key(tmp_path, data, key):
 
 def test_cpu_amp_takes_true_false_or_auto(tmp_path):
     for value in (True, False, "auto"):
-        cfg = load_config(write_yaml(tmp_path, {"train": {"cpu_amp": value}}))
+        cfg = load_config(write_yaml(tmp_path, {"head": {"name": "aam"}, "train": {"cpu_amp": value}}))
         assert cfg.train.cpu_amp == value and config_to_dict(cfg)["train"]["cpu_amp"] == value
     with pytest.raises(ConfigError, match="expected true or false, got 'Auto' or auto"):
-        load_config(write_yaml(tmp_path, {"train": {"cpu_amp": "Auto"}}))
+        load_config(write_yaml(tmp_path, {"head": {"name": "aam"}, "train": {"cpu_amp": "Auto"}}))
 
 
 def test_unknown_encoder_suggests_nearest(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'ecapa_tdnn'"):
-        load_config(write_yaml(tmp_path, {"encoder": {"name": "ecapa_tdn"}}))
+        load_config(write_yaml(tmp_path, {"encoder": {"name": "ecapa_tdn"}, "head": {"name": "aam"}}))
 
 
 def test_defaults_roundtrip_and_lambda_alias(tmp_path):
-    cfg = config_from_dict({"loss": {"con": "am_supcon", "caa": True}, "balance": {"kind": "fixed", "lambda": 0.3}})
+    cfg = config_from_dict({"head": {"name": "aam"}, "pair_loss": {"name": "am_supcon"},
+                            "pair_weights": {"name": "caa"}, "balance": {"name": "fixed", "lambda": 0.3}})
     validate_config(cfg)
     assert cfg.balance.lambda_ == 0.3 and cfg.optim.lr == Config().optim.lr
     d = config_to_dict(cfg)
@@ -136,3 +153,51 @@ def test_empty_or_non_mapping_yaml_is_rejected(tmp_path, text, message):
     p.write_text(text)
     with pytest.raises(ConfigError, match=f"{p}: {message}"):
         load_config(p)
+
+
+# ---------------------------------------------------------------- base: configs built on others
+def test_a_config_builds_on_its_base_and_bases_chain(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    write_yaml(tmp_path, {"encoder": {"name": "tdnn"}, "optim": {"lr": 0.004, "final_lr": 0.0002},
+                          "train": {"epochs": 4}}, "corpus/base.yaml")
+    aam = write_yaml(tmp_path, {"base": "base.yaml", "head": {"name": "aam", "margin": 0.3},
+                                "train": {"epochs": 6}}, "corpus/aam.yaml")
+    cfg = load_config(aam)
+    assert (cfg.encoder.name, cfg.optim.lr, cfg.train.epochs, cfg.head.margin) == ("tdnn", 0.004, 6, 0.3)
+    # a chain, the base path relative to the file naming it
+    more = write_yaml(tmp_path, {"base": "corpus/aam.yaml", "head": {"name": "aam", "scale": 16.0}}, "more.yaml")
+    cfg = load_config(more)
+    assert (cfg.head.margin, cfg.head.scale, cfg.train.epochs, cfg.optim.final_lr) == (0.3, 16.0, 6, 0.0002)
+    from pyspk.train.config import config_files
+    assert [p.name for p in config_files(more)] == ["more.yaml", "aam.yaml", "base.yaml"]
+    # another component in the overlay replaces the block instead of merging settings into it
+    sm = write_yaml(tmp_path, {"base": "corpus/aam.yaml", "head": {"name": "softmax"}}, "sm.yaml")
+    assert config_to_dict(load_config(sm))["head"] == {"name": "softmax"}
+    # and null takes a block away
+    nohead = write_yaml(tmp_path, {"base": "corpus/aam.yaml", "head": None, "pair_loss": {"name": "supcon"}},
+                        "nohead.yaml")
+    assert load_config(nohead).head is None
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": {"base": "a.yaml"}}, r"a\.yaml: key 'base': a\.yaml is itself: a config cannot be its own base"),
+    ({"a.yaml": {"base": "b.yaml"}, "b.yaml": {"base": "a.yaml"}},
+     r"b\.yaml: key 'base': a\.yaml is .*a\.yaml, which bases on it: a config cannot be its own base"),
+    ({"a.yaml": {"base": "missing.yaml"}}, r"a\.yaml: key 'base': .*missing\.yaml not found"),
+    ({"a.yaml": {"base": 3}}, r"a\.yaml: key 'base': expected the path of a config file"),
+])
+def test_base_errors_name_the_file(tmp_path, files, message):
+    for name, data in files.items():
+        write_yaml(tmp_path, data, name)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_every_shipped_config_resolves_through_its_base():
+    from pyspk.train.config import config_files
+    for conf in sorted((REPO / "conf").glob("*/*.yaml")):
+        if conf.name in ("augment.yaml", "base.yaml"):
+            continue
+        files = config_files(conf)
+        assert files[-1].name == "base.yaml", conf
+        load_config(conf)

@@ -11,7 +11,7 @@ import yaml
 
 from pyspk.models import load_encoder
 from pyspk.train.checkpoint import load_checkpoint
-from pyspk.train.toydata import make_toy_train_dir, toy_config
+from toydata import make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,8 @@ def run_torchrun(nproc, cfg_path, train_dir, exp_dir, timeout=120):
 def test_two_process_torchrun_trains_and_writes_final(tmp_path):
     toy = make_toy_train_dir(tmp_path / "train", num_speakers=6, utts_per_speaker=4, num_frames=80,
                              feat_dim=12, copies=1)
-    data = toy_config("tdnn", loss={"cls": "aam", "con": "am_supcon", "caa": True},
-                      balance={"kind": "mgda"}, sampler={"speakers_per_batch": 3, "utts_per_speaker": 2},
+    data = toy_config("tdnn", pair_loss={"name": "am_supcon"}, pair_weights={"name": "caa"},
+                      balance={"name": "mgda"}, sampler={"speakers_per_batch": 3, "utts_per_speaker": 2},
                       features={"crop_frames": 40}, train={"epochs": 2, "steps_per_epoch": 2, "log_interval": 1})
     cfg = tmp_path / "proposed.yaml"
     cfg.write_text(yaml.safe_dump(data))

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from pyspk.losses.margin_softmax import MarginScheduler, MarginSoftmax
+from pyspk.losses.margin_softmax import MarginSoftmax
+from pyspk.losses.schedule import MarginSchedule
 from pyspk.losses.caa import EmaPrototypes, caa_weights
 from pyspk.losses.supcon import am_supcon_loss, supcon_loss
 
@@ -119,18 +120,24 @@ def test_margin_softmax_gradcheck(kind):
     assert torch.autograd.gradcheck(loss, (emb, weight))
 
 
-@pytest.mark.parametrize("mode", ["linear", "exp"])
-def test_margin_scheduler(mode):
-    head = MarginSoftmax(4, 3, margin=0.2)
-    sched = MarginScheduler(head, final_margin=0.2, start_epoch=1, ramp_epochs=4, mode=mode)
-    assert sched.step(0.5) == 0.0 and head.margin == 0.0
-    assert sched.step(1.0) == pytest.approx(0.0)
-    mid = sched.step(3.0)
-    want = 0.1 if mode == "linear" else 0.2 * (1 - math.exp(-2.5)) / (1 - math.exp(-5))
-    assert mid == pytest.approx(want) and head.margin == pytest.approx(want)
-    values = [sched.step(1 + 0.25 * k) for k in range(17)]
+def test_head_margin_follows_its_schedule():
+    """m(e) = start + (margin - start) * min(1, e / warmup_epochs), set by the head itself from
+    the training position; no schedule: the full margin from the first step."""
+    head = MarginSoftmax(4, 3, margin=0.2, margin_schedule=MarginSchedule(start=0.05, warmup_epochs=4.0))
+    values = []
+    for e in (0.0, 1.0, 2.0, 4.0, 50.0):
+        head.set_progress(e)
+        values.append(head.margin)
+    assert values == pytest.approx([0.05, 0.0875, 0.125, 0.2, 0.2])
     assert all(b >= a for a, b in zip(values, values[1:]))
-    assert sched.step(5.0) == 0.2 and sched.step(50) == 0.2
+    flat = MarginSoftmax(4, 3, margin=0.3)
+    flat.set_progress(0.0)
+    assert flat.margin == 0.3
+    # the margin in force is checkpointed with the head
+    head.set_progress(2.0)
+    other = MarginSoftmax(4, 3, margin=0.2)
+    other.load_state_dict(head.state_dict())
+    assert other.margin == pytest.approx(0.125)
 
 
 # ---------------------------------------------------------------- AM-SupCon
@@ -419,11 +426,16 @@ def test_zero_margin_positives_placement_is_supcon_and_bad_choices_rejected():
 
 
 def test_pair_statistics_force_matches_autograd_on_embeddings():
-    from pyspk.losses.supcon import pair_statistics, supcon_from_cosines
+    """The forces come from the graph the loss's own forward built (no second forward)."""
+    from pyspk.losses.supcon import am_supcon_and_cosines, pair_statistics, supcon_from_cosines
     torch.manual_seed(6)
     z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    st = pair_statistics(z.float(), labels, lambda c: supcon_from_cosines(c, labels, 0.1, 0.5, margin_type="additive"))
+    emb = z.float().requires_grad_(True)
+    loss, cos = am_supcon_and_cosines(emb, labels, 0.1, 0.5, margin_type="additive", placement="own")
+    st = pair_statistics(cos, labels, loss)
+    loss.backward()                   # the statistics left the graph for the step's backward
+    assert emb.grad is not None
     c = (z @ z.t())
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(6, dtype=torch.bool)

@@ -421,20 +421,18 @@ def test_corpus_configs_load_with_the_trainer_schema(corpus):
     assert names == ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
     cfgs = {n: config.load_config(REPO / "conf" / corpus / f"{n}.yaml") for n in names}
     p = cfgs["proposed"]
-    assert (p.loss.cls, p.loss.con, p.loss.caa, p.balance.kind) == ("aam", "am_supcon", True, "mgda")
-    # The paper's contrastive margin (0.2) for its corpora; the small 2-core budgets use the
-    # authors' later 0.1 (0.2 collapsed short runs on SynthCeleb). Both are ramped in.
+    assert (p.head.name, p.pair_loss.name, p.pair_weights.name, p.balance.name) == ("aam", "am_supcon", "caa", "mgda")
     # every corpus: the additive margin of the authors' later code, m = 0.1 (docs/method.md, 'What the recipes ship, and why')
-    assert (p.loss.margin, p.loss.scale, p.loss.temperature, p.loss.con_margin) == (0.2, 32.0, 0.07, 0.1)
-    assert (p.loss.con_margin_type, p.loss.con_margin_on, p.balance.normalize, p.balance.combine) == \
+    assert (p.head.margin, p.head.scale, p.pair_loss.temperature, p.pair_loss.margin) == (0.2, 32.0, 0.07, 0.1)
+    assert (p.pair_loss.margin_type, p.pair_loss.margin_on, p.balance.normalize, p.balance.combine) == \
         ("additive", "positives", "l2", "raw")
-    assert p.loss.con_margin_schedule.warmup_epochs > 0 and p.loss.caa_normalize
-    assert cfgs["aam_am_supcon_caa_fixed"].balance.kind == "fixed"
-    assert cfgs["am_supcon_caa"].loss.prototypes == "ema" and cfgs["supcon"].loss.con == "supcon"
+    assert p.pair_loss.margin_schedule.warmup_epochs > 0 and p.pair_weights.normalize
+    assert cfgs["aam_am_supcon_caa_fixed"].balance.name == "fixed"
+    assert cfgs["am_supcon_caa"].pair_weights.prototypes == "ema" and cfgs["supcon"].pair_loss.name == "supcon"
     assert p.features.crop_frames == 200
     if corpus in ("voxceleb1", "voxceleb2", "cnceleb"):  # the paper's ECAPA-TDNN
         assert p.encoder.name == "ecapa_tdnn" and p.encoder.kwargs == {"channels": 1024, "embed_dim": 192}
-    # the rows differ only in the loss and balance blocks: same model, data, budget
-    shared = [{k: v for k, v in config.config_to_dict(c).items() if k not in ("loss", "balance")}
+    # the rows differ only in the objective's blocks: same model, data, budget
+    shared = [{k: v for k, v in config.config_to_dict(c).items() if k not in config.OBJECTIVE_BLOCKS}
               for c in cfgs.values()]
     assert all(d == shared[0] for d in shared)

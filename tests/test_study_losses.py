@@ -34,19 +34,43 @@ def test_every_variant_resolves_for_its_corpora(study):
     assert [v.name for v in rows] == list(study.ROWS) and all(not v.overrides for v in rows)
 
 
+def _old_layout(resolved: dict) -> dict:
+    """A resolved config as the trainer recorded it before the objective's blocks: one flat
+    ``loss:`` block and ``balance.kind`` (pyspk/train/migrate.py's renames, read backwards)."""
+    from pyspk.train.migrate import RENAMES
+
+    d = {k: v for k, v in resolved.items() if k not in ("head", "pair_loss", "pair_weights", "balance")}
+    loss = {"cls": "none", "con": "none", "caa": False}
+    bal = {"kind": "none"}
+    for (sec, old), (block, new) in RENAMES.items():
+        value = (resolved.get(block) or {}).get(new)
+        if value is None:
+            continue
+        if old == "caa":
+            value = True
+        (loss if sec == "loss" else bal)[old] = value
+    return {**d, "loss": loss, "balance": bal}
+
+
 def test_a_run_older_than_the_combine_key_counts_as_scaled(study):
     by = {v.name: v for v in study.variants()}
     shipped = study._resolved(study.resolved_config("synth", by["proposed"], None))
     scaled = study._resolved(study.resolved_config("synth", by["proposed.scaled_l2"], None))
-    old = {k: dict(v) if isinstance(v, dict) else v for k, v in scaled.items()}
+    old = _old_layout(scaled)
+    assert study.semantic(old) == study.semantic(scaled)     # a run recorded in the old layout
     del old["balance"]["combine"]                     # recorded before the key existed
     assert study.semantic(old) == study.semantic(scaled)
     assert study.semantic(old) != study.semantic(shipped)
     # without normalisation the scales are 1: raw and scaled train alike
     none_raw = study._resolved(study.resolved_config("synth", by["proposed.angular"], None))
-    none_old = {k: dict(v) if isinstance(v, dict) else v for k, v in none_raw.items()}
+    none_old = _old_layout(none_raw)
     del none_old["balance"]["combine"]
     assert study.semantic(none_old) == study.semantic(none_raw)
+    # a run recorded before pair_weights.positives (caa_positives) existed weighted negatives only
+    nopos = study._resolved(study.resolved_config("synth", by["proposed.nocaapos"], None))
+    old = _old_layout(nopos)
+    del old["loss"]["caa_positives"]
+    assert study.semantic(old) == study.semantic(nopos) != study.semantic(scaled)
 
 
 def test_a_failed_training_resumes_and_another_system_restarts(study, tmp_path):

@@ -19,8 +19,8 @@ from pyspk.models import load_encoder
 from pyspk.safe_load import UnsafeCheckpoint, check_plain, load_legacy
 from pyspk.train import checkpoint as C
 from pyspk.train.config import config_from_dict, dump_config
-from pyspk.train.toydata import make_toy_train_dir, toy_config
 from pyspk.train.trainer import train
+from toydata import make_toy_train_dir, toy_config
 
 
 class Payload:

@@ -25,8 +25,8 @@ from pyspk.bin import verify as verify_cli
 from pyspk.data.sampler import PKSampler, repetition_factor, repetition_warning
 from pyspk.train.config import Config, ConfigError, config_from_dict, load_config, validate_config
 from pyspk.train.data import load_train_data
-from pyspk.train.toydata import make_toy_train_dir, toy_config
 from pyspk.train.trainer import train
+from toydata import make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,25 +146,43 @@ def test_encoder_size_check_counts_without_building():
 
 
 # --------------------------------------------------------------------------- NaN / inf
-def _float_keys(cls=Config, prefix=""):
+def _float_keys(cls=Config, prefix="", names=()):
+    """(key, the component names its blocks need) of every float setting, the settings of every
+    registered head, pair loss, pair weights and balancer included."""
+    from pyspk.train.config import registry
+
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp, key = hints[f.name], f.metadata.get("key", f.name)
-        if dataclasses.is_dataclass(tp):
-            yield from _float_keys(tp, f"{prefix}{key}.")
+        if "registry" in f.metadata:
+            reg = registry(f.metadata["registry"])
+            for name in reg.names():
+                if reg.get(name).settings is not None:
+                    yield from _float_keys(reg.get(name).settings, f"{prefix}{key}.", names + ((key, name),))
+        elif dataclasses.is_dataclass(tp):
+            yield from _float_keys(tp, f"{prefix}{key}.", names)
         elif tp is float or float in typing.get_args(tp):
-            yield f"{prefix}{key}"
+            yield f"{prefix}{key}", names
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
 def test_nan_or_inf_in_any_float_key_is_refused_naming_it(tmp_path, value):
     keys = list(_float_keys())
-    assert "optim.lr" in keys and "loss.margin" in keys and "optim.grad_clip" in keys and len(keys) > 15
-    for key in keys:
+    flat = [k for k, _ in keys]
+    assert "optim.lr" in flat and "head.margin" in flat and "pair_weights.scale" in flat and "balance.lambda" in flat
+    assert "optim.grad_clip" in flat and len(keys) > 20
+    number = {".nan": math.nan, ".inf": math.inf, "-.inf": -math.inf}[value]
+    for key, names in keys:
         *path, last = key.split(".")
-        text = "".join(f"{'  ' * i}{p}:\n" for i, p in enumerate(path)) + f"{'  ' * len(path)}{last}: {value}\n"
+        data = node = {}
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = number
+        for block, name in names:
+            data[block]["name"] = name
         p = tmp_path / "nan.yaml"
-        p.write_text(text)
+        p.write_text(yaml.safe_dump(data))
+        assert value in p.read_text()
         with pytest.raises(ConfigError) as e:
             load_config(p)
         assert f"key '{key}': expected a finite number, got" in str(e.value), (key, str(e.value))
@@ -319,8 +337,9 @@ def _tone(n, sr):
 
 
 def test_resampled_utterances_are_summed_up_on_the_console(tmp_path, monkeypatch, caplog):
-    from pyspk.features import ark, stage
     from pyspk.features.fbank import FbankConfig
+    from pyspk.jobs import JobSet
+    from pyspk.stages import fbank as stage
 
     data, wav = tmp_path / "data", tmp_path / "wav"
     data.mkdir()
@@ -332,7 +351,7 @@ def test_resampled_utterances_are_summed_up_on_the_console(tmp_path, monkeypatch
     (data / "utt2spk").write_text("".join(f"{u} {u[0]}\n" for u in sorted(rates)))
     cfg = FbankConfig()
     # the queue's jobs, run in this process (a queue adds nothing to what is checked here)
-    monkeypatch.setattr(stage, "run_jobs", lambda cmd, fb, jobs, argv: [ark.run_job(data, fb, j, cfg) for j in jobs])
+    monkeypatch.setattr(JobSet, "run", lambda self, cmd, jobs, argv: [stage.run_job(data, self.out_dir, j, cfg) for j in jobs])
     fb = tmp_path / "fbank"
     with caplog.at_level(logging.WARNING):
         stage.make_fbank(data, fb, None, 2, "unused")

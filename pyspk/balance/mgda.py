@@ -29,14 +29,20 @@ and how the α found is applied (``combine``):
 With two tasks and ``l2`` the scaled gradients are two unit vectors, whose min-norm
 point is always α = 0.5; ``l2`` + ``raw`` is therefore L = (L_cls + L_con) / 2 at every
 step, the fixed-weight sum: a fact of the method, kept visible in the logged α.
+
+Registered as the balancer ``mgda`` (:class:`Mgda`) of :data:`pyspk.balance.BALANCERS`, with
+the settings of the ``balance:`` block below; ``head_grad`` is in pyspk/train/objective.py's doc.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from pyspk.balance import BALANCERS
 
 
 NORMALIZATIONS = ("none", "l2", "loss", "authors")
@@ -138,3 +144,39 @@ def mgda_combine(
         c1 = c2 = 1.0
     total = alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con
     return total, alpha
+
+
+@dataclass
+class MgdaSettings:
+    """``balance: {name: mgda, ...}``: MGDA-UB and its variants (module doc)."""
+    name: str = "mgda"
+    # gradient normalisation before the min-norm solve (Sener & Koltun's code): none, l2
+    # (g_t / ||g_t||), loss (g_t / L_t); authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2||
+    # instead of its square
+    normalize: str = field(default="l2", metadata={"choices": NORMALIZATIONS})
+    # the losses combined as they are (raw: docs/method.md, 'The formulas', Sener & Koltun's code;
+    # with l2 that is (L_cls + L_con) / 2 at every step) or with the normalisation's scales (scaled)
+    combine: str = field(default="raw", metadata={"choices": COMBINES})
+    # "full" trains the head's own weights with the whole dL_cls/dW (Sener & Koltun 2018, Alg. 2:
+    # task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
+    head_grad: str = field(default="full", metadata={"choices": ("full", "alpha")})
+
+
+@BALANCERS.register("mgda", MgdaSettings)
+class Mgda:
+    """α from the min-norm point of the two gradients (:func:`mgda_combine`); with
+    ``head_grad: full``, plus (1 − α)·L_cls(sg(Z)) so that the head's W follows all of ∂L_cls/∂W
+    while the encoder's gradient stays α·g1 + (1 − α)·g2."""
+
+    def __init__(self, settings: MgdaSettings):
+        self.settings = settings
+
+    def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None):
+        s = self.settings
+        total, alpha = mgda_combine(loss_cls, loss_con, shared, normalize=s.normalize, combine=s.combine,
+                                    all_reduce=all_reduce)
+        logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()   # unnormalised
+        logged = float(logged) if math.isfinite(float(total.detach())) else float("nan")
+        if s.head_grad == "full" and alpha < 1.0:
+            total = total + (1.0 - alpha) * head_loss(shared.detach().float())
+        return total, alpha, logged

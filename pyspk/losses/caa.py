@@ -10,15 +10,22 @@ pair counts as much as its least confident member:
 Prototypes are the AAM head's W, or :class:`EmaPrototypes` (running class means) when no head
 is trained. :func:`normalize_negative_weights` rescales each anchor's negative weights to mean 1,
 so only their relative sizes act. :func:`weight_statistics` says what the weights are doing.
+
+Registered as the pair weights ``caa`` (:class:`ClassAwareAttention`) of
+:data:`pyspk.losses.PAIR_WEIGHTS`, with the settings of the ``pair_weights:`` block below.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyspk.losses.supcon import check_inputs
+from pyspk.losses import PAIR_WEIGHTS, PairWeights
+from pyspk.losses.supcon import WEIGHT_MODES, check_inputs
 
 
 @torch.no_grad()
@@ -50,7 +57,7 @@ def pair_confidence(embeddings, labels, prototypes, scale: float) -> torch.Tenso
     """min(a_i, a_k) for every pair (N x N), positives included.
 
     :func:`caa_weights` uses it on negative pairs; on positive pairs it is the weight of the
-    OSM-CAA variant (Wang et al. 2019 weight positive pairs too), ``loss.caa_positives``: a
+    OSM-CAA variant (Wang et al. 2019 weight positive pairs too), ``pair_weights.positives``: a
     positive pair with a mislabelled member (low a) counts less in its anchor's mean over P(i).
     """
     a = class_confidence(embeddings, labels, prototypes, scale)
@@ -131,3 +138,84 @@ class EmaPrototypes(nn.Module):
         new = torch.where(self.seen[present].unsqueeze(1), blend, means)
         self.prototypes[present] = F.normalize(new, dim=1)
         self.seen |= present
+
+
+@dataclass
+class CaaSettings:
+    """``pair_weights: {name: caa, ...}``: class-aware attention (module doc)."""
+    name: str = "caa"
+    scale: float = 30.0                # s inside the class posterior a_i
+    floor: float = 0.0                 # lower bound of the weights
+    normalize: bool = True             # scale each anchor's negative weights to mean 1 (raw ones collapse)
+    mode: str = field(default="exp", metadata={"choices": WEIGHT_MODES})  # ω on the exp terms, or inside the logits
+    start_epoch: float = 0.0           # no weights (ω = 1) before this epoch: prototypes trained first
+    positives: bool = True             # also weight positive pairs by min(a_i, a_p) (OSM-CAA)
+    # where a_i's prototypes come from: the head's W (head), running class means (ema), or
+    # the head when there is one (auto)
+    prototypes: str = field(default="auto", metadata={"choices": ("auto", "head", "ema")})
+    ema_momentum: float = 0.9
+
+    def errors(self, config) -> list:
+        out = []
+        if self.start_epoch < 0:
+            out.append(("start_epoch", "must be >= 0"))
+        if not 0.0 <= self.floor <= 1.0:
+            out.append(("floor", "must be in [0, 1]"))
+        if not 0.0 <= self.ema_momentum < 1.0:
+            out.append(("ema_momentum", "must be in [0, 1)"))
+        if self.prototypes == "head" and getattr(config, "head", None) is None:
+            out.append(("prototypes", "'head' needs a classification head (a head: block); use 'ema'"))
+        return out
+
+
+@PAIR_WEIGHTS.register("caa", CaaSettings)
+class ClassAwareAttention:
+    """CAA weights of a step's pairs: ``caa(z, labels, stats)`` -> :class:`PairWeights`, or None
+    before ``start_epoch``. The prototypes are ``head.weight``, or :class:`EmaPrototypes` kept
+    here and updated by :meth:`after_step` when there is no head (or ``prototypes: ema``)."""
+
+    def __init__(self, settings: CaaSettings, num_classes: int, embed_dim: int, head: Optional[nn.Module] = None):
+        self.settings, self.head = settings, head
+        use_ema = settings.prototypes == "ema" or (settings.prototypes == "auto" and head is None)
+        self.ema = EmaPrototypes(num_classes, embed_dim, momentum=settings.ema_momentum) if use_ema else None
+        self.set_progress(0.0)
+
+    def set_progress(self, epochs: float) -> None:
+        self.active = not epochs < self.settings.start_epoch
+
+    def to(self, device) -> "ClassAwareAttention":
+        if self.ema is not None:
+            self.ema.to(device)
+        return self
+
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor, stats=None) -> Optional[PairWeights]:
+        if not self.active:
+            return None
+        s = self.settings
+        protos = (self.head.weight if self.ema is None else self.ema.prototypes).detach()
+        weights = caa_weights(z.detach(), labels, protos, scale=s.scale, floor=s.floor)
+        if s.normalize:
+            weights = normalize_negative_weights(weights, labels)
+        pos_w = pair_confidence(z.detach(), labels, protos, s.scale) if s.positives else None
+        if stats is not None:
+            stats.pair_weights(weights)
+        return PairWeights(weights, pos_w, s.mode)
+
+    @torch.no_grad()
+    def after_step(self, z: torch.Tensor, labels: torch.Tensor,
+                   gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+        """Update the EMA prototypes with this step's embeddings (``gather``: all ranks' under DDP,
+        so that every rank keeps the same prototypes)."""
+        if self.ema is None:
+            return
+        zz, ll = z.detach().float(), labels
+        if gather is not None:
+            zz, ll = gather(zz), gather(ll)
+        self.ema.update(zz, ll)
+
+    def state_dict(self) -> dict:
+        return {"prototypes": self.ema.state_dict() if self.ema is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.ema is not None and state.get("prototypes") is not None:
+            self.ema.load_state_dict(state["prototypes"])

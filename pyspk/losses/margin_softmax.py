@@ -14,18 +14,63 @@ With ẑ = z/‖z‖ and ŵ_c = w_c/‖w_c‖ (rows of the head's W, C x d), cos
 
 L_cls = cross-entropy(logits, y). ``forward`` returns ``(loss, logits)``; the
 logits include the margin (accuracy from them is the training accuracy under the
-margin). ``.margin`` is settable and checkpointed with the state dict.
+margin). ``.margin`` follows the head's ``margin_schedule`` (:meth:`MarginSoftmax.set_progress`)
+and is checkpointed with the state dict.
+
+Registered as the heads ``softmax``, ``am`` and ``aam`` (:data:`pyspk.losses.HEADS`), with the
+settings of the ``head:`` block below.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyspk.losses import HEADS
+from pyspk.losses.schedule import MarginSchedule
+
 KINDS = ("aam", "am", "softmax")
+
+
+@dataclass
+class SoftmaxSettings:
+    """``head: {name: softmax}``: a plain linear classifier; no settings."""
+    name: str = "softmax"
+
+
+@dataclass
+class AmSettings:
+    """``head: {name: am, ...}``: AM-softmax, ψ(θ) = cos θ − m."""
+    name: str = "am"
+    margin: float = 0.2
+    scale: float = 30.0
+    # a full margin on an untrained head stalls training: ramp it in (pyspk/losses/schedule.py)
+    margin_schedule: MarginSchedule = field(default_factory=MarginSchedule)
+
+
+@dataclass
+class AamSettings:
+    """``head: {name: aam, ...}``: AAM-softmax, ψ(θ) = cos(θ + m)."""
+    name: str = "aam"
+    margin: float = 0.2
+    scale: float = 30.0
+    easy_margin: bool = False
+    margin_schedule: MarginSchedule = field(default_factory=MarginSchedule)
+
+
+@HEADS.register("softmax", SoftmaxSettings)
+@HEADS.register("am", AmSettings)
+@HEADS.register("aam", AamSettings)
+def build_margin_softmax(settings, embed_dim: int, num_classes: int) -> "MarginSoftmax":
+    """The head ``settings.name`` (softmax, am, aam) over ``num_classes`` speakers."""
+    return MarginSoftmax(embed_dim, num_classes, kind=settings.name, margin=getattr(settings, "margin", 0.0),
+                         scale=getattr(settings, "scale", 30.0), easy_margin=getattr(settings, "easy_margin", False),
+                         margin_schedule=getattr(settings, "margin_schedule", None))
 
 
 class MarginSoftmax(nn.Module):
@@ -39,6 +84,7 @@ class MarginSoftmax(nn.Module):
         margin: float = 0.2,
         scale: float = 32.0,
         easy_margin: bool = False,
+        margin_schedule: Optional[MarginSchedule] = None,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -51,6 +97,8 @@ class MarginSoftmax(nn.Module):
         self.scale = float(scale)
         self.easy_margin = bool(easy_margin)
         self.margin = float(margin)
+        self.final_margin = float(margin)
+        self.margin_schedule = margin_schedule or MarginSchedule()   # None: the full margin throughout
         self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))
         nn.init.xavier_normal_(self.weight)
         self.bias = nn.Parameter(torch.zeros(num_classes)) if kind == "softmax" else None
@@ -61,6 +109,10 @@ class MarginSoftmax(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.margin = float(state["margin"])
+
+    def set_progress(self, epochs: float) -> None:
+        """Set the margin of the step after ``epochs`` epochs of training (its schedule)."""
+        self.margin = self.margin_schedule.at(epochs, self.final_margin)
 
     @property
     def prototypes(self) -> torch.Tensor:
@@ -106,46 +158,3 @@ class MarginSoftmax(nn.Module):
     def extra_repr(self) -> str:
         return (f"kind={self.kind}, embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
                 f"margin={self.margin}, scale={self.scale}, easy_margin={self.easy_margin}")
-
-
-class MarginScheduler:
-    """Raise ``head.margin`` from 0 to ``final_margin`` (docs/method.md, 'The formulas', as peers do).
-
-    margin(e) = 0 for e < start_epoch; final_margin for e ≥ start_epoch + ramp_epochs;
-    in between, with f = (e − start_epoch)/ramp_epochs ∈ [0, 1):
-      ``mode="linear"``: final_margin · f
-      ``mode="exp"``:    final_margin · (1 − exp(−k f)) / (1 − exp(−k)), k = 5
-                         (fast at first, flattening out near the end).
-    ``step(epoch)`` takes a fractional epoch (e.g. epoch + step/steps_per_epoch),
-    sets the margin and returns it. The schedule is a pure function of the epoch,
-    so resuming needs no state.
-    """
-
-    MODES = ("linear", "exp")
-
-    def __init__(self, head: MarginSoftmax, final_margin: float, start_epoch: float = 0.0,
-                 ramp_epochs: float = 0.0, mode: str = "linear", k: float = 5.0):
-        if mode not in self.MODES:
-            raise ValueError(f"MarginScheduler: unknown mode {mode!r} (valid: {', '.join(self.MODES)})")
-        if ramp_epochs < 0 or start_epoch < 0:
-            raise ValueError(f"MarginScheduler: start_epoch and ramp_epochs must be >= 0, got {start_epoch}, {ramp_epochs}")
-        self.head = head
-        self.final_margin = float(final_margin)
-        self.start_epoch = float(start_epoch)
-        self.ramp_epochs = float(ramp_epochs)
-        self.mode = mode
-        self.k = float(k)
-
-    def margin_at(self, epoch: float) -> float:
-        if epoch < self.start_epoch:
-            return 0.0
-        if self.ramp_epochs == 0 or epoch >= self.start_epoch + self.ramp_epochs:
-            return self.final_margin
-        f = (epoch - self.start_epoch) / self.ramp_epochs
-        if self.mode == "linear":
-            return self.final_margin * f
-        return self.final_margin * (1.0 - math.exp(-self.k * f)) / (1.0 - math.exp(-self.k))
-
-    def step(self, epoch: float) -> float:
-        self.head.margin = self.margin_at(float(epoch))
-        return self.head.margin

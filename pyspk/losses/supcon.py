@@ -32,14 +32,22 @@ with ℓ⁺_ip = (margined cosine)/τ and L = (1/N') Σ_{i: |P(i)|>0} (1/|P(i)|)
 
 Weights (``weight_mode``): ``exp`` multiplies the exp terms by ω, ω_ia e^{cos/τ} (docs/method.md,
 'The formulas'); ``logit`` puts ω inside the exponent, e^{ω_ia cos θ_ia/τ}, as the authors' code does.
+
+Registered as the pair losses ``supcon`` (:class:`SupCon`) and ``am_supcon`` (:class:`AmSupCon`) of
+:data:`pyspk.losses.PAIR_LOSSES`, with the settings of the ``pair_loss:`` block below.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from pyspk.losses import PAIR_LOSSES, PairWeights
+from pyspk.losses.schedule import MarginSchedule
 
 _COS_EPS = 1e-6  # acos is evaluated on cosines clamped to [-1 + eps, 1 - eps]
 MARGIN_TYPES = ("angular", "additive", "threshold")
@@ -98,15 +106,25 @@ def am_supcon_loss(
     Computed in float32 (float64 inputs stay float64) with log-sum-exp. Raises ValueError if
     no anchor has a positive.
     """
+    return am_supcon_and_cosines(embeddings, labels, margin, temperature, weights, margin_type, placement,
+                                 weight_mode, threshold, pos_weights)[0]
+
+
+def am_supcon_and_cosines(embeddings, labels, margin=0.2, temperature=0.07, weights=None, margin_type="angular",
+                          placement="own", weight_mode="exp", threshold=math.pi / 4,
+                          pos_weights=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`am_supcon_loss`, the N x N cosine matrix it was computed from, in its graph)."""
     check_inputs(embeddings, labels, "am_supcon_loss")
     if temperature <= 0:
         raise ValueError(f"am_supcon_loss: temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         z = F.normalize(_at_least_float32(embeddings), dim=1)
-        return supcon_from_cosines(z @ z.t(), labels, margin, temperature,
+        cos = z @ z.t()
+        loss = supcon_from_cosines(cos, labels, margin, temperature,
                                    None if weights is None else _at_least_float32(weights),
                                    margin_type, placement, weight_mode, threshold,
                                    None if pos_weights is None else _at_least_float32(pos_weights))
+        return loss, cos
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -169,28 +187,113 @@ def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: flo
     return am_supcon_loss(embeddings, labels, margin=0.0, temperature=temperature, weights=None)
 
 
-def pair_statistics(z: torch.Tensor, labels: torch.Tensor, loss_from_cosines=None) -> dict:
-    """What the contrastive loss sees and does per pair type, for train.csv (no effect on training).
+def pair_cosines(z: torch.Tensor) -> torch.Tensor:
+    """cos θ_ij of every pair of ``z`` (N x N), detached, in float32 at least."""
+    zz = F.normalize(_at_least_float32(z.detach()), dim=1)
+    return zz @ zz.t()
 
-    cos_pos / cos_neg: mean cosine of positive / negative pairs (anchor excluded).
-    With ``loss_from_cosines`` (cos matrix -> loss), also the angular force on each pair,
+
+def pair_statistics(cos: torch.Tensor, labels: torch.Tensor, loss: Optional[torch.Tensor] = None) -> dict:
+    """What a pair loss sees and does per pair type, for train.csv (no effect on training).
+
+    ``cos``: the N x N cosine matrix, ``loss``: the pair loss computed from it in the step's
+    forward (or None). cos_pos / cos_neg: mean cosine of positive / negative pairs (anchor
+    excluded). With ``loss``, also the angular force on each pair, taken from the graph the
+    forward built (a backward from ``loss`` to ``cos`` only):
     |∂L/∂θ_ij| = |(∂L/∂cos_ij + ∂L/∂cos_ji) sin θ_ij| (the norm of the pair's gradient on the
     unit sphere), summed per type and divided by N: grad_pos (pull) and grad_neg (push).
     """
-    with torch.enable_grad():
-        zz = F.normalize(z.detach().float(), dim=1)
-        cos = (zz @ zz.t()).clamp(-1.0, 1.0).requires_grad_(loss_from_cosines is not None)
-        n = cos.shape[0]
-        eye = torch.eye(n, dtype=torch.bool, device=cos.device)
-        same = labels.view(-1, 1) == labels.view(1, -1)
-        pos, neg = same & ~eye, ~same
-        c = cos.detach()
-        out = {"cos_pos": float(c[pos].mean()) if bool(pos.any()) else float("nan"),
-               "cos_neg": float(c[neg].mean()) if bool(neg.any()) else float("nan"),
-               "grad_pos": float("nan"), "grad_neg": float("nan")}
-        if loss_from_cosines is not None:
-            (g,) = torch.autograd.grad(loss_from_cosines(cos), cos)
-            force = ((g + g.t()) * torch.sqrt((1.0 - c * c).clamp_min(0.0))).abs()
-            out["grad_pos"] = float(force[pos].sum()) / (2 * n)  # each pair appears as (i,j) and (j,i)
-            out["grad_neg"] = float(force[neg].sum()) / (2 * n)
+    n = cos.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=cos.device)
+    same = labels.view(-1, 1) == labels.view(1, -1)
+    pos, neg = same & ~eye, ~same
+    c = cos.detach().clamp(-1.0, 1.0)
+    out = {"cos_pos": float(c[pos].mean()) if bool(pos.any()) else float("nan"),
+           "cos_neg": float(c[neg].mean()) if bool(neg.any()) else float("nan"),
+           "grad_pos": float("nan"), "grad_neg": float("nan")}
+    if loss is not None and cos.requires_grad:
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(loss, cos, retain_graph=True)
+        force = ((g + g.t()) * torch.sqrt((1.0 - c * c).clamp_min(0.0))).abs()
+        out["grad_pos"] = float(force[pos].sum()) / (2 * n)  # each pair appears as (i,j) and (j,i)
+        out["grad_neg"] = float(force[neg].sum()) / (2 * n)
     return out
+
+
+# --------------------------------------------------------------------------- the pair losses
+def _temperature_errors(temperature: float) -> list:
+    return [("temperature", "must be > 0")] if temperature <= 0 else []
+
+
+@dataclass
+class SupConSettings:
+    """``pair_loss: {name: supcon, ...}``: SupCon, no margin (Khosla et al. 2020, L_out)."""
+    name: str = "supcon"
+    temperature: float = 0.07
+
+    def errors(self, config) -> list:
+        return _temperature_errors(self.temperature)
+
+
+@dataclass
+class AmSupConSettings:
+    """``pair_loss: {name: am_supcon, ...}``: AM-SupCon, a margin on the positive pairs."""
+    name: str = "am_supcon"
+    margin: float = 0.2                # m on positive pairs
+    # the form of the margin (module doc): angular cos(θ+m) (the paper), additive cos θ − m (the
+    # authors' later code), threshold (angular past margin_threshold rad, additive below it).
+    # Default additive: docs/method.md, 'What the recipes ship, and why'
+    margin_type: str = field(default="additive", metadata={"choices": MARGIN_TYPES})
+    # own: the margined positive only in its own numerator and denominator term (the paper's
+    # formula as written); positives: every positive entry of the logit matrix margined (the authors' code)
+    margin_on: str = field(default="positives", metadata={"choices": PLACEMENTS})
+    margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
+    # ramp of the margin (pyspk/losses/schedule.py): from a near-collapsed random encoder the full
+    # margin pulls every positive pair together faster than negatives push apart
+    margin_schedule: MarginSchedule = field(default_factory=MarginSchedule)
+    temperature: float = 0.07
+
+    def errors(self, config) -> list:
+        out = _temperature_errors(self.temperature)
+        if not 0.0 < self.margin_threshold < 3.1416:
+            out.append(("margin_threshold", "must be in (0, pi) radians"))
+        return out
+
+
+@PAIR_LOSSES.register("supcon", SupConSettings)
+class SupCon:
+    """L_con of a batch: :func:`am_supcon_loss` with margin 0 and the step's pair weights, if any.
+
+    Called as ``loss(z, labels, weights, stats)``; records its cosine matrix and loss in the
+    step's statistics hook ``stats`` (pair cosines and forces of train.csv)."""
+
+    margin_type, placement, threshold = "additive", "positives", math.pi / 4
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.margin = 0.0
+
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor, weights: Optional[PairWeights] = None,
+                 stats=None) -> torch.Tensor:
+        w = weights or PairWeights(None)
+        loss, cos = am_supcon_and_cosines(z, labels, margin=self.margin, temperature=self.settings.temperature,
+                                          weights=w.negatives, margin_type=self.margin_type,
+                                          placement=self.placement, weight_mode=w.mode,
+                                          threshold=self.threshold, pos_weights=w.positives)
+        if stats is not None:
+            stats.pairs(cos, loss)
+        return loss
+
+
+@PAIR_LOSSES.register("am_supcon", AmSupConSettings)
+class AmSupCon(SupCon):
+    """AM-SupCon: :class:`SupCon` with the margin of its settings, ramped by its schedule."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.margin = settings.margin
+        self.margin_type, self.placement = settings.margin_type, settings.margin_on
+        self.threshold = settings.margin_threshold
+
+    def set_progress(self, epochs: float) -> None:
+        self.margin = self.settings.margin_schedule.at(epochs, self.settings.margin)

@@ -25,19 +25,18 @@ import torch
 from torch import nn
 
 from pyspk.io import atomic_path, payload_nbytes
+from pyspk.registry import Registry, RegistryError
 from pyspk.safe_load import UnsafeCheckpoint, check_plain, safe_load
 
-from .ecapa_tdnn import EcapaTdnn
-from .resnet import ResNet34
-from .tdnn import XVectorTdnn
+# name -> encoder class; a new encoder is one file with @ENCODERS.register("name") over its class
+# (here, or in a module named by PYSPK_PLUGINS)
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+
+from .ecapa_tdnn import EcapaTdnn  # noqa: E402  (the built-in encoders register themselves)
+from .resnet import ResNet34  # noqa: E402
+from .tdnn import XVectorTdnn  # noqa: E402
 
 PathLike = Union[str, os.PathLike]
-
-ENCODERS: dict[str, type[nn.Module]] = {
-    "ecapa_tdnn": EcapaTdnn,
-    "tdnn": XVectorTdnn,
-    "resnet34": ResNet34,
-}
 
 
 def _nearest(name: str, valid) -> str:
@@ -48,12 +47,9 @@ def _nearest(name: str, valid) -> str:
 def encoder_class(name: str) -> type[nn.Module]:
     """The encoder class registered under ``name``; ValueError naming the nearest name otherwise."""
     try:
-        return ENCODERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown encoder {name!r}; did you mean {_nearest(str(name), ENCODERS)!r}? "
-            f"(valid: {', '.join(sorted(ENCODERS))})"
-        ) from None
+        return ENCODERS.get(name).obj
+    except RegistryError as e:
+        raise ValueError(str(e)) from None
 
 
 def encoder_kwargs(name: str) -> list[str]:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyspk.models import ENCODERS
+
 from .layers import ConvReluBn, linear_1x1
 from .pooling import AttentiveStatisticsPooling
 
@@ -100,6 +102,7 @@ class SERes2Block(nn.Module):
         return x + self.se.forward_btc(self.conv2.forward_btc(h))
 
 
+@ENCODERS.register("ecapa_tdnn")
 class EcapaTdnn(nn.Module):
     """ECAPA-TDNN: (B, T, feat_dim) -> (B, embed_dim). See the module docstring."""
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyspk.models import ENCODERS
+
 from .pooling import StatisticsPooling
 
 
@@ -59,6 +61,7 @@ def _halve(n: int) -> int:
     return (n - 1) // 2 + 1
 
 
+@ENCODERS.register("resnet34")
 class ResNet34(nn.Module):
     """Thin ResNet34: (B, T, feat_dim) -> (B, embed_dim). See the module docstring."""
 

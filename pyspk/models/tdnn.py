@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyspk.models import ENCODERS
+
 from .layers import ConvReluBn
 from .pooling import StatisticsPooling
 
@@ -38,6 +40,7 @@ class TdnnLayer(ConvReluBn):
     utterance-level pooling the difference is a few edge frames)."""
 
 
+@ENCODERS.register("tdnn")
 class XVectorTdnn(nn.Module):
     """x-vector TDNN: (B, T, feat_dim) -> (B, embed_dim). See the module docstring."""
 

@@ -11,25 +11,39 @@ before anything is built (:mod:`pyspk.models.size`). Keys left out take the defa
 written here, and :func:`config_to_dict` gives the resolved config that the
 trainer saves to ``EXP/config.yaml`` and into ``final.pt``.
 
-Sections: ``encoder``, ``features`` (+ ``spec_augment``), ``loss`` (+
-``margin_schedule``), ``balance``, ``sampler``, ``optim``, ``train``.
+Sections: ``encoder``, ``features`` (+ ``spec_augment``), the objective's blocks ``head``,
+``pair_loss``, ``pair_weights`` and ``balance``, ``sampler``, ``optim``, ``train``. Each
+objective block names a registered component (``name: aam``; :mod:`pyspk.losses`,
+:mod:`pyspk.balance`) and holds that component's settings, checked against its own settings
+dataclass: an unknown name names the nearest registered one, a misspelled key the nearest
+key of that component. A block left out (or ``null``) is no such component.
+
+A config may build on another: ``base: FILE`` (a path relative to the config) is read
+first and the config's keys are merged over it (:func:`merge_overrides`); bases may chain.
+Configs of the layout before the objective's blocks (a ``loss:`` block, ``balance.kind``)
+are read as the same settings in the new layout, with a warning (:mod:`pyspk.train.migrate`;
+``pyspk migrate-config FILE`` rewrites them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import logging
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import yaml
 
+from pyspk.online.config import OnlineConfig
 from pyspk.yamlio import DuplicateKeyError, safe_load
 
-KNOWN_ENCODERS = ("ecapa_tdnn", "tdnn", "resnet34")
+log = logging.getLogger("pyspk.config")
 
 
 class ConfigError(ValueError):
@@ -42,7 +56,7 @@ def _choice(*values, default):
 
 @dataclass
 class EncoderConfig:
-    name: str = "ecapa_tdnn"           # ecapa_tdnn | tdnn | resnet34 (pyspk.models.build_encoder)
+    name: str = "ecapa_tdnn"           # a name of pyspk.models.ENCODERS: ecapa_tdnn | tdnn | resnet34
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,63 +80,6 @@ class FeaturesConfig:
     in_memory: str = _choice("auto", "always", "never", default="auto")
     memory_limit_mb: int = 4096        # "auto" loads all features into RAM below this size
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-
-
-@dataclass
-class MarginScheduleConfig:
-    """Classifier margin ramp: linear from ``start`` to ``loss.margin`` over ``warmup_epochs``."""
-    start: float = 0.0
-    warmup_epochs: float = 0.0         # 0: the full margin from the first step
-
-
-@dataclass
-class LossConfig:
-    cls: str = _choice("none", "softmax", "am", "aam", default="aam")
-    margin: float = 0.2
-    scale: float = 30.0
-    easy_margin: bool = False
-    margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
-    con: str = _choice("none", "supcon", "am_supcon", default="none")
-    con_margin: float = 0.2            # margin on positive pairs (am_supcon only)
-    # form of the margin (pyspk/losses/supcon.py): angular cos(θ+m) (the paper), additive
-    # cos θ − m (the authors' later code), threshold (angular past con_margin_threshold rad,
-    # additive below it). Default additive: docs/method.md, 'What the recipes ship, and why'
-    con_margin_type: str = _choice("angular", "additive", "threshold", default="additive")
-    # own: the margined positive only in its own numerator and denominator term (the paper's
-    # formula as written; docs/method.md, 'The formulas');
-    # positives: every positive entry of the logit matrix margined (the authors' code)
-    con_margin_on: str = _choice("own", "positives", default="positives")
-    con_margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
-    # ramp of con_margin as for the classifier margin; from a near-collapsed random encoder
-    # the full margin pulls every positive pair together faster than negatives push apart
-    con_margin_schedule: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
-    temperature: float = 0.07
-    caa: bool = False                  # class-aware attention weights on negative pairs
-    caa_scale: float = 30.0            # s inside the class posterior of CAA
-    caa_floor: float = 0.0             # lower bound of the CAA weights
-    caa_normalize: bool = True         # scale each anchor's negative weights to mean 1 (raw ones collapse)
-    caa_mode: str = _choice("exp", "logit", default="exp")  # ω on the exp terms, or inside the logits
-    caa_start_epoch: float = 0.0       # CAA off (ω = 1) before this epoch: prototypes trained first
-    caa_positives: bool = True         # also weight positive pairs by min(a_i, a_p) (OSM-CAA; losses/caa.py)
-    prototypes: str = _choice("auto", "head", "ema", default="auto")  # auto: head if cls != none
-    ema_momentum: float = 0.9
-
-
-@dataclass
-class BalanceConfig:
-    kind: str = _choice("none", "fixed", "mgda", default="none")
-    lambda_: float = field(default=1.0, metadata={"key": "lambda"})  # fixed: L_cls + lambda * L_con
-    # mgda: "full" trains the head's own weights with the whole dL_cls/dW (Sener & Koltun 2018,
-    # Alg. 2: task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
-    head_grad: str = _choice("full", "alpha", default="full")
-    # mgda: gradient normalisation before the min-norm solve (Sener & Koltun's code): none,
-    # l2 (g_t / ||g_t||), loss (g_t / L_t); how the losses are then combined: combine
-    # authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2|| instead of its square (balance/mgda.py)
-    normalize: str = _choice("none", "l2", "loss", "authors", default="l2")
-    # mgda: the losses combined as they are (raw: docs/method.md, 'The formulas', Sener &
-    # Koltun's code; with l2 that is (L_cls + L_con) / 2 at every step) or with the
-    # normalisation's scales (scaled)
-    combine: str = _choice("raw", "scaled", default="raw")
 
 
 @dataclass
@@ -159,6 +116,9 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None  # None: one pass over the original utterances
     num_workers: int = 0
     amp: bool = True                   # CUDA only (float16 autocast + grad scaling); ignored on CPU
+    # CUDA autocast's type: float16 (with gradient scaling) or bfloat16 (same range as float32,
+    # no scaling needed; GPUs from Ampere on)
+    amp_dtype: str = _choice("float16", "bfloat16", default="float16")
     # CPU: bfloat16 autocast of the encoder's forward and backward (the head, the losses, the
     # optimiser and its state stay float32). A precision change, not a layout one: on a CPU with
     # bf16 GEMMs in hardware (avx512_bf16, AMX) it makes the step faster; without them
@@ -187,19 +147,30 @@ class TrainConfig:
 SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval",
                         "train.gemm", "optim.impl"})
 # train.* keys that may change between a run and its resumption (those, more epochs, devices)
-RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.cpu_amp", "train.average_last", "train.device",
+RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.amp_dtype", "train.cpu_amp", "train.average_last", "train.device",
                           "train.init_from"}
+
+
+def _component(registry: str):
+    """A config block naming a component of ``registry`` ("module:NAME"); None: no component."""
+    return field(default=None, metadata={"registry": registry})
 
 
 @dataclass
 class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    # the objective (pyspk/train/objective.py): the settings dataclass of the named component
+    head: Optional[Any] = _component("pyspk.losses:HEADS")                # softmax | am | aam
+    pair_loss: Optional[Any] = _component("pyspk.losses:PAIR_LOSSES")     # supcon | am_supcon
+    pair_weights: Optional[Any] = _component("pyspk.losses:PAIR_WEIGHTS")  # caa
+    balance: Optional[Any] = _component("pyspk.balance:BALANCERS")        # fixed | mgda
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # where training reads from: precomputed features (the default) or audio augmented and
+    # featurised on the fly (pyspk/online)
+    data: OnlineConfig = field(default_factory=OnlineConfig)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -265,6 +236,9 @@ def _build(cls, data: dict, prefix: str, source: str):
         if k not in data:
             continue
         tp, where = hints[f.name], f"{source}: key '{prefix}{k}'"
+        if "registry" in f.metadata:
+            kwargs[f.name] = _build_component(f.metadata["registry"], data[k], f"{prefix}{k}.", source)
+            continue
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[k], f"{prefix}{k}.", source)
             continue
@@ -286,13 +260,72 @@ def _build(cls, data: dict, prefix: str, source: str):
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict, source: str = "<config>") -> Config:
-    """Build and type-check a :class:`Config` (semantic checks: :func:`validate_config`)."""
+@dataclass
+class NoSettings:
+    """The block of a component registered without settings: its name alone."""
+    name: str = ""
+
+
+def registry(spec: str):
+    """The registry named by ``"module:NAME"`` (imported on first use: the components import torch)."""
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _build_component(spec: str, data, prefix: str, source: str):
+    """The settings of the component a block names (``name:``), checked against its dataclass."""
+    if data is None:
+        return None
+    reg = registry(spec)
+    block = prefix[:-1]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{block}' must be a mapping with a name (one of {', '.join(reg.names())}) "
+                          f"or null, got {data!r}")
+    if "name" not in data:
+        raise ConfigError(f"{source}: key '{prefix}name' is missing: which {reg.kind}? "
+                          f"({', '.join(reg.names())}; leave '{block}' out for none)")
+    name = data["name"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: key '{prefix}name': expected a string, got {name!r}")
+    from pyspk.registry import RegistryError
+
+    try:
+        entry = reg.get(name)
+    except RegistryError as e:
+        raise ConfigError(f"{source}: key '{prefix}name': {e}") from None
+    settings = entry.settings or NoSettings
+    if not dataclasses.is_dataclass(settings) or "name" not in {f.name for f in dataclasses.fields(settings)}:
+        raise ConfigError(f"{source}: key '{prefix}name': the settings of {reg.kind} '{name}' "
+                          f"({settings!r}) must be a dataclass with a 'name' field")
+    return _build(settings, data, prefix, source)
+
+
+def config_from_dict(data: dict, source: str = "<config>", warn: bool = True) -> Config:
+    """Build and type-check a :class:`Config` (semantic checks: :func:`validate_config`).
+
+    ``data`` of the layout before the objective's blocks is read as the same settings in the
+    new one (:func:`pyspk.train.migrate.migrate_data`), with a warning unless ``warn`` is false."""
+    from pyspk.train.migrate import is_old_layout, migrate_data
+
+    if isinstance(data, dict) and is_old_layout(data):
+        data = migrate_data(data, source)
+        if warn:
+            how = f"pyspk migrate-config {source}" if Path(source).is_file() else "pyspk migrate-config FILE"
+            log.warning("%s: old config layout (a 'loss:' block, 'balance.kind'), read as the same settings in "
+                        "the new one (head, pair_loss, pair_weights, balance: docs/method.md); "
+                        "update it with: %s", source, how)
     return _build(Config, data, "", source)
 
 
-def load_config(path, overrides: Optional[dict] = None) -> Config:
-    """Read a yaml config; ``overrides`` (same nesting) win over the file. Validates."""
+def resolve_dict(data: dict, source: str = "<config>") -> dict:
+    """``data`` (either layout, keys left out) as the resolved config of the current layout, every
+    default filled in: the form the trainer records in EXP/config.yaml and final.pt. For
+    comparing configs recorded by older code; no warning, no semantic checks."""
+    return config_to_dict(config_from_dict(data, source, warn=False))
+
+
+def read_yaml(path) -> dict:
+    """One config file as a mapping (errors name the file); no ``base:`` resolution."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -304,9 +337,51 @@ def load_config(path, overrides: Optional[dict] = None) -> Config:
         raise ConfigError(f"{path}: not valid yaml: {e}") from None
     # An empty file would silently train the built-in defaults: a config says what it trains.
     if data is None:
-        raise ConfigError(f"{path}: the config is empty (expected a mapping of sections: encoder, loss, ...)")
+        raise ConfigError(f"{path}: the config is empty (expected a mapping of sections: encoder, head, ...)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def config_files(path) -> List[Path]:
+    """The files a config is made of: ``path``, then its ``base:``, that one's base, ... A base is a
+    path relative to the file naming it; a missing one, or a file that is its own base
+    (directly or through a chain), is a :class:`ConfigError` naming the file."""
+    chain = [Path(path)]
+    while True:
+        data = read_yaml(chain[-1])
+        base = data.get("base")
+        if base is None:
+            return chain
+        here = chain[-1]
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{here}: key 'base': expected the path of a config file (relative to "
+                              f"{here.parent}), got {base!r}")
+        nxt = Path(os.path.normpath(here.parent / base))
+        if not nxt.is_file():
+            raise ConfigError(f"{here}: key 'base': {nxt} not found (a path relative to the directory "
+                              f"of {here.name})")
+        seen = [p.resolve() for p in chain]
+        if nxt.resolve() in seen:
+            loop = chain[seen.index(nxt.resolve())]
+            what = "itself" if loop == here else f"{loop}, which bases on it"
+            raise ConfigError(f"{here}: key 'base': {base} is {what}: a config cannot be its own base")
+        chain.append(nxt)
+
+
+def read_config_data(path) -> dict:
+    """A config file with its bases merged under it (:func:`config_files`), as one mapping."""
+    data: dict = {}
+    for f in reversed(config_files(path)):
+        layer = dict(read_yaml(f))
+        layer.pop("base", None)
+        data = merge_overrides(data, layer)
+    return data
+
+
+def load_config(path, overrides: Optional[dict] = None) -> Config:
+    """Read a yaml config and its bases; ``overrides`` (same nesting) win over the file. Validates."""
+    data = read_config_data(path)
     if overrides:
         data = merge_overrides(data, overrides)
     cfg = config_from_dict(data, str(path))
@@ -315,10 +390,17 @@ def load_config(path, overrides: Optional[dict] = None) -> Config:
 
 
 def merge_overrides(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` merged in (nested mappings merged key by key; ``over`` wins)."""
+    """``base`` with ``over`` merged in: nested mappings merged key by key, ``over`` wins. A
+    mapping of ``over`` that names another component (``name:``) than the one it overrides
+    replaces it: the settings of one component mean nothing to another."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = merge_overrides(out.get(k) or {}, v) if isinstance(v, dict) else v
+        if isinstance(v, dict):
+            old = out.get(k)
+            same = isinstance(old, dict) and v.get("name", old.get("name")) == old.get("name")
+            out[k] = merge_overrides(old if same else {}, v)
+        else:
+            out[k] = v
     return out
 
 
@@ -336,6 +418,8 @@ def dump_config(cfg) -> str:
 
 
 # --------------------------------------------------------------------------- semantics
+OBJECTIVE_BLOCKS = ("head", "pair_loss", "pair_weights", "balance")
+
 def check_encoder(cfg: Config, source: str = "<config>", feat_dim: int = 80) -> None:
     """``encoder.kwargs`` checked without building the encoder (:mod:`pyspk.models.size`):
     options, their types, and whether training it fits in this machine's memory."""
@@ -350,47 +434,44 @@ def check_encoder(cfg: Config, source: str = "<config>", feat_dim: int = 80) -> 
         raise ConfigError(f"{source}: key 'encoder.kwargs.{e.key}': {e}") from None
 
 
-def validate_config(cfg: Config, source: str = "<config>",
-                    known_encoders: Sequence[str] = KNOWN_ENCODERS) -> None:
-    """Checks that need no data: the encoder's options and size (:func:`check_encoder`), losses,
-    balance, sampler and optimiser consistency."""
+def validate_config(cfg: Config, source: str = "<config>") -> None:
+    """Checks that need no data: the encoder's name, options and size (:func:`check_encoder`),
+    each objective block's own checks (its settings' ``errors(config)``), how the blocks fit
+    together, sampler and optimiser consistency."""
     def fail(key, msg):
         raise ConfigError(f"{source}: key '{key}': {msg}")
 
-    if cfg.encoder.name not in known_encoders:
-        near = difflib.get_close_matches(cfg.encoder.name, list(known_encoders), n=1, cutoff=0.4)
-        fail("encoder.name", f"unknown encoder '{cfg.encoder.name}'"
-             + (f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known_encoders)})"))
+    from pyspk.models import ENCODERS
+    from pyspk.registry import RegistryError
+
+    try:
+        ENCODERS.get(cfg.encoder.name)
+    except RegistryError as e:
+        fail("encoder.name", str(e))
     check_encoder(cfg, source)
-    loss, bal, smp = cfg.loss, cfg.balance, cfg.sampler
-    if loss.cls == "none" and loss.con == "none":
-        fail("loss.cls", "loss.cls and loss.con are both 'none': nothing to train")
-    both = loss.cls != "none" and loss.con != "none"
-    if bal.kind != "none" and not both:
-        fail("balance.kind", f"'{bal.kind}' balances two losses; set both loss.cls and loss.con")
-    if bal.kind == "none" and both:
-        fail("balance.kind", "two losses are configured; choose 'fixed' or 'mgda'")
-    if loss.caa and loss.con == "none":
-        fail("loss.caa", "class-aware attention weights the contrastive loss; set loss.con")
-    if loss.prototypes == "head" and loss.cls == "none":
-        fail("loss.prototypes", "'head' needs a classification head (loss.cls != none); use 'ema'")
-    if loss.temperature <= 0:
-        fail("loss.temperature", "must be > 0")
-    if not 0.0 < loss.con_margin_threshold < 3.1416:
-        fail("loss.con_margin_threshold", "must be in (0, pi) radians")
-    if loss.caa_start_epoch < 0:
-        fail("loss.caa_start_epoch", "must be >= 0")
-    if not 0.0 <= loss.caa_floor <= 1.0:
-        fail("loss.caa_floor", "must be in [0, 1]")
-    if not 0.0 <= loss.ema_momentum < 1.0:
-        fail("loss.ema_momentum", "must be in [0, 1)")
+    head, pair, bal, smp = cfg.head, cfg.pair_loss, cfg.balance, cfg.sampler
+    if head is None and pair is None:
+        fail("head", "no head and no pair_loss: nothing to train (add head: {name: aam} or "
+             "pair_loss: {name: supcon}; configs of the old layout trained AAM when they named no loss)")
+    if bal is not None and (head is None or pair is None):
+        fail("balance.name", f"'{bal.name}' balances two losses; configure both a head and a pair_loss "
+             "(or leave balance out)")
+    if bal is None and head is not None and pair is not None:
+        fail("balance", "two losses are configured (head and pair_loss); add balance: {name: fixed} "
+             "or balance: {name: mgda}")
+    if cfg.pair_weights is not None and pair is None:
+        fail("pair_weights", f"'{cfg.pair_weights.name}' weights the pairs of a pair loss; add a pair_loss")
+    for block in OBJECTIVE_BLOCKS:
+        errors = getattr(getattr(cfg, block), "errors", None)
+        for key, msg in (errors(cfg) if errors else ()):
+            fail(f"{block}.{key}", msg)
     if smp.speakers_per_batch < 1:
         fail("sampler.speakers_per_batch", "must be >= 1")
     if smp.utts_per_speaker < 1:
         fail("sampler.utts_per_speaker", "must be >= 1")
     if smp.views not in (1, 2):
         fail("sampler.views", "must be 1 or 2")
-    if loss.con != "none":
+    if pair is not None:
         if smp.kind == "pk" and smp.utts_per_speaker * smp.views < 2:
             fail("sampler.utts_per_speaker", "a contrastive loss needs K >= 2 utterances (or views: 2) "
                  "per speaker so that every anchor has a positive")

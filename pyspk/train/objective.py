@@ -1,15 +1,20 @@
-"""The training objective of docs/method.md: L_cls, L_con (AM-SupCon with CAA), balance.
+"""The training objective of docs/method.md, composed of the components a config names.
 
 Per step, with Z the batch of embeddings and y the speaker labels:
 
-    L_cls = MarginSoftmax(Z, y)                              (softmax / AM / AAM head)
-    w     = caa_weights(Z, y, prototypes)   if CAA           (losses/caa.py, no gradient)
-    L_con = am_supcon_loss(Z, y, margin, tau, w, form...)    (losses/supcon.py; margin 0: SupCon)
-    L     = L_cls | L_con                                    (balance none)
-          = L_cls + lambda * L_con                           (fixed)
-          = alpha c1 L_cls + (1 - alpha) c2 L_con            (MGDA-UB and its variants, balance/mgda.py;
-                                                                combine: raw sets c1 = c2 = 1)
-            [+ (1 - alpha) * L_cls(sg(Z))  with head_grad: full]
+    L_cls = head(Z, y)                                   (head: softmax / am / aam, in SpeakerModel)
+    w     = pair_weights(Z, y)                           (pair_weights: caa; no gradient)
+    L_con = pair_loss(Z, y, w)                           (pair_loss: supcon / am_supcon)
+    L     = L_cls | L_con                                (one loss: no balance)
+          = balance(L_cls, L_con, Z)                     (two: fixed, mgda)
+
+The components come from their registries (:mod:`pyspk.losses`, :mod:`pyspk.balance`), each
+built from its block of the config; :class:`Objective` only wires them. Each component owns
+its schedule: :meth:`Objective.set_progress` hands every one of them the training position
+(epochs done, a float) before the step, and each sets its own margin, its own start epoch.
+What the step's forward computes is also what train.csv logs (:data:`STAT_COLUMNS`): the pair
+loss and the pair weights record their cosine matrix, their loss and their weights in a
+:class:`StepStats` as they compute them, and the statistics come from those values.
 
 MGDA-UB (Sener & Koltun 2018, Alg. 2) moves the shared parameters (the encoder)
 along the min-norm combination, but each task's own parameters along their own
@@ -37,12 +42,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from pyspk.balance.fixed import fixed_combine
-from pyspk.balance.mgda import mgda_combine
-from pyspk.losses.caa import (EmaPrototypes, caa_weights, normalize_negative_weights, pair_confidence,
-                             weight_statistics)
-from pyspk.losses.margin_softmax import MarginSoftmax
-from pyspk.losses.supcon import am_supcon_loss, pair_statistics, supcon_from_cosines
+from pyspk.balance import BALANCERS
+from pyspk.losses import HEADS, PAIR_LOSSES, PAIR_WEIGHTS
+from pyspk.losses.caa import weight_statistics
+from pyspk.losses.supcon import pair_cosines, pair_statistics
 from pyspk.train import distributed as D
 
 STAT_COLUMNS = ("cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_mean", "caa_w_std", "caa_w_lt_half")
@@ -64,106 +67,127 @@ class SpeakerModel(nn.Module):
         return z, loss_cls, logits
 
 
-def build_head(loss_cfg, embed_dim: int, num_classes: int) -> Optional[MarginSoftmax]:
-    if loss_cfg.cls == "none":
+def build_head(settings, embed_dim: int, num_classes: int) -> Optional[nn.Module]:
+    """The head a config's ``head:`` block names (None: no head)."""
+    if settings is None:
         return None
-    return MarginSoftmax(embed_dim, num_classes, kind=loss_cfg.cls, margin=loss_cfg.margin,
-                         scale=loss_cfg.scale, easy_margin=loss_cfg.easy_margin)
+    return HEADS.get(settings.name).obj(settings, embed_dim, num_classes)
 
 
-def uses_ema_prototypes(loss_cfg) -> bool:
-    """EMA prototypes when CAA has no head to take them from (or when asked)."""
-    if not loss_cfg.caa:
-        return False
-    return loss_cfg.prototypes == "ema" or (loss_cfg.prototypes == "auto" and loss_cfg.cls == "none")
+class StepStats:
+    """The statistics hook of one step: the components fill it during their forward, and
+    :meth:`columns` turns what they left into the :data:`STAT_COLUMNS` of train.csv.
+
+    ``pairs(cos, loss)``: a pair loss's N x N cosine matrix, as in its graph, and its loss;
+    ``pair_weights(w)``: the negative-pair weights as the pair loss used them."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+        self.cos: Optional[torch.Tensor] = None
+        self.loss: Optional[torch.Tensor] = None
+        self.weights: Optional[torch.Tensor] = None
+
+    def pairs(self, cos: torch.Tensor, loss: Optional[torch.Tensor] = None) -> None:
+        self.cos, self.loss = cos, loss
+
+    def pair_weights(self, weights: torch.Tensor) -> None:
+        self.weights = weights
+
+    def columns(self, z: torch.Tensor) -> Dict[str, float]:
+        out = {k: float("nan") for k in STAT_COLUMNS}
+        if self.cos is not None:
+            out.update(pair_statistics(self.cos, self.labels, self.loss))
+        else:                             # no pair loss: the cosines of the batch alone
+            out.update(pair_statistics(pair_cosines(z), self.labels))
+        if self.weights is not None:
+            out.update(weight_statistics(self.weights, self.labels))
+        return out
 
 
 class Objective:
-    """Combine the configured losses; see the module docstring."""
+    """The pair loss, pair weights and balancer a config names, around its head; see the module doc.
 
-    def __init__(self, loss_cfg, balance_cfg, num_classes: int, embed_dim: int, distributed: bool = False):
-        self.loss, self.balance, self.distributed = loss_cfg, balance_cfg, distributed
-        self.con_margin = loss_cfg.con_margin if loss_cfg.con == "am_supcon" else 0.0  # set per step
-        self.progress = 0.0     # epochs done (fractional), set per step: CAA's start epoch
-        self.prototypes = (EmaPrototypes(num_classes, embed_dim, momentum=loss_cfg.ema_momentum)
-                           if uses_ema_prototypes(loss_cfg) else None)
+    ``cfg``: a :class:`pyspk.train.config.Config` (its ``head``, ``pair_loss``, ``pair_weights``
+    and ``balance`` blocks); ``head``: the module built from ``cfg.head`` (:func:`build_head`)."""
+
+    def __init__(self, cfg, num_classes: int, embed_dim: int, head: Optional[nn.Module] = None,
+                 distributed: bool = False):
+        self.cfg, self.head, self.distributed = cfg, head, distributed
+        if (cfg.head is None) != (head is None):
+            raise ValueError("Objective: the head module must be the one cfg.head names (both or neither)")
+        self.pair_loss = PAIR_LOSSES.get(cfg.pair_loss.name).obj(cfg.pair_loss) if cfg.pair_loss else None
+        self.pair_weights = (PAIR_WEIGHTS.get(cfg.pair_weights.name).obj(cfg.pair_weights, num_classes, embed_dim,
+                                                                           head) if cfg.pair_weights else None)
+        self.balancer = BALANCERS.get(cfg.balance.name).obj(cfg.balance) if cfg.balance else None
+        if head is None and self.pair_loss is None:
+            raise ValueError("Objective: no head and no pair loss: nothing to train")
+        if head is not None and self.pair_loss is not None and self.balancer is None:
+            raise ValueError("Objective: a head and a pair loss need a balance")
+        self.progress = 0.0
+
+    def components(self):
+        return [c for c in (self.head, self.pair_loss, self.pair_weights, self.balancer) if c is not None]
+
+    def set_progress(self, epochs: float) -> None:
+        """The training position of the next step (epochs done, a float): every component's schedules."""
+        self.progress = epochs
+        for c in self.components():
+            if hasattr(c, "set_progress"):
+                c.set_progress(epochs)
 
     def to(self, device) -> "Objective":
-        if self.prototypes is not None:
-            self.prototypes.to(device)
+        for c in (self.pair_loss, self.pair_weights, self.balancer):
+            if c is not None and hasattr(c, "to"):
+                c.to(device)
         return self
 
-    def _weights(self, z: torch.Tensor, labels: torch.Tensor, head):
-        """(CAA weights of negatives, of positives) for this step; None where CAA is off
-        (loss.caa false, before loss.caa_start_epoch, positives without loss.caa_positives)."""
-        cfg = self.loss
-        if not cfg.caa or self.progress < cfg.caa_start_epoch:
-            return None, None
-        protos = (head.weight if self.prototypes is None else self.prototypes.prototypes).detach()
-        weights = caa_weights(z.detach(), labels, protos, scale=cfg.caa_scale, floor=cfg.caa_floor)
-        if cfg.caa_normalize:
-            weights = normalize_negative_weights(weights, labels)
-        pos_w = pair_confidence(z.detach(), labels, protos, cfg.caa_scale) if cfg.caa_positives else None
-        return weights, pos_w
+    def _margin(self, settings, component) -> float:
+        """The margin a component trains with now, for train.csv (NaN when it has none)."""
+        return float(getattr(component, "margin", math.nan)) if hasattr(settings, "margin") else math.nan
 
-    def _con_kwargs(self, weights, pos_weights=None) -> dict:
-        cfg = self.loss
-        return dict(margin=self.con_margin if cfg.con == "am_supcon" else 0.0, temperature=cfg.temperature,
-                    weights=weights, margin_type=cfg.con_margin_type, placement=cfg.con_margin_on,
-                    weight_mode=cfg.caa_mode, threshold=cfg.con_margin_threshold, pos_weights=pos_weights)
-
-    def contrastive(self, z: torch.Tensor, labels: torch.Tensor, head):
-        """(L_con, the CAA weights or None, the loss's keyword arguments) for this step."""
-        weights, pos_w = self._weights(z, labels, head)
-        kw = self._con_kwargs(weights, pos_w)
-        return am_supcon_loss(z, labels, **kw), weights, kw
-
-    def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor,
-                 head: Optional[nn.Module]) -> Tuple[torch.Tensor, Dict[str, float]]:
+    def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor],
+                 labels: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         shared = z              # the tensor the head saw; under AMP z.float() is a new node
         z = z.float()
-        loss_con, stats = None, {k: float("nan") for k in STAT_COLUMNS}
-        if self.loss.con != "none":
-            loss_con, weights, kw = self.contrastive(z, labels, head)
-            stats.update(pair_statistics(z, labels, lambda cos: supcon_from_cosines(cos, labels, **kw)))
-            if weights is not None:
-                stats.update(weight_statistics(weights, labels))
-        else:
-            stats.update(pair_statistics(z, labels))
+        stats = StepStats(labels)
+        loss_con = None
+        if self.pair_loss is not None:
+            weights = self.pair_weights(z, labels, stats) if self.pair_weights is not None else None
+            loss_con = self.pair_loss(z, labels, weights, stats)
+        columns = stats.columns(z)
         alpha = float("nan")
         if loss_cls is not None and loss_con is not None:
-            if self.balance.kind == "fixed":
-                total = fixed_combine(loss_cls, loss_con, self.balance.lambda_)
-            else:
-                total, alpha = mgda_combine(loss_cls, loss_con, shared, normalize=self.balance.normalize,
-                                            combine=self.balance.combine,
-                                            all_reduce=D.all_reduce_sum if self.distributed else None)
+            total, alpha, logged = self.balancer(loss_cls, loss_con, shared, lambda x: self.head(x, labels)[0],
+                                                 D.all_reduce_sum if self.distributed else None)
         else:
             total = loss_cls if loss_cls is not None else loss_con
-        logged = total.detach()
-        if self.balance.kind == "mgda" and loss_cls is not None and loss_con is not None:
-            logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()   # unnormalised
-        parts = {"loss": float(logged) if math.isfinite(float(total.detach())) else float("nan"),
+            logged = float(total.detach())
+        parts = {"loss": logged if math.isfinite(logged) else float("nan"),
                  "loss_cls": float(loss_cls.detach()) if loss_cls is not None else float("nan"),
                  "loss_con": float(loss_con.detach()) if loss_con is not None else float("nan"),
-                 "alpha": float(alpha), **stats}
-        if self.balance.kind == "mgda" and self.balance.head_grad == "full" and alpha < 1.0:
-            total = total + (1.0 - alpha) * head(shared.detach().float(), labels)[0]
+                 "alpha": float(alpha),
+                 "margin": self._margin(self.cfg.head, self.head),
+                 "con_margin": self._margin(self.cfg.pair_loss, self.pair_loss), **columns}
         return total, parts
 
     @torch.no_grad()
     def after_step(self, z: torch.Tensor, labels: torch.Tensor) -> None:
-        """Update the EMA prototypes with this step's embeddings (all ranks')."""
-        if self.prototypes is None:
-            return
-        zz, ll = z.detach().float(), labels
-        if self.distributed:
-            zz, ll = D.all_gather_cat(zz), D.all_gather_cat(ll)
-        self.prototypes.update(zz, ll)
+        """Components that learn from the step's embeddings (CAA's EMA prototypes), all ranks' under DDP."""
+        gather = D.all_gather_cat if self.distributed else None
+        for c in (self.pair_loss, self.pair_weights, self.balancer):
+            if c is not None and hasattr(c, "after_step"):
+                c.after_step(z, labels, gather)
+
+    _STATEFUL = ("pair_loss", "pair_weights", "balancer")
 
     def state_dict(self) -> dict:
-        return {"prototypes": self.prototypes.state_dict() if self.prototypes is not None else None}
+        return {name: getattr(self, name).state_dict() for name in self._STATEFUL
+                if hasattr(getattr(self, name), "state_dict")}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.prototypes is not None and state.get("prototypes") is not None:
-            self.prototypes.load_state_dict(state["prototypes"])
+        if "prototypes" in state:         # checkpoints before the registries: CAA's EMA prototypes
+            state = {"pair_weights": {"prototypes": state["prototypes"]}}
+        for name in self._STATEFUL:
+            c = getattr(self, name)
+            if c is not None and hasattr(c, "load_state_dict") and name in state:
+                c.load_state_dict(state[name])

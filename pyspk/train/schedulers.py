@@ -1,8 +1,9 @@
-"""Learning-rate and margin schedules as pure functions of the training position.
+"""The learning-rate schedule as a pure function of the training position.
 
-Both are functions of (step, epoch) only, so a resumed run that restores the
-step counter gets exactly the same values; their "state" in a checkpoint is
-just their settings (kept for inspection).
+It is a function of (step, epoch) only, so a resumed run that restores the
+step counter gets exactly the same values; its "state" in a checkpoint is
+just its settings (kept for inspection). The margins' schedules belong to the
+losses that have margins (:mod:`pyspk.losses.schedule`).
 
 Learning rate (warm-up, then exponential decay from ``lr`` to ``final_lr``):
 
@@ -11,10 +12,6 @@ Learning rate (warm-up, then exponential decay from ``lr`` to ``final_lr``):
 
 with ``p`` the fraction of decay done: ``epoch / (epochs - 1)`` for per-epoch
 decay, ``(t - warmup) / (total_steps - warmup - 1)`` for per-step decay, 0 for none.
-
-Classifier margin (AAM/AM), linear warm-up as in peer recipes, fractional epochs:
-
-    m(e) = start + (margin - start) * min(1, e / warmup_epochs)
 """
 
 from __future__ import annotations
@@ -54,9 +51,3 @@ class LrSchedule:
         """Settings come from the config; a checkpoint's are only checked for drift."""
         return None
 
-
-def margin_at(epoch_float: float, margin: float, start: float = 0.0, warmup_epochs: float = 0.0) -> float:
-    """Margin after ``epoch_float`` epochs of training (see module docstring)."""
-    if warmup_epochs <= 0:
-        return margin
-    return start + (margin - start) * min(1.0, epoch_float / warmup_epochs)

@@ -10,11 +10,12 @@
     EXP/final.pt           mean of the last ``average_last`` checkpoints' encoders,
                            pyspk.models.save_encoder format with extra = {features, config, speakers}
 
-Per step: Z = encoder(crops); L_cls from the head; L_con, CAA and the balance in
-:class:`pyspk.train.objective.Objective`; one backward. A non-finite loss stops
-training with :class:`TrainingDiverged` naming the step and the last good
-checkpoint, before any update or write. Under ``torchrun`` the model (encoder +
-head) is wrapped in DDP and only rank 0 writes files.
+Per step: the objective's components set their schedules from the training position
+(:meth:`pyspk.train.objective.Objective.set_progress`); Z = encoder(crops); L_cls from the
+head; the pair loss, its weights and the balance in :class:`pyspk.train.objective.Objective`;
+one backward. A non-finite loss stops training with :class:`TrainingDiverged` naming the step
+and the last good checkpoint, before any update or write. Under ``torchrun`` the model
+(encoder + head) is wrapped in DDP and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from pyspk.io import atomic_write_text
 from pyspk.malloc import keep_freed_memory
 from pyspk.models import build_encoder, save_encoder
 from pyspk.models.layers import default_gemm_backend, set_gemm_backend
+from pyspk.online import load_online_data, online_fingerprint
 from pyspk.train import checkpoint as C
 from pyspk.train import distributed as D
-from pyspk.train.config import RESUMABLE, Config, config_to_dict, dump_config
+from pyspk.train.config import RESUMABLE, Config, config_to_dict, dump_config, resolve_dict
 from pyspk.train.data import TrainData, data_fingerprint, load_train_data
 from pyspk.train.objective import Objective, SpeakerModel, build_head
-from pyspk.train.schedulers import LrSchedule, margin_at
+from pyspk.train.schedulers import LrSchedule
 from pyspk.train.steplog import StepLog
 
 log = logging.getLogger("pyspk.train")
@@ -116,7 +118,7 @@ class Trainer:
     def __init__(self, cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
                  source: str = "<config>", restart: bool = False):
         self.cfg, self.exp_dir, self.seed, self.restart = cfg, Path(exp_dir), seed, restart
-        self.train_dir, self.data_id = Path(train_dir), data_fingerprint(train_dir)
+        self.train_dir = Path(train_dir)
         self.dist = dist or D.DistInfo()
         self.cfg.train.seed = seed
         if cfg.train.threads:
@@ -126,15 +128,22 @@ class Trainer:
         set_gemm_backend(self.gemm)
         log.info("train.gemm: %s -> %s", cfg.train.gemm, self.gemm)
         self.device = D.choose_device(cfg.train.device, self.dist)
-        self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source)
+        if cfg.data.source == "features":
+            self.data_id = data_fingerprint(train_dir)
+            self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size,
+                                                   source)
+        else:   # audio or shards: augmentation and features on the fly
+            self.data_id = online_fingerprint(train_dir, cfg.data)
+            self.data = load_online_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source,
+                                         work_dir=self.exp_dir)
         D.init_process_group(self.dist, self.device)
         seed_everything(seed)
         enc = build_encoder(cfg.encoder.name, feat_dim=self.data.feat_dim, **cfg.encoder.kwargs)
-        head = build_head(cfg.loss, enc.embed_dim, len(self.data.speakers))
+        head = build_head(cfg.head, enc.embed_dim, len(self.data.speakers))
         self.model = SpeakerModel(enc, head).to(self.device)
         if cfg.train.compile:
             compile_encoder(self.model.encoder)
-        self.objective = Objective(cfg.loss, cfg.balance, len(self.data.speakers), enc.embed_dim,
+        self.objective = Objective(cfg, len(self.data.speakers), enc.embed_dim, head=self.model.head,
                                    distributed=self.dist.enabled).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.steps_per_epoch = len(self.data.sampler)
@@ -142,8 +151,10 @@ class Trainer:
         self.schedule = LrSchedule(o.lr, o.final_lr, o.warmup_steps, o.decay, cfg.train.epochs, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
         self.amp = cfg.train.amp if cuda else resolve_cpu_amp(cfg.train.cpu_amp) and self.device.type == "cpu"
-        self.amp_dtype = torch.float16 if cuda else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda)
+        self.amp_dtype = getattr(torch, cfg.train.amp_dtype) if cuda else torch.bfloat16
+        # gradient scaling keeps float16's small gradients from flushing to zero; bfloat16 has
+        # float32's exponent range and needs none
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda and self.amp_dtype == torch.float16)
         self.epoch, self.step = 0, 0
         self.steplog = StepLog(self.exp_dir / "train.csv", cfg.train.log_interval, enabled=self.dist.is_main)
 
@@ -162,7 +173,7 @@ class Trainer:
         if st["speakers"] != self.data.speakers:
             raise ValueError(f"{path}: trained on other speakers than this --train-dir; "
                              f"use a new exp dir (or train.init_from to fine-tune)")
-        changed = config_changes(st.get("config", {}), config_to_dict(self.cfg))
+        changed = config_changes(recorded_config(st.get("config", {}), path), config_to_dict(self.cfg))
         if changed:
             raise ValueError(f"{path} was trained with another config ({'; '.join(changed[:5])}); "
                              f"start over with --restart (run.sh: --force true), or use another --exp-dir")
@@ -260,19 +271,11 @@ class Trainer:
     def _train_step(self, model, feats, labels, epoch: int, i: int) -> dict:
         cfg = self.cfg
         lr = self.schedule.apply(self.optimizer, self.step)
-        ms = cfg.loss.margin_schedule
-        margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.margin, ms.start, ms.warmup_epochs)
-        self.objective.progress = epoch + i / self.steps_per_epoch
-        cs = cfg.loss.con_margin_schedule
-        self.objective.con_margin = margin_at(epoch + i / self.steps_per_epoch, cfg.loss.con_margin,
-                                              cs.start, cs.warmup_epochs) if cfg.loss.con == "am_supcon" else 0.0
-        head = self.model.head
-        if head is not None:
-            head.margin = margin
+        self.objective.set_progress(epoch + i / self.steps_per_epoch)
         feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             z, loss_cls, logits = model(feats, labels)
-        total, parts = self.objective(z, loss_cls, labels, head)
+        total, parts = self.objective(z, loss_cls, labels)
         bad = not math.isfinite(parts["loss"])
         if self.dist.enabled:
             bad = D.any_rank(bad, self.device)
@@ -291,9 +294,7 @@ class Trainer:
         self.objective.after_step(z, labels)
         self.step += 1
         acc = float((logits.argmax(1) == labels).float().mean()) if logits is not None else float("nan")
-        return {"epoch": epoch + 1, "step": self.step, **parts, "lr": lr,
-                "margin": margin if head is not None else float("nan"),
-                "con_margin": self.objective.con_margin if cfg.loss.con != "none" else float("nan"), "acc": acc}
+        return {"epoch": epoch + 1, "step": self.step, **parts, "lr": lr, "acc": acc}
 
     # ------------------------------------------------------------------ output
     def write_final(self, path: Path) -> None:
@@ -313,6 +314,16 @@ class Trainer:
                  "train_gemm": self.gemm}
         save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
+
+
+def recorded_config(data: dict, source) -> dict:
+    """A checkpoint's config as the current code resolves it: a config recorded in the layout
+    before the objective's blocks reads as the same settings in the new one. As it is when it
+    no longer parses (then it differs, and the message says where)."""
+    try:
+        return resolve_dict(data, str(source))
+    except ValueError:
+        return data
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list:
