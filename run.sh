@@ -12,7 +12,8 @@ cmdline="$0 $*"         # as typed, for the report (parse_options consumes "$@")
 # ---- defaults: every one of these is also a --flag ----
 stage=0
 stop_stage=7
-corpus=synth            # synth | speechocean762 | voxceleb1 | voxceleb2 | cnceleb | folder
+corpus=synth            # synth | speechocean762 | voxceleb1 | voxceleb2 | cnceleb | folder | one of PYSPK_PLUGINS
+                        # (the registry: pyspk/corpora.py; `python -m pyspk.bin.corpus list` names them all)
 config=                 # one system's yaml; empty = every system of conf/<corpus>/systems.list
 systems=                # space-separated system names; overrides the list file
 nj=2                    # parallel jobs for features and extraction
@@ -28,6 +29,11 @@ nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
 train_jobs=auto         # systems stage 3 trains at once: auto = 2 where training runs here on CPU
                         # (utils/run.pl, --nproc 1, no GPU), each on its share of the cores; else 1
 augment=true            # stage 2 on/off; off trains on the clean set
+online=false            # true: training reads the clean set's audio and augments and featurises it on
+                        # the fly (docs/scale.md): no augmented copies, no features of the training set
+shards=false            # with --online true: stage 2 packs the training set into shards (pyspk shards)
+                        # that training reads sequentially (network filesystems, clusters)
+shard_size=1000         # utterances per shard
 backend_set=clean       # stages 4-5 fit the back-end on: clean (the training speakers' own recordings,
                         # Kaldi's convention) | training (the set stage 3 trains on: augmented copies,
                         # speed copies as new speakers)
@@ -38,11 +44,18 @@ speechocean762_root=    # speechocean762 folder (local/download_speechocean762.s
 voxceleb1_root=
 voxceleb2_root=
 cnceleb_root=
-folder_root=
+folder_root=            # (a corpus registered by PYSPK_PLUGINS brings its own --<name>-root flags)
 
 . ./path.sh
 . ./cmd.sh                # cmd, train_cmd (also --cmd, --train-cmd)
-help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--config YAML] [--nj N] [--cmd CMD] [--force true] [--dry-run true]"
+help_message="usage: $0 [--stage N] [--stop-stage N] [--corpus NAME] [--<corpus>-root DIR] [--config YAML] [--nj N] [--cmd CMD] [--force true] [--dry-run true]"
+# The root flags of every registered corpus become flags here too (those above are the built-in
+# corpora's); the registry's names are checked there, and here again before any is set.
+corpus_flags=$(python -m pyspk.bin.corpus --prog "$0" flags --roots-only) || exit 1
+while IFS='=' read -r var _; do
+  if [[ $var =~ ^[a-z][a-z0-9_]*_root$ ]] && [ -z "${!var+set}" ]; then printf -v "$var" '%s' ''; fi
+done <<< "$corpus_flags"
+unset corpus_flags var            # not flags themselves
 . utils/parse_options.sh
 
 last_stage=7
@@ -54,7 +67,7 @@ done
 [ "$stage" -le $last_stage ] || { echo "$0: --stage $stage: there is no such stage (stages 0-$last_stage)" >&2; exit 1; }
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 [ "$stop_stage" -le $last_stage ] || stop_stage=$last_stage
-for opt in force:"$force" dry-run:"$dry_run" augment:"$augment"; do
+for opt in force:"$force" dry-run:"$dry_run" augment:"$augment" online:"$online" shards:"$shards"; do
   case ${opt#*:} in true|false) ;; *) echo "$0: --${opt%%:*} takes true or false, got '${opt#*:}'" >&2; exit 1 ;; esac
 done
 
@@ -100,28 +113,28 @@ case $seed in ''|*[!0-9]*) echo "$0: --seed takes a whole number, got '$seed'" >
 case $synth_size in tiny|default) ;; *) echo "$0: --synth-size takes tiny or default, got '$synth_size'" >&2; exit 1 ;; esac
 [[ $lock_wait =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "$0: --lock-wait takes seconds, got '$lock_wait'" >&2; exit 1; }
 
-case $corpus in
-  synth)          train_set=synth_train;    test_set=synth_test ;;
-  speechocean762) train_set=so762_train;    test_set=so762_test ;;
-  voxceleb1)      train_set=voxceleb1_dev;  test_set=voxceleb1_test ;;
-  voxceleb2)      train_set=voxceleb2_dev;  test_set=voxceleb1_test ;;
-  cnceleb)        train_set=cnceleb_train;  test_set=cnceleb1_eval ;;
-  folder)         train_set=folder_train;   test_set=folder_test ;;
-  *) echo "$0: unknown --corpus '$corpus' (synth, speechocean762, voxceleb1, voxceleb2, cnceleb, folder)" >&2; exit 1 ;;
-esac
-conf_dir=conf/$corpus
-# A real corpus needs its folder, found now rather than inside stage 0.
-root_var=${corpus}_root
-if [ $corpus != synth ] && [ $stage -le 0 ] && [ -z "${!root_var:-}" ]; then
-  case $corpus in
-    speechocean762) how="local/download_speechocean762.sh --dir downloads fetches it into downloads/speechocean762" ;;
-    voxceleb1|voxceleb2) how="local/download_voxceleb.sh fetches it (see docs/corpora.md)" ;;
-    cnceleb) how="local/download_cnceleb.sh fetches it (see docs/corpora.md)" ;;
-    *) how="a folder per speaker: DIR/<speaker>/**/*.wav|flac" ;;
+# The corpus's sets, root flags and stage-0 files, from its registry entry (pyspk/corpora.py) as
+# key=value lines; an unknown name is one line naming the nearest. The values are only assigned
+# (names, flags and paths the registry checked), never evaluated.
+corpus_info=$(python -m pyspk.bin.corpus --prog "$0" info --corpus "$corpus" --format shell) || exit 1
+corpus_roots= corpus_inputs= corpus_outputs=
+while IFS='=' read -r key value; do
+  case $key in
+    train_set|test_set|conf_dir) printf -v "$key" '%s' "$value" ;;
+    roots|inputs|outputs|hint_*) if [[ $key =~ ^[a-z][a-z0-9_]*$ ]]; then printf -v "corpus_$key" '%s' "$value"; fi ;;
   esac
-  echo "$0: --corpus $corpus needs --${corpus}-root DIR; $how" >&2
-  exit 1
-fi
+done <<< "$corpus_info"
+# A real corpus needs its folders, found now rather than inside stage 0.
+root_args=() root0=
+for flag in $corpus_roots; do
+  var=${flag//-/_}; hint=corpus_hint_$var
+  if [ $stage -le 0 ]; then
+    [ -n "${!var:-}" ] || { echo "$0: --corpus $corpus needs --$flag DIR; ${!hint:-}" >&2; exit 1; }
+    [ -d "${!var}" ] || { echo "$0: --$flag '${!var}' is not a directory" >&2; exit 1; }
+  fi
+  [ -n "$root0" ] || root0=${!var:-}
+  root_args+=(--$flag "${!var:-}")
+done
 if [ -z "$augment_config" ]; then
   augment_config=conf/augment.yaml
   [ -f "$conf_dir/augment.yaml" ] && augment_config=$conf_dir/augment.yaml
@@ -130,6 +143,7 @@ fi
 if [ -n "$config" ]; then
   systems=$(basename "$config" .yaml)
 elif [ -z "$systems" ]; then
+  [ -f "$conf_dir/systems.list" ] || { echo "$0: $conf_dir/systems.list does not exist; give --systems or --config" >&2; exit 1; }
   systems=$(grep -v '^#' "$conf_dir/systems.list" | xargs)
 fi
 # A system name is a directory under --exp: one path component, not starting with '.' or '-'.
@@ -147,6 +161,23 @@ for sys in $systems; do
 done
 train_data=$data/$train_set
 $augment && train_data=$data/${train_set}_combined
+if $shards && ! $online; then echo "$0: --shards true needs --online true" >&2; exit 1; fi
+case $shard_size in ''|*[!0-9]*|0) echo "$0: --shard-size takes a positive number, got '$shard_size'" >&2; exit 1 ;; esac
+# --online true: stage 3 reads the clean set (or its shards) and augments it per view; the
+# augmentation's RIR pool and noise bank are made once, beside the features
+online_args=()
+if $online; then
+  train_data=$data/$train_set
+  $shards && train_data=$data/${train_set}_shards
+  online_args=(--set data.source=$($shards && echo shards || echo audio) --set data.fbank_config=conf/fbank.yaml
+               --set data.rir_dir=$fbank_dir/${train_set}_online)
+  if $augment; then online_args+=(--set data.augment_config=$augment_config); fi
+  # shards are read through shuffle buffers, which seldom hold K utterances of one speaker: the
+  # contrastive loss takes its positives from two views of each utterance instead
+  $shards && online_args+=(--set sampler.views=2)
+  [ -z "$musan_root" ] || online_args+=(--set data.musan_root=$musan_root)
+  [ -z "$rirs_root" ] || online_args+=(--set data.rirs_root=$rirs_root)
+fi
 case $backend_set in
   clean) backend_name=$train_set ;;
   training) backend_name=$(basename "$train_data") ;;
@@ -211,18 +242,19 @@ wait_bg() {
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "stage 0: data preparation ($corpus) -> $data/$train_set $data/$test_set"
-  root_var=${corpus}_root
-  stamped --stage 0 $([ $corpus = synth ] && echo --output $data/synth_audio) \
+  outputs0=(); for out in $corpus_outputs; do outputs0+=(--output $data/$out); done
+  stamped --stage 0 ${outputs0[@]+"${outputs0[@]}"} \
       --param corpus=$corpus --param seed=$seed --param synth_size=$synth_size \
-      --param root="${!root_var:-}" "$(stamp $data stage0_$corpus)" $([ $corpus = synth ] && echo conf/synth.yaml) -- \
+      --param root="$root0" "$(stamp $data stage0_$corpus)" $corpus_inputs -- \
     local/prepare_corpus.sh --corpus $corpus --data $data --seed $seed --nj $nj --synth-size $synth_size \
-      --speechocean762-root "$speechocean762_root" --voxceleb1-root "$voxceleb1_root" \
-      --voxceleb2-root "$voxceleb2_root" --cnceleb-root "$cnceleb_root" --folder-root "$folder_root"
+      ${root_args[@]+"${root_args[@]}"}
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $train_set $test_set"
-  for set in $train_set $test_set; do
+  sets1="$train_set $test_set"
+  $online && sets1=$test_set   # online: the training set's features are made in training and extraction
+  echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $sets1"
+  for set in $sets1; do
     stamped --stage 1 --output={$fbank_dir/$set,$data/$set/{feats.scp,utt2num_frames,vad.scp}} \
         "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
         $data/$set/{wav.scp,segments,utt2spk,spk2utt,aug.scp} -- \
@@ -230,7 +262,16 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $online; then
+  if $shards; then
+    echo "stage 2: shards of $train_set ($shard_size utterances each) -> $train_data"
+    stamped --stage 2 --output $train_data --param seed=$seed --param shard_size=$shard_size \
+        "$(stamp $train_data shards)" "$(stamp $data stage0_$corpus)" $data/$train_set/{wav.scp,segments,utt2spk,spk2utt} -- \
+      pyspk shards --shard-size $shard_size --seed $seed --nj $nj $data/$train_set $train_data
+  else
+    echo "stage 2: online: training augments $train_set on the fly ($augment_config); nothing to do here"
+  fi
+elif [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
   echo "stage 2: augmentation of $train_set ($augment_config) and their fbank -> $train_data"
   stamped --stage 2 --output $train_data --output "$fbank_dir/${train_set}_*" \
       --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
@@ -262,14 +303,20 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     threads3=$(( $(command nproc 2>/dev/null || echo 2) / jobs3 )); [ $threads3 -ge 1 ] || threads3=1
   fi
   restart3=; [ $force = true ] && restart3=--restart
+  # a system's inputs: its config and the configs it builds on (base: base.yaml), so that an
+  # edit of a shared base retrains every system on it
+  declare -A config3=()
+  for sys in $systems; do config3[$sys]=$(pyspk show-config --files "$(system_config $sys)") || exit 1; done
   t0_3=$(mktemp)   # training logs newer than this were written by this run
   for sys in $systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
-    args=(--stage 3 --param seed=$seed --param nproc=$nproc "$(stamp $exp/$sys train)" "$(system_config $sys)" $train_data --
+    online3=(); $online && online3=(--param online="${online_args[*]}" $augment_config conf/fbank.yaml)
+    args=(--stage 3 --param seed=$seed --param nproc=$nproc ${online3[@]+"${online3[@]}"}
+      "$(stamp $exp/$sys train)" ${config3[$sys]} $train_data --
       env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
-          --train-dir $train_data --exp-dir $exp/$sys ${restart3})
+          --train-dir $train_data --exp-dir $exp/$sys ${restart3} ${online_args[@]+"${online_args[@]}"})
     if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
   done
   wait_bg

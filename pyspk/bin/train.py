@@ -8,6 +8,10 @@ resumes from the latest checkpoint of EXP when one exists and was trained on the
 data (features, labels, augmented copies) and config; starts over when the data changed
 or --restart is given (the old checkpoints are kept in EXP/checkpoints.stale). Under ``torchrun``
 each process is one DDP rank (RANK/WORLD_SIZE/LOCAL_RANK from the environment).
+
+``--set KEY=VALUE`` (repeatable) overrides one key of the config, e.g. ``--set data.source=audio``
+(the value is read as yaml: ``2``, ``true``, ``null``, a string); the key is checked like a key of
+the file, so a misspelled one is an error naming the nearest.
 """
 
 from __future__ import annotations
@@ -16,11 +20,34 @@ import argparse
 import logging
 import sys
 
+import yaml
+
 from pyspk.data.kaldi_dir import DataDirError
 from pyspk.io import WriteError
 from pyspk.train.config import ConfigError, load_config
 from pyspk.train.distributed import dist_info_from_env
 from pyspk.train.trainer import TrainingDiverged, train
+
+
+def parse_overrides(items) -> dict:
+    """``["data.source=audio", "train.epochs=2"]`` -> ``{"data": {"source": "audio"}, "train": {"epochs": 2}}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. data.source=audio")
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid yaml ({e})") from None
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is set to a value and used as a section")
+        node[parts[-1]] = parsed
+    return out
 
 
 def main(argv=None) -> int:
@@ -31,12 +58,14 @@ def main(argv=None) -> int:
     p.add_argument("--exp-dir", required=True, help="experiment dir (checkpoints, final.pt)")
     p.add_argument("--restart", action="store_true",
                    help="start over even when EXP has checkpoints (run.sh passes it with --force true)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (dotted path; the value is read as yaml); repeatable")
     args = p.parse_args(argv)
     info = dist_info_from_env()
     logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
                         format=f"%(asctime)s [rank {info.rank}] %(name)s %(levelname)s: %(message)s")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overrides=parse_overrides(args.overrides))
         seed = cfg.train.seed if args.seed is None else args.seed
         final = train(cfg, args.train_dir, args.exp_dir, seed, info, source=args.config, restart=args.restart)
     except (ConfigError, DataDirError, TrainingDiverged, ValueError, WriteError) as e:
