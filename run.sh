@@ -169,14 +169,16 @@ online_args=()
 if $online; then
   train_data=$data/$train_set
   $shards && train_data=$data/${train_set}_shards
-  online_args=(--set data.source=$($shards && echo shards || echo audio) --set data.fbank_config=conf/fbank.yaml
-               --set data.rir_dir=$fbank_dir/${train_set}_online)
-  if $augment; then online_args+=(--set data.augment_config=$augment_config); fi
+  # absolute paths: the queue script may start training in another directory
+  abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+  online_args=(--set data.source=$($shards && echo shards || echo audio) --set data.fbank_config=$(abs conf/fbank.yaml)
+               --set data.rir_dir=$(abs $fbank_dir/${train_set}_online))
+  if $augment; then online_args+=(--set data.augment_config=$(abs $augment_config)); fi
   # shards are read through shuffle buffers, which seldom hold K utterances of one speaker: the
   # contrastive loss takes its positives from two views of each utterance instead
   $shards && online_args+=(--set sampler.views=2)
-  [ -z "$musan_root" ] || online_args+=(--set data.musan_root=$musan_root)
-  [ -z "$rirs_root" ] || online_args+=(--set data.rirs_root=$rirs_root)
+  [ -z "$musan_root" ] || online_args+=(--set data.musan_root=$(abs $musan_root))
+  [ -z "$rirs_root" ] || online_args+=(--set data.rirs_root=$(abs $rirs_root))
 fi
 case $backend_set in
   clean) backend_name=$train_set ;;
@@ -252,8 +254,12 @@ fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   sets1="$train_set $test_set"
-  $online && sets1=$test_set   # online: the training set's features are made in training and extraction
-  echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $sets1"
+  if $online; then   # online: training and extraction make the features from the audio; none are stored
+    sets1=
+    echo "stage 1: online: no stored features (training and extraction compute them from the audio)"
+  else
+    echo "stage 1: fbank features (Lhotse Fbank -> kaldiio ark/scp) for $sets1"
+  fi
   for set in $sets1; do
     stamped --stage 1 --output={$fbank_dir/$set,$data/$set/{feats.scp,utt2num_frames,vad.scp}} \
         "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
@@ -311,9 +317,10 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for sys in $systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
-    online3=(); $online && online3=(--param online="${online_args[*]}" $augment_config conf/fbank.yaml)
-    args=(--stage 3 --param seed=$seed --param nproc=$nproc ${online3[@]+"${online3[@]}"}
-      "$(stamp $exp/$sys train)" ${config3[$sys]} $train_data --
+    online3=(); $online && online3=($augment_config conf/fbank.yaml "$(stamp $data stage0_$corpus)")
+    $shards && online3+=("$(stamp $train_data shards)")
+    args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
+      "$(stamp $exp/$sys train)" ${config3[$sys]} $train_data ${online3[@]+"${online3[@]}"} --
       env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
           --train-dir $train_data --exp-dir $exp/$sys ${restart3} ${online_args[@]+"${online_args[@]}"})
@@ -333,6 +340,13 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for sys in $systems; do
     for set in $backend_name $test_set; do
       echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
+      if $online; then   # no stored features: the jobs make them from the audio
+        stamped --stage 4 "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
+            "$(stamp $data stage0_$corpus)" conf/fbank.yaml $data/$set/{wav.scp,segments,utt2spk,spk2utt} -- \
+          pyspk extract --nj $nj --cmd "$cmd" --fbank-config conf/fbank.yaml $exp/$sys/final.pt $data/$set \
+            $exp/$sys/xvectors_$set
+        continue
+      fi
       stamped --stage 4 "$(stamp $exp/$sys/xvectors_$set extract)" "$(stamp $exp/$sys train)" $exp/$sys/final.pt \
           "$(features_stamp $set)" $data/$set/{feats.scp,utt2num_frames,vad.scp,utt2spk,spk2utt} -- \
         pyspk extract --nj $nj --cmd "$cmd" $exp/$sys/final.pt $data/$set $exp/$sys/xvectors_$set

@@ -288,3 +288,15 @@ def test_stamp_of_the_older_time_based_scheme_is_migrated_by_its_own_rule(tmp_pa
     os.utime(old, (1, 1))                                    # older than its input
     r = stamped(old, inp, "--", *work_command(counter))
     assert runs(counter) == 2 and "records no input fingerprint and an input is newer" in r.stderr
+
+
+def test_a_stamp_argument_that_is_not_a_stamp_is_refused_and_kept(tmp_path):
+    """A caller that shifts its arguments by one (a config where the stamp belongs) must not
+    lose that file: stamped.sh removes the stamp before it runs the stage."""
+    config = tmp_path / "augment.yaml"
+    config.write_text("speed: true\n")
+    p = subprocess.run([STAMPED, str(config), str(tmp_path / ".done.x"), "--", "true"], capture_output=True,
+                       text=True)
+    assert p.returncode == 2
+    assert "is not a stamp file name" in p.stderr
+    assert config.read_text() == "speed: true\n"

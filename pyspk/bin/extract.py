@@ -1,13 +1,15 @@
 """pyspk extract: x-vectors of a data directory (Kaldi ark/scp), split over queue jobs.
 
     pyspk extract [--nj N] [--cmd CMD] [--max-frames N --chunk-frames N --chunk-hop N]
-                  [--device auto|cpu|cuda] [--force] MODEL.pt DATA_DIR OUT_DIR
+                  [--device auto|cpu|cuda] [--fbank-config YAML] [--force] MODEL.pt DATA_DIR OUT_DIR
 
 Writes OUT_DIR/xvector.{ark,scp}, spk_xvector.{ark,scp} (speaker means), num_utts.ark
 (text "spk count", as Kaldi's ark,t), per-job xvector.J.{ark,scp} and .done.extract.J
 stamps (a rerun reuses matching jobs), logs in OUT_DIR/log/extract.J.log.
 Utterances longer than --max-frames (0 = never) are embedded as the mean over windows
-of --chunk-frames every --chunk-hop frames.
+of --chunk-frames every --chunk-hop frames. With --fbank-config the jobs read the audio
+(wav.scp, segments) and make the features in memory as the fbank stage would, for a set
+whose features are not stored (the online recipe's training set).
 
 Internal job mode (what the queue script runs):
     python -m pyspk.bin.extract --job J [chunk/device options] MODEL.pt DATA_DIR OUT_DIR
@@ -31,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-frames", type=int, default=3000, help="window length when chunking")
     ap.add_argument("--chunk-hop", type=int, default=1500, help="window shift when chunking")
     ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    ap.add_argument("--fbank-config", default=None,
+                    help="read audio and compute features with this fbank config instead of reading feats.scp")
     ap.add_argument("--force", action="store_true", help="recompute every job")
     ap.add_argument("--job", type=int, default=None, help="internal: run one job of the split")
     ap.add_argument("model")
@@ -47,9 +51,10 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(1)
-            run_job(args.model, args.data_dir, args.out_dir, args.job, chunk, args.device)
+            run_job(args.model, args.data_dir, args.out_dir, args.job, chunk, args.device, args.fbank_config)
         else:
-            extract(args.model, args.data_dir, args.out_dir, args.nj, args.cmd, chunk, args.device, args.force)
+            extract(args.model, args.data_dir, args.out_dir, args.nj, args.cmd, chunk, args.device, args.force,
+                    args.fbank_config)
     except (ExtractError, ValueError, KeyError, OSError) as e:
         logging.getLogger("pyspk.extract").error("%s", e)
         return 1

@@ -90,6 +90,11 @@ def make_maker(dc: OnlineConfig, features, seed: int, work_dir=None, source: str
     from pyspk.online.augment import OnlineAugmenter
     from pyspk.online.example import ExampleMaker
 
+    for key in ("fbank_config", "augment_config", "musan_root", "rirs_root"):
+        path = getattr(dc, key)
+        if path and not Path(path).exists():
+            raise ValueError(f"{source}: key 'data.{key}': {path} does not exist (relative paths are read from "
+                             f"{Path.cwd()})")
     fbank = load_config(dc.fbank_config)
     aug = AugmentConfig.from_yaml(dc.augment_config) if dc.augment_config else None
     probs = check_online_config(dc, aug, source)

@@ -14,6 +14,11 @@
 3. the job tables are merged into ``xvector.{ark,scp}``, ``spk_xvector.{ark,scp}``
    and ``num_utts.ark`` (see :mod:`pyspk.data.xvectors`).
 
+With ``fbank_config`` the stage reads audio instead of features (the online recipe, whose
+training set has no stored features): the split is of ``segments`` (or ``wav.scp``), and each job
+decodes its utterances and computes fbank and VAD in memory exactly as the fbank stage would
+(:func:`audio_features`), so the x-vectors equal those extracted from that stage's arks.
+
 A failed job raises :class:`ExtractError` naming its log.
 """
 
@@ -27,7 +32,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pyspk.data.arkread import ArkReader
-from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
+from pyspk.data.kaldi_dir import parse_segment, read_table, utt2spk_to_spk2utt
 from pyspk.data.xvectors import read_vectors, write_vectors, write_xvector_dir
 from pyspk.embed.extractor import ChunkConfig, Embedder
 from pyspk.io import file_digest
@@ -46,26 +51,67 @@ def jobs_of(out_dir) -> JobSet:
     return JobSet(Path(out_dir), "extraction", "pyspk.bin.extract", "extract", "extract", ExtractError)
 
 
-def job_files(out_dir, job: int) -> Dict[str, Path]:
+def job_files(out_dir, job: int, audio: bool = False) -> Dict[str, Path]:
     d, jobs = Path(out_dir), jobs_of(out_dir)
-    return {"split": d / "split" / f"feats.{job}.scp", "ark": d / f"xvector.{job}.ark",
+    split = d / "split" / (f"audio.{job}.scp" if audio else f"feats.{job}.scp")
+    return {"split": split, "ark": d / f"xvector.{job}.ark",
             "scp": d / f"xvector.{job}.scp", "done": jobs.stamp(job), "log": jobs.log(job)}
 
 
-def job_signature(model_digest: str, split_text: str, chunk: ChunkConfig) -> str:
+def job_signature(model_digest: str, split_text: str, chunk: ChunkConfig, fbank=None) -> str:
     """Hash of everything a job's output depends on: the model file's sha-256, the chunking
-    options and the job's feats.scp lines."""
-    return signature(model_digest, str(chunk), split_text)
+    options and the job's feats.scp lines (from audio: its segments/wav.scp lines and the fbank
+    config)."""
+    if fbank is None:
+        return signature(model_digest, str(chunk), split_text)
+    return signature(model_digest, str(chunk), split_text, repr(fbank))
 
 
-def write_splits(data_dir, out_dir, nj: int) -> List[str]:
-    """Contiguous split of feats.scp into nj parts (rewritten only when changed)."""
-    read_table(Path(data_dir) / "feats.scp")  # sorted, unique keys, or a clear error
-    lines = [ln for ln in (Path(data_dir) / "feats.scp").read_text().splitlines(keepends=True) if ln.strip()]
+def write_splits(data_dir, out_dir, nj: int, audio: bool = False) -> List[str]:
+    """Contiguous split of feats.scp (from audio: segments or wav.scp) into nj parts (rewritten
+    only when changed)."""
+    data_dir = Path(data_dir)
+    table = audio_table(data_dir) if audio else data_dir / "feats.scp"
+    read_table(table)  # sorted, unique keys, or a clear error
+    lines = [ln for ln in table.read_text().splitlines(keepends=True) if ln.strip()]
     texts = ["".join(part) for part in split_lines(lines, nj, first_longer=True)]
     for j, text in enumerate(texts, 1):
-        write_if_changed(job_files(out_dir, j)["split"], text)
+        write_if_changed(job_files(out_dir, j, audio)["split"], text)
     return texts
+
+
+def audio_table(data_dir: Path) -> Path:
+    return data_dir / "segments" if (data_dir / "segments").is_file() else data_dir / "wav.scp"
+
+
+def audio_features(data_dir, split_path: Path, fbank):
+    """(utt, feats, vad or None) of each utterance of a split of segments or wav.scp: decoded and
+    featurised as the fbank stage's job does (no augmentation recipes: extraction sets are clean)."""
+    from pyspk.features.audio import AudioError, read_audio_rate, slice_segment
+    from pyspk.features.fbank import compute_fbank_energy
+    from pyspk.features.vad import vad_from_config
+
+    data_dir = Path(data_dir)
+    segments = (data_dir / "segments").is_file()
+    wav = read_table(data_dir / "wav.scp") if segments else None
+    last: list = [None, None]
+    for lineno, line in enumerate(split_path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        utt, value = (line.split(None, 1) + [""])[:2]
+        if segments:
+            rec, start, end = parse_segment(value, f"{split_path}:{lineno}: segment '{utt}'")
+            if rec not in wav:
+                raise ValueError(f"{data_dir / 'segments'}: segment '{utt}': recording '{rec}' is not in wav.scp")
+            if last[0] != rec:
+                last[:] = [rec, read_audio_rate(utt, wav[rec], fbank.sample_rate, 0.0, fbank.stereo)[0]]
+            wave = slice_segment(utt, wav[rec], last[1], fbank.sample_rate, start, end, fbank.min_duration_s)
+        else:
+            wave = read_audio_rate(utt, value.strip(), fbank.sample_rate, fbank.min_duration_s, fbank.stereo)[0]
+        feats, energy = compute_fbank_energy(wave, fbank.sample_rate, fbank)
+        if not np.isfinite(feats).all():
+            raise AudioError(utt, value.strip(), "features contain NaN or inf")
+        yield utt, feats, (vad_from_config(energy, fbank) if fbank.vad else None)
 
 
 def verify_job(out_dir, job: int, signature: str) -> str:
@@ -95,17 +141,25 @@ def length_order(data_dir, utts: List[str]) -> List[str]:
     return sorted(utts, key=frames)
 
 
-def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device: str = "auto") -> int:
+def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device: str = "auto",
+            fbank_config: Optional[str] = None) -> int:
     """Embed the utterances of split ``job``; writes ark/scp then the stamp. Returns #utts."""
     from tqdm import tqdm
 
     keep_freed_memory()
-    p = job_files(out_dir, job)
+    fbank = None
+    if fbank_config is not None:
+        from pyspk.features.fbank import load_config
+
+        fbank = load_config(fbank_config)
+    p = job_files(out_dir, job, fbank is not None)
     split_text = p["split"].read_text()
-    sig = job_signature(file_digest(model_path), split_text, chunk)
+    sig = job_signature(file_digest(model_path), split_text, chunk, fbank)
     jobs = jobs_of(out_dir)
     jobs.begin(job)
     embedder = Embedder.from_checkpoint(model_path, chunk, device)
+    if fbank is not None:
+        return _run_audio_job(embedder, data_dir, p, job, fbank, jobs, sig)
     vad_scp = Path(data_dir) / "vad.scp"
     vad = read_table(vad_scp) if embedder.use_vad and vad_scp.is_file() else None
     if embedder.use_vad and vad is None:
@@ -139,35 +193,72 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     return len(out)
 
 
-def _job_argv(model_path, data_dir, out_dir, chunk: ChunkConfig, device: str) -> List[str]:
+def _run_audio_job(embedder, data_dir, p, job: int, fbank, jobs, sig) -> int:
+    """run_job from audio: features made in memory, one window of utterances at a time."""
+    if embedder.use_vad and not fbank.vad:
+        raise ValueError("the encoder was trained with VAD but the fbank config computes none (vad: false)")
+    out: Dict[str, np.ndarray] = {}
+    items = []
+
+    def flush():
+        for (utt, _), e in zip(items, embedder.embed_prepared(items)):
+            out[utt] = e
+        items.clear()
+
+    for utt, feats, vad in audio_features(data_dir, p["split"], fbank):
+        try:
+            items.append((utt, embedder.prepare(feats, vad if embedder.use_vad else None)))
+        except ValueError as e:
+            raise ValueError(f"utterance '{utt}': {e}") from None
+        if len(items) == WINDOW:
+            flush()
+    flush()
+    write_vectors(p["ark"], p["scp"], out)
+    jobs.finish(job, sig)
+    log.info("extract job %d: %d utterances from audio on %s", job, len(out), embedder.device)
+    return len(out)
+
+
+def _job_argv(model_path, data_dir, out_dir, chunk: ChunkConfig, device: str,
+              fbank_config: Optional[str] = None) -> List[str]:
+    fb = ["--fbank-config", str(Path(fbank_config).resolve())] if fbank_config else []
     return ["--max-frames", str(chunk.max_frames), "--chunk-frames", str(chunk.chunk_frames),
-            "--chunk-hop", str(chunk.chunk_hop), "--device", device,
+            "--chunk-hop", str(chunk.chunk_hop), "--device", device, *fb,
             str(Path(model_path).resolve()), str(Path(data_dir).resolve()), str(Path(out_dir).resolve())]
 
 
 def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
-            chunk: Optional[ChunkConfig] = None, device: str = "auto", force: bool = False) -> Dict[str, object]:
-    """Run the whole stage; returns {"jobs_run": [...], "jobs_reused": [...], "num_utts": n}."""
+            chunk: Optional[ChunkConfig] = None, device: str = "auto", force: bool = False,
+            fbank_config: Optional[str] = None) -> Dict[str, object]:
+    """Run the whole stage; returns {"jobs_run": [...], "jobs_reused": [...], "num_utts": n}.
+    ``fbank_config``: read audio and make the features in memory instead of reading feats.scp."""
     chunk = chunk or ChunkConfig()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    audio = fbank_config is not None
+    fbank = None
+    if audio:
+        from pyspk.features.fbank import load_config
+
+        fbank = load_config(fbank_config)
     if not Path(model_path).is_file():
         raise FileNotFoundError(f"model {model_path} not found")
-    for name in ("feats.scp", "utt2spk"):
+    for name in ("wav.scp" if audio else "feats.scp", "utt2spk"):
         if not (data_dir / name).is_file():
-            raise FileNotFoundError(f"{data_dir}/{name} not found (run the fbank stage first)")
-    n_utts = len(read_table(data_dir / "feats.scp"))
+            raise FileNotFoundError(f"{data_dir}/{name} not found" + ("" if audio else " (run the fbank stage first)"))
+    table = audio_table(data_dir) if audio else data_dir / "feats.scp"
+    n_utts = len(read_table(table))
     if n_utts == 0:
-        raise ValueError(f"{data_dir}/feats.scp is empty")
+        raise ValueError(f"{table} is empty")
     nj = num_jobs(nj, n_utts)
-    texts = write_splits(data_dir, out_dir, nj)
+    texts = write_splits(data_dir, out_dir, nj, audio)
     model_digest = file_digest(model_path)
     jobs = jobs_of(out_dir)
-    pending = jobs.pending([job_signature(model_digest, t, chunk) for t in texts], force,
+    pending = jobs.pending([job_signature(model_digest, t, chunk, fbank) for t in texts], force,
                            lambda j, sig: verify_job(out_dir, j, sig))
     reused = [j for j in range(1, nj + 1) if j not in pending]
     log.info("extraction: %d job(s) to run, %d reused", len(pending), len(reused))
     if pending:
-        jobs.run(cmd, pending, _job_argv(model_path, data_dir, out_dir, chunk, device))
+        jobs.run(cmd, pending, _job_argv(model_path, data_dir, out_dir, chunk, device, fbank_config))
     merge(data_dir, out_dir, nj)
     return {"jobs_run": pending, "jobs_reused": reused, "num_utts": n_utts}
 
