@@ -161,6 +161,8 @@ def _float_keys(cls=Config, prefix="", names=()):
                     yield from _float_keys(reg.get(name).settings, f"{prefix}{key}.", names + ((key, name),))
         elif dataclasses.is_dataclass(tp):
             yield from _float_keys(tp, f"{prefix}{key}.", names)
+        elif typing.get_origin(tp) in (dict, typing.Dict) and typing.get_args(tp)[1:] == (float,):
+            yield f"{prefix}{key}.clean", names          # a mapping of numbers: one value checked
         elif tp is float or float in typing.get_args(tp):
             yield f"{prefix}{key}", names
 

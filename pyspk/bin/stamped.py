@@ -133,12 +133,6 @@ def main(argv=None) -> int:
     if len(args) < 3:
         return _usage("too few arguments")
     stamp = Path(args.pop(0))
-    # A stamp is removed before its stage runs: a STAMP argument that names any other file (a
-    # config shifted into its place by a mistake in the caller) must never be deleted.
-    if not stamp.name.startswith(".done"):
-        print(f"{PROG}: STAMP '{stamp}' is not a stamp file name (.done.*); refusing to run, "
-              f"nothing was removed", file=sys.stderr)
-        return 2
     if "--" not in args:
         print(f"{PROG}: missing '--' before the command", file=sys.stderr)
         return 2
@@ -146,6 +140,12 @@ def main(argv=None) -> int:
     inputs, command = args[:k], args[k + 1:]
     if not command:
         return _usage("no command given")
+    # A stamp is removed before its stage runs: a STAMP argument that names any other file (a
+    # config shifted into its place by a mistake in the caller) must never be deleted.
+    if not stamp.name.startswith(".done"):
+        print(f"{PROG}: STAMP '{stamp}' is not a stamp file name (.done.*); refusing to run, "
+              f"nothing was removed", file=sys.stderr)
+        return 2
     try:
         check_inputs(stamp, inputs)
     except StampError as e:

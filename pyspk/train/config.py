@@ -195,6 +195,10 @@ def _convert(value, tp, where: str):
             return {}
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] in (int, float, bool, str):   # typed values: each one checked
+            return {k: _convert(v, args[1], f"{where[:-1]}.{k}'" if where.endswith("'") else f"{where}.{k}")
+                    for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
