@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "synth"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
+from pyspk.provenance import provenance  # noqa: E402
 from pyspk.yamlio import safe_load  # noqa: E402
 from pyspk.train.config import (SPEED_KEYS, config_from_dict, merge_overrides, read_config_data,  # noqa: E402
                                 resolve_dict, validate_config)
@@ -385,8 +386,9 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
         for f in ("config.yaml", "train.csv", "study_config.yaml"):
             if (src / f).is_file():
                 atomic_write_text(exp / f, (src / f).read_text())
-        return score_system(exp, (src / ".study.train").read_text(), src / "final.pt", backend_dir, test_dir,
-                            env, xv_test=src / "xvectors_test")
+        score_system(exp, (src / ".study.train").read_text(), src / "final.pt", backend_dir, test_dir,
+                     env, xv_test=src / "xvectors_test")
+        return note_provenance(exp, corpus, var, seed)
     cfg = resolved_config(corpus, var, threads)
     cfg_path = exp / "study_config.yaml"
     text = yaml.safe_dump(cfg, sort_keys=False)
@@ -403,7 +405,17 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
     _step(exp / ".study.train", k_train, lambda: _run(
         [py, "-m", "pyspk.bin.train", "--config", str(cfg_path), "--seed", str(seed), "--train-dir",
          str(train_dir), "--exp-dir", str(exp)] + restart_args(started, k_train), exp / "log" / "train.log", env))
-    return score_system(exp, k_train, exp / "final.pt", backend_dir, test_dir, env)
+    score_system(exp, k_train, exp / "final.pt", backend_dir, test_dir, env)
+    return note_provenance(exp, corpus, var, seed)
+
+
+def note_provenance(exp: Path, corpus: str, var: Variant, seed: int) -> Path:
+    """Record, once, the commit, date and CPU of a finished run, for the summary's header."""
+    record = exp / ".study.provenance"
+    if not record.is_file():
+        atomic_write_text(record, json.dumps(provenance(
+            f"studies/study_losses.sh --corpus {corpus} --variants {var.name} --seeds {seed}")) + "\n")
+    return exp
 
 
 def score_system(exp: Path, k_train: str, model: Path, backend_dir: Path, test_dir: Path, env: dict,
@@ -489,8 +501,10 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
             exp = out / corpus / var.name / f"s{s}"
             m = exp / "scores" / "metrics.json"
             if (exp / ".study.score").is_file() and m.is_file() and semantic(trained_as(exp)) == want:
+                rec = exp / ".study.provenance"
                 per_seed.append({"seed": s, "metrics": json.loads(m.read_text()),
-                                 "train": train_summary(exp / "train.csv")})
+                                 "train": train_summary(exp / "train.csv"),
+                                 "provenance": json.loads(rec.read_text()) if rec.is_file() else {}})
         if per_seed:
             res[var.name] = per_seed
     return res
@@ -585,7 +599,12 @@ def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
             cells.append(_ms([m["eer"] for m in ms if m], 100.0))
         lines.append("| " + " | ".join(cells) + " |")
     path = out / "summary.md"
-    atomic_write_text(path, "EER % (mean ± sd over seeds); n = seeds finished on SynthCeleb / speechocean762 "
+    records = sorted({(r["provenance"].get("commit", "unrecorded"), r["provenance"].get("date", "?"),
+                       r["provenance"].get("cpu", "?")) for c in res.values() for runs in c.values() for r in runs})
+    head = [f"Written by `studies/study_losses.sh --summary --groups {','.join(groups)} --seeds "
+            f"{','.join(map(str, seeds))}` from the finished runs under {out.name}/; the runs were trained at:", ""]
+    head += [f"- commit {c}, {d}, {cpu}" for c, d, cpu in records] + [""]
+    atomic_write_text(path, "\n".join(head) + "\n" + "EER % (mean ± sd over seeds); n = seeds finished on SynthCeleb / speechocean762 "
                       "(SC: SynthCeleb trials_en, trials_cmn, trials_cross; so762: held-out speakers, all "
                       "trials and same-gender subsets).\n\n" + "\n".join(lines) + "\n")
     return path
