@@ -25,10 +25,15 @@ data=data
 exp=exp
 fbank_dir=fbank
 synth_size=default      # tiny | default (SynthCeleb size)
+synth_num_train_spk=    # SynthCeleb's training speakers; empty = the size's own (bench/bench_scale.py scales it)
 nproc=1                 # processes per node for torchrun (GPUs, or CPU workers)
 train_jobs=auto         # systems stage 3 trains at once: auto = 2 where training runs here on CPU
                         # (utils/run.pl, --nproc 1, no GPU), each on its share of the cores; else 1
 augment=true            # stage 2 on/off; off trains on the clean set
+augment_subset=0        # stage 2 combines the clean set with N augmented utterances drawn over all the
+                        # copies, and computes only their features (Kaldi v2: 1M of 4M); 0 = every copy
+compress_feats=false    # true: stages 1-2 store features as Kaldi compressed matrices (copy-feats
+                        # --compress=true): a quarter of the disk, and Kaldi's tools still read them
 online=false            # true: training reads the clean set's audio and augments and featurises it on
                         # the fly (docs/scale.md): no augmented copies, no features of the training set
 shards=false            # with --online true: stage 2 packs the training set into shards (pyspk shards)
@@ -67,7 +72,8 @@ done
 [ "$stage" -le $last_stage ] || { echo "$0: --stage $stage: there is no such stage (stages 0-$last_stage)" >&2; exit 1; }
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 [ "$stop_stage" -le $last_stage ] || stop_stage=$last_stage
-for opt in force:"$force" dry-run:"$dry_run" augment:"$augment" online:"$online" shards:"$shards"; do
+for opt in force:"$force" dry-run:"$dry_run" augment:"$augment" online:"$online" shards:"$shards" \
+           compress-feats:"$compress_feats"; do
   case ${opt#*:} in true|false) ;; *) echo "$0: --${opt%%:*} takes true or false, got '${opt#*:}'" >&2; exit 1 ;; esac
 done
 
@@ -111,6 +117,10 @@ for opt in nj:"$nj" nproc:"$nproc"; do
 done
 case $seed in ''|*[!0-9]*) echo "$0: --seed takes a whole number, got '$seed'" >&2; exit 1 ;; esac
 case $synth_size in tiny|default) ;; *) echo "$0: --synth-size takes tiny or default, got '$synth_size'" >&2; exit 1 ;; esac
+case $synth_num_train_spk in
+  '') ;; *[!0-9]*|0*) echo "$0: --synth-num-train-spk takes a positive whole number, got '$synth_num_train_spk'" >&2; exit 1 ;;
+  *) [ "$corpus" = synth ] || { echo "$0: --synth-num-train-spk is for --corpus synth, not $corpus" >&2; exit 1; } ;;
+esac
 [[ $lock_wait =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "$0: --lock-wait takes seconds, got '$lock_wait'" >&2; exit 1; }
 
 # The corpus's sets, root flags and stage-0 files, from its registry entry (pyspk/corpora.py) as
@@ -162,6 +172,14 @@ done
 train_data=$data/$train_set
 $augment && train_data=$data/${train_set}_combined
 if $shards && ! $online; then echo "$0: --shards true needs --online true" >&2; exit 1; fi
+case $augment_subset in ''|*[!0-9]*|0[0-9]*) echo "$0: --augment-subset takes a whole number, got '$augment_subset'" >&2; exit 1 ;; esac
+if $online && { $compress_feats || [ $augment_subset != 0 ]; }; then
+  echo "$0: --compress-feats and --augment-subset are for stored features; --online true stores none" >&2; exit 1
+fi
+# stamp params only where they are not the default, so that trees made before these flags stay up to date
+feats_params=(); $compress_feats && feats_params=(--param compress_feats=true)
+augment_params=(${feats_params[@]+"${feats_params[@]}"})
+[ $augment_subset = 0 ] || augment_params+=(--param augment_subset=$augment_subset)
 case $shard_size in ''|*[!0-9]*|0) echo "$0: --shard-size takes a positive number, got '$shard_size'" >&2; exit 1 ;; esac
 # --online true: stage 3 reads the clean set (or its shards) and augments it per view; the
 # augmentation's RIR pool and noise bank are made once, beside the features
@@ -247,9 +265,10 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   outputs0=(); for out in $corpus_outputs; do outputs0+=(--output $data/$out); done
   stamped --stage 0 ${outputs0[@]+"${outputs0[@]}"} \
       --param corpus=$corpus --param seed=$seed --param synth_size=$synth_size \
-      --param root="$root0" "$(stamp $data stage0_$corpus)" $corpus_inputs -- \
+      --param root="$root0" ${synth_num_train_spk:+--param synth_num_train_spk=$synth_num_train_spk} \
+      "$(stamp $data stage0_$corpus)" $corpus_inputs -- \
     local/prepare_corpus.sh --corpus $corpus --data $data --seed $seed --nj $nj --synth-size $synth_size \
-      ${root_args[@]+"${root_args[@]}"}
+      ${synth_num_train_spk:+--synth-num-train-spk $synth_num_train_spk} ${root_args[@]+"${root_args[@]}"}
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
@@ -262,9 +281,11 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
   for set in $sets1; do
     stamped --stage 1 --output={$fbank_dir/$set,$data/$set/{feats.scp,utt2num_frames,vad.scp}} \
+        ${feats_params[@]+"${feats_params[@]}"} \
         "$(stamp $data/$set fbank)" "$(stamp $data stage0_$corpus)" conf/fbank.yaml \
         $data/$set/{wav.scp,segments,utt2spk,spk2utt,aug.scp} -- \
-      pyspk fbank --config conf/fbank.yaml --nj $nj --cmd "$cmd" $data/$set $fbank_dir/$set
+      pyspk fbank --config conf/fbank.yaml --compress-feats $compress_feats --nj $nj --cmd "$cmd" \
+        $data/$set $fbank_dir/$set
   done
 fi
 
@@ -281,8 +302,10 @@ elif [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && $augment; then
   echo "stage 2: augmentation of $train_set ($augment_config) and their fbank -> $train_data"
   stamped --stage 2 --output $train_data --output "$fbank_dir/${train_set}_*" \
       --param seed=$seed --param musan_root="$musan_root" --param rirs_root="$rirs_root" \
+      ${augment_params[@]+"${augment_params[@]}"} \
       "$(stamp $train_data augment)" $data/$train_set $augment_config conf/fbank.yaml -- \
     pyspk augment --config $augment_config --fbank-config conf/fbank.yaml --nj $nj --cmd "$cmd" --seed $seed \
+      --subset $augment_subset --compress-feats $compress_feats \
       ${musan_root:+--musan-root "$musan_root"} ${rirs_root:+--rirs-root "$rirs_root"} \
       $data/$train_set $fbank_dir $train_data
 fi

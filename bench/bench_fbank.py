@@ -9,8 +9,12 @@
 3. Peak memory (max RSS of any process, resource.getrusage(RUSAGE_CHILDREN) in a fresh
    measuring process) of the whole stage (pyspk fbank --nj 1 via utils/run.pl) for 1 h
    and 10 h of audio (wav.scp entries of 10 s drawn from 20 generated FLAC files).
+4. Compressed features (``compress: true``, ``--compress-feats true``): bytes of feats.ark per
+   second of audio, float32 and Kaldi compressed (CM), and the job's end-to-end x real time
+   with each, the two alternated on the same set.
 
-    python bench/bench_fbank.py [--quick]      (--quick: 0.1 h / 0.5 h, fewer repeats)
+    python bench/bench_fbank.py [--quick] [--rows ROWS]   (--quick: 0.1 h / 0.5 h, fewer repeats;
+        ROWS: comma-separated of throughput,fresh_job,wav,agreement,memory,compressed; default all)
 """
 
 from __future__ import annotations
@@ -242,18 +246,63 @@ def peak_memory(tmp: Path, hours: float) -> None:
     shutil.rmtree(fb)
 
 
+def compressed(tmp: Path, utts: int, repeats: int) -> None:
+    """feats.ark bytes per second of audio and the job's x real time, float32 against compressed."""
+    import dataclasses
+
+    import torch
+
+    from pyspk.features.ark import job_files
+    from pyspk.features.fbank import FbankConfig
+    from pyspk.stages.fbank import run_job, write_splits
+
+    torch.set_num_threads(1)
+    data = write_set(tmp / "cm", utts, 8.0, distinct=min(utts, 60))
+    audio_s = sum(sf.info(ln.split()[1]).frames for ln in (data / "wav.scp").read_text().splitlines()) / SR
+    cfg = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
+    configs = {"float32": dataclasses.replace(cfg, compress=False), "compressed": dataclasses.replace(cfg, compress=True)}
+    best = {name: float("inf") for name in configs}
+    size = {}
+    for _ in range(repeats):   # alternated, best of N
+        for name, c in configs.items():
+            fb = (tmp / "cm" / f"fbank_{name}").resolve()
+            write_splits(data, fb, 1)
+            t0 = time.perf_counter()
+            run_job(data, fb, 1, c)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            size[name] = job_files(fb, 1)["ark"].stat().st_size
+    note = f"{utts} utts x 8 s 16 kHz FLAC, 80 mel bins, 1 thread, VAD on (vad.ark not counted)"
+    for name in configs:
+        row(f"feats_bytes_per_audio_s_{name}", f"{size[name] / audio_s:.0f}", "bytes/s",
+            f"{size[name] / audio_s * 3600 / 2**20:.1f} MiB per hour of audio; {note}")
+    row("feats_compressed_over_float32_bytes", f"{size['compressed'] / size['float32']:.3f}", "ratio", note)
+    for name in configs:
+        row(f"fbank_end_to_end_xRT_{name}", f"{audio_s / best[name]:.0f}", "x real time",
+            f"run_job, best of {repeats}; {note}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", default="throughput,fresh_job,wav,agreement,memory,compressed")
     args = ap.parse_args()
+    rows = set(args.rows.split(","))
+    utts, repeats = (30, 2) if args.quick else (450, 5)
     with tempfile.TemporaryDirectory(prefix="bench_fbank.") as d:
         tmp = Path(d)
-        throughput(tmp, utts=30 if args.quick else 450, repeats=2 if args.quick else 5)
-        fresh_job(tmp, repeats=2 if args.quick else 5)
-        throughput(tmp, utts=30 if args.quick else 450, repeats=2 if args.quick else 5, fmt="wav")
-        agreement()
-        for hours in ((0.1, 0.5) if args.quick else (1.0, 10.0)):
-            peak_memory(tmp, hours)
+        if rows & {"throughput", "fresh_job"}:
+            throughput(tmp, utts=utts, repeats=repeats)
+        if "fresh_job" in rows:
+            fresh_job(tmp, repeats=repeats)
+        if "wav" in rows:
+            throughput(tmp, utts=utts, repeats=repeats, fmt="wav")
+        if "agreement" in rows:
+            agreement()
+        if "memory" in rows:
+            for hours in ((0.1, 0.5) if args.quick else (1.0, 10.0)):
+                peak_memory(tmp, hours)
+        if "compressed" in rows:
+            compressed(tmp, utts=utts, repeats=repeats)
     return 0
 
 

@@ -39,6 +39,11 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   from ark on demand, VAD, CMN, crops, SpecAugment; the trainer's own step) on a generated
   dir of SynthCeleb's shape, frames/s divided by the same trainer's steps on a random tensor
   of the batch's shape. Target >= 0.9.
+* ``train_loader_ms_per_batch_synth_{float32,compressed}``: conf/synth/aam.yaml's loader alone
+  (read on demand, VAD, CMN, crops, SpecAugment; one thread, no training) on the same generated
+  dir of SynthCeleb's shape, its features stored as float32 and as Kaldi compressed matrices
+  (``--compress-feats true``), batches of the two alternated; with the ark bytes each reads. The
+  arks are in the page cache: what compression costs in decoding, not what it saves on a disk.
 * ``alloc_step_s_<encoder>_{system,keep}``: an eager step at 64 x 200 (16 x 200 with --quick)
   in a child process with glibc malloc's defaults (``PYSPK_MALLOC=system``: every block above
   32 MiB mmapped and unmapped, so every step faults its activations in again) against what the
@@ -287,6 +292,41 @@ def bench_real_loop(steps):
         f"real loop / random tensor; target >= 0.9 ({'met' if ratio >= 0.9 else 'NOT met'})")
 
 
+def bench_compressed_loader(batches):
+    """The offline loader on float32 and on compressed (CM) features: ms per batch, utterances/s."""
+    from toydata import make_toy_train_dir
+
+    from pyspk.train.config import load_config
+    from pyspk.train.data import load_train_data
+
+    cfg = load_config(f"{REPO}/conf/synth/aam.yaml", {"train": {"num_workers": 0, "steps_per_epoch": batches + 5}})
+    with tempfile.TemporaryDirectory() as tmp:
+        loaders, sizes = {}, {}
+        for name, compress in (("float32", False), ("compressed", True)):
+            d = make_toy_train_dir(f"{tmp}/{name}", num_speakers=NUM_SPK, utts_per_speaker=8, num_frames=400,
+                                   feat_dim=80, copies=1, vad=True, frame_jitter=200, compress=compress)
+            data = load_train_data(d, cfg, seed=777)
+            data.sampler.set_epoch(0)
+            loaders[name] = iter(data.loader())
+            sizes[name] = (Path(d) / "feats.ark").stat().st_size
+        times = {name: [] for name in loaders}
+        n = 0
+        for i in range(batches + 2):                   # alternated; the first two of each not timed
+            for name, it in loaders.items():
+                t = time.perf_counter()
+                feats, _ = next(it)
+                if i >= 2:
+                    times[name].append(time.perf_counter() - t)
+            n = feats.shape[0]
+    ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
+    for name in loaders:
+        row(f"train_loader_ms_per_batch_synth_{name}", f"{ms[name]:.1f}", "ms",
+            f"{n} crops per batch, {n / ms[name] * 1e3:.0f} utterances/s, median of {batches}; feats.ark "
+            f"{sizes[name] / 2**20:.0f} MiB ({NUM_SPK} speakers x 8 utts x 2 copies, 400-600 frames), page-cached")
+    row("train_loader_compressed_over_float32", f"{ms['compressed'] / ms['float32']:.2f}", "ratio",
+        f"loader time per batch; ark bytes {sizes['compressed'] / sizes['float32']:.2f} of float32's")
+
+
 _SIDE_CODE = """
 import logging, sys, time, torch
 logging.disable(logging.INFO)
@@ -444,7 +484,7 @@ def main(argv=None) -> int:
                         "optionally with _loop or _foreach (that Adam kernel; default fused), _bf16 "
                         "(the encoder under bfloat16 autocast) and _mkl or _onednn (train.gemm; "
                         "default auto's choice)")
-    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,overhead,memory,allocator",
+    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,compressed,overhead,memory,allocator",
                    help="which groups of rows, comma-separated (default: all)")
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
@@ -475,6 +515,8 @@ def main(argv=None) -> int:
         bench_side_by_side(steps=10 if args.quick else 40, cores=max(2, torch.get_num_threads()))
     if "real_loop" in rows:
         bench_real_loop(steps=5 if args.quick else 30)
+    if "compressed" in rows:
+        bench_compressed_loader(batches=10 if args.quick else 40)
     if "overhead" in rows:
         bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
     if "memory" in rows:

@@ -208,6 +208,7 @@ def test_musan_through_lhotse(tmp_path):
     assert np.all(d[24000:40000] == 0)
 
 
+@pytest.mark.slow
 def test_augment_stage_end_to_end(tmp_path):
     run_pl = REPO / "utils" / "run.pl"
     if not run_pl.is_file():
@@ -304,3 +305,81 @@ def test_music_equals_the_sine_sum():
     for seed, sr in ((1, 16000), (2, 8000), (3, 16000)):
         want = _music_by_sines(3 * sr, sr, np.random.default_rng(seed))
         np.testing.assert_allclose(synth_music(3 * sr, sr, np.random.default_rng(seed)), want, atol=1e-5)
+
+
+# ---- --subset N: the clean set plus N augmented utterances drawn over every copy (Kaldi v2)
+
+def test_draw_subset_is_uniform_over_every_copy_and_fixed_by_the_seed():
+    from pyspk.augment.combine import draw_subset
+
+    copies = {"reverb": [f"r{i}" for i in range(30)], "noise": [f"n{i}" for i in range(30)],
+              "sp0.9": [f"s{i}" for i in range(60)]}
+    one = draw_subset(copies, 24, seed=3)
+    assert sum(map(len, one.values())) == 24 and all(one[k] <= set(copies[k]) for k in copies)
+    assert one == draw_subset(copies, 24, seed=3) and one != draw_subset(copies, 24, seed=4)
+    assert draw_subset(copies, 0, 3) == draw_subset(copies, 500, 3) == {k: set(v) for k, v in copies.items()}
+    # uniform over the 120 utterances, not over the copies: the speed copy, half of them, gets half
+    hits = {u: 0 for v in copies.values() for u in v}
+    for seed in range(400):
+        for drawn in draw_subset(copies, 24, seed).values():
+            for u in drawn:
+                hits[u] += 1
+    share = sum(hits[u] for u in copies["sp0.9"]) / (400 * 24)
+    assert abs(share - 0.5) < 0.02
+    assert min(hits.values()) > 0.5 * 400 * 24 / 120          # every utterance drawn about 80 times
+
+
+def test_a_subset_copy_has_the_recipes_of_the_whole_copy(tmp_path):
+    from pyspk.augment.recipes import copy_utts
+
+    data = make_set(tmp_path, n_spk=3, n_utt=3)
+    cfg = AugmentConfig(num_rooms=2)
+    ctx = make_context(data, cfg, 7, tmp_path / "rirs", 16000)
+    whole = write_copy(data, tmp_path / "whole", "babble", cfg, 7, ctx)
+    keep = {"spk0-u2-babble", "spk2-u0-babble"}
+    assert keep <= set(copy_utts(data, "babble", cfg)) and len(copy_utts(data, "babble", cfg)) == 9
+    ctx = make_context(data, cfg, 7, tmp_path / "rirs", 16000)         # a new run: a fresh babble pool
+    part = write_copy(data, tmp_path / "part", "babble", cfg, 7, ctx, keep=keep)
+    validate_data_dir(part)
+    assert set(read_table(part / "utt2spk")) == set(read_table(part / "utt2orig")) == keep
+    assert read_table(part / "utt2orig") == {u: o for u, o in read_table(whole / "utt2orig").items() if u in keep}
+    lines = set((whole / "aug.scp").read_text().splitlines())
+    assert set((part / "aug.scp").read_text().splitlines()) <= lines        # the same recipes, byte for byte
+
+
+@pytest.mark.slow
+def test_augment_stage_subset_computes_features_of_the_drawn_utterances_only(tmp_path):
+    run_pl = REPO / "utils" / "run.pl"
+    if not run_pl.is_file():
+        pytest.skip("utils/run.pl not in the checkout")
+    from pyspk.augment.combine import draw_subset
+    from pyspk.augment.recipes import copy_utts
+    from pyspk.stages.augment import make_augmented
+    from pyspk.stages.fbank import make_fbank
+
+    data = make_set(tmp_path)
+    fbank_conf = str(REPO / "conf" / "fbank.yaml")
+    make_fbank(data, tmp_path / "fbank" / "tr", fbank_conf, 1, str(run_pl))
+    clean = {n: (data / n).read_text() for n in ("feats.scp", "utt2spk", "utt2num_frames", "vad.scp")}
+    cfg = AugmentConfig(num_rooms=3)
+    combined = tmp_path / "data" / "tr_combined"
+    counts = make_augmented(data, tmp_path / "fbank", combined, cfg, fbank_conf, 1, str(run_pl), seed=5, subset=7)
+    assert counts == {"utts": 6 + 7, "speakers": 3, "trials": 0}
+    validate_data_dir(combined, need_feats=True)
+    u2o = read_table(combined / "utt2orig")
+    augmented = {u for u, o in u2o.items() if u != o}
+    want = draw_subset({k: copy_utts(data, k, cfg) for k in cfg.kinds()}, 7, 5)
+    assert augmented == set().union(*want.values())                     # the seed's draw
+    assert {u for u, o in u2o.items() if u == o} == set(read_table(data / "utt2spk"))   # the clean set, whole
+    assert {n: (data / n).read_text() for n in clean} == clean
+    # features were computed for the drawn utterances only
+    computed = set()
+    for k in cfg.kinds():
+        for scp in (tmp_path / "fbank" / f"tr_{k}").glob("feats.*.scp"):
+            computed |= set(read_table(scp, check_sorted=False))
+    assert computed == augmented
+    feats = kaldiio.load_scp(str(combined / "feats.scp"))
+    assert set(feats) == set(u2o) == set(read_table(combined / "utt2num_frames"))
+    # the same seed again: the same subset, every job reused (a queue that always fails starts none)
+    assert make_augmented(data, tmp_path / "fbank", combined, cfg, fbank_conf, 1, "false", seed=5, subset=7) == counts
+    assert {u for u, o in read_table(combined / "utt2orig").items() if u != o} == augmented

@@ -132,6 +132,7 @@ def run_stage(data, fb, cmd=None, **kw):
 needs_run_pl = pytest.mark.skipif(not RUN_PL.is_file(), reason="utils/run.pl not in the checkout")
 
 
+@pytest.mark.slow
 @needs_run_pl
 def test_stage_resume_after_kill_and_reuse(tmp_path):
     data = make_set(tmp_path)
@@ -263,6 +264,7 @@ def test_pipe_failure_names_utterance(tmp_path):
         read_audio("u1", "false |", 16000)
 
 
+@pytest.mark.slow
 @needs_run_pl
 def test_cli_skip_bad_fixes_data_dir_and_force_recomputes(tmp_path):
     data = make_set(tmp_path, n_spk=1, n_utt=2)
@@ -342,6 +344,7 @@ def test_blockwise_equals_lhotse_stock_module(monkeypatch, vad):
         np.testing.assert_allclose(full[1], blocks[1], atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_run_pl
 def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
     """--skip-bad edits the data dir in place; when every utterance is bad the result is
@@ -360,6 +363,7 @@ def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]
 
 
+@pytest.mark.slow
 def test_cli_runs_from_another_directory_and_a_queue_that_cannot_start_is_named(tmp_path):
     """Issue 12, failure 5: the default --cmd was the relative path utils/run.pl."""
     data = make_set(tmp_path, n_spk=1, n_utt=2)
@@ -386,3 +390,88 @@ def test_upsampled_audio_is_warned_about_once(tmp_path, caplog):
         read_audio("u8k", str(tmp_path / "a.wav"), 16000)
     msgs = [r.getMessage() for r in caplog.records if "resampled up" in r.getMessage()]
     assert len(msgs) == 1 and "8000 Hz audio resampled up to 16000 Hz; mel bins above 4000 Hz are empty" in msgs[0]
+
+
+# ---- compressed features (conf/fbank.yaml compress, --compress-feats)
+
+def _kind(spec: str) -> str:
+    from pyspk.data.arkread import EXTENT_BYTES, object_extent
+
+    ark, off = spec.rsplit(":", 1)
+    with open(ark, "rb") as f:
+        f.seek(int(off))
+        return object_extent(f.read(EXTENT_BYTES))[0]
+
+
+def test_compressed_job_writes_kaldi_compressed_feats_and_float_vad(tmp_path):
+    """compress: true writes CM matrices (CM2 for <= 8 frames, Kaldi's automatic method) that
+    decode close to the float features, a quarter of the bytes; VAD stays float; the job's
+    signature covers the option, and a job written before it existed still verifies."""
+    import json
+
+    from pyspk.data.arkread import ArkReader
+    from pyspk.jobs import signature
+
+    data = make_set(tmp_path, n_spk=1, n_utt=2)
+    sf.write(tmp_path / "wav" / "short.flac", speechlike(960, 9), 16000)      # 60 ms: 6 frames
+    with open(data / "wav.scp", "a") as f:
+        f.write(f"spk0-u9 {tmp_path / 'wav' / 'short.flac'}\n")
+    with open(data / "utt2spk", "a") as f:
+        f.write("spk0-u9 spk0\n")
+    plain, packed = FbankConfig(vad=True), FbankConfig(vad=True, compress=True)
+    arks = {}
+    for name, cfg in (("float", plain), ("cm", packed)):
+        fb = tmp_path / name
+        text = write_splits(data, fb.resolve(), 1)[0]
+        assert run_job(data, fb, 1, cfg) == {}
+        arks[name] = job_files(fb, 1)
+    scp = {n: read_table(arks[n]["scp"], check_sorted=False) for n in arks}
+    vad = {n: read_table(arks[n]["vad_scp"], check_sorted=False) for n in arks}
+    assert [_kind(s) for s in scp["float"].values()] == ["FM"] * 3
+    assert [_kind(s) for s in scp["cm"].values()] == ["CM", "CM", "CM2"]
+    assert [_kind(s) for s in vad["cm"].values()] == ["FV"] * 3
+    reader = ArkReader()
+    for utt in scp["float"]:
+        want, got = reader(scp["float"][utt], utt), reader(scp["cm"][utt], utt)
+        assert got.shape == want.shape and got.dtype == np.float32
+        # a byte per value between the column's percentiles: within half a step of the widest of the
+        # three ranges (at most a column's whole range over 63 codes); ~0.004 on average
+        assert (np.abs(got - want) <= (want.max(0) - want.min(0)) / 120 + 1e-4).all(), utt
+        assert np.abs(got - want).mean() < 0.02, utt
+        np.testing.assert_array_equal(reader(vad["cm"][utt]), reader(vad["float"][utt]))
+    reader.close()
+    assert arks["cm"]["ark"].stat().st_size < 0.3 * arks["float"]["ark"].stat().st_size
+    sig = job_signature(text, "", packed)
+    assert verify_job(tmp_path / "cm", 1, sig, vad=True) == ""
+    assert "changed" in verify_job(tmp_path / "cm", 1, job_signature(text, "", plain), vad=True)
+    before = {k: v for k, v in plain.__dict__.items() if k != "compress"}   # the settings before the option
+    assert job_signature(text, "", plain) == signature(text, "", json.dumps(before, sort_keys=True))
+
+
+def test_compress_key_and_flag_are_checked(tmp_path):
+    from pyspk.bin.fbank import main
+
+    (tmp_path / "f.yaml").write_text("fbank:\n  compress: yes please\n")
+    with pytest.raises(ValueError, match="compress must be true or false"):
+        FbankConfig.from_yaml(tmp_path / "f.yaml")
+    (tmp_path / "g.yaml").write_text("fbank:\n  compress: true\n")
+    assert FbankConfig.from_yaml(tmp_path / "g.yaml").compress is True
+    with pytest.raises(SystemExit) as e:
+        main(["--compress-feats", "yes", str(tmp_path), str(tmp_path / "fb")])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+@needs_run_pl
+def test_stage_compress_feats_reaches_the_jobs_and_a_change_recomputes(tmp_path):
+    """make_fbank(compress=True) over a config without it: the queue jobs write CM (the flag is
+    passed to them), a rerun reuses them, and turning it off recomputes them as float."""
+    data = make_set(tmp_path, n_spk=1, n_utt=2)
+    fb = tmp_path / "fb"
+    run_stage(data, fb, nj=1, compress=True)
+    first = (data / "feats.scp").read_text()
+    assert {_kind(s) for s in read_table(data / "feats.scp").values()} == {"CM"}
+    run_stage(data, fb, cmd="false", nj=1, compress=True)            # every job verifies: none started
+    assert (data / "feats.scp").read_text() == first
+    run_stage(data, fb, nj=1, compress=False)
+    assert {_kind(s) for s in read_table(data / "feats.scp").values()} == {"FM"}

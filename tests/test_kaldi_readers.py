@@ -42,6 +42,38 @@ def test_features_and_vad_read_by_kaldi(tiny_systems):
         assert_same_table(kaldi_table(f"scp:{d / 'vad.scp'}", "bv"), dict(kaldiio.load_scp(str(d / "vad.scp"))))
 
 
+def test_compressed_features_read_by_kaldi(tmp_path):
+    """--compress-feats true: Kaldi's table reader decodes the CM (and, for <= 8 frames, CM2)
+    matrices of an fbank job to exactly the values pyspk's reader gives; VAD stays float."""
+    import soundfile as sf
+    from test_fbank import make_set, speechlike
+
+    from pyspk.data.arkread import ArkReader
+    from pyspk.features.ark import job_files
+    from pyspk.features.fbank import FbankConfig
+    from pyspk.stages.fbank import run_job, write_splits
+
+    data = make_set(tmp_path, n_spk=2, n_utt=2)
+    sf.write(tmp_path / "wav" / "short.flac", speechlike(800, 9), 16000)       # 5 frames: CM2
+    with open(data / "wav.scp", "a") as f:
+        f.write(f"spk1-u9 {tmp_path / 'wav' / 'short.flac'}\n")
+    with open(data / "utt2spk", "a") as f:
+        f.write("spk1-u9 spk1\n")
+    fb = tmp_path / "fb"
+    write_splits(data, fb.resolve(), 1)
+    run_job(data, fb, 1, FbankConfig(vad=True, compress=True))
+    p = job_files(fb, 1)
+    assert p["ark"].read_bytes().count(b"\0BCM ") == 4 and p["ark"].read_bytes().count(b"\0BCM2 ") == 1
+    ours = ArkReader()
+    specs = dict(ln.split() for ln in p["scp"].read_text().splitlines())
+    kaldi = kaldi_table(f"scp:{p['scp']}", "bm")
+    assert [k for k, _ in kaldi] == list(specs)
+    for key, value in kaldi:
+        assert value.dtype == np.float32
+        assert np.array_equal(value, ours(specs[key], key)), key        # Kaldi's decoding, to the bit
+    assert_same_table(kaldi_table(f"scp:{p['vad_scp']}", "bv"), dict(kaldiio.load_scp(str(p["vad_scp"]))))
+
+
 def test_xvectors_and_counts_read_by_kaldi(tiny_systems):
     xv = tiny_systems / "exp" / "tdnn" / "xvectors_synth_test"
     for name in ("xvector.scp", "spk_xvector.scp"):

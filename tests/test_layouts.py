@@ -149,6 +149,7 @@ def test_attention_context_split_equals_the_concatenated_context():
     assert torch.allclose(pool.forward_btc(x), pool(x.transpose(1, 2).contiguous()), atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gemm", ["mkl", "onednn"])
 def test_compiled_encoder_trains_like_eager(tmp_path, gemm):
     """train.compile: the same loss at the first step, close ones after, the same checkpoint keys
@@ -192,7 +193,10 @@ def test_ark_reader_matches_kaldiio(tmp_path):
             key, spec = line.split(maxsplit=1)
             got, want = reader(spec), kaldiio.load_mat(spec)
             assert got.dtype == want.dtype and got.shape == want.shape, (scp, key)
-            assert np.array_equal(got, want), (scp, key)          # compressed: kaldiio's own decoder
+            if scp == "c.scp":   # decoded as Kaldi does (to the bit: test_kaldi_readers.py); kaldiio rounds otherwise
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{scp} {key}")
+            else:
+                assert np.array_equal(got, want), (scp, key)
     reader.close()
 
 

@@ -27,6 +27,10 @@ def run_sh(tmp_path, *args):
     (["--augment-config", "conf/nope.yaml"], "--augment-config conf/nope.yaml does not exist"),
     (["--backend-set", "train"], "--backend-set takes clean or training, got 'train'"),
     (["--train-jobs", "two"], "--train-jobs takes auto or a number of systems, got 'two'"),
+    (["--compress-feats", "yes"], "--compress-feats takes true or false, got 'yes'"),
+    (["--augment-subset", "1e6"], "--augment-subset takes a whole number, got '1e6'"),
+    (["--online", "true", "--augment-subset", "100"], "--online true stores none"),
+    (["--online", "true", "--compress-feats", "true"], "--online true stores none"),
 ])
 def test_bad_arguments_fail_before_any_stage(tmp_path, args, message):
     r = run_sh(tmp_path, *args)

@@ -175,6 +175,21 @@ def test_editing_any_input_redoes_exactly_its_stage_and_those_after_it(tree):
     assert tree.would_redo() == set(), "undoing every edit makes the recipe up to date again"
 
 
+@pytest.mark.parametrize("flags, param, changed", [
+    (["--compress-feats", "true"], "compress_feats",
+     {"data/synth_train/.done.fbank", "data/synth_test/.done.fbank", "data/synth_train_combined/.done.augment"}),
+    (["--augment-subset", "5"], "augment_subset", {"data/synth_train_combined/.done.augment"}),
+])
+def test_feature_storage_flags_are_params_of_the_stages_they_change(tree, flags, param, changed):
+    """--compress-feats true (stages 1 and 2) and --augment-subset N (stage 2) are stamped: a dry
+    run would redo those stages and everything downstream, nothing upstream. At their defaults no
+    param is recorded, so a tree made before the flags stays up to date (the test above)."""
+    r = tree.run("--dry-run", "true", *flags)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {tree.rel(m) for m in re.findall(r"would redo (\S+) \(", r.stderr)} == downstream(changed)
+    assert f"param {param} was None" in r.stderr
+
+
 def _edit(inp: Path, fp: dict):
     """Edit one declared input; return (the file edited, a function undoing it)."""
     if "missing" in fp:

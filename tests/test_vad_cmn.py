@@ -140,6 +140,34 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
         assert labels.tolist() == list(key[2])
 
 
+def test_the_offline_store_reads_compressed_features(tmp_path):
+    """--compress-feats true: FeatureStore reads Kaldi compressed arks (pyspk's reader, Kaldi's
+    decoding) through the same VAD, CMN and crops; what differs from float32 arks is the
+    quantisation alone."""
+    from toydata import make_toy_train_dir
+
+    from pyspk.data.arkread import ArkReader
+    from pyspk.data.kaldi_dir import read_table
+    from pyspk.train.offline import CropBatchDataset, FeatureStore
+
+    stores = {}
+    for compress in (False, True):
+        d = make_toy_train_dir(tmp_path / f"c{compress}", num_speakers=3, utts_per_speaker=4, num_frames=60,
+                               feat_dim=8, vad=True, frame_jitter=40, compress=compress)
+        assert ((d / "feats.ark").read_bytes().count(b"\0BCM ") == 12) == compress
+        feats, vad = read_table(d / "feats.scp"), read_table(d / "vad.scp")
+        stores[compress] = FeatureStore(feats, vad, cmn=True, in_memory=False)
+    store, reader, utts = stores[True], ArkReader(), sorted(feats)
+    for u in utts:
+        want = load_features(reader(feats[u]), vad=reader(vad[u]))
+        np.testing.assert_array_equal(store[u], want)
+        diff = np.abs(store[u] - stores[False][u])
+        assert diff.max() < 0.1 and diff.mean() < 0.02, u       # toy columns span ~8: steps of <= 8 / 63
+    key = (0, 0, tuple(range(len(utts))))
+    got, _ = CropBatchDataset(store, utts, list(range(len(utts))), 50, None, seed=7)[key]
+    np.testing.assert_array_equal(got.numpy(), _reference_batch(store, utts, key[2], 50, None, 7, key))
+
+
 def test_utterance_mean_has_the_bits_of_numpy_mean():
     """utterance_mean sums a float64 copy over the frame count; it must give
     np.mean(dtype=float64)'s bits (what it computed before, and what the arks' users got) at

@@ -21,8 +21,9 @@ from pyspk.data.kaldi_dir import utt2spk_to_spk2utt, write_table
 
 def make_toy_train_dir(path, num_speakers: int = 8, utts_per_speaker: int = 6, num_frames: int = 120,
                        feat_dim: int = 20, seed: int = 0, separation: float = 1.5, copies: int = 0,
-                       vad: bool = False, frame_jitter: int = 0) -> Path:
-    """Write the toy dir to ``path``; returns it. ``frame_jitter`` varies utterance lengths."""
+                       vad: bool = False, frame_jitter: int = 0, compress: bool = False) -> Path:
+    """Write the toy dir to ``path``; returns it. ``frame_jitter`` varies utterance lengths;
+    ``compress`` writes the features as Kaldi compressed matrices (as ``--compress-feats true``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -48,7 +49,8 @@ def make_toy_train_dir(path, num_speakers: int = 8, utts_per_speaker: int = 6, n
                     v[rng.integers(0, n, size=n // 10)] = 0.0
                     vads[utt] = v
     keys = sorted(mats)
-    with kaldiio.WriteHelper(f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}") as w:
+    with kaldiio.WriteHelper(f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}",
+                             compression_method=1 if compress else None) as w:
         for k in keys:
             w(k, mats[k])
     if vad:

@@ -14,7 +14,7 @@ import functools
 import json
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -106,8 +106,18 @@ def utt_durations(data_dir: Path, frame_shift_s: float = 0.01):
     return lookup
 
 
-def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict) -> Path:
-    """Write one augmented copy ``out_dir`` of ``data_dir`` (tables, utt2orig, aug.scp)."""
+def copy_utts(data_dir: Path, kind: str, cfg: AugmentConfig) -> List[str]:
+    """The utterance ids of ``data_dir``'s copy ``kind``, in the order of its utt2spk."""
+    utt2spk = read_table(Path(data_dir) / "utt2spk")
+    return [copy_ids(kind, u, s, cfg.speed_new_speakers)[0] for u, s in utt2spk.items()]
+
+
+def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict,
+               keep: Optional[Collection[str]] = None) -> Path:
+    """Write one augmented copy ``out_dir`` of ``data_dir`` (tables, utt2orig, aug.scp).
+
+    ``keep``: write only these copy utterances (``pyspk augment --subset``); every recipe is
+    still drawn, so a kept utterance has the recipe it has in the whole copy."""
     wav = read_table(data_dir / "wav.scp")
     segments = read_table(data_dir / "segments") if (data_dir / "segments").is_file() else None
     utt2spk = read_table(data_dir / "utt2spk")
@@ -115,13 +125,19 @@ def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, see
     new_wav, new_u2s, utt2orig, recipes = {}, {}, {}, {}
     for utt in utt2spk:
         new_utt, new_spk = copy_ids(kind, utt, utt2spk[utt], cfg.speed_new_speakers)
+        recipe = _recipe(kind, utt, rng, cfg, ctx)
+        if keep is not None and new_utt not in keep:
+            continue
         # with segments the recordings stay as they are; the copies' segments point at them
         new_wav[new_utt] = segments[utt] if segments is not None else wav[utt]
         new_u2s[new_utt], utt2orig[new_utt] = new_spk, utt
-        recipes[new_utt] = _recipe(kind, utt, rng, cfg, ctx)
+        recipes[new_utt] = recipe
     out_dir.mkdir(parents=True, exist_ok=True)
     if segments is not None:
         write_table(out_dir / "segments", new_wav)
+        if keep is not None:   # only the recordings of the kept segments
+            used = {v.split()[0] for v in new_wav.values()}
+            wav = {r: v for r, v in wav.items() if r in used}
         write_table(out_dir / "wav.scp", wav)
     else:
         write_table(out_dir / "wav.scp", new_wav)

@@ -19,6 +19,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (counts where 0 means none or all: ``--subset``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def true_false(text: str) -> bool:
+    """``true`` or ``false``, as run.sh writes its switches (``--compress-feats true``)."""
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return text == "true"
+
+
 def finite_float(text: str) -> float:
     """A number that is not NaN or infinite."""
     try:

@@ -2,7 +2,8 @@
 fbank features and the combined training set.
 
     pyspk augment --config conf/augment.yaml --fbank-config conf/fbank.yaml --nj N --cmd CMD \\
-        --seed N [--musan-root P] [--rirs-root P] [--force] [--skip-bad] DATA_DIR FBANK_ROOT OUT_COMBINED_DIR
+        --seed N [--musan-root P] [--rirs-root P] [--subset N] [--compress-feats true|false] [--force] \\
+        [--skip-bad] DATA_DIR FBANK_ROOT OUT_COMBINED_DIR
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from pyspk.bin._args import positive_int
+from pyspk.bin._args import nonnegative_int, positive_int, true_false
 
 
 def main(argv=None) -> int:
@@ -24,6 +25,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--musan-root", default=None, help="MUSAN folder (else noise/music synthesised, babble from training speech)")
     ap.add_argument("--rirs-root", default=None, help="RIRS_NOISES folder (else rooms simulated with pyroomacoustics)")
+    ap.add_argument("--subset", type=nonnegative_int, default=0, metavar="N",
+                    help="combine the clean set with N augmented utterances drawn with the seed over every copy, "
+                         "and compute the features of those only (Kaldi v2: 1M of 4M); 0: all of them")
+    ap.add_argument("--compress-feats", type=true_false, default=None, metavar="true|false",
+                    help="write the copies' features as Kaldi compressed matrices; default: the fbank config's compress")
     ap.add_argument("--force", action="store_true", help="recompute features of every copy")
     ap.add_argument("--skip-bad", action="store_true", help="skip unusable recordings")
     ap.add_argument("data_dir")
@@ -39,7 +45,8 @@ def main(argv=None) -> int:
     try:
         cfg = AugmentConfig() if args.config is None else AugmentConfig.from_yaml(args.config)
         make_augmented(args.data_dir, args.fbank_root, args.out_dir, cfg, args.fbank_config, args.nj, args.cmd,
-                       args.seed, args.musan_root, args.rirs_root, args.force, args.skip_bad)
+                       args.seed, args.musan_root, args.rirs_root, args.force, args.skip_bad,
+                       compress=args.compress_feats, subset=args.subset)
     except (AudioError, StageError, ValueError, OSError) as e:
         logging.getLogger("pyspk.augment").error("%s", e)
         return 1

@@ -1,4 +1,4 @@
-"""Random access to the matrices of uncompressed Kaldi binary arks, fast.
+"""Random access to the matrices of Kaldi binary arks, fast.
 
 ``kaldiio.load_mat("ark:offset")`` opens the file, parses the header a few bytes at
 a time and closes it again: about nine reads per matrix, which is most of what a
@@ -8,8 +8,10 @@ reads a matrix with two ``os.pread`` calls (header, then data), at no shared fil
 offset, so loader worker processes forked from it can read alongside each other.
 
 Only the layouts pyspk's own stages write are read here: ``FM``/``DM`` (float/double
-matrix) and ``FV``/``DV`` (vector), binary, at a byte offset. Anything else (compressed
-``CM``, text, pipes, ``[range]`` slices) goes through ``kaldiio.load_mat``.
+matrix), ``FV``/``DV`` (vector) and Kaldi's compressed matrices ``CM``/``CM2``/``CM3``
+(``--compress-feats true``; decoded by :func:`pyspk.data.compressed.decompress` to Kaldi's
+values, to the bit), binary, at a byte offset. Anything else (text, pipes, ``[range]``
+slices) goes through ``kaldiio.load_mat``.
 
 Whichever way an object is read, a failure (a missing ark, an offset past its end, a
 truncated header or body, bytes that are not a Kaldi object) is an :class:`ArkError`
@@ -27,6 +29,8 @@ from typing import Dict, Optional, Tuple
 
 import kaldiio
 import numpy as np
+
+from pyspk.data.compressed import decompress
 
 _DTYPES = {b"FM ": np.float32, b"DM ": np.float64, b"FV ": np.float32, b"DV ": np.float64}
 HEADER_BYTES = 15   # enough for the longest header below (a matrix's)
@@ -112,9 +116,11 @@ class ArkReader:
                 raise ArkError(f"{_where(path, offset, key)}: the ark does not exist")
             fd = self._fds[path] = os.open(path, os.O_RDONLY)
         pos = int(offset)
-        head = os.pread(fd, HEADER_BYTES, pos)
+        head = os.pread(fd, EXTENT_BYTES, pos)
         info = parse_header(head)
         if info is None:
+            if head[2:4] == b"CM":
+                return self._compressed(fd, head, pos, path, offset, key)
             if len(head) < HEADER_BYTES:
                 ext = object_extent(head)      # the file ends within a header's length: say how
                 if isinstance(ext, str):
@@ -131,6 +137,20 @@ class ArkReader:
                            f"{dtype.name} object needs {n} bytes after its header, the ark ends "
                            f"{len(data)} bytes after it")
         return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def _compressed(self, fd: int, head: bytes, pos: int, path: str, offset: str, key: Optional[str]) -> np.ndarray:
+        """The compressed matrix whose first bytes are ``head``: one more read for its body."""
+        ext = object_extent(head)
+        if isinstance(ext, str):
+            raise ArkError(f"{_where(path, offset, key)}: {ext} (the ark has {os.fstat(fd).st_size} bytes)")
+        kind, shape, nbytes = ext
+        start = 2 + len(kind) + 1 + 16                     # \0B, the token and its space, the global header
+        body = os.pread(fd, nbytes - start, pos + start)
+        if len(body) != nbytes - start:
+            raise ArkError(f"{_where(path, offset, key)}: truncated: the {'x'.join(map(str, shape))} {kind} "
+                           f"object needs {nbytes - start} bytes after its header, the ark ends "
+                           f"{len(body)} bytes after it")
+        return decompress(kind, head[start - 16:start], body)
 
     def close(self) -> None:
         for fd in self._fds.values():

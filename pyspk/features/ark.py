@@ -2,7 +2,8 @@
 
 Files of job J under FBANK_DIR (final names appear only when complete):
 
-    feats.J.ark, feats.J.scp        log-mel features, scp points at the absolute ark path
+    feats.J.ark, feats.J.scp        log-mel features, scp points at the absolute ark path (float32
+                                    matrices, or Kaldi compressed ones with ``compress: true``)
     vad.J.ark, vad.J.scp            0/1 per frame (only when VAD is configured)
     utt2num_frames.J                frames per utterance
     bad.J                           ``utt reason`` of skipped utterances (--skip-bad)
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import kaldiio
-import numpy as np
 
-from pyspk.data.arkread import HEADER_BYTES, ArkReader, parse_header
+from pyspk.data.arkread import EXTENT_BYTES, ArkReader, object_extent
+from pyspk.data.compressed import compress
 from pyspk.data.kaldi_dir import DataDirError, parse_segment, read_table
 from pyspk.io import atomic_write_text
 
@@ -124,8 +125,13 @@ def novoice_utts(data_dir) -> List[str]:
     return [u for u in vad if u in found]
 
 
-def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[str, int]]) -> str:
-    """'' when every scp entry of ``ark`` is a complete binary float matrix/vector, else a reason."""
+# the objects a job writes: float32 matrices (or Kaldi's compressed ones) and float32 vectors
+FEATS_KINDS, VAD_KINDS = ("FM", "CM", "CM2"), ("FV",)
+
+
+def _check_entries(scp: Path, ark: Path, kinds, frames: Optional[Dict[str, int]]) -> str:
+    """'' when every scp entry of ``ark`` is a complete binary object of one of ``kinds``
+    (:func:`pyspk.data.arkread.object_extent`), else a reason."""
     if not scp.is_file() or not ark.is_file():
         return f"{scp.name} or {ark.name} missing"
     size = ark.stat().st_size
@@ -135,14 +141,14 @@ def _check_entries(scp: Path, ark: Path, header: bytes, frames: Optional[Dict[st
             if Path(path) != ark:
                 return f"{scp.name}: '{utt}' points at {path}, not {ark}"
             f.seek(off)
-            info = parse_header(f.read(HEADER_BYTES))
-            if info is None or info[0] != header:
-                return f"{ark.name}: entry '{utt}' at {off} is not a binary {header.decode().strip()} object"
-            _, dtype, shape, header_len = info
+            ext = object_extent(f.read(EXTENT_BYTES))
+            if isinstance(ext, str) or ext[0] not in kinds:
+                return f"{ark.name}: entry '{utt}' at {off} is not a binary {'/'.join(kinds)} object"
+            _, shape, nbytes = ext
             rows = shape[0]
             if frames is not None and frames.get(utt) != rows:
                 return f"{ark.name}: '{utt}' has {rows} frames, utt2num_frames says {frames.get(utt)}"
-            end = off + header_len + dtype.itemsize * int(np.prod(shape))
+            end = off + nbytes
             if end > size:
                 return f"{ark.name}: entry '{utt}' is truncated"
     if end != size:
@@ -158,24 +164,49 @@ def check_outputs(fbank_dir, job: int, vad: bool) -> str:
     if not p["frames"].is_file():
         return f"{p['frames'].name} missing"
     frames = {u: int(n) for u, n in (ln.split() for ln in p["frames"].read_text().splitlines())}
-    why = _check_entries(p["scp"], p["ark"], b"FM ", frames)
+    why = _check_entries(p["scp"], p["ark"], FEATS_KINDS, frames)
     if not why and vad:
-        why = _check_entries(p["vad_scp"], p["vad_ark"], b"FV ", frames)
+        why = _check_entries(p["vad_scp"], p["vad_ark"], VAD_KINDS, frames)
     if not why and len(frames) != len(_read_scp(p["scp"])):
         why = "utt2num_frames and feats.scp disagree"
     return why
 
 
-def write_arks(p: Dict[str, Path], items, vad: bool) -> Tuple[Dict[str, int], Dict[str, str]]:
+class CompressedArkWriter:
+    """``writer(key, matrix)``: what ``kaldiio.WriteHelper("ark,scp:ARK,SCP")`` writes, with each
+    matrix as a Kaldi compressed matrix (:func:`pyspk.data.compressed.compress`, Kaldi's
+    automatic method as ``copy-feats --compress=true``; about four times faster than kaldiio's)."""
+
+    def __init__(self, ark: Path, scp: Path):
+        self.path = str(ark)
+        self.ark, self.scp = open(ark, "wb"), open(scp, "w", encoding="utf-8")
+
+    def __call__(self, key: str, mat) -> None:
+        self.ark.write(key.encode("utf-8") + b" ")
+        self.scp.write(f"{key} {self.path}:{self.ark.tell()}\n")
+        self.ark.write(compress(mat))
+
+    def __enter__(self) -> "CompressedArkWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ark.close()
+        self.scp.close()
+
+
+def write_arks(p: Dict[str, Path], items, vad: bool, compress: bool = False) -> Tuple[Dict[str, int], Dict[str, str]]:
     """Write ``(utt, feats, vad, reason)`` items (``p``: :func:`job_files`) to temporary arks and
     scps, then rename them onto the final names; an item with a reason is skipped. Returns the
-    frames of every utterance written and the reasons of those skipped."""
+    frames of every utterance written and the reasons of those skipped. ``compress``: the
+    features as Kaldi compressed matrices (:class:`CompressedArkWriter`), a quarter of the
+    bytes; the VAD vectors stay as they are."""
     tmp = {k: p[k].with_name(f".{p[k].name}.tmp{os.getpid()}") for k in ("ark", "scp", "vad_ark", "vad_scp")}
     frames: Dict[str, int] = {}
     bad: Dict[str, str] = {}
     try:
         with contextlib.ExitStack() as stack:
-            feats_w = stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['ark']},{tmp['scp']}"))
+            feats_w = stack.enter_context(CompressedArkWriter(tmp["ark"], tmp["scp"]) if compress else
+                                          kaldiio.WriteHelper(f"ark,scp:{tmp['ark']},{tmp['scp']}"))
             vad_w = stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['vad_ark']},{tmp['vad_scp']}")) if vad else None
             for utt, feats, v, reason in items:
                 if reason:

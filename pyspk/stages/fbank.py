@@ -22,6 +22,7 @@ data directory's per-utterance tables, as Kaldi's fix_data_dir.sh would.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -56,8 +57,12 @@ def jobs_of(fbank_dir) -> JobSet:
 
 
 def job_signature(split_text: str, recipes_text: str, config: FbankConfig) -> str:
-    """Hash of everything a job's output depends on (its wav.scp lines, recipes, config)."""
-    return signature(split_text, recipes_text, json.dumps(config.__dict__, sort_keys=True))
+    """Hash of everything a job's output depends on (its wav.scp lines, recipes, config).
+    ``compress`` counts only when on, so jobs written before that option still verify."""
+    settings = dict(config.__dict__)
+    if not settings["compress"]:
+        del settings["compress"]
+    return signature(split_text, recipes_text, json.dumps(settings, sort_keys=True))
 
 
 def verify_job(fbank_dir, job: int, signature: str, vad: bool) -> str:
@@ -139,12 +144,15 @@ def _drop_utts(data_dir: Path, bad: set) -> None:
 
 
 def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: str,
-               force: bool = False, skip_bad: bool = False) -> Dict[str, str]:
-    """Run the whole fbank stage; return the skipped utterances {utt: reason}."""
+               force: bool = False, skip_bad: bool = False, compress: Optional[bool] = None) -> Dict[str, str]:
+    """Run the whole fbank stage; return the skipped utterances {utt: reason}. ``compress``
+    (``--compress-feats``), when given, overrides the config's ``compress``."""
     data_dir, fbank_dir = Path(data_dir), Path(fbank_dir).resolve()
     # the arks' paths go into feats.scp and into ark,scp specifiers: refused now, not in every job
     check_table_entries(f"pyspk fbank output dir {fbank_dir}", paths=[fbank_dir])
     config = FbankConfig() if config_path is None else FbankConfig.from_yaml(config_path)
+    if compress is not None:
+        config = dataclasses.replace(config, compress=compress)
     n_utts = len(read_table(data_dir / ("segments" if (data_dir / "segments").is_file() else "wav.scp")))
     nj = num_jobs(nj, n_utts)
     texts = write_splits(data_dir, fbank_dir, nj)
@@ -158,6 +166,7 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     pending = jobs.pending(sigs, force, lambda j, sig: verify_job(fbank_dir, j, sig, config.vad))
     if pending:
         argv = (["--config", str(Path(config_path).resolve())] if config_path else []) + \
+            (["--compress-feats", str(compress).lower()] if compress is not None else []) + \
             (["--skip-bad"] if skip_bad else []) + [str(data_dir.resolve()), str(fbank_dir)]
         jobs.run(cmd, pending, argv)
     bad = merge(data_dir, fbank_dir, nj, config.vad)
@@ -257,7 +266,7 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
                 novoice.append(utt)
             yield utt, feats, v, ""
 
-    frames, bad = write_arks(p, items(), config.vad)
+    frames, bad = write_arks(p, items(), config.vad, config.compress)
     atomic_write_text(p["frames"], "".join(f"{u} {n}\n" for u, n in frames.items()))
     # for the stage driver's console summary (report_resampled): the log has only the first of each rate
     atomic_write_text(p["resampled"], "".join(f"{u} {r}\n" for u, r in upsampled.items() if u in frames))

@@ -1,7 +1,8 @@
 """Offline training input: random crops of the features in ``feats.scp``.
 
 :class:`FeatureStore` reads ``feats.scp`` (and ``vad.scp``) through
-:class:`pyspk.data.arkread.ArkReader` (kaldiio for what it does not read) and
+:class:`pyspk.data.arkread.ArkReader` (float32 or Kaldi compressed matrices, as
+``--compress-feats`` stores them; kaldiio for what it does not read) and
 applies what :func:`pyspk.features.reader.load_features` does (VAD frame selection, then
 CMN) at read time, so the arks stay raw. It keeps every processed matrix in RAM
 when asked (``in_memory``; stored as float16, half the memory, a rounding error
