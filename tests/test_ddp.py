@@ -24,6 +24,7 @@ def run_torchrun(nproc, cfg_path, train_dir, exp_dir, timeout=120):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_two_process_torchrun_trains_and_writes_final(tmp_path):
     toy = make_toy_train_dir(tmp_path / "train", num_speakers=6, utts_per_speaker=4, num_frames=80,

@@ -68,6 +68,7 @@ def test_sliding_mean_in_graph_equals_numpy():
         np.testing.assert_allclose(got, np_sliding_mean(x, window), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,cmn_window", [(n, None) for n in sorted(TINY)] + [("tdnn", 30)])
 def test_export_matches_pytorch_and_pyspk_front_end(tmp_path, name, cmn_window):
     need("onnxruntime"), need("onnx"), need("onnxscript")
@@ -97,6 +98,7 @@ def test_export_matches_pytorch_and_pyspk_front_end(tmp_path, name, cmn_window):
     assert np.abs(run_onnx(onnx_res.path, x) - run_onnx(onnx_res.path, 4 * x)).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_metadata_is_what_sherpa_onnx_reads(tmp_path):
     need("onnx"), need("onnxscript")
     from pyspk.export.exporter import export, read_metadata

@@ -43,6 +43,7 @@ def tiny_data(d, n_spk=3, n_utt=3, seed=0, nan_utt=None):
     return feats, utt2spk
 
 
+@pytest.mark.slow
 def test_round_trip_means_and_resume(tmp_path):
     model_path = tiny_model(tmp_path / "final.pt")
     feats, utt2spk = tiny_data(tmp_path / "data")

@@ -62,6 +62,7 @@ def test_audio_features_are_the_fbank_stages_to_the_bit(tmp_path):
     assert seen == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("segments", [False, True])
 def test_extraction_from_audio_equals_extraction_from_the_fbank_arks(tmp_path, segments):
     d = make_dir(tmp_path, speakers=3, per_spk=2)

@@ -27,6 +27,7 @@ def _child(**env):
     return on == "True", int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(malloc.platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_reuses_large_blocks_instead_of_faulting_them_in_every_time():
     on_sys, faults_sys = _child(PYSPK_MALLOC="system", LD_PRELOAD="")

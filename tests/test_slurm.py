@@ -206,6 +206,7 @@ def _log(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_array_of_four_jobs(slurm, tmp_path):
     r = slurm_pl(slurm, "JOB=1:4", f"{tmp_path}/log/t.JOB.log", "echo", "JOB")
     assert r.returncode == 0, r.stderr + slurm.logs()

@@ -163,6 +163,7 @@ def test_fbank_cli_fails_on_a_negative_start(tmp_path):
     assert not (d / "feats.scp").exists()
 
 
+@pytest.mark.slow
 def test_fbank_cli_shows_why_a_job_failed_on_the_console(tmp_path):
     """A segment that only the decoded audio shows to be bad fails in its job: the driver's one
     line names the log and repeats what the job said, so the reason is on the console."""
@@ -389,6 +390,7 @@ def test_validate_knows_the_size_of_compressed_matrices(tmp_path, compress, kind
 
 # ---- 9. utterances with no voiced frame are counted on the console
 
+@pytest.mark.slow
 def test_fbank_cli_counts_silent_utterances_on_stderr(tmp_path):
     d = tmp_path / "data"
     d.mkdir()

@@ -138,6 +138,7 @@ def test_queue_argv_picks_a_job_name_no_path_holds(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ pyspk fbank
 @pytest.mark.parametrize("name", ["d$(touch${IFS}CANARY)", "d `touch CANARY` sp ace;touch CANARY",
                                   "d'q\"uote&&touch CANARY JOB"])
+@pytest.mark.slow
 def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
     """The tool works with the plain path: features written, nothing run, no stray dirs.
     (The feature dir gets no whitespace: a Kaldi scp cannot hold such a path; see below.)"""
