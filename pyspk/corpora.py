@@ -266,10 +266,13 @@ class SynthCeleb(Corpus):
     trials = ("trials_en", "trials_cmn", "trials_cross")
     inputs = ("conf/synth.yaml",)
     outputs = ("synth_audio",)
+    options = (Option("synth-num-train-spk", "", "training speakers; empty = the --synth-size's own "
+                      "(bench/bench_scale.py makes the corpus at several sizes)"),)
 
     def commands(self, ctx):
+        spk = ctx.option("synth-num-train-spk")
         return [["synth/make_synth.py", "--out-dir", ctx.data, "--size", ctx.synth_size, "--seed", ctx.seed,
-                 "--nj", ctx.nj]]
+                 "--nj", ctx.nj, *(["--num-train-spk", spk] if spk else [])]]
 
 
 @CORPORA.register("speechocean762")
