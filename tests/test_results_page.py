@@ -27,7 +27,7 @@ def test_page_has_mean_sd_per_figure_and_each_runs_provenance(tmp_path):
     text = out.read_text()
     assert text.startswith("# Results on X\n")
     assert "Written by `pyspk results-page --title 'Results on X'" in text
-    assert "## Commit abc1234, 2026-12-07, 2-core Test CPU (AVX2)" in text
+    assert "## commit abc1234, 2026-12-07, 2-core Test CPU (AVX2)" in text
     for seed in (1, 2, 3):
         assert f"command: `./run.sh --seed {seed}`" in text
     assert "| proposed | trials_en | cosine | 12.00 ± 2.00 | 0.5000 ± 0.0000 | 3 |" in text
@@ -40,7 +40,7 @@ def test_runs_of_two_commits_get_two_tables(tmp_path):
     out = tmp_path / "page.md"
     assert main(["--title", "T", "--out", str(out), str(a), str(b / "results.json")]) == 0
     text = out.read_text()
-    assert text.count("## Commit ") == 2
+    assert text.count("## commit ") == 2
     assert "| proposed | trials_en | cosine | 20.00 | 0.5000 | 1 |" in text   # one run: no sd
 
 
@@ -73,3 +73,13 @@ def test_report_stage_records_provenance(tmp_path):
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert saved["provenance"] == res["provenance"]
     assert "command: `./run.sh --seed 3`" in (tmp_path / "exp" / "results.md").read_text()
+
+
+def test_labelled_runs_are_grouped_by_label(tmp_path):
+    a = _run(tmp_path / "a", "aaaaaaa", 0.1, 1)
+    b = _run(tmp_path / "b", "aaaaaaa", 0.3, 2)
+    out = tmp_path / "page.md"
+    assert main(["--title", "T", "--out", str(out), f"offline={a}", f"online={b}"]) == 0
+    text = out.read_text()
+    assert "## offline: commit aaaaaaa" in text and "## online: commit aaaaaaa" in text
+    assert "| proposed | trials_en | cosine | 30.00 | 0.5000 | 1 |" in text

@@ -1,4 +1,4 @@
-"""pyspk results-page --title TITLE --out PAGE.md [--intro TEXT.md] RUN [RUN ...]
+"""pyspk results-page --title TITLE --out PAGE.md [--intro TEXT.md] RUN [RUN ...]   (RUN: [LABEL=]PATH)
 
 Writes a results page (docs/results/<corpus>.md) from the results.json of several runs of a
 recipe (RUN: an exp dir or its results.json), one table per commit, each figure the mean ± sd

@@ -4,7 +4,8 @@ A page under ``docs/results/`` is never pasted by hand: ``pyspk results-page`` w
 runs' ``results.json`` files, each of which records its commit, date, CPU class and command
 (:mod:`pyspk.provenance`). The page is headed by those records and by the command that wrote
 the page, so anyone can regenerate or reproduce it. Runs are grouped by their commit: one table
-per commit, each figure the mean and sample standard deviation over that commit's runs.
+per commit (and per label, when runs are given as ``LABEL=PATH``), each figure the mean and
+sample standard deviation over that group's runs.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ Figure = Tuple[str, str, str]          # (system, trials list, back-end)
 
 
 def load_run(path) -> dict:
-    """One run's results.json (a path to the file or to the exp dir holding it)."""
-    path = Path(path)
+    """One run's results.json (a path to the file or to the exp dir holding it); ``LABEL=PATH``
+    names the group the run belongs to (e.g. ``online=exp_online``), else its commit groups it."""
+    label = None
+    text = str(path)
+    if "=" in text and not Path(text).exists():
+        label, text = text.split("=", 1)
+    path = Path(text)
     if path.is_dir():
         path = path / "results.json"
     try:
@@ -34,6 +40,7 @@ def load_run(path) -> dict:
         raise ValueError(f"{path}: not a results.json of the report stage (no 'systems')")
     data.setdefault("provenance", {"command": data.get("command", "")})
     data["_path"] = str(path)
+    data["_label"] = label
     return data
 
 
@@ -84,12 +91,13 @@ def render(runs: List[dict], title: str, command: str, intro: str = "") -> str:
              "rather than editing it.", ""]
     if intro.strip():
         lines += [intro.strip(), ""]
-    by_commit: Dict[str, List[dict]] = {}
+    groups: Dict[tuple, List[dict]] = {}
     for r in runs:
-        by_commit.setdefault(r["provenance"].get("commit", "unknown"), []).append(r)
-    for commit, group in by_commit.items():
+        groups.setdefault((r.get("_label"), r["provenance"].get("commit", "unknown")), []).append(r)
+    for (label, commit), group in groups.items():
         first = group[0]["provenance"]
-        lines += [f"## Commit {commit}, {first.get('date', 'unknown date')}, {first.get('cpu', 'unknown CPU')}", ""]
+        lines += [f"## {label + ': ' if label else ''}commit {commit}, {first.get('date', 'unknown date')}, "
+                  f"{first.get('cpu', 'unknown CPU')}", ""]
         lines += [f"{len(group)} run(s); mean ± sample sd over them:", ""]
         lines += [f"- {header(r['provenance'])}" for r in group]
         lines += ["", *table(group), ""]
