@@ -70,7 +70,7 @@ def row(figure, value, unit, note=""):
 
 
 def before(model_path, data_dir) -> float:
-    """Seconds for the pre-issue-14 loop over data_dir (see the module docstring)."""
+    """Seconds for the baseline loop over data_dir (``before`` in the module docstring)."""
     emb = Embedder.from_checkpoint(model_path, ChunkConfig(), "cpu")
     emb.model.to(memory_format=torch.contiguous_format)
     emb.model.forward = emb.model.forward_reference

@@ -90,7 +90,7 @@ def test_every_ablation_system_learns(toy, tmp_path, name):
 @pytest.mark.parametrize("native", [False, True])
 def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path, monkeypatch, native):
     """cpu_amp: auto trains in bfloat16 only where the CPU has bfloat16 GEMMs (emulated ones are
-    ~10x slower than float32); true forces it; final.pt says what the encoder trained in."""
+    far slower than float32, docs/speed.md); true forces it; final.pt says what the encoder trained in."""
     import pyspk.train.trainer as T
     monkeypatch.setattr(T, "cpu_has_bf16", lambda: native)
     for setting, want in (("auto", native), (True, True), (False, False)):

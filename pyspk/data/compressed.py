@@ -14,7 +14,7 @@ Kaldi's arithmetic (``ComputeGlobalHeader``, ``ComputeColHeader``, ``FloatToChar
 :func:`decompress` computes the values as ``CompressedMatrix::CopyToMat`` does, operation by
 operation in the same precision, so that they equal Kaldi's to the bit
 (``tests/test_kaldi_readers.py`` reads them through Kaldi's own reader). kaldiio reads and
-writes the format too, with its own rounding and about four times slower.
+writes the format too, with its own rounding and more slowly (docs/speed.md).
 """
 
 from __future__ import annotations
