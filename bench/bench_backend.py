@@ -60,10 +60,19 @@ def case_metrics(q):
     lab = rng.random(n) < 0.1
     s = rng.normal(size=n) + 2 * lab
     dt, _ = timed(lambda: (compute_eer(s, lab), compute_min_dcf(s, lab, 0.01), compute_min_dcf(s, lab, 0.001)))
-    row("eer_and_two_min_dcf_time", f"{dt:.3f}", "s", f"{n} scores, three calls (three sorts); target < 1 s (ratio {dt:.2f})")
+    row(
+        "eer_and_two_min_dcf_time",
+        f"{dt:.3f}",
+        "s",
+        f"{n} scores, three calls (three sorts); target < 1 s (ratio {dt:.2f})",
+    )
     dt, _ = timed(lambda: compute_metrics(s, lab, (0.01, 0.001)))
-    row("compute_metrics_time", f"{dt:.3f}", "s", f"{n} scores, EER + both minDCFs from one sort (used by pyspk score); "
-        f"target < 1 s (ratio {dt:.2f})")
+    row(
+        "compute_metrics_time",
+        f"{dt:.3f}",
+        "s",
+        f"{n} scores, EER + both minDCFs from one sort (used by pyspk score); target < 1 s (ratio {dt:.2f})",
+    )
     row("metrics_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak incl. inputs")
 
 
@@ -80,8 +89,12 @@ def case_plda_train(q):
 
     X, lab = plda_data(q)
     dt, _ = timed(lambda: PLDA(n_iter=10).fit(X, lab))
-    row("plda_train_time", f"{dt:.3f}", "s", f"{X.shape[0]}x192, {lab.max() + 1} speakers, 10 EM iterations; "
-        f"target < 30 s (ratio {dt / 30:.2f})")
+    row(
+        "plda_train_time",
+        f"{dt:.3f}",
+        "s",
+        f"{X.shape[0]}x192, {lab.max() + 1} speakers, 10 EM iterations; target < 30 s (ratio {dt / 30:.2f})",
+    )
     row("plda_train_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak incl. inputs")
 
 
@@ -130,18 +143,27 @@ def case_score_stage(q):
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         utts = [f"u{i:06d}" for i in range(n_emb)]
-        write_vectors(t / "xv" / "xvector.ark", t / "xv" / "xvector.scp",
-                      dict(zip(utts, rng.normal(size=(n_emb, 192)).astype(np.float32))))
+        write_vectors(
+            t / "xv" / "xvector.ark",
+            t / "xv" / "xvector.scp",
+            dict(zip(utts, rng.normal(size=(n_emb, 192)).astype(np.float32))),
+        )
         (t / "data").mkdir()
         pairs = set()
         while len(pairs) < n_tr:
             pairs.update(zip(rng.integers(0, n_emb, n_tr).tolist(), rng.integers(0, n_emb, n_tr).tolist()))
         pairs = list(pairs)[:n_tr]
-        (t / "data" / "trials").write_text("".join(
-            f"{utts[a]} {utts[b]} {'target' if (a + b) % 10 == 0 else 'nontarget'}\n" for a, b in pairs))
+        (t / "data" / "trials").write_text(
+            "".join(f"{utts[a]} {utts[b]} {'target' if (a + b) % 10 == 0 else 'nontarget'}\n" for a, b in pairs)
+        )
         dt, _ = timed(lambda: score_data_dir(be, t / "xv", t / "data", t / "scores"))
-    row("score_stage_time", f"{dt:.3f}", "s", f"pyspk score on {n_tr} trials over {n_emb} x-vectors: read, "
-        "cosine + AS-norm (cohort 1000) + PLDA, 3 score files, metrics (no target)")
+    row(
+        "score_stage_time",
+        f"{dt:.3f}",
+        "s",
+        f"pyspk score on {n_tr} trials over {n_emb} x-vectors: read, "
+        "cosine + AS-norm (cohort 1000) + PLDA, 3 score files, metrics (no target)",
+    )
     row("score_stage_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak incl. inputs")
 
 
@@ -164,8 +186,13 @@ def case_extract(q):
         reps = 1 if q else 3
         dt, _ = timed(lambda: [emb.embed(feats) for _ in range(reps)])
         rtf = dt / reps / secs
-        row(f"extract_rtf_{name}", f"{rtf:.4f}", "x", f"CPU, {torch.get_num_threads()} threads, {secs:.0f} s "
-            f"utterance, random weights {kw or 'defaults'}; compute time / audio time")
+        row(
+            f"extract_rtf_{name}",
+            f"{rtf:.4f}",
+            "x",
+            f"CPU, {torch.get_num_threads()} threads, {secs:.0f} s "
+            f"utterance, random weights {kw or 'defaults'}; compute time / audio time",
+        )
     row("extract_peak_rss", f"{peak_mib():.0f}", "MiB", "process peak, three encoders")
 
 
@@ -173,9 +200,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="10x smaller sizes (smoke run)")
     ap.add_argument("--case", choices=CASES, default=None, help="run one case in this process")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="BLAS/OpenMP/torch threads of each case (0 = library defaults); on a loaded machine "
-                         "OpenBLAS threads spin against other processes and small-matrix LAPACK slows down a lot")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="BLAS/OpenMP/torch threads of each case (0 = library defaults); on a loaded machine "
+        "OpenBLAS threads spin against other processes and small-matrix LAPACK slows down a lot",
+    )
     args = ap.parse_args()
     if args.case:
         globals()[f"case_{args.case}"](args.quick)

@@ -150,19 +150,35 @@ def throughput(tmp: Path, utts: int, repeats: int, fmt: str = "flac") -> None:
     note = f"{utts} utts x 8 s 16 kHz {fmt.upper()}, 1 thread, VAD on, best of {repeats}"
     if fmt == "flac":
         row("fbank_alone_xRT", f"{alone:.0f}", "x real time", note)
-        row("fbank_alone_stock_lhotse_xRT", f"{stock_rate(waves, cfg, audio_s, repeats):.0f}", "x real time",
-            "Lhotse's own Wav2LogFilterBank (|X|**2 power spectrum), same waves, for reference")
+        row(
+            "fbank_alone_stock_lhotse_xRT",
+            f"{stock_rate(waves, cfg, audio_s, repeats):.0f}",
+            "x real time",
+            "Lhotse's own Wav2LogFilterBank (|X|**2 power spectrum), same waves, for reference",
+        )
         row("fbank_end_to_end_xRT", f"{e2e:.0f}", "x real time", f"target >= 1000; {e2e / 1000:.2f} of target; {note}")
         row("end_to_end_over_alone", f"{e2e / alone:.3f}", "ratio", "target >= 0.8")
-        row("flac_decode_alone_xRT", f"{best_dec:.0f}", "x real time",
-            f"soundfile decode only; bound on the ratio: {best_dec / (best_dec + alone):.3f}")
+        row(
+            "flac_decode_alone_xRT",
+            f"{best_dec:.0f}",
+            "x real time",
+            f"soundfile decode only; bound on the ratio: {best_dec / (best_dec + alone):.3f}",
+        )
         ref = reference_decode_rate(data)
         if ref:
-            row("flac_reference_decoder_xRT", f"{ref:.0f}", "x real time",
-                f"libFLAC's own 'flac -d' to /dev/null, same files; bound on the ratio: {ref / (ref + alone):.3f}")
+            row(
+                "flac_reference_decoder_xRT",
+                f"{ref:.0f}",
+                "x real time",
+                f"libFLAC's own 'flac -d' to /dev/null, same files; bound on the ratio: {ref / (ref + alone):.3f}",
+            )
     else:
-        row(f"end_to_end_over_alone_{fmt}", f"{e2e / alone:.3f}", "ratio",
-            f"same job on {fmt.upper()} (decode {best_dec:.0f}x RT): the non-decode I/O overhead")
+        row(
+            f"end_to_end_over_alone_{fmt}",
+            f"{e2e / alone:.3f}",
+            "ratio",
+            f"same job on {fmt.upper()} (decode {best_dec:.0f}x RT): the non-decode I/O overhead",
+        )
 
 
 FRESH_JOB = """
@@ -188,13 +204,21 @@ def fresh_job(tmp: Path, repeats: int) -> None:
     best = {"on": float("inf"), "off": float("inf")}
     for _ in range(repeats):
         for mode in best:
-            out = subprocess.run([sys.executable, "-c", FRESH_JOB, str(data), str(fb), mode,
-                                  str(REPO / "conf" / "fbank.yaml")], capture_output=True, text=True, check=True,
-                                 env=dict(env, PYSPK_MALLOC="system" if mode == "off" else "keep"))
+            out = subprocess.run(
+                [sys.executable, "-c", FRESH_JOB, str(data), str(fb), mode, str(REPO / "conf" / "fbank.yaml")],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=dict(env, PYSPK_MALLOC="system" if mode == "off" else "keep"),
+            )
             best[mode] = min(best[mode], float(out.stdout.split()[-1]))
-    row("fbank_job_fresh_process_xRT", f"{audio_s / best['on']:.0f}", "x real time",
+    row(
+        "fbank_job_fresh_process_xRT",
+        f"{audio_s / best['on']:.0f}",
+        "x real time",
         f"one job in a fresh process (run_job after imports; includes building the extractor), best of {repeats}; "
-        f"{audio_s / best['off']:.0f}x without pyspk.malloc (PYSPK_MALLOC=system)")
+        f"{audio_s / best['off']:.0f}x without pyspk.malloc (PYSPK_MALLOC=system)",
+    )
 
 
 def agreement() -> None:
@@ -225,22 +249,43 @@ def agreement() -> None:
 def peak_memory(tmp: Path, hours: float) -> None:
     data = write_set(tmp / f"mem{hours:g}", int(hours * 360), 10.0, distinct=20)
     fb = tmp / f"mem{hours:g}" / "fbank"
-    cmd = [sys.executable, "-m", "pyspk.bin.fbank", "--config", str(REPO / "conf" / "fbank.yaml"), "--nj", "1",
-           "--cmd", str(REPO / "utils" / "run.pl"), str(data), str(fb)]
-    probe = ("import resource, subprocess, sys, time; t = time.time(); "
-             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t)")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyspk.bin.fbank",
+        "--config",
+        str(REPO / "conf" / "fbank.yaml"),
+        "--nj",
+        "1",
+        "--cmd",
+        str(REPO / "utils" / "run.pl"),
+        str(data),
+        str(fb),
+    ]
+    probe = (
+        "import resource, subprocess, sys, time; t = time.time(); "
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t)"
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", probe] + cmd, capture_output=True, text=True, env=env, check=True)
     rc, kib, secs = out.stdout.split()
     if rc != "0":
         raise RuntimeError(f"fbank stage failed for {hours} h; see {fb}/log")
     frames = sum(int(ln.split()[1]) for ln in (data / "utt2num_frames").read_text().splitlines())
-    row(f"fbank_stage_peak_rss_{hours:g}h", f"{int(kib) / 1024:.0f}", "MiB",
+    row(
+        f"fbank_stage_peak_rss_{hours:g}h",
+        f"{int(kib) / 1024:.0f}",
+        "MiB",
         f"{frames} frames, ark {sum(p.stat().st_size for p in fb.glob('feats.*.ark')) / 2**30:.2f} GiB, "
-        f"wall {float(secs):.0f} s (incl. startup)")
-    row(f"fbank_stage_{hours:g}h_xRT", f"{hours * 3600 / float(secs):.0f}", "x real time",
-        "whole stage, 1 job, wall clock incl. process startup and merge; target >= 1000")
+        f"wall {float(secs):.0f} s (incl. startup)",
+    )
+    row(
+        f"fbank_stage_{hours:g}h_xRT",
+        f"{hours * 3600 / float(secs):.0f}",
+        "x real time",
+        "whole stage, 1 job, wall clock incl. process startup and merge; target >= 1000",
+    )
     import shutil
 
     shutil.rmtree(fb)
@@ -260,10 +305,13 @@ def compressed(tmp: Path, utts: int, repeats: int) -> None:
     data = write_set(tmp / "cm", utts, 8.0, distinct=min(utts, 60))
     audio_s = sum(sf.info(ln.split()[1]).frames for ln in (data / "wav.scp").read_text().splitlines()) / SR
     cfg = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
-    configs = {"float32": dataclasses.replace(cfg, compress=False), "compressed": dataclasses.replace(cfg, compress=True)}
+    configs = {
+        "float32": dataclasses.replace(cfg, compress=False),
+        "compressed": dataclasses.replace(cfg, compress=True),
+    }
     best = {name: float("inf") for name in configs}
     size = {}
-    for _ in range(repeats):   # alternated, best of N
+    for _ in range(repeats):  # alternated, best of N
         for name, c in configs.items():
             fb = (tmp / "cm" / f"fbank_{name}").resolve()
             write_splits(data, fb, 1)
@@ -273,12 +321,20 @@ def compressed(tmp: Path, utts: int, repeats: int) -> None:
             size[name] = job_files(fb, 1)["ark"].stat().st_size
     note = f"{utts} utts x 8 s 16 kHz FLAC, 80 mel bins, 1 thread, VAD on (vad.ark not counted)"
     for name in configs:
-        row(f"feats_bytes_per_audio_s_{name}", f"{size[name] / audio_s:.0f}", "bytes/s",
-            f"{size[name] / audio_s * 3600 / 2**20:.1f} MiB per hour of audio; {note}")
+        row(
+            f"feats_bytes_per_audio_s_{name}",
+            f"{size[name] / audio_s:.0f}",
+            "bytes/s",
+            f"{size[name] / audio_s * 3600 / 2**20:.1f} MiB per hour of audio; {note}",
+        )
     row("feats_compressed_over_float32_bytes", f"{size['compressed'] / size['float32']:.3f}", "ratio", note)
     for name in configs:
-        row(f"fbank_end_to_end_xRT_{name}", f"{audio_s / best[name]:.0f}", "x real time",
-            f"run_job, best of {repeats}; {note}")
+        row(
+            f"fbank_end_to_end_xRT_{name}",
+            f"{audio_s / best[name]:.0f}",
+            "x real time",
+            f"run_job, best of {repeats}; {note}",
+        )
 
 
 def main() -> int:
@@ -299,7 +355,7 @@ def main() -> int:
         if "agreement" in rows:
             agreement()
         if "memory" in rows:
-            for hours in ((0.1, 0.5) if args.quick else (1.0, 10.0)):
+            for hours in (0.1, 0.5) if args.quick else (1.0, 10.0):
                 peak_memory(tmp, hours)
         if "compressed" in rows:
             compressed(tmp, utts=utts, repeats=repeats)

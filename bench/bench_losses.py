@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspk.balance.mgda import mgda_combine  # noqa: E402
-from pyspk.losses.margin_softmax import MarginSoftmax  # noqa: E402
 from pyspk.losses.caa import caa_weights  # noqa: E402
+from pyspk.losses.margin_softmax import MarginSoftmax  # noqa: E402
 from pyspk.losses.supcon import am_supcon_loss  # noqa: E402
 
 
@@ -89,12 +89,16 @@ def main(argv=None) -> int:
     labels = torch.randperm(args.classes)[: args.batch // k].repeat_interleave(k).to(device)
 
     aam, prop = time_pair_ms((step_aam, step_proposed), head, emb, labels, device, reps, warmup)
-    setup = (f"batch {args.batch}x{args.dim}, C={args.classes}, {device.type}, "
-             f"{torch.get_num_threads()} threads, median of {reps} interleaved")
+    setup = (
+        f"batch {args.batch}x{args.dim}, C={args.classes}, {device.type}, "
+        f"{torch.get_num_threads()} threads, median of {reps} interleaved"
+    )
     print(f"head_aam_fwd_bwd\t{aam:.3f}\tms\t{setup}")
     print(f"head_proposed_fwd_bwd\t{prop:.3f}\tms\tAAM + CAA + AM-SupCon + MGDA; {setup}")
-    print(f"head_overhead\t{prop - aam:.3f}\tms\tproposed minus AAM (ratio {prop / aam:.2f}x of the head alone); "
-          f"compare with the encoder step time in bench_train (target: full-step overhead <= 10%)")
+    print(
+        f"head_overhead\t{prop - aam:.3f}\tms\tproposed minus AAM (ratio {prop / aam:.2f}x of the head alone); "
+        f"compare with the encoder step time in bench_train (target: full-step overhead <= 10%)"
+    )
     return 0
 
 

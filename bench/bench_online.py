@@ -42,12 +42,17 @@ from bench_fbank import speechlike  # noqa: E402
 
 SR = 16000
 KINDS = ["clean", "reverb", "noise", "music", "babble", "sp0.9", "sp1.1"]
-ROWS = [("decode + fbank (no augmentation)", None, {}),
-        ("reverb", "reverb", {}), ("noise", "noise", {}), ("music", "music", {}), ("babble", "babble", {}),
-        ("speed 0.9 / 1.1", "speed", {}),
-        ("all: clean, reverb, noise, music, babble", "all", {}),
-        ("all + speed", "all+speed", {}),
-        ("shards, all + speed", "all+speed", {"source": "shards"})]
+ROWS = [
+    ("decode + fbank (no augmentation)", None, {}),
+    ("reverb", "reverb", {}),
+    ("noise", "noise", {}),
+    ("music", "music", {}),
+    ("babble", "babble", {}),
+    ("speed 0.9 / 1.1", "speed", {}),
+    ("all: clean, reverb, noise, music, babble", "all", {}),
+    ("all + speed", "all+speed", {}),
+    ("shards, all + speed", "all+speed", {"source": "shards"}),
+]
 
 
 def make_data(root: Path, speakers: int, per_spk: int, seconds: float, files: int) -> Path:
@@ -86,20 +91,34 @@ def cpu_seconds(pids) -> float:
     total = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])          # utime, stime (fields 14, 15)
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / tick
 
 
 def measure(train_dir: Path, root: Path, which, workers: int, steps: int):
     from pyspk.online import OnlineConfig, load_online_data
 
-    cfg = NS(data=OnlineConfig(source="audio", fbank_config=str(REPO / "conf/fbank.yaml"),
-                               augment_config=str(root / "augment.yaml"), rir_dir=str(root / "rirs"),
-                               kind_weights=weights(which), streams=2, shuffle_buffer=16),
-             features=NS(cmn=True, cmn_window=None, vad=True, crop_frames=200, short_utts="pad",
-                         spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8)),
-             sampler=NS(kind="pk", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=None),
-             train=NS(num_workers=workers, steps_per_epoch=steps + 1))
+    cfg = NS(
+        data=OnlineConfig(
+            source="audio",
+            fbank_config=str(REPO / "conf/fbank.yaml"),
+            augment_config=str(root / "augment.yaml"),
+            rir_dir=str(root / "rirs"),
+            kind_weights=weights(which),
+            streams=2,
+            shuffle_buffer=16,
+        ),
+        features=NS(
+            cmn=True,
+            cmn_window=None,
+            vad=True,
+            crop_frames=200,
+            short_utts="pad",
+            spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8),
+        ),
+        sampler=NS(kind="pk", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=None),
+        train=NS(num_workers=workers, steps_per_epoch=steps + 1),
+    )
     td = load_online_data(train_dir, cfg, seed=1)
     td.sampler.set_epoch(0)
     it = iter(td.loader())
@@ -129,13 +148,27 @@ def _child_pids():
 def measure_shards(train_dir: Path, root: Path, which, workers: int, steps: int):
     from pyspk.online import OnlineConfig, load_online_data
 
-    cfg = NS(data=OnlineConfig(source="shards", fbank_config=str(REPO / "conf/fbank.yaml"),
-                               augment_config=str(root / "augment.yaml"), rir_dir=str(root / "rirs"),
-                               kind_weights=weights(which), streams=2, shuffle_buffer=16),
-             features=NS(cmn=True, cmn_window=None, vad=True, crop_frames=200, short_utts="pad",
-                         spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8)),
-             sampler=NS(kind="shuffle", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=16),
-             train=NS(num_workers=workers, steps_per_epoch=None))
+    cfg = NS(
+        data=OnlineConfig(
+            source="shards",
+            fbank_config=str(REPO / "conf/fbank.yaml"),
+            augment_config=str(root / "augment.yaml"),
+            rir_dir=str(root / "rirs"),
+            kind_weights=weights(which),
+            streams=2,
+            shuffle_buffer=16,
+        ),
+        features=NS(
+            cmn=True,
+            cmn_window=None,
+            vad=True,
+            crop_frames=200,
+            short_utts="pad",
+            spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8),
+        ),
+        sampler=NS(kind="shuffle", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=16),
+        train=NS(num_workers=workers, steps_per_epoch=None),
+    )
     td = load_online_data(train_dir, cfg, seed=1)
     td.sampler.set_epoch(0)
     it = iter(td.loader())
@@ -175,12 +208,18 @@ def main() -> int:
         from pyspk.online.shards import write_shards
 
         write_shards(data, root / "shards", shard_size=8, seed=1)
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip() or "?"
-        print(f"pyspk.online loader, commit {rev} (+ working tree), {datetime.date.today()}, {cpu_name()} "
-              f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start), "
-              f"`python bench/bench_online.py{' --quick' if args.quick else ''}`; 200-frame crops, VAD, CMN, "
-              f"SpecAugment; frames/s per worker core, wall / cpu (module docstring)\n")
+        rev = (
+            subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+            or "?"
+        )
+        print(
+            f"pyspk.online loader, commit {rev} (+ working tree), {datetime.date.today()}, {cpu_name()} "
+            f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start), "
+            f"`python bench/bench_online.py{' --quick' if args.quick else ''}`; 200-frame crops, VAD, CMN, "
+            f"SpecAugment; frames/s per worker core, wall / cpu (module docstring)\n"
+        )
         print("| pipeline | 1 worker: wall | 1 worker: cpu | 2 workers: wall | 2 workers: cpu |")
         print("|---|---:|---:|---:|---:|")
         for name, which, extra in ROWS:

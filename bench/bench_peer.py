@@ -53,6 +53,7 @@ def peer_step(glob: bool, batch: int):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         mod.__path__ = [str(path)]
         sys.modules[name] = mod
     from pyspk.malloc import keep_freed_memory
-    keep_freed_memory()     # as pyspk's trainer does; a process setting, so WeSpeaker's steps get it too
+
+    keep_freed_memory()  # as pyspk's trainer does; a process setting, so WeSpeaker's steps get it too
     peak = gemm_peak()
     b = args.batch
     kw = {"channels": 512}
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     steps["pyspk_compiled"] = make_step("ecapa_tdnn", kw, AAM, b, 200, mode="compiled")
     flops["pyspk_compiled"] = flops["pyspk_eager"]
     for fn in steps.values():
-        fn()                                  # warm-up (and the compile)
+        fn()  # warm-up (and the compile)
     times = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, fn in steps.items():
@@ -103,9 +105,13 @@ def main(argv=None) -> int:
     base = statistics.median(times["wespeaker_c512"])
     for name in steps:
         dt = statistics.median(times[name])
-        row(f"peer_frames_per_s_{name}", f"{b * 200 / dt:.0f}", "frames/s",
+        row(
+            f"peer_frames_per_s_{name}",
+            f"{b * 200 / dt:.0f}",
+            "frames/s",
             f"{dt:.2f} s/step, {flops[name] / 1e9:.0f} GFLOP/step, model FLOP/s {flops[name] / dt / peak:.3f} of "
-            f"matmul; {base / dt:.2f}x WeSpeaker ECAPA_TDNN_c512's frames/s (batch {b}x200, {args.threads} threads)")
+            f"matmul; {base / dt:.2f}x WeSpeaker ECAPA_TDNN_c512's frames/s (batch {b}x200, {args.threads} threads)",
+        )
     return 0
 
 

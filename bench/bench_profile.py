@@ -57,7 +57,7 @@ def profile_step(name, kwargs, batch, layout, top):
     model = SpeakerModel(enc, build_head(cfg.head, enc.embed_dim, 200))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, labels = torch.randn(batch, 200, 80), torch.arange(batch) // 4
-    for _ in range(2):                                  # warm-up: allocator, oneDNN primitives
+    for _ in range(2):  # warm-up: allocator, oneDNN primitives
         _, loss, _ = model(x, labels)
         opt.zero_grad()
         loss.backward()
@@ -103,9 +103,14 @@ def layout_rows(batch):
         def rows():
             y = conv_rows(conv, xr)
             y.backward(torch.ones_like(y))
+
         a, b = flops / _time(bct) / 1e9, flops / _time(rows) / 1e9
-        row(f"layout_{cin}to{cout}_k{k}_d{d}", f"{b:.0f}", "GFLOP/s",
-            f"frames as rows (conv_rows); conv1d on (B, C, T): {a:.0f} GFLOP/s; batch {batch}x{t}, fwd + bwd")
+        row(
+            f"layout_{cin}to{cout}_k{k}_d{d}",
+            f"{b:.0f}",
+            "GFLOP/s",
+            f"frames as rows (conv_rows); conv1d on (B, C, T): {a:.0f} GFLOP/s; batch {batch}x{t}, fwd + bwd",
+        )
 
 
 def fft_rows():
@@ -116,7 +121,7 @@ def fft_rows():
     from pyspk.augment.signals import coloured_noise
 
     rng = np.random.default_rng(0)
-    lens = [int(n) for n in rng.integers(32000, 128000, 40)]   # 2-8 s at 16 kHz, as SynthCeleb's
+    lens = [int(n) for n in rng.integers(32000, 128000, 40)]  # 2-8 s at 16 kHz, as SynthCeleb's
 
     def arbitrary():
         for n in lens:
@@ -126,8 +131,14 @@ def fft_rows():
         for n in lens:
             m = sfft.next_fast_len(n, real=True)
             sfft.irfft(sfft.rfft(rng.standard_normal(m)), n=m)
+
     a, b = _time(arbitrary, 2) / len(lens), _time(fast, 2) / len(lens)
-    row("fft_noise_ms_arbitrary_length", f"{1e3 * a:.2f}", "ms", "numpy rfft + irfft of white noise, 2-8 s lengths as they come")
+    row(
+        "fft_noise_ms_arbitrary_length",
+        f"{1e3 * a:.2f}",
+        "ms",
+        "numpy rfft + irfft of white noise, 2-8 s lengths as they come",
+    )
     row("fft_noise_ms_fast_length", f"{1e3 * b:.2f}", "ms", f"scipy.fft at next_fast_len ({a / b:.1f}x faster)")
     c = _time(lambda: [coloured_noise(n, 1.0, rng) for n in lens], 2) / len(lens)
     row("coloured_noise_ms", f"{1e3 * c:.2f}", "ms", "pyspk.augment.signals.coloured_noise, same lengths")
@@ -147,13 +158,19 @@ def profile_compiled(name, kwargs, batch, top):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     total, ops = _table(prof, top)
     tag = f"profile_{name}_compiled_step"
-    row(f"{tag}_total", f"{total / 1e3:.1f}", "ms", f"self CPU time of every op, forward + backward + Adam, batch {batch}x200")
+    row(
+        f"{tag}_total",
+        f"{total / 1e3:.1f}",
+        "ms",
+        f"self CPU time of every op, forward + backward + Adam, batch {batch}x200",
+    )
     for i, (op, us, calls) in enumerate(ops, 1):
         op = "inductor fused kernels (CompiledFxGraph)" if "CompiledFxGraph" in op else op
         row(f"{tag}_{i}", f"{us / 1e3:.1f}", "ms", f"{op}: {100 * us / total:.0f}% of the step, {calls} calls")
@@ -164,7 +181,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="batch 8 (a smoke run)")
     p.add_argument("--top", type=int, default=8, help="operators per phase")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--compiled", action="store_true", help="also profile compiled steps (each compiles first; slow on a cold cache)")
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also profile compiled steps (each compiles first; slow on a cold cache)",
+    )
     args = p.parse_args(argv)
     logging.disable(logging.INFO)
     batch = args.batch or (8 if args.quick else 64)

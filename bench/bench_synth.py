@@ -32,9 +32,23 @@ def measure(size: str, nj: int, out: Path) -> tuple[float, float, int]:
     shutil.rmtree(out, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "synth" / "make_synth.py"), "--out-dir", str(out),
-                    "--size", size, "--seed", "777", "--nj", str(nj)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "synth" / "make_synth.py"),
+            "--out-dir",
+            str(out),
+            "--size",
+            size,
+            "--seed",
+            "777",
+            "--nj",
+            str(nj),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

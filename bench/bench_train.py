@@ -71,7 +71,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))   # toydata, the tests' fixture
+sys.path.insert(0, str(REPO / "tests"))  # toydata, the tests' fixture
 
 from pyspk.models import build_encoder  # noqa: E402
 from pyspk.models.layers import GEMM_BACKENDS, default_gemm_backend, set_gemm_backend  # noqa: E402
@@ -123,6 +123,7 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
         total.backward()
         opt.step()
         objective.after_step(z, labels)
+
     return step
 
 
@@ -139,8 +140,10 @@ def matmul_flops(n=2048, reps=3, trials=8, dtype=torch.float32, via="matmul"):
         def prod():
             return torch.nn.functional.conv2d(x, k)
     else:
+
         def prod():
             return torch.matmul(a, b)
+
     prod()
     best = float("inf")
     for _ in range(trials):
@@ -148,7 +151,7 @@ def matmul_flops(n=2048, reps=3, trials=8, dtype=torch.float32, via="matmul"):
         for _ in range(reps):
             prod()
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 * reps / best
+    return 2 * n**3 * reps / best
 
 
 def gemm_peak():
@@ -156,8 +159,12 @@ def gemm_peak():
     printed as a row."""
     mkl, dnn = matmul_flops(), matmul_flops(via="onednn")
     row("matmul_gflops_fp32", f"{mkl / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 float32")
-    row("onednn_gemm_gflops_fp32", f"{dnn / 1e9:.1f}", "GFLOP/s",
-        "the same product as a 1x1 convolution (oneDNN), float32")
+    row(
+        "onednn_gemm_gflops_fp32",
+        f"{dnn / 1e9:.1f}",
+        "GFLOP/s",
+        "the same product as a 1x1 convolution (oneDNN), float32",
+    )
     return max(mkl, dnn)
 
 
@@ -172,7 +179,7 @@ PROPOSED = {**AAM, "pair_loss": {"name": "am_supcon"}, "pair_weights": {"name": 
 
 
 def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compiled"), encoders=None):
-    peak_bf16 = None                          # measured at the first bfloat16 mode
+    peak_bf16 = None  # measured at the first bfloat16 mode
     for name, kwargs in ENCODERS.items():
         if encoders and name not in encoders:
             continue
@@ -183,17 +190,23 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
             # GEMMs (FlopCounterMode does not see inside train.gemm: onednn's custom op, whose
             # products are the same ones)
             layout = {m: "reference" if m.split("_")[0] == "reference" else "eager" for m in modes}
-            counted = {lay: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=lay + "_mkl"))
-                       for lay in set(layout.values())}
+            counted = {
+                lay: step_flops(make_step(name, kwargs, AAM, batch, 200, mode=lay + "_mkl"))
+                for lay in set(layout.values())
+            }
             flops = {m: counted[layout[m]] for m in modes}
             for mode in modes:
                 t0 = time.perf_counter()
                 step = make_step(name, kwargs, AAM, batch, 200, mode=mode)
-                step()                                    # warm-up (and the compile)
+                step()  # warm-up (and the compile)
                 if mode in ("compiled", "autotune") and batch == batches[0]:
                     tag = "_autotune" if mode == "autotune" else ""
-                    row(f"compile_s_{name}{tag}", f"{time.perf_counter() - t0:.1f}", "s",
-                        "first compiled step incl. inductor compile (warm cache: a few s)")
+                    row(
+                        f"compile_s_{name}{tag}",
+                        f"{time.perf_counter() - t0:.1f}",
+                        "s",
+                        "first compiled step incl. inductor compile (warm cache: a few s)",
+                    )
                 times = []
                 for _ in range(steps):
                     t = time.perf_counter()
@@ -201,22 +214,35 @@ def bench_throughput(batches, steps, peak, modes=("reference", "eager", "compile
                     times.append(time.perf_counter() - t)
                 dt = statistics.median(times)
                 tag = f"{name}_b{batch}_{mode}"
-                row(f"train_frames_per_s_{tag}", f"{batch * 200 / dt:.0f}", "frames/s",
+                row(
+                    f"train_frames_per_s_{tag}",
+                    f"{batch * 200 / dt:.0f}",
+                    "frames/s",
                     f"{name} {kwargs or 'default'}, batch {batch}x200, AAM, median of {steps} steps "
-                    f"({dt:.2f} s/step, {flops[mode] / 1e9:.0f} GFLOP/step)")
-                if "bf16" in mode.split("_"):      # against the bfloat16 matmul peak, no target
+                    f"({dt:.2f} s/step, {flops[mode] / 1e9:.0f} GFLOP/step)",
+                )
+                if "bf16" in mode.split("_"):  # against the bfloat16 matmul peak, no target
                     if peak_bf16 is None:
                         peak_bf16 = matmul_flops(dtype=torch.bfloat16)
-                        row("matmul_gflops_bf16", f"{peak_bf16 / 1e9:.1f}", "GFLOP/s",
-                            "torch.matmul 2048x2048 bfloat16")
+                        row(
+                            "matmul_gflops_bf16", f"{peak_bf16 / 1e9:.1f}", "GFLOP/s", "torch.matmul 2048x2048 bfloat16"
+                        )
                     pk = peak_bf16
-                    row(f"model_flops_ratio_{tag}", f"{flops[mode] / dt / pk:.3f}", "ratio",
-                        f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {pk / 1e9:.1f} GFLOP/s bfloat16 matmul")
+                    row(
+                        f"model_flops_ratio_{tag}",
+                        f"{flops[mode] / dt / pk:.3f}",
+                        "ratio",
+                        f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {pk / 1e9:.1f} GFLOP/s bfloat16 matmul",
+                    )
                     continue
                 ratio = flops[mode] / dt / peak
                 target = "" if mode == "reference" else f"; target >= 0.65 ({'met' if ratio >= 0.65 else 'NOT met'})"
-                row(f"model_flops_ratio_{tag}", f"{ratio:.3f}", "ratio",
-                    f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {peak / 1e9:.1f} GFLOP/s GEMM peak{target}")
+                row(
+                    f"model_flops_ratio_{tag}",
+                    f"{ratio:.3f}",
+                    "ratio",
+                    f"{flops[mode] / dt / 1e9:.1f} GFLOP/s model / {peak / 1e9:.1f} GFLOP/s GEMM peak{target}",
+                )
 
 
 def bench_optimizer(steps, encoders=None):
@@ -234,7 +260,7 @@ def bench_optimizer(steps, encoders=None):
         ms = {}
         for impl in ("loop", "foreach", "fused"):
             opt = build_optimizer(config_from_dict({"optim": {"impl": impl, "lr": 1e-3}}).optim, params)
-            opt.step()                                    # state allocated
+            opt.step()  # state allocated
             times = []
             for _ in range(steps):
                 t = time.perf_counter()
@@ -243,23 +269,38 @@ def bench_optimizer(steps, encoders=None):
             ms[impl] = 1e3 * statistics.median(times)
         numel = sum(p_.numel() for p_ in params)
         for impl, v in ms.items():
-            row(f"adam_step_ms_{name}_{impl}", f"{v:.1f}", "ms",
+            row(
+                f"adam_step_ms_{name}_{impl}",
+                f"{v:.1f}",
+                "ms",
                 f"{len(params)} tensors, {numel / 1e6:.1f} M parameters, median of {steps} steps"
-                + (f"; {ms['loop'] / v:.2f}x loop" if impl != "loop" else ""))
+                + (f"; {ms['loop'] / v:.2f}x loop" if impl != "loop" else ""),
+            )
 
 
 def bench_real_loop(steps):
     """conf/synth/aam.yaml's trainer: frames/s through its data loader vs on a random tensor."""
-    from pyspk.train.config import load_config
     from toydata import make_toy_train_dir
+
+    from pyspk.train.config import load_config
     from pyspk.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         # SynthCeleb's shape: 200 speakers, utterances of 400-600 frames with VAD, a noisy
         # copy of each (the recipe has four), read from ark on demand as its config says
-        make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=8, num_frames=400,
-                           feat_dim=80, copies=1, vad=True, frame_jitter=200)
-        cfg = load_config(f"{REPO}/conf/synth/aam.yaml", {"train": {"epochs": 1, "steps_per_epoch": steps + 3, "average_last": 1}})
+        make_toy_train_dir(
+            f"{tmp}/train",
+            num_speakers=NUM_SPK,
+            utts_per_speaker=8,
+            num_frames=400,
+            feat_dim=80,
+            copies=1,
+            vad=True,
+            frame_jitter=200,
+        )
+        cfg = load_config(
+            f"{REPO}/conf/synth/aam.yaml", {"train": {"epochs": 1, "steps_per_epoch": steps + 3, "average_last": 1}}
+        )
         tr = Trainer(cfg, f"{tmp}/train", f"{tmp}/exp", 777)
         tr.data.sampler.set_epoch(0)
         n, t0 = 0, None
@@ -281,15 +322,31 @@ def bench_real_loop(steps):
             tr._train_step(tr.model, x, labels, 0, i)
         rand = (time.perf_counter() - t) / (n - 3)
     frames = feats.shape[0] * feats.shape[1]
-    row("train_real_loop_frames_per_s_synth", f"{frames / real:.0f}", "frames/s",
-        f"conf/synth/aam.yaml loop, features from ark (VAD, CMN, crop, SpecAugment), {real:.3f} s/step")
-    row("train_random_frames_per_s_synth", f"{frames / rand:.0f}", "frames/s",
-        f"the same trainer on a random {tuple(feats.shape)} tensor, {rand:.3f} s/step")
-    row("train_loader_ms_per_batch_synth", f"{1e3 * load:.1f}", "ms",
-        "the loader alone (read, VAD, CMN, crop, SpecAugment), one thread, no training")
+    row(
+        "train_real_loop_frames_per_s_synth",
+        f"{frames / real:.0f}",
+        "frames/s",
+        f"conf/synth/aam.yaml loop, features from ark (VAD, CMN, crop, SpecAugment), {real:.3f} s/step",
+    )
+    row(
+        "train_random_frames_per_s_synth",
+        f"{frames / rand:.0f}",
+        "frames/s",
+        f"the same trainer on a random {tuple(feats.shape)} tensor, {rand:.3f} s/step",
+    )
+    row(
+        "train_loader_ms_per_batch_synth",
+        f"{1e3 * load:.1f}",
+        "ms",
+        "the loader alone (read, VAD, CMN, crop, SpecAugment), one thread, no training",
+    )
     ratio = rand / real
-    row("train_real_loop_ratio_synth", f"{ratio:.2f}", "ratio",
-        f"real loop / random tensor; target >= 0.9 ({'met' if ratio >= 0.9 else 'NOT met'})")
+    row(
+        "train_real_loop_ratio_synth",
+        f"{ratio:.2f}",
+        "ratio",
+        f"real loop / random tensor; target >= 0.9 ({'met' if ratio >= 0.9 else 'NOT met'})",
+    )
 
 
 def bench_compressed_loader(batches):
@@ -303,15 +360,24 @@ def bench_compressed_loader(batches):
     with tempfile.TemporaryDirectory() as tmp:
         loaders, sizes = {}, {}
         for name, compress in (("float32", False), ("compressed", True)):
-            d = make_toy_train_dir(f"{tmp}/{name}", num_speakers=NUM_SPK, utts_per_speaker=8, num_frames=400,
-                                   feat_dim=80, copies=1, vad=True, frame_jitter=200, compress=compress)
+            d = make_toy_train_dir(
+                f"{tmp}/{name}",
+                num_speakers=NUM_SPK,
+                utts_per_speaker=8,
+                num_frames=400,
+                feat_dim=80,
+                copies=1,
+                vad=True,
+                frame_jitter=200,
+                compress=compress,
+            )
             data = load_train_data(d, cfg, seed=777)
             data.sampler.set_epoch(0)
             loaders[name] = iter(data.loader())
             sizes[name] = (Path(d) / "feats.ark").stat().st_size
         times = {name: [] for name in loaders}
         n = 0
-        for i in range(batches + 2):                   # alternated; the first two of each not timed
+        for i in range(batches + 2):  # alternated; the first two of each not timed
             for name, it in loaders.items():
                 t = time.perf_counter()
                 feats, _ = next(it)
@@ -320,11 +386,19 @@ def bench_compressed_loader(batches):
             n = feats.shape[0]
     ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
     for name in loaders:
-        row(f"train_loader_ms_per_batch_synth_{name}", f"{ms[name]:.1f}", "ms",
+        row(
+            f"train_loader_ms_per_batch_synth_{name}",
+            f"{ms[name]:.1f}",
+            "ms",
             f"{n} crops per batch, {n / ms[name] * 1e3:.0f} utterances/s, median of {batches}; feats.ark "
-            f"{sizes[name] / 2**20:.0f} MiB ({NUM_SPK} speakers x 8 utts x 2 copies, 400-600 frames), page-cached")
-    row("train_loader_compressed_over_float32", f"{ms['compressed'] / ms['float32']:.2f}", "ratio",
-        f"loader time per batch; ark bytes {sizes['compressed'] / sizes['float32']:.2f} of float32's")
+            f"{sizes[name] / 2**20:.0f} MiB ({NUM_SPK} speakers x 8 utts x 2 copies, 400-600 frames), page-cached",
+        )
+    row(
+        "train_loader_compressed_over_float32",
+        f"{ms['compressed'] / ms['float32']:.2f}",
+        "ratio",
+        f"loader time per batch; ark bytes {sizes['compressed'] / sizes['float32']:.2f} of float32's",
+    )
 
 
 _SIDE_CODE = """
@@ -351,16 +425,24 @@ def bench_side_by_side(steps, cores):
     narrow TDNN, compiled) in one process on every core, against ``cores`` processes on one core
     each running at once; steps/s of the machine either way."""
     from toydata import make_toy_train_dir
+
     with tempfile.TemporaryDirectory() as tmp:
-        make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
-                           feat_dim=80, copies=1)
+        make_toy_train_dir(
+            f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400, feat_dim=80, copies=1
+        )
 
         def launch(threads, i, **over):
-            code = _SIDE_CODE.format(repo=str(REPO), cfg=f"{REPO}/conf/synth/aam.yaml", train=f"{tmp}/train",
-                                     exp=f"{tmp}/exp{i}", seed=777 + i, steps=steps, over=over)
+            code = _SIDE_CODE.format(
+                repo=str(REPO),
+                cfg=f"{REPO}/conf/synth/aam.yaml",
+                train=f"{tmp}/train",
+                exp=f"{tmp}/exp{i}",
+                seed=777 + i,
+                steps=steps,
+                over=over,
+            )
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
-            return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
-                                    stdout=subprocess.PIPE)
+            return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE)
 
         def finish(p):
             out, _ = p.communicate()
@@ -374,23 +456,48 @@ def bench_side_by_side(steps, cores):
         one = finish(launch(cores, 0))
         procs = [launch(1, i) for i in range(cores)]
         each = [finish(p) for p in procs]
-    row("train_step_ms_synth_float32_eager", f"{eager * 1e3:.0f}", "ms",
-        f"conf/synth/aam.yaml with train.cpu_amp: false, train.compile: false, one process on {cores} threads")
-    row("train_step_ms_synth_float32", f"{fp32 * 1e3:.0f}", "ms",
+    row(
+        "train_step_ms_synth_float32_eager",
+        f"{eager * 1e3:.0f}",
+        "ms",
+        f"conf/synth/aam.yaml with train.cpu_amp: false, train.compile: false, one process on {cores} threads",
+    )
+    row(
+        "train_step_ms_synth_float32",
+        f"{fp32 * 1e3:.0f}",
+        "ms",
         f"conf/synth/aam.yaml with train.cpu_amp: false, one process on {cores} threads "
-        f"(train.gemm: auto -> {default_gemm_backend()})")
-    row("train_step_ms_synth_float32_mkl", f"{fp32_mkl * 1e3:.0f}", "ms",
-        f"the same with train.gemm: mkl; {fp32_mkl / fp32:.2f}x the auto step")
+        f"(train.gemm: auto -> {default_gemm_backend()})",
+    )
+    row(
+        "train_step_ms_synth_float32_mkl",
+        f"{fp32_mkl * 1e3:.0f}",
+        "ms",
+        f"the same with train.gemm: mkl; {fp32_mkl / fp32:.2f}x the auto step",
+    )
     from pyspk.train.trainer import cpu_has_bf16
+
     shipped = "bfloat16 on this CPU" if cpu_has_bf16() else "float32 on this CPU: no bfloat16 GEMMs"
-    row("train_step_ms_synth_shipped", f"{one * 1e3:.0f}", "ms",
-        f"conf/synth/aam.yaml as shipped (train.cpu_amp: auto, {shipped}), {fp32 / one:.2f}x float32")
-    row("train_steps_per_s_synth_one_process", f"{1 / one:.2f}", "steps/s",
-        f"conf/synth/aam.yaml, one process on {cores} threads, {one * 1e3:.0f} ms/step")
+    row(
+        "train_step_ms_synth_shipped",
+        f"{one * 1e3:.0f}",
+        "ms",
+        f"conf/synth/aam.yaml as shipped (train.cpu_amp: auto, {shipped}), {fp32 / one:.2f}x float32",
+    )
+    row(
+        "train_steps_per_s_synth_one_process",
+        f"{1 / one:.2f}",
+        "steps/s",
+        f"conf/synth/aam.yaml, one process on {cores} threads, {one * 1e3:.0f} ms/step",
+    )
     together = sum(1 / t for t in each)
-    row("train_steps_per_s_synth_side_by_side", f"{together:.2f}", "steps/s",
+    row(
+        "train_steps_per_s_synth_side_by_side",
+        f"{together:.2f}",
+        "steps/s",
         f"{cores} processes on 1 thread each at once, {', '.join(f'{t * 1e3:.0f}' for t in each)} ms/step; "
-        f"{together * one:.2f}x one process (run.sh --train-jobs auto trains this way)")
+        f"{together * one:.2f}x one process (run.sh --train-jobs auto trains this way)",
+    )
 
 
 _ALLOC_CODE = """
@@ -420,16 +527,32 @@ def bench_allocator(batch, steps, encoders=None):
             continue
         got = {}
         for choice in ("system", "keep"):
-            code = _ALLOC_CODE.format(bench=str(REPO / "bench"), threads=torch.get_num_threads(), enc=name,
-                                      kwargs=ENCODERS[name], batch=batch, steps=steps)
-            out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True,
-                                 env=dict(os.environ, PYTHONPATH=str(REPO), PYSPK_MALLOC=choice))
+            code = _ALLOC_CODE.format(
+                bench=str(REPO / "bench"),
+                threads=torch.get_num_threads(),
+                enc=name,
+                kwargs=ENCODERS[name],
+                batch=batch,
+                steps=steps,
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                check=True,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, PYTHONPATH=str(REPO), PYSPK_MALLOC=choice),
+            )
             got[choice] = [float(v) for v in out.stdout.split()[-3:]]
         for choice, (s, sys_s, flt) in got.items():
             extra = f"; {got['system'][0] / s:.2f}x the system setting's step" if choice == "keep" else ""
-            row(f"alloc_step_s_{name}_{choice}", f"{s:.2f}", "s",
+            row(
+                f"alloc_step_s_{name}_{choice}",
+                f"{s:.2f}",
+                "s",
                 f"{name} {ENCODERS[name]} eager, batch {batch}x200, PYSPK_MALLOC={choice}: median of {steps} steps, "
-                f"{sys_s:.2f} s system time and {flt:,.0f} minor page faults per step{extra}")
+                f"{sys_s:.2f} s system time and {flt:,.0f} minor page faults per step{extra}",
+            )
 
 
 def bench_overhead(batch, steps):
@@ -444,16 +567,22 @@ def bench_overhead(batch, steps):
             acc.append(time.perf_counter() - t)
     a, p = statistics.median(ta), statistics.median(tp)
     over = (p - a) / a
-    row("objective_overhead_ecapa512", f"{100 * over:.1f}", "%",
+    row(
+        "objective_overhead_ecapa512",
+        f"{100 * over:.1f}",
+        "%",
         f"AAM+AM-SupCon+CAA+MGDA {p:.2f}s vs AAM {a:.2f}s per step, batch {batch}x200, "
-        f"median of {steps} alternated steps; target <= 10% ({'met' if over <= 0.10 else 'NOT met'})")
+        f"median of {steps} alternated steps; target <= 10% ({'met' if over <= 0.10 else 'NOT met'})",
+    )
 
 
 def bench_peak_memory(steps):
     from toydata import make_toy_train_dir
+
     with tempfile.TemporaryDirectory() as tmp:
-        make_toy_train_dir(f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400,
-                           feat_dim=80, copies=1)
+        make_toy_train_dir(
+            f"{tmp}/train", num_speakers=NUM_SPK, utts_per_speaker=4, num_frames=400, feat_dim=80, copies=1
+        )
         code = (
             "import logging; logging.disable(logging.INFO)\n"
             "from pyspk.train.config import load_config\n"
@@ -462,30 +591,52 @@ def bench_peak_memory(steps):
             f"{{'train': {{'epochs': 1, 'steps_per_epoch': {steps}, 'average_last': 1}}}})\n"
             f"train(cfg, '{tmp}/train', '{tmp}/exp', 0)\n"
             # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork/exec)
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
-        out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
         kb = int(out.stdout.split()[-1])
-    row("peak_rss_synth_train", f"{kb / 1024:.0f}", "MiB",
+    row(
+        "peak_rss_synth_train",
+        f"{kb / 1024:.0f}",
+        "MiB",
         f"VmHWM of a process training conf/synth/proposed.yaml for {steps} steps on 200 speakers x 8 utts "
-        "(with copies) of 400 frames")
+        "(with copies) of 400 frames",
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller batches, fewer steps (about a minute)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="skip the compiled rows (each encoder compiles first; slow on a cold cache)")
-    p.add_argument("--autotune", action="store_true",
-                   help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)")
-    p.add_argument("--modes", default=None,
-                   help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
-                        "optionally with _loop or _foreach (that Adam kernel; default fused), _bf16 "
-                        "(the encoder under bfloat16 autocast) and _mkl or _onednn (train.gemm; "
-                        "default auto's choice)")
-    p.add_argument("--rows", default="throughput,optimizer,side_by_side,real_loop,compressed,overhead,memory,allocator",
-                   help="which groups of rows, comma-separated (default: all)")
+    p.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the compiled rows (each encoder compiles first; slow on a cold cache)",
+    )
+    p.add_argument(
+        "--autotune", action="store_true", help="add compiled rows with mode max-autotune-no-cudagraphs (an experiment)"
+    )
+    p.add_argument(
+        "--modes",
+        default=None,
+        help="throughput modes, comma-separated: reference, eager, compiled, autotune, each "
+        "optionally with _loop or _foreach (that Adam kernel; default fused), _bf16 "
+        "(the encoder under bfloat16 autocast) and _mkl or _onednn (train.gemm; "
+        "default auto's choice)",
+    )
+    p.add_argument(
+        "--rows",
+        default="throughput,optimizer,side_by_side,real_loop,compressed,overhead,memory,allocator",
+        help="which groups of rows, comma-separated (default: all)",
+    )
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,32)")
     args = p.parse_args(argv)
@@ -493,12 +644,22 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from pyspk.malloc import keep_freed_memory
-    keep_freed_memory()                    # as the trainer does; the allocator rows compare
-    row("torch_threads", torch.get_num_threads(), "threads", f"cpus {os.cpu_count()}; timings on a shared "
-        "machine are noisy")
+
+    keep_freed_memory()  # as the trainer does; the allocator rows compare
+    row(
+        "torch_threads",
+        torch.get_num_threads(),
+        "threads",
+        f"cpus {os.cpu_count()}; timings on a shared machine are noisy",
+    )
     peak = gemm_peak()
-    row("train_gemm_auto", default_gemm_backend(), "library", "train.gemm: auto on this CPU (onednn on AMD, mkl "
-        "elsewhere): the rows layout's GEMMs in every mode without _mkl/_onednn")
+    row(
+        "train_gemm_auto",
+        default_gemm_backend(),
+        "library",
+        "train.gemm: auto on this CPU (onednn on AMD, mkl "
+        "elsewhere): the rows layout's GEMMs in every mode without _mkl/_onednn",
+    )
     modes = ("reference", "eager", "compiled") if args.compile else ("reference", "eager")
     if args.autotune:
         modes += ("autotune",)
@@ -507,8 +668,13 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [8] if args.quick else [64, 32]
     rows = set(args.rows.split(","))
     if "throughput" in rows:
-        bench_throughput(batches=batches, steps=2 if args.quick else 3, peak=peak, modes=modes,
-                         encoders=args.encoders.split(",") if args.encoders else None)
+        bench_throughput(
+            batches=batches,
+            steps=2 if args.quick else 3,
+            peak=peak,
+            modes=modes,
+            encoders=args.encoders.split(",") if args.encoders else None,
+        )
     if "optimizer" in rows:
         bench_optimizer(steps=5 if args.quick else 20, encoders=args.encoders.split(",") if args.encoders else None)
     if "side_by_side" in rows:
@@ -522,8 +688,11 @@ def main(argv=None) -> int:
     if "memory" in rows:
         bench_peak_memory(steps=3 if args.quick else 10)
     if "allocator" in rows:
-        bench_allocator(batch=16 if args.quick else 64, steps=2 if args.quick else 3,
-                        encoders=args.encoders.split(",") if args.encoders else None)
+        bench_allocator(
+            batch=16 if args.quick else 64,
+            steps=2 if args.quick else 3,
+            encoders=args.encoders.split(",") if args.encoders else None,
+        )
     return 0
 
 

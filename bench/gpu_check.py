@@ -57,6 +57,7 @@ def row(check, setting, value, unit):
 
 def checked(name):
     """Run one check; a failure is a row and a non-zero exit, not the end of the script."""
+
     def wrap(fn):
         def run(*a, **k):
             try:
@@ -65,7 +66,9 @@ def checked(name):
                 traceback.print_exc()
                 FAILED.append(name)
                 row(name, "FAILED", type(e).__name__, str(e).splitlines()[0][:120] if str(e) else "")
+
         return run
+
     return wrap
 
 
@@ -95,6 +98,7 @@ def step_fn(encoder_name, kwargs, batch, frames, device, precision, classes=1000
         scaler.step(opt)
         scaler.update()
         return loss
+
     return step
 
 
@@ -114,6 +118,7 @@ def time_steps(step, device, warmup, steps):
 def check_steps(device, encoders, precisions, batch, frames, warmup, steps):
     for name, label, kwargs in encoders:
         for prec in precisions:
+
             @checked(f"step {label} {prec}")
             def one():
                 if device.type == "cuda":
@@ -122,8 +127,13 @@ def check_steps(device, encoders, precisions, batch, frames, warmup, steps):
                 row("train step", f"{label}, {prec}, {batch} x {frames}", f"{batch * frames / sec:,.0f}", "frames/s")
                 row("train step", f"{label}, {prec}, {batch} x {frames}", f"{1000 * sec:.1f}", "ms/step")
                 if device.type == "cuda":
-                    row("train step", f"{label}, {prec}, {batch} x {frames}",
-                        f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}", "GiB peak")
+                    row(
+                        "train step",
+                        f"{label}, {prec}, {batch} x {frames}",
+                        f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}",
+                        "GiB peak",
+                    )
+
             one()
 
 
@@ -158,8 +168,9 @@ def make_corpus(root: Path, speakers: int, per_spk: int, seconds: float) -> Path
 
 
 def recipe_config(root: Path, encoder: dict, p: int, k: int, crop: int, epochs: int, steps: int) -> Path:
-    from pyspk.train.config import config_to_dict, load_config
     import yaml
+
+    from pyspk.train.config import config_to_dict, load_config
 
     d = config_to_dict(load_config(ROOT / "conf" / "synth" / "proposed.yaml"))
     d["encoder"] = encoder
@@ -167,8 +178,12 @@ def recipe_config(root: Path, encoder: dict, p: int, k: int, crop: int, epochs: 
     d["sampler"].update(speakers_per_batch=p, utts_per_speaker=k)
     d["optim"].update(warmup_steps=1)
     d["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, log_interval=1, compile=False)
-    d["data"] = {"source": "audio", "augment_config": str(root / "augment.yaml"), "rir_dir": str(root / "rirs"),
-                 "fbank_config": str(ROOT / "conf" / "fbank.yaml")}
+    d["data"] = {
+        "source": "audio",
+        "augment_config": str(root / "augment.yaml"),
+        "rir_dir": str(root / "rirs"),
+        "fbank_config": str(ROOT / "conf" / "fbank.yaml"),
+    }
     path = root / "online.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     load_config(path)
@@ -188,15 +203,20 @@ def check_loader(root, data, config, device, workers, batches, enc_kwargs, preci
         td = load_online_data(data, cfg, seed=1, work_dir=root)
         td.sampler.set_epoch(0)
         it = iter(td.loader())
-        feats, _ = next(it)                       # worker start-up is not the rate
+        feats, _ = next(it)  # worker start-up is not the rate
         frames, t0 = 0, time.perf_counter()
         for i, (feats, _) in enumerate(it):
             frames += feats.shape[0] * feats.shape[1]
             if i + 2 >= batches:
                 break
         sec = time.perf_counter() - t0
-        row("online loader", f"{workers} workers, all augmentations, {feats.shape[0]} x {feats.shape[1]}",
-            f"{frames / sec:,.0f}", "frames/s")
+        row(
+            "online loader",
+            f"{workers} workers, all augmentations, {feats.shape[0]} x {feats.shape[1]}",
+            f"{frames / sec:,.0f}",
+            "frames/s",
+        )
+
     alone()
 
     @checked("loader feeding steps")
@@ -228,19 +248,25 @@ def check_loader(root, data, config, device, workers, batches, enc_kwargs, preci
             scaler.update()
             sync(device)
             t2 = time.perf_counter()
-            if n:                                 # the first batch waits for worker start-up
+            if n:  # the first batch waits for worker start-up
                 wait += t1 - t0
                 busy += t2 - t1
             n += 1
-        row("loader feeding ECAPA", f"{workers} workers, {precision}", f"{wait / max(wait + busy, 1e-9):.2f}",
-            "idle fraction of the device")
+        row(
+            "loader feeding ECAPA",
+            f"{workers} workers, {precision}",
+            f"{wait / max(wait + busy, 1e-9):.2f}",
+            "idle fraction of the device",
+        )
+
     feeding()
 
 
 # --------------------------------------------------------------------------- 3-4. recipe, extraction
 def check_recipe(root, data, config, device, nproc, workers):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for prec in (("float16", "bfloat16") if device.type == "cuda" else ("float32",)):
+    for prec in ("float16", "bfloat16") if device.type == "cuda" else ("float32",):
+
         @checked(f"recipe {prec}")
         def one():
             exp = root / f"exp_{prec}"
@@ -249,8 +275,21 @@ def check_recipe(root, data, config, device, nproc, workers):
                 over += ["--set", f"train.amp_dtype={prec}", "--set", "train.amp=true"]
             else:
                 over += ["--set", "train.cpu_amp=false", "--set", "train.threads=1"]
-            cmd = [str(ROOT / "utils" / "torchrun.sh"), "--nproc", str(nproc), "pyspk.bin.train", "--config",
-                   str(config), "--seed", "3", "--train-dir", str(data), "--exp-dir", str(exp), *over]
+            cmd = [
+                str(ROOT / "utils" / "torchrun.sh"),
+                "--nproc",
+                str(nproc),
+                "pyspk.bin.train",
+                "--config",
+                str(config),
+                "--seed",
+                "3",
+                "--train-dir",
+                str(data),
+                "--exp-dir",
+                str(exp),
+                *over,
+            ]
             t0 = time.perf_counter()
             p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
             if p.returncode != 0:
@@ -261,32 +300,60 @@ def check_recipe(root, data, config, device, nproc, workers):
                 raise RuntimeError(f"non-finite or no losses in {exp / 'train.csv'}")
             if not (exp / "final.pt").is_file():
                 raise RuntimeError("no final.pt")
-            row("tiny recipe (torchrun, DDP, online loader)", f"{nproc} process(es), {workers} workers, {prec}",
-                f"{time.perf_counter() - t0:.1f}", f"s, {len(losses)} steps, last loss {losses[-1]:.3f}")
+            row(
+                "tiny recipe (torchrun, DDP, online loader)",
+                f"{nproc} process(es), {workers} workers, {prec}",
+                f"{time.perf_counter() - t0:.1f}",
+                f"s, {len(losses)} steps, last loss {losses[-1]:.3f}",
+            )
+
         one()
 
 
 def check_extract(root, data, device):
     @checked("extraction")
     def run():
-        exp = next((root / f"exp_{p}" for p in ("bfloat16", "float16", "float32") if (root / f"exp_{p}" / "final.pt").is_file()),
-                   None)
+        exp = next(
+            (
+                root / f"exp_{p}"
+                for p in ("bfloat16", "float16", "float32")
+                if (root / f"exp_{p}" / "final.pt").is_file()
+            ),
+            None,
+        )
         if exp is None:
             raise RuntimeError("no trained model to extract with")
         feats = root / "fbank"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for cmd in (["pyspk", "fbank", "--config", str(ROOT / "conf" / "fbank.yaml"), "--nj", "1", str(data),
-                     str(feats)],
-                    ["pyspk", "extract", "--nj", "1", "--device", device.type, str(exp / "final.pt"), str(data),
-                     str(root / "xvectors")]):
+        for cmd in (
+            ["pyspk", "fbank", "--config", str(ROOT / "conf" / "fbank.yaml"), "--nj", "1", str(data), str(feats)],
+            [
+                "pyspk",
+                "extract",
+                "--nj",
+                "1",
+                "--device",
+                device.type,
+                str(exp / "final.pt"),
+                str(data),
+                str(root / "xvectors"),
+            ],
+        ):
             t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "pyspk.bin.main", *cmd[1:]], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=600)
+            p = subprocess.run(
+                [sys.executable, "-m", "pyspk.bin.main", *cmd[1:]],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if p.returncode != 0:
                 raise RuntimeError(f"{cmd[1]} failed: {p.stderr.strip().splitlines()[-1:]}")
             sec = time.perf_counter() - t0
         n = sum(1 for _ in open(root / "xvectors" / "xvector.scp"))
         row("extraction", f"{n} utterances on {device.type}", f"{sec:.1f}", "s (process start included)")
+
     run()
 
 
@@ -302,40 +369,62 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (reduced mode)"
     print(f"# gpu_check: {name}, torch {torch.__version__}\n\n| check | setting | value | unit |\n|---|---|---|---|")
     if args.cpu:
-        encoders = [("ecapa_tdnn", "ECAPA C=32", {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16}),
-                    ("resnet34", "ResNet34 w=4", {"base_channels": 4, "embed_dim": 32})]
+        encoders = [
+            (
+                "ecapa_tdnn",
+                "ECAPA C=32",
+                {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16},
+            ),
+            ("resnet34", "ResNet34 w=4", {"base_channels": 4, "embed_dim": 32}),
+        ]
         from pyspk.train.trainer import resolve_cpu_amp
+
         precisions = ["float32"] + (["bfloat16"] if resolve_cpu_amp("auto") else [])
         batch, frames, warmup, steps = 4, 200, 1, 2
-        spk, per, seconds, workers, loader_batches, nproc = 6, 3, 3.0, 2, 4, 2   # 2 CPU ranks: DDP over gloo
-        recipe = dict(encoder={"name": "tdnn", "kwargs": {"channels": 16, "stats_channels": 32, "embed_dim": 16}},
-                      p=3, k=2, crop=100, epochs=1, steps=3)
+        spk, per, seconds, workers, loader_batches, nproc = 6, 3, 3.0, 2, 4, 2  # 2 CPU ranks: DDP over gloo
+        recipe = dict(
+            encoder={"name": "tdnn", "kwargs": {"channels": 16, "stats_channels": 32, "embed_dim": 16}},
+            p=3,
+            k=2,
+            crop=100,
+            epochs=1,
+            steps=3,
+        )
         loader_enc = {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16}
     else:
-        encoders = [("ecapa_tdnn", "ECAPA C=512", {"channels": 512}), ("ecapa_tdnn", "ECAPA C=1024", {"channels": 1024}),
-                    ("resnet34", "ResNet34", {})]
+        encoders = [
+            ("ecapa_tdnn", "ECAPA C=512", {"channels": 512}),
+            ("ecapa_tdnn", "ECAPA C=1024", {"channels": 1024}),
+            ("resnet34", "ResNet34", {}),
+        ]
         precisions = ["float32", "float16", "bfloat16"]
         batch, frames, warmup, steps = 128, 200, 5, 20
         spk, per, seconds, workers, loader_batches = 64, 4, 6.0, min(8, os.cpu_count() or 2), 30
         nproc = torch.cuda.device_count()
-        recipe = dict(encoder={"name": "ecapa_tdnn", "kwargs": {"channels": 512}}, p=32, k=4, crop=200, epochs=1,
-                      steps=20)
+        recipe = dict(
+            encoder={"name": "ecapa_tdnn", "kwargs": {"channels": 512}}, p=32, k=4, crop=200, epochs=1, steps=20
+        )
         loader_enc = {"channels": 512}
     check_steps(device, encoders, precisions, batch, frames, warmup, steps)
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
         root = Path(tmp)
         data = make_corpus(root, spk, per, seconds)
-        config = recipe_config(root, recipe["encoder"], recipe["p"], recipe["k"], recipe["crop"], recipe["epochs"],
-                               recipe["steps"])
-        check_loader(root, data, config, device, workers, loader_batches, loader_enc,
-                     "float32" if args.cpu else "float16")
+        config = recipe_config(
+            root, recipe["encoder"], recipe["p"], recipe["k"], recipe["crop"], recipe["epochs"], recipe["steps"]
+        )
+        check_loader(
+            root, data, config, device, workers, loader_batches, loader_enc, "float32" if args.cpu else "float16"
+        )
         check_recipe(root, data, config, device, nproc, workers)
         check_extract(root, data, device)
-    table = ["| check | setting | value | unit |", "|---|---|---|---|"] + [f"| {' | '.join(map(str, r))} |" for r in ROWS]
+    table = ["| check | setting | value | unit |", "|---|---|---|---|"] + [
+        f"| {' | '.join(map(str, r))} |" for r in ROWS
+    ]
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        Path(args.out, "gpu_check.md").write_text(f"# gpu_check: {name}, torch {torch.__version__}\n\n"
-                                                  + "\n".join(table) + "\n")
+        Path(args.out, "gpu_check.md").write_text(
+            f"# gpu_check: {name}, torch {torch.__version__}\n\n" + "\n".join(table) + "\n"
+        )
     if FAILED:
         print(f"gpu_check: {len(FAILED)} check(s) failed: {', '.join(FAILED)}", file=sys.stderr)
         return 1

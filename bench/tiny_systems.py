@@ -31,13 +31,23 @@ from pyspk.train.config import config_to_dict, load_config  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
     # every layer type of each encoder, fewer repeats: training and export time grow with depth
-    "test": {"tdnn": {"channels": 32, "stats_channels": 64, "embed_dim": 32},
-             "ecapa_tdnn": {"channels": 32, "embed_dim": 32, "attention_channels": 16, "se_channels": 16,
-                            "scale": 4, "dilations": [2, 3]},
-             "resnet34": {"base_channels": 8, "embed_dim": 32, "num_blocks": [1, 2, 1, 1]}},
-    "recipe": {"tdnn": {"channels": 128, "stats_channels": 384, "embed_dim": 128},
-               "ecapa_tdnn": {"channels": 512},
-               "resnet34": {}},
+    "test": {
+        "tdnn": {"channels": 32, "stats_channels": 64, "embed_dim": 32},
+        "ecapa_tdnn": {
+            "channels": 32,
+            "embed_dim": 32,
+            "attention_channels": 16,
+            "se_channels": 16,
+            "scale": 4,
+            "dilations": [2, 3],
+        },
+        "resnet34": {"base_channels": 8, "embed_dim": 32, "num_blocks": [1, 2, 1, 1]},
+    },
+    "recipe": {
+        "tdnn": {"channels": 128, "stats_channels": 384, "embed_dim": 128},
+        "ecapa_tdnn": {"channels": 512},
+        "resnet34": {},
+    },
 }
 
 
@@ -74,23 +84,66 @@ def main(argv=None) -> int:
         run(py, "synth/make_synth.py", "--out-dir", str(data), "--size", "tiny", "--nj", "2")
     for s in ("synth_train", "synth_test"):
         if not (data / s / "feats.scp").is_file():
-            run(py, "-m", "pyspk.bin.main", "fbank", "--config", "conf/fbank.yaml", "--nj", "1", "--cmd", "utils/run.pl",
-                str(data / s), str(fbank / s))
+            run(
+                py,
+                "-m",
+                "pyspk.bin.main",
+                "fbank",
+                "--config",
+                "conf/fbank.yaml",
+                "--nj",
+                "1",
+                "--cmd",
+                "utils/run.pl",
+                str(data / s),
+                str(fbank / s),
+            )
     encoders = [e for e in args.encoders.split(",") if e]
     for enc in encoders:
         if not (exp / enc / "final.pt").is_file():
             (exp / enc).mkdir(parents=True, exist_ok=True)
             cfg = system_config(exp / enc / "system.yaml", enc, SIZES[args.size][enc], args.steps)
-            run(py, "-m", "pyspk.bin.train", "--config", str(cfg), "--seed", "777",
-                "--train-dir", str(data / "synth_train"), "--exp-dir", str(exp / enc))
+            run(
+                py,
+                "-m",
+                "pyspk.bin.train",
+                "--config",
+                str(cfg),
+                "--seed",
+                "777",
+                "--train-dir",
+                str(data / "synth_train"),
+                "--exp-dir",
+                str(exp / enc),
+            )
     first = exp / encoders[0]
     for s in ("synth_train", "synth_test"):
         if not (first / f"xvectors_{s}" / "num_utts.ark").is_file():
-            run(py, "-m", "pyspk.bin.main", "extract", "--nj", "1", "--cmd", "utils/run.pl", str(first / "final.pt"),
-                str(data / s), str(first / f"xvectors_{s}"))
+            run(
+                py,
+                "-m",
+                "pyspk.bin.main",
+                "extract",
+                "--nj",
+                "1",
+                "--cmd",
+                "utils/run.pl",
+                str(first / "final.pt"),
+                str(data / s),
+                str(first / f"xvectors_{s}"),
+            )
     if not (first / "backend" / "plda.kaldi").is_file():
-        run(py, "-m", "pyspk.bin.main", "backend", "--config", "conf/backend.yaml", str(first / "xvectors_synth_train"),
-            str(data / "synth_train"), str(first / "backend"))
+        run(
+            py,
+            "-m",
+            "pyspk.bin.main",
+            "backend",
+            "--config",
+            "conf/backend.yaml",
+            str(first / "xvectors_synth_train"),
+            str(data / "synth_train"),
+            str(first / "backend"),
+        )
     print(out)
     return 0
 

@@ -45,6 +45,7 @@ def case(area: str, title: str):
     def reg(fn):
         CASES.append((area, title, fn))
         return fn
+
     return reg
 
 
@@ -58,9 +59,22 @@ class Sweep:
 
     # ---- the tree ----
     def recipe_args(self, root: Path, *extra) -> List[str]:
-        return ["./run.sh", "--synth-size", "tiny", "--config", str(root / "tiny.yaml"), "--nj", "2",
-                "--data", str(root / "data"), "--exp", str(root / "exp"), "--fbank-dir", str(root / "fbank"),
-                *map(str, extra)]
+        return [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(root / "tiny.yaml"),
+            "--nj",
+            "2",
+            "--data",
+            str(root / "data"),
+            "--exp",
+            str(root / "exp"),
+            "--fbank-dir",
+            str(root / "fbank"),
+            *map(str, extra),
+        ]
 
     def build(self) -> None:
         """The tiny recipe at DIR/tree, kept as DIR/pristine (rebuilt when absent)."""
@@ -97,8 +111,7 @@ def write_tiny_config(path: Path) -> None:
     cfg["features"]["crop_frames"] = 100
     cfg["sampler"].update(speakers_per_batch=4, utts_per_speaker=2)
     cfg["optim"]["warmup_steps"] = 1
-    cfg["train"].update(epochs=2, steps_per_epoch=4, average_last=1, log_interval=1, compile=False,
-                        cpu_amp=False)
+    cfg["train"].update(epochs=2, steps_per_epoch=4, average_last=1, log_interval=1, compile=False, cpu_amp=False)
     path.write_text(yaml.safe_dump(cfg))
 
 
@@ -112,8 +125,9 @@ def resolved_aam() -> str:
 
 def run(argv, cwd=REPO, env=None, timeout=600, shell=False):
     env = dict(os.environ if env is None else env)
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          shell=shell, errors="replace")
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, shell=shell, errors="replace"
+    )
 
 
 def pyspk(*args, **kw):
@@ -132,8 +146,11 @@ def error_outcome(p, *names: str) -> Tuple[str, str]:
     err = (p.stderr or "") + (p.stdout or "")
     lines = err.strip().splitlines() or ["(no message)"]
     # the line that says what went wrong: the last naming an error, else the last one
-    said = [ln for ln in lines if any(w in ln.lower() for w in ("error", "cannot", "refus", "out of date",
-                                                                 "holds", "takes", "must"))]
+    said = [
+        ln
+        for ln in lines
+        if any(w in ln.lower() for w in ("error", "cannot", "refus", "out of date", "holds", "takes", "must"))
+    ]
     last = (said or lines)[-1]
     if "Traceback (most recent call last)" in err:
         return "traceback", last
@@ -171,7 +188,7 @@ def payload_checkpoint(src: Path, dst: Path, marker: Path) -> None:
 
     try:
         st = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception:   # an older checkpoint layout; the sweep's own file, so trusted
+    except Exception:  # an older checkpoint layout; the sweep's own file, so trusted
         st = torch.load(src, map_location="cpu", weights_only=False)
     st["extra" if "extra" in st else "payload"] = {"x": Payload()}
     torch.save(st, dst)
@@ -185,8 +202,25 @@ def c_init_from(s: Sweep):
     cfg = yaml.safe_load((t / "tiny.yaml").read_text())
     cfg["train"]["init_from"] = str(t / "evil.pt")
     (t / "ft.yaml").write_text(yaml.safe_dump(cfg))
-    p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "ft.yaml"), "--data", str(t / "data"),
-             "--exp", str(t / "exp"), "--fbank-dir", str(t / "fbank"), "--stage", "3", "--stop-stage", "3"])
+    p = run(
+        [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(t / "ft.yaml"),
+            "--data",
+            str(t / "data"),
+            "--exp",
+            str(t / "exp"),
+            "--fbank-dir",
+            str(t / "fbank"),
+            "--stage",
+            "3",
+            "--stop-stage",
+            "3",
+        ]
+    )
     if pwned(t):
         return "code execution", "PWNED exists"
     log = "".join(f.read_text(errors="replace") for f in (t / "exp/ft/log").glob("*.log"))
@@ -258,8 +292,11 @@ def c_fbank_subst(s: Sweep):
     if pwned(t, d, t / "fbank"):
         return "code execution", "PWN exists"
     if p.returncode == 0:
-        return ("works", "features written inside the chosen dirs") if (d / "feats.scp").is_file() else \
-            ("wrong result", "exit 0 without feats.scp")
+        return (
+            ("works", "features written inside the chosen dirs")
+            if (d / "feats.scp").is_file()
+            else ("wrong result", "exit 0 without feats.scp")
+        )
     return error_outcome(p, "d$(touch")
 
 
@@ -267,8 +304,25 @@ def c_fbank_subst(s: Sweep):
 def c_data_backtick(s: Sweep):
     t = s.fresh()
     before = set(os.listdir(t))
-    p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "tiny.yaml"), "--data", str(t / "d`touch PWN`"),
-             "--exp", str(t / "exp"), "--fbank-dir", str(t / "fbank"), "--stage", "0", "--stop-stage", "1"])
+    p = run(
+        [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(t / "tiny.yaml"),
+            "--data",
+            str(t / "d`touch PWN`"),
+            "--exp",
+            str(t / "exp"),
+            "--fbank-dir",
+            str(t / "fbank"),
+            "--stage",
+            "0",
+            "--stop-stage",
+            "1",
+        ]
+    )
     if pwned(t):
         return "code execution", "PWN exists"
     created = sorted(set(os.listdir(t)) - before)
@@ -281,8 +335,25 @@ def c_data_backtick(s: Sweep):
 def c_exp_semicolon(s: Sweep):
     t = s.fresh()
     before = set(os.listdir(t))
-    p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "tiny.yaml"), "--data", str(t / "data"),
-             "--exp", str(t / "e;touch PWN"), "--fbank-dir", str(t / "fbank"), "--stage", "5", "--stop-stage", "5"])
+    p = run(
+        [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(t / "tiny.yaml"),
+            "--data",
+            str(t / "data"),
+            "--exp",
+            str(t / "e;touch PWN"),
+            "--fbank-dir",
+            str(t / "fbank"),
+            "--stage",
+            "5",
+            "--stop-stage",
+            "5",
+        ]
+    )
     if pwned(t):
         return "code execution", "PWN exists"
     new = set(os.listdir(t)) - before
@@ -297,8 +368,25 @@ def c_data_space(s: Sweep):
     (t / "sp").mkdir()
     chosen = (t / "sp ace", t / "exp", t / "fbank")
     before = set(t.rglob("*"))
-    p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "tiny.yaml"), "--data", str(t / "sp ace/data"),
-             "--exp", str(t / "exp"), "--fbank-dir", str(t / "fbank"), "--stage", "0", "--stop-stage", "1"])
+    p = run(
+        [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(t / "tiny.yaml"),
+            "--data",
+            str(t / "sp ace/data"),
+            "--exp",
+            str(t / "exp"),
+            "--fbank-dir",
+            str(t / "fbank"),
+            "--stage",
+            "0",
+            "--stop-stage",
+            "1",
+        ]
+    )
     new = set(t.rglob("*")) - before
     outside = sorted(str(x.relative_to(t)) for x in new if not any(x == c or c in x.parents for c in chosen))
     if outside:
@@ -327,19 +415,20 @@ def _term_during(s: Sweep, stage: int, marker: str, sig=signal.SIGTERM):
     """Start the recipe from ``stage`` (forced), send ``sig`` when ``marker`` is printed and
     a job runs, rerun at once; classify (orphan / race / recovered)."""
     t = s.fresh()
-    if stage in (1, 2):   # jobs that outlive the signal for long enough to be seen: audio through slow pipes
+    if stage in (1, 2):  # jobs that outlive the signal for long enough to be seen: audio through slow pipes
         for name in ("synth_train", "synth_test"):
             scp = t / "data" / name / "wav.scp"
             rows = [ln.split(maxsplit=1) for ln in scp.read_text().splitlines()]
             scp.write_text("".join(f"{k} sleep 0.5; cat {v} |\n" for k, v in rows))
-    if stage == 4:        # per-job stamps would let --force reuse every job: start from none
+    if stage == 4:  # per-job stamps would let --force reuse every job: start from none
         for d in (t / "exp/tiny").glob("xvectors_*"):
             shutil.rmtree(d)
     # stage 2 reads stage 1's output, which the slow pipes make out of date: run both
     first = 1 if stage == 2 else stage
     argv = s.recipe_args(t, "--stage", first, "--stop-stage", stage, "--force", "true")
-    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen = False
     t0 = time.time()
     while time.time() - t0 < 120:
@@ -349,6 +438,7 @@ def _term_during(s: Sweep, stage: int, marker: str, sig=signal.SIGTERM):
         if marker in line:
             seen = True
             break
+
     # wait until a job of this tree is running (a queue job, or training), then signal run.sh
     # alone (not its group)
     def job(cmd: str) -> bool:
@@ -375,15 +465,19 @@ def _term_during(s: Sweep, stage: int, marker: str, sig=signal.SIGTERM):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        return "orphaned job", (f"{len(left)} process(es) of the old run alive after run.sh exited; "
-                                f"the rerun was {'refused' if refused else 'NOT refused (two writers)'}")
+        return "orphaned job", (
+            f"{len(left)} process(es) of the old run alive after run.sh exited; "
+            f"the rerun was {'refused' if refused else 'NOT refused (two writers)'}"
+        )
     if rerun.returncode != 0 and not refused:
         return "unclear error", rerun.stderr.strip().splitlines()[-1]
     fin = subprocess.run(argv[:-2], cwd=REPO, capture_output=True, text=True, timeout=900)
     if fin.returncode != 0:
         return "unclear error", f"rerun after the signal failed: {fin.stderr.strip().splitlines()[-1]}"
-    return "recovered", ("no process of the old run outlived run.sh; the rerun " +
-                         ("was refused, a later one finished" if refused else "finished the stage"))
+    return "recovered", (
+        "no process of the old run outlived run.sh; the rerun "
+        + ("was refused, a later one finished" if refused else "finished the stage")
+    )
 
 
 def cmdline(pid: int) -> str:
@@ -443,8 +537,11 @@ def c_concurrent(s: Sweep):
     argv = s.recipe_args(t, "--stage", "3", "--stop-stage", "3", "--force", "true")
     a = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while time.time() - t0 < 120 and a.poll() is None and not any(
-            "pyspk.bin.train" in cmdline(pid) for pid in processes_matching(str(t))):
+    while (
+        time.time() - t0 < 120
+        and a.poll() is None
+        and not any("pyspk.bin.train" in cmdline(pid) for pid in processes_matching(str(t)))
+    ):
         time.sleep(0.05)
     running = a.poll() is None
     b = run(argv)
@@ -473,13 +570,18 @@ def _segments(s: Sweep, line: str, *names, expect_ok=False):
     f = pyspk("fbank", "--config", "conf/fbank.yaml", "--nj", "1", d, t / "fbank/seg")
     if expect_ok:
         import soundfile as sf
+
         if v.returncode or f.returncode:
             return error_outcome(v if v.returncode else f)
         import kaldiio
+
         mat = dict(kaldiio.load_scp(str(d / "feats.scp")))["s1"]
         dur = sf.info(path).duration
-        return ("works", f"{mat.shape[0]} frames of a {dur:.2f} s recording") if mat.shape[0] > 0 else \
-            ("wrong result", "no frames")
+        return (
+            ("works", f"{mat.shape[0]} frames of a {dur:.2f} s recording")
+            if mat.shape[0] > 0
+            else ("wrong result", "no frames")
+        )
     kinds = [error_outcome(v, *names), error_outcome(f, *names)]
     bad = [k for k in kinds if k[0] != "clear error"]
     return bad[0] if bad else ("clear error", f"validate: {kinds[0][1]} | fbank: {kinds[1][1]}")
@@ -540,12 +642,16 @@ def c_embed_space(s: Sweep):
     p = pyspk("embed", "--model", t / "exp/tiny/final.pt", "--out-ark", d / "x", wav)
     if p.returncode == 0:
         import kaldiio
+
         try:
             got = dict(kaldiio.load_scp(str(d / "x.scp")))
         except Exception as e:
             return "wrong result", f"exit 0, scp unreadable: {type(e).__name__}: {e}"
-        return ("works", "scp reads back") if list(got) == [str(wav)] else \
-            ("wrong result", f"exit 0, scp reads back keys {list(got)[:2]}")
+        return (
+            ("works", "scp reads back")
+            if list(got) == [str(wav)]
+            else ("wrong result", f"exit 0, scp reads back keys {list(got)[:2]}")
+        )
     return error_outcome(p, "a b.wav")
 
 
@@ -572,11 +678,20 @@ def c_trunc_feats(s: Sweep):
 def c_trunc_xvec(s: Sweep):
     t = s.fresh()
     xdir = t / "exp/tiny/xvectors_synth_test"
-    ark = Path((xdir / "xvector.scp").read_text().split()[1].rsplit(":", 1)[0])   # the ark it reads
+    ark = Path((xdir / "xvector.scp").read_text().split()[1].rsplit(":", 1)[0])  # the ark it reads
     with open(ark, "r+b") as f:
         f.truncate(ark.stat().st_size - 10)
-    p = pyspk("score", "--backend-dir", t / "exp/tiny/backend", "--xvector-dir", t / "exp/tiny/xvectors_synth_test",
-              "--data-dir", t / "data/synth_test", "--out-dir", t / "sc")
+    p = pyspk(
+        "score",
+        "--backend-dir",
+        t / "exp/tiny/backend",
+        "--xvector-dir",
+        t / "exp/tiny/xvectors_synth_test",
+        "--data-dir",
+        t / "data/synth_test",
+        "--out-dir",
+        t / "sc",
+    )
     kind, msg = error_outcome(p, ark.name)
     if kind != "clear error":
         return kind, f"pyspk score: {msg}"
@@ -606,6 +721,7 @@ def c_stage7_stale(s: Sweep):
 @case("data", "an 8 kHz recording is resampled with a console note")
 def c_8k(s: Sweep):
     import soundfile as sf
+
     t = s.fresh()
     d = t / "data/k8"
     d.mkdir()
@@ -625,6 +741,7 @@ def c_8k(s: Sweep):
 @case("data", "5 s of digital silence as an utterance")
 def c_silence(s: Sweep):
     import soundfile as sf
+
     t = s.fresh()
     d = t / "data/sil"
     shutil.copytree(t / "data/synth_test", d)
@@ -639,6 +756,7 @@ def c_silence(s: Sweep):
     (d / "spk2utt").unlink()
     run([str(REPO / "utils/utt2spk_to_spk2utt")], cwd=d)
     from pyspk.data.kaldi_dir import read_table, utt2spk_to_spk2utt
+
     sp = utt2spk_to_spk2utt(read_table(d / "utt2spk"))
     (d / "spk2utt").write_text("".join(f"{k} {' '.join(v)}\n" for k, v in sp.items()))
     p = pyspk("fbank", "--config", "conf/fbank.yaml", "--nj", "1", d, t / "fbank/sil")
@@ -656,10 +774,30 @@ def _train_cfg(s: Sweep, edit: Callable[[dict], None], *names, raw: Optional[str
     cfg = yaml.safe_load((t / "tiny.yaml").read_text())
     edit(cfg)
     (t / "bad.yaml").write_text(raw if raw is not None else yaml.safe_dump(cfg))
-    p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "bad.yaml"), "--data", str(t / "data"),
-             "--exp", str(t / "exp"), "--fbank-dir", str(t / "fbank"), "--stage", "3", "--stop-stage", "3"])
-    log = "".join(f.read_text(errors="replace") for f in (t / "exp/bad/log").glob("*.log")) \
-        if (t / "exp/bad/log").is_dir() else ""
+    p = run(
+        [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(t / "bad.yaml"),
+            "--data",
+            str(t / "data"),
+            "--exp",
+            str(t / "exp"),
+            "--fbank-dir",
+            str(t / "fbank"),
+            "--stage",
+            "3",
+            "--stop-stage",
+            "3",
+        ]
+    )
+    log = (
+        "".join(f.read_text(errors="replace") for f in (t / "exp/bad/log").glob("*.log"))
+        if (t / "exp/bad/log").is_dir()
+        else ""
+    )
     return error_outcome(type(p)(p.args, p.returncode, p.stdout, p.stderr + log), *names)
 
 
@@ -702,15 +840,16 @@ def c_upk(s: Sweep):
 
 @case("args", "run.sh --nj 0")
 def c_nj0(s: Sweep):
-    t = s.fresh()
+    s.fresh()
     return error_outcome(s.rec("--nj", "0", "--stage", "1", "--stop-stage", "1", "--force", "true"), "--nj")
 
 
 @case("args", "pyspk fbank --nj -2")
 def c_nj_neg(s: Sweep):
     t = s.fresh()
-    return error_outcome(pyspk("fbank", "--config", "conf/fbank.yaml", "--nj", "-2", t / "data/synth_test",
-                               t / "fbank/x"), "--nj")
+    return error_outcome(
+        pyspk("fbank", "--config", "conf/fbank.yaml", "--nj", "-2", t / "data/synth_test", t / "fbank/x"), "--nj"
+    )
 
 
 @case("args", "pyspk verify --threshold nan")
@@ -724,8 +863,9 @@ def c_thr_nan(s: Sweep):
 def c_min_speech(s: Sweep):
     t = s.fresh()
     w = first_wav(t)
-    return error_outcome(pyspk("verify", "--model", t / "exp/tiny/final.pt", "--min-speech", "-1", w, w),
-                         "--min-speech")
+    return error_outcome(
+        pyspk("verify", "--model", t / "exp/tiny/final.pt", "--min-speech", "-1", w, w), "--min-speech"
+    )
 
 
 @case("args", "pyspk verify on a file that does not exist")
@@ -781,8 +921,25 @@ def c_disk_full(s: Sweep):
     small.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(small)], check=True)
     try:
-        p = run(["./run.sh", "--synth-size", "tiny", "--config", str(t / "tiny.yaml"), "--data", str(t / "data"),
-                 "--exp", str(small / "exp"), "--fbank-dir", str(t / "fbank"), "--stage", "3", "--stop-stage", "3"])
+        p = run(
+            [
+                "./run.sh",
+                "--synth-size",
+                "tiny",
+                "--config",
+                str(t / "tiny.yaml"),
+                "--data",
+                str(t / "data"),
+                "--exp",
+                str(small / "exp"),
+                "--fbank-dir",
+                str(t / "fbank"),
+                "--stage",
+                "3",
+                "--stop-stage",
+                "3",
+            ]
+        )
         log = "".join(f.read_text(errors="replace") for f in (small / "exp").rglob("*.log"))
     finally:
         subprocess.run(["umount", str(small)], check=False)
@@ -805,15 +962,23 @@ def cpu_class() -> str:
 
 def write_markdown(path: Path, rows, counts, argv) -> None:
     """The sweep's table as a results page, headed by where and how it was made."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    lines = ["# Hostile-input sweep", "",
-             f"Written by `python bench/trust_sweep.py {' '.join(argv or sys.argv[1:])}` at commit {commit}"
-             f"{' (with uncommitted changes)' if dirty else ''}, {time.strftime('%Y-%m-%d')}, on {cpu_class()}.",
-             "Do not edit by hand: rerun the command.", "",
-             "| # | area | case | outcome | detail |", "|---|---|---|---|---|"]
+    commit = (
+        subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        or "?"
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# Hostile-input sweep",
+        "",
+        f"Written by `python bench/trust_sweep.py {' '.join(argv or sys.argv[1:])}` at commit {commit}"
+        f"{' (with uncommitted changes)' if dirty else ''}, {time.strftime('%Y-%m-%d')}, on {cpu_class()}.",
+        "Do not edit by hand: rerun the command.",
+        "",
+        "| # | area | case | outcome | detail |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {r['n']} | {r['area']} | {r['case']} | {r['outcome']} | {r['detail']} |" for r in rows]
     lines += ["", "Outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -840,11 +1005,19 @@ def main(argv=None) -> int:
         t0 = time.time()
         try:
             kind, detail = fn(s)
-        except Exception as e:   # the sweep itself failed on this case: a row, not an abort
+        except Exception as e:  # the sweep itself failed on this case: a row, not an abort
             kind, detail = "sweep error", f"{type(e).__name__}: {e} " + traceback.format_exc(limit=2).replace("\n", " ")
         detail = " ".join(str(detail).split())[:160].replace("|", "\\|")
-        rows.append({"n": i, "area": area, "case": title, "outcome": kind, "detail": detail,
-                     "seconds": round(time.time() - t0, 1)})
+        rows.append(
+            {
+                "n": i,
+                "area": area,
+                "case": title,
+                "outcome": kind,
+                "detail": detail,
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
         print(f"| {i} | {area} | {title} | {kind} | {detail} |", flush=True)
     counts = {}
     for r in rows:

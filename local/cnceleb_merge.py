@@ -24,8 +24,8 @@ from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 import soundfile as sf
-
 from corpus_common import CorpusError, bkey
+
 from pyspk.io import atomic_path
 
 log = logging.getLogger("local.cnceleb")
@@ -64,8 +64,13 @@ def concat_to_flac(paths: List[str], out: Path) -> None:
         sf.write(str(tmp), np.concatenate(waves), rate, format="FLAC", subtype="PCM_16")
 
 
-def merge_short_segments(wav_scp: Mapping[str, str], utt2spk: Mapping[str, str], utt2genre: Mapping[str, str],
-                         min_duration: float, audio_dir: Path) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+def merge_short_segments(
+    wav_scp: Mapping[str, str],
+    utt2spk: Mapping[str, str],
+    utt2genre: Mapping[str, str],
+    min_duration: float,
+    audio_dir: Path,
+) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
     """New (wav_scp, utt2spk, utt2genre) with short segments merged (see module doc)."""
     sox = shutil.which("sox")
     durations = {u: sf.info(p).duration for u, p in wav_scp.items()}
@@ -91,6 +96,12 @@ def merge_short_segments(wav_scp: Mapping[str, str], utt2spk: Mapping[str, str],
                     src = str(out)
                 n_merged += 1
             new_wav[u], new_spk[u], new_genre[u] = src, spk, genre
-    log.info("merged short segments to >= %.1f s: %d -> %d utterances (%d merged groups, %s)", min_duration,
-             len(wav_scp), len(new_wav), n_merged, "sox pipes" if sox else f"FLAC files in {audio_dir}")
+    log.info(
+        "merged short segments to >= %.1f s: %d -> %d utterances (%d merged groups, %s)",
+        min_duration,
+        len(wav_scp),
+        len(new_wav),
+        n_merged,
+        "sox pipes" if sox else f"FLAC files in {audio_dir}",
+    )
     return new_wav, new_spk, new_genre

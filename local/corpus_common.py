@@ -37,8 +37,7 @@ class CorpusError(RuntimeError):
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def run_main(main_fn: Callable[[], int]) -> int:
@@ -93,8 +92,9 @@ def read_list(path: Path, min_fields: int = 1) -> List[Tuple[int, List[str]]]:
     return out
 
 
-def make_trials(utt2spk: Mapping[str, str], seed: int, nontarget_ratio: float = 1.0,
-                max_target: Optional[int] = None) -> List[Trial]:
+def make_trials(
+    utt2spk: Mapping[str, str], seed: int, nontarget_ratio: float = 1.0, max_target: Optional[int] = None
+) -> List[Trial]:
     """Seeded verification trials from a set of labelled utterances.
 
     Targets: every unordered pair of two utterances of one speaker (a seeded sample
@@ -112,7 +112,7 @@ def make_trials(utt2spk: Mapping[str, str], seed: int, nontarget_ratio: float = 
     targets: List[Tuple[int, int]] = []
     for members in spk2utt.values():
         ids = [index[u] for u in members]
-        targets.extend((a, b) for k, a in enumerate(ids) for b in ids[k + 1:])
+        targets.extend((a, b) for k, a in enumerate(ids) for b in ids[k + 1 :])
     n_same = len(targets)
     if max_target is not None and len(targets) > max_target:
         keep = np.sort(rng.choice(len(targets), size=max_target, replace=False))
@@ -145,16 +145,19 @@ def subset_trials(trials: Iterable[Trial], keep: Callable[[str, str], bool]) -> 
     return [t for t in trials if keep(t[0], t[1])]
 
 
-def report_missing(missing: Mapping[str, Tuple[str, int, int]], source: str, skip: bool,
-                   n_lines: int, n_dropped: int) -> None:
+def report_missing(
+    missing: Mapping[str, Tuple[str, int, int]], source: str, skip: bool, n_lines: int, n_dropped: int
+) -> None:
     """One list of absent audio: key -> (looked-for path, first line, number of lines).
 
     Raises CorpusError unless ``skip``; with ``skip`` logs the count of dropped lines.
     """
     if not missing:
         return
-    rows = [f"  {k} (looked for {p}; first on line {ln}, {cnt} line(s))"
-            for k, (p, ln, cnt) in sorted(missing.items(), key=lambda kv: kv[1][1])]
+    rows = [
+        f"  {k} (looked for {p}; first on line {ln}, {cnt} line(s))"
+        for k, (p, ln, cnt) in sorted(missing.items(), key=lambda kv: kv[1][1])
+    ]
     shown = rows[:200] + ([f"  ... and {len(rows) - 200} more"] if len(rows) > 200 else [])
     head = f"{source}: {n_dropped} of {n_lines} line(s) reference {len(missing)} absent audio file(s):\n"
     if not skip:
@@ -162,8 +165,12 @@ def report_missing(missing: Mapping[str, Tuple[str, int, int]], source: str, ski
     log.warning("%s%s\n--skip-missing: dropped %d of %d line(s)", head, "\n".join(shown), n_dropped, n_lines)
 
 
-def convert_trials(lines: Sequence[Tuple[int, str, str, bool]], resolve: Callable[[str], Tuple[Optional[str], str]],
-                   source: str, skip_missing: bool) -> List[Trial]:
+def convert_trials(
+    lines: Sequence[Tuple[int, str, str, bool]],
+    resolve: Callable[[str], Tuple[Optional[str], str]],
+    source: str,
+    skip_missing: bool,
+) -> List[Trial]:
     """Map official trial lines (lineno, enroll key, test key, target) to utterance ids.
 
     ``resolve(key) -> (utt_id or None, looked-for path)``. Lines naming absent audio are
@@ -200,8 +207,9 @@ def convert_trials(lines: Sequence[Tuple[int, str, str, bool]], resolve: Callabl
     return out
 
 
-def split_speakers(speakers: Iterable[str], n_test: int, seed: int,
-                   strata: Optional[Mapping[str, str]] = None) -> Tuple[List[str], List[str]]:
+def split_speakers(
+    speakers: Iterable[str], n_test: int, seed: int, strata: Optional[Mapping[str, str]] = None
+) -> Tuple[List[str], List[str]]:
     """Seeded split into (train, test) speakers; ``n_test`` drawn round-robin over strata
     (e.g. gender) so each stratum keeps its share. Both lists are sorted."""
     speakers = sorted(set(speakers), key=bkey)
@@ -221,10 +229,15 @@ def split_speakers(speakers: Iterable[str], n_test: int, seed: int,
     return [s for s in speakers if s not in test_set], sorted(test, key=bkey)
 
 
-def write_data_dir(out_dir, wav_scp: Mapping[str, str], utt2spk: Mapping[str, str],
-                   tables: Optional[Mapping[str, Mapping[str, str]]] = None,
-                   trials: Optional[Mapping[str, Sequence[Trial]]] = None,
-                   keep_trials: Sequence[str] = (), check_files: bool = True) -> Dict[str, int]:
+def write_data_dir(
+    out_dir,
+    wav_scp: Mapping[str, str],
+    utt2spk: Mapping[str, str],
+    tables: Optional[Mapping[str, Mapping[str, str]]] = None,
+    trials: Optional[Mapping[str, Sequence[Trial]]] = None,
+    keep_trials: Sequence[str] = (),
+    check_files: bool = True,
+) -> Dict[str, int]:
     """Write and validate a Kaldi data dir; replace ``out_dir`` only once it validates.
 
     ``tables``: extra tables by file name (utt2genre, spk2gender, ...). ``trials``: trial
@@ -257,8 +270,10 @@ def write_data_dir(out_dir, wav_scp: Mapping[str, str], utt2spk: Mapping[str, st
             counts = validate_data_dir(tmp, check_files=check_files)
         except DataDirError as e:
             if kept:
-                raise CorpusError(f"{e}\n(kept trials file(s) {[str(out_dir / k) for k in kept]} no longer match "
-                                  f"this data; delete them to make new ones)") from None
+                raise CorpusError(
+                    f"{e}\n(kept trials file(s) {[str(out_dir / k) for k in kept]} no longer match "
+                    f"this data; delete them to make new ones)"
+                ) from None
             raise
         for name in kept:
             log.info("%s exists: kept as written before (delete it to make a new one)", out_dir / name)

@@ -39,9 +39,18 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from corpus_common import (CorpusError, convert_trials, count_labels, read_list, report_missing, require_file,
-                           resolve_audio, run_main, write_data_dir)
 from cnceleb_merge import merge_short_segments
+from corpus_common import (
+    CorpusError,
+    convert_trials,
+    count_labels,
+    read_list,
+    report_missing,
+    require_file,
+    resolve_audio,
+    run_main,
+    write_data_dir,
+)
 
 log = logging.getLogger("local.cnceleb")
 
@@ -116,7 +125,9 @@ def prepare_eval(cn1: Path, skip_missing: bool):
             if not f:
                 continue
             if len(f) != 3 or f[2] not in ("0", "1"):
-                raise CorpusError(f"{trials_lst}:{lineno}: expected '<spk>-enroll test/<file>.wav 1|0', got {line.strip()!r}")
+                raise CorpusError(
+                    f"{trials_lst}:{lineno}: expected '<spk>-enroll test/<file>.wav 1|0', got {line.strip()!r}"
+                )
             lines.append((lineno, f[0], f[1], f[2] == "1"))
     # trials.lst: the enrolment column holds ids (id00800-enroll), the test column paths (test/...).
     trials = convert_trials(lines, lambda k: add_test(k) if "/" in k else add_enroll(k), str(trials_lst), skip_missing)
@@ -130,8 +141,10 @@ def prepare_eval(cn1: Path, skip_missing: bool):
     if avg:
         out["trials_avg"] = [(avg[e], t, lab) for e, t, lab in trials if e in avg]
         if len(out["trials_avg"]) < len(trials):
-            log.warning("trials_avg: %d trial(s) dropped (enrolment without enroll.map audio)",
-                        len(trials) - len(out["trials_avg"]))
+            log.warning(
+                "trials_avg: %d trial(s) dropped (enrolment without enroll.map audio)",
+                len(trials) - len(out["trials_avg"]),
+            )
     for n, tr in out.items():
         log.info("%s: %d target + %d non-target trials", n, *count_labels(tr))
     return wav_scp, utt2spk, utt2genre, out
@@ -174,17 +187,26 @@ def main(argv=None) -> int:
     p.add_argument("--train-dir", required=True, type=Path)
     p.add_argument("--eval-dir", required=True, type=Path)
     p.add_argument("--no-cnceleb2", action="store_true", help="train on CN-Celeb1 dev only")
-    p.add_argument("--min-duration", type=float, default=0.0,
-                   help="merge short same-speaker same-genre training segments to at least this many seconds")
+    p.add_argument(
+        "--min-duration",
+        type=float,
+        default=0.0,
+        help="merge short same-speaker same-genre training segments to at least this many seconds",
+    )
     p.add_argument("--skip-missing", action="store_true", help="drop trials/speakers whose audio is absent")
     a = p.parse_args(argv)
     cn1 = find_release(a.root, ("CN-Celeb_flac", "CN-Celeb_wav", "CN-Celeb"), "dev/dev.lst")
     if cn1 is None:
-        raise CorpusError(f"CN-Celeb1 dev/dev.lst not found; looked for {a.root}/CN-Celeb_flac/dev/dev.lst, "
-                          f"{a.root}/CN-Celeb_wav/dev/dev.lst, {a.root}/CN-Celeb/dev/dev.lst and {a.root}/dev/dev.lst")
+        raise CorpusError(
+            f"CN-Celeb1 dev/dev.lst not found; looked for {a.root}/CN-Celeb_flac/dev/dev.lst, "
+            f"{a.root}/CN-Celeb_wav/dev/dev.lst, {a.root}/CN-Celeb/dev/dev.lst and {a.root}/dev/dev.lst"
+        )
     releases = [(cn1 / "dev" / "dev.lst", cn1 / "data")]
-    cn2 = None if a.no_cnceleb2 else find_release(a.cnceleb2_root or a.root,
-                                                   ("CN-Celeb2_flac", "CN-Celeb2_wav", "CN-Celeb2"), "spk.lst")
+    cn2 = (
+        None
+        if a.no_cnceleb2
+        else find_release(a.cnceleb2_root or a.root, ("CN-Celeb2_flac", "CN-Celeb2_wav", "CN-Celeb2"), "spk.lst")
+    )
     if a.cnceleb2_root and cn2 is None and not a.no_cnceleb2:
         raise CorpusError(f"--cnceleb2-root {a.cnceleb2_root}: spk.lst not found there or in its CN-Celeb2_flac/")
     if cn2 is not None:
@@ -193,7 +215,8 @@ def main(argv=None) -> int:
     wav_scp, utt2spk, utt2genre = prepare_train(releases, a.skip_missing)
     if a.min_duration > 0:
         wav_scp, utt2spk, utt2genre = merge_short_segments(
-            wav_scp, utt2spk, utt2genre, a.min_duration, a.train_dir.with_name(a.train_dir.name + ".merged_audio"))
+            wav_scp, utt2spk, utt2genre, a.min_duration, a.train_dir.with_name(a.train_dir.name + ".merged_audio")
+        )
     ev = prepare_eval(cn1, a.skip_missing)
     write_data_dir(a.train_dir, wav_scp, utt2spk, {"utt2genre": utt2genre})
     write_data_dir(a.eval_dir, ev[0], ev[1], {"utt2genre": ev[2]}, ev[3])

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from corpus_common import CorpusError, count_labels, make_trials, run_main, split_speakers, write_data_dir
+
 from pyspk.data.kaldi_dir import read_trials
 
 log = logging.getLogger("local.folder")
@@ -83,10 +84,19 @@ def main(argv=None) -> int:
         n = a.num_test_speakers if a.num_test_speakers is not None else max(2, round(a.test_fraction * len(speakers)))
         train_spk, test = split_speakers(speakers, n, a.seed)
         test_spk = set(test)
-        log.info("%s: %d speakers -> %d training, %d test (seed %d)", a.root, len(speakers),
-                 len(train_spk), len(test_spk), a.seed)
-        write_data_dir(a.train_dir, {u: w for u, w in wav_scp.items() if utt2spk[u] not in test_spk},
-                       {u: s for u, s in utt2spk.items() if s not in test_spk})
+        log.info(
+            "%s: %d speakers -> %d training, %d test (seed %d)",
+            a.root,
+            len(speakers),
+            len(train_spk),
+            len(test_spk),
+            a.seed,
+        )
+        write_data_dir(
+            a.train_dir,
+            {u: w for u, w in wav_scp.items() if utt2spk[u] not in test_spk},
+            {u: s for u, s in utt2spk.items() if s not in test_spk},
+        )
     t_wav = {u: w for u, w in wav_scp.items() if utt2spk[u] in test_spk}
     t_u2s = {u: s for u, s in utt2spk.items() if s in test_spk}
     kept = a.test_dir / "trials"

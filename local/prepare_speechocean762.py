@@ -28,11 +28,21 @@ import logging
 from pathlib import Path
 from typing import Dict, Tuple
 
-from pyspk.data.kaldi_dir import read_trials
+from corpus_common import (
+    CorpusError,
+    count_labels,
+    make_trials,
+    read_list,
+    report_missing,
+    require_file,
+    resolve_audio,
+    run_main,
+    split_speakers,
+    subset_trials,
+    write_data_dir,
+)
 
-from corpus_common import (CorpusError, count_labels, make_trials, read_list, report_missing,
-                           require_file, resolve_audio, run_main, split_speakers, subset_trials,
-                           write_data_dir)
+from pyspk.data.kaldi_dir import read_trials
 
 log = logging.getLogger("local.speechocean762")
 GENDER_NAMES = {"f": "female", "m": "male"}
@@ -87,8 +97,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", required=True, type=Path, help="the speechocean762 folder")
     p.add_argument("--train-dir", required=True, type=Path)
     p.add_argument("--test-dir", required=True, type=Path)
-    p.add_argument("--split-train-speakers", type=int, default=0, metavar="N_EVAL",
-                   help="hold out N_EVAL train speakers for evaluation (no test/ half needed); 0 = official test/")
+    p.add_argument(
+        "--split-train-speakers",
+        type=int,
+        default=0,
+        metavar="N_EVAL",
+        help="hold out N_EVAL train speakers for evaluation (no test/ half needed); 0 = official test/",
+    )
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--nontarget-ratio", type=float, default=1.0, help="non-target trials per target trial")
     p.add_argument("--skip-missing", action="store_true", help="drop listed utterances whose audio is absent")
@@ -99,17 +114,30 @@ def main(argv=None) -> int:
     if a.split_train_speakers:
         wav, utt2spk, spk2gender = read_half(root, "train", a.skip_missing)
         train_spk, test_spk = split_speakers(set(utt2spk.values()), a.split_train_speakers, a.seed, spk2gender)
-        log.info("development split of %s/train (seed %d): %d training, %d evaluation speakers",
-                 root, a.seed, len(train_spk), len(test_spk))
+        log.info(
+            "development split of %s/train (seed %d): %d training, %d evaluation speakers",
+            root,
+            a.seed,
+            len(train_spk),
+            len(test_spk),
+        )
         test_set = set(test_spk)
-        train = ({u: w for u, w in wav.items() if utt2spk[u] not in test_set},
-                 {u: s for u, s in utt2spk.items() if s not in test_set}, spk2gender)
-        test = ({u: w for u, w in wav.items() if utt2spk[u] in test_set},
-                {u: s for u, s in utt2spk.items() if s in test_set}, spk2gender)
+        train = (
+            {u: w for u, w in wav.items() if utt2spk[u] not in test_set},
+            {u: s for u, s in utt2spk.items() if s not in test_set},
+            spk2gender,
+        )
+        test = (
+            {u: w for u, w in wav.items() if utt2spk[u] in test_set},
+            {u: s for u, s in utt2spk.items() if s in test_set},
+            spk2gender,
+        )
     else:
         if not (root / "test").is_dir():
-            raise CorpusError(f"{root / 'test'} not found (the official test half); "
-                              f"use --split-train-speakers N to evaluate on held-out train speakers")
+            raise CorpusError(
+                f"{root / 'test'} not found (the official test half); "
+                f"use --split-train-speakers N to evaluate on held-out train speakers"
+            )
         train = read_half(root, "train", a.skip_missing)
         test = read_half(root, "test", a.skip_missing)
         overlap = set(train[1].values()) & set(test[1].values())
@@ -125,8 +153,10 @@ def main(argv=None) -> int:
                 base = [(t.enroll, t.test, t.target) for t in read_trials(kept)]
                 unknown = [x for e, t, _ in base for x in (e, t) if x not in u2s]
                 if unknown:
-                    raise CorpusError(f"{kept} (kept from an earlier run) names utterance(s) not in this test "
-                                      f"set, e.g. '{unknown[0]}'; delete it to make new trials")
+                    raise CorpusError(
+                        f"{kept} (kept from an earlier run) names utterance(s) not in this test "
+                        f"set, e.g. '{unknown[0]}'; delete it to make new trials"
+                    )
             else:
                 base = make_trials(u2s, a.seed, a.nontarget_ratio)
             n_t, n_n = count_labels(base)

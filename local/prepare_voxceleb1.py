@@ -64,7 +64,7 @@ def scan_tree(roots: Sequence[Path], ext: str) -> Dict[str, Path]:
                         with os.scandir(vid.path) as files:
                             for f in files:
                                 if f.name.endswith(ext) and f.is_file():
-                                    key = f"{spk.name}/{vid.name}/{f.name[:-len(ext)]}.wav"
+                                    key = f"{spk.name}/{vid.name}/{f.name[: -len(ext)]}.wav"
                                     index.setdefault(key, Path(f.path).resolve())
     return index
 
@@ -82,13 +82,16 @@ def read_vox_trials(path: Path) -> List[Tuple[int, str, str, bool]]:
     out = []
     for lineno, f in read_list(path):
         if len(f) != 3 or f[0] not in ("0", "1"):
-            raise CorpusError(f"{path}:{lineno}: expected '1|0 <id>/<video>/<n>.wav <id>/<video>/<n>.wav', got {' '.join(f)!r}")
+            raise CorpusError(
+                f"{path}:{lineno}: expected '1|0 <id>/<video>/<n>.wav <id>/<video>/<n>.wav', got {' '.join(f)!r}"
+            )
         out.append((lineno, f[1], f[2], f[0] == "1"))
     return out
 
 
-def prepare_test(root: Path, wav_roots: Sequence[Path], index: Dict[str, Path], lists: Sequence[str],
-                 skip_missing: bool):
+def prepare_test(
+    root: Path, wav_roots: Sequence[Path], index: Dict[str, Path], lists: Sequence[str], skip_missing: bool
+):
     """(wav_scp, utt2spk, {trials_vox1_x: trials}, Vox1-O speakers) of the chosen lists."""
     trials: Dict[str, list] = {}
     test_speakers: set = set()
@@ -154,8 +157,10 @@ def main(argv=None) -> int:
     if not a.test_only:
         dev_wav, dev_u2s = prepare_dev(index, test_speakers)
         if not dev_u2s:
-            raise CorpusError(f"no VoxCeleb1 dev audio (speakers outside Vox1-O) under "
-                              f"{[str(r) for r in wav_roots]}: unpack vox1_dev_wav.zip there")
+            raise CorpusError(
+                f"no VoxCeleb1 dev audio (speakers outside Vox1-O) under "
+                f"{[str(r) for r in wav_roots]}: unpack vox1_dev_wav.zip there"
+            )
         write_data_dir(a.dev_dir, dev_wav, dev_u2s)
     return 0
 

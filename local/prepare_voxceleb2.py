@@ -33,16 +33,19 @@ M4A_SUBDIRS = ("dev/aac", "aac", "vox2_dev_aac/dev/aac")
 
 def ffmpeg_pipe(ffmpeg: str, path: Path) -> str:
     """A wav.scp pipe that decodes ``path`` to 16 kHz mono 16-bit wav on stdout."""
-    return (f"{shlex.quote(ffmpeg)} -v 8 -i {shlex.quote(str(path))} -ac 1 -ar 16000 "
-            f"-f wav -acodec pcm_s16le - |")
+    return f"{shlex.quote(ffmpeg)} -v 8 -i {shlex.quote(str(path))} -ac 1 -ar 16000 -f wav -acodec pcm_s16le - |"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, type=Path, help="the VoxCeleb2 folder")
     p.add_argument("--train-dir", required=True, type=Path)
-    p.add_argument("--audio", choices=("auto", "wav", "m4a"), default="auto",
-                   help="auto: a converted wav tree when there is one, else m4a through ffmpeg")
+    p.add_argument(
+        "--audio",
+        choices=("auto", "wav", "m4a"),
+        default="auto",
+        help="auto: a converted wav tree when there is one, else m4a through ffmpeg",
+    )
     p.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg executable for m4a pipes")
     a = p.parse_args(argv)
     if not a.root.is_dir():
@@ -61,12 +64,18 @@ def main(argv=None) -> int:
                     f"found {len(index)} m4a files under {[str(r) for r in m4a_roots]} but ffmpeg "
                     f"('{a.ffmpeg}') is not installed: install ffmpeg (e.g. apt-get install ffmpeg) or "
                     f"convert the tree to wav under {a.root / 'dev/wav'} "
-                    f"(ffmpeg -i X.m4a -ac 1 -ar 16000 X.wav) and rerun")
+                    f"(ffmpeg -i X.m4a -ac 1 -ar 16000 X.wav) and rerun"
+                )
     if not index:
-        looked = [str(a.root / s) for s in (WAV_SUBDIRS if a.audio == "wav" else
-                                            M4A_SUBDIRS if a.audio == "m4a" else WAV_SUBDIRS + M4A_SUBDIRS)]
-        raise CorpusError(f"no VoxCeleb2 audio (<id>/<video>/<n>.wav or .m4a) found; looked in:\n  "
-                          + "\n  ".join(looked))
+        looked = [
+            str(a.root / s)
+            for s in (
+                WAV_SUBDIRS if a.audio == "wav" else M4A_SUBDIRS if a.audio == "m4a" else WAV_SUBDIRS + M4A_SUBDIRS
+            )
+        ]
+        raise CorpusError(
+            "no VoxCeleb2 audio (<id>/<video>/<n>.wav or .m4a) found; looked in:\n  " + "\n  ".join(looked)
+        )
     wav_scp, utt2spk = {}, {}
     for key, path in index.items():
         u = utt_id(key)

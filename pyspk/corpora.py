@@ -26,9 +26,9 @@ from pyspk.registry import Registry, RegistryError
 
 CORPORA: Registry = Registry("corpus")
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")      # corpus, set, trials and output names
-FLAG_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")        # flags, without the leading --
-VALUE_RE = re.compile(r"[A-Za-z0-9_.,:/+=@%-]*")            # option defaults
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # corpus, set, trials and output names
+FLAG_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # flags, without the leading --
+VALUE_RE = re.compile(r"[A-Za-z0-9_.,:/+=@%-]*")  # option defaults
 INPUT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")  # repo-relative files
 # Flags that are not a corpus's: the augmentation's folders (run.sh) and the settings every
 # preparation gets (local/prepare_corpus.sh, :class:`Context`).
@@ -42,11 +42,12 @@ class CorpusError(ValueError):
 @dataclass(frozen=True)
 class Root:
     """A folder a corpus is read from, given as ``--<flag> DIR``."""
-    flag: str                # e.g. "voxceleb1-root"
-    what: str                # what it is, for messages and ``pyspk corpus info``
-    script: str = ""         # the local/download_*.sh command line that gets it ("" = none)
+
+    flag: str  # e.g. "voxceleb1-root"
+    what: str  # what it is, for messages and ``pyspk corpus info``
+    script: str = ""  # the local/download_*.sh command line that gets it ("" = none)
     downloads: bool = False  # True: script downloads it; False: script checks and unpacks archives fetched by hand
-    into: str = ""           # where script puts it (downloads only)
+    into: str = ""  # where script puts it (downloads only)
 
     @property
     def var(self) -> str:
@@ -64,6 +65,7 @@ class Root:
 @dataclass(frozen=True)
 class Option:
     """A corpus's own option of local/prepare_corpus.sh (``--<flag> VALUE``)."""
+
     flag: str
     default: str
     what: str = ""
@@ -76,16 +78,17 @@ class Option:
 @dataclass
 class Context:
     """What a preparation gets: the flags of local/prepare_corpus.sh and the two set dirs."""
+
     corpus: str
-    data: str                         # the --data dir, as given
+    data: str  # the --data dir, as given
     train_set: str
     test_set: str
     seed: int = 777
     nj: int = 2
     synth_size: str = "default"
     skip_missing: bool = False
-    roots: Dict[str, str] = field(default_factory=dict)     # root flag -> folder, in the corpus's order
-    options: Dict[str, str] = field(default_factory=dict)   # option flag -> value
+    roots: Dict[str, str] = field(default_factory=dict)  # root flag -> folder, in the corpus's order
+    options: Dict[str, str] = field(default_factory=dict)  # option flag -> value
     prog: str = "prepare_corpus"
 
     def dir(self, name: str) -> str:
@@ -112,14 +115,15 @@ class Context:
 
 class Corpus:
     """One corpus of the recipe; subclasses set the class attributes and one of the two methods."""
+
     train_set: ClassVar[str] = ""
     test_set: ClassVar[str] = ""
-    trials: ClassVar[Tuple[str, ...]] = ("trials",)   # the test set's lists (some may depend on the copy)
+    trials: ClassVar[Tuple[str, ...]] = ("trials",)  # the test set's lists (some may depend on the copy)
     roots: ClassVar[Tuple[Root, ...]] = ()
     options: ClassVar[Tuple[Option, ...]] = ()
-    inputs: ClassVar[Tuple[str, ...]] = ()    # recipe files the preparation reads (run.sh's stage-0 stamp lists them)
-    outputs: ClassVar[Tuple[str, ...]] = ()   # dirs under --data it writes besides the two sets
-    conf_dir: ClassVar[str] = ""              # its systems' configs (systems.list, <system>.yaml); "" = conf/<name>
+    inputs: ClassVar[Tuple[str, ...]] = ()  # recipe files the preparation reads (run.sh's stage-0 stamp lists them)
+    outputs: ClassVar[Tuple[str, ...]] = ()  # dirs under --data it writes besides the two sets
+    conf_dir: ClassVar[str] = ""  # its systems' configs (systems.list, <system>.yaml); "" = conf/<name>
 
     def commands(self, ctx: Context) -> List[List[str]]:
         """Preparation as commands run in order with Python: a script path relative to the
@@ -133,7 +137,7 @@ class Corpus:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        for attr in ("trials", "roots", "options", "inputs", "outputs"):   # one item given alone is a tuple of one
+        for attr in ("trials", "roots", "options", "inputs", "outputs"):  # one item given alone is a tuple of one
             value = getattr(cls, attr)
             setattr(cls, attr, (value,) if isinstance(value, (str, Root, Option)) else tuple(value))
 
@@ -147,6 +151,7 @@ def get_corpus(name: str) -> Corpus:
 
 def check_corpus(name: str, cls) -> None:
     """Refuse a declaration whose names a shell or a data dir could not take as they are."""
+
     def bad(what: str) -> CorpusError:
         return CorpusError(f"corpus '{name}' ({getattr(cls, '__module__', '?')}): {what}")
 
@@ -172,8 +177,10 @@ def check_corpus(name: str, cls) -> None:
     flags = [(r.flag, True) for r in cls.roots] + [(o.flag, False) for o in cls.options]
     for flag, is_root in flags:
         if not FLAG_RE.fullmatch(flag) or flag in RESERVED_FLAGS or flag.endswith("-root") != is_root:
-            raise bad(f"flag '--{flag}': root flags end in -root and options do not; lower-case words "
-                      f"joined by '-', none of {', '.join(RESERVED_FLAGS)}")
+            raise bad(
+                f"flag '--{flag}': root flags end in -root and options do not; lower-case words "
+                f"joined by '-', none of {', '.join(RESERVED_FLAGS)}"
+            )
     for o in cls.options:
         if not VALUE_RE.fullmatch(o.default):
             raise bad(f"option --{o.flag}: default {o.default!r} holds characters a shell would split")
@@ -185,8 +192,9 @@ def all_flags() -> Dict[str, Tuple[str, str]]:
     out: Dict[str, Tuple[str, str]] = {}
     for name in CORPORA.names():
         corpus = get_corpus(name)
-        for flag, kind, default in ([(r.flag, "root", "") for r in corpus.roots]
-                                    + [(o.flag, "option", o.default) for o in corpus.options]):
+        for flag, kind, default in [(r.flag, "root", "") for r in corpus.roots] + [
+            (o.flag, "option", o.default) for o in corpus.options
+        ]:
             if out.setdefault(flag, (kind, default)) != (kind, default):
                 raise CorpusError(f"corpus '{name}': --{flag} is declared differently by another corpus")
     return out
@@ -195,13 +203,29 @@ def all_flags() -> Dict[str, Tuple[str, str]]:
 def info(name: str) -> Dict[str, object]:
     """What ``pyspk corpus info`` prints: sets, trials, roots, options, inputs, outputs."""
     corpus = get_corpus(name)
-    return {"corpus": name, "doc": (type(corpus).__doc__ or "").strip().split("\n")[0],
-            "train_set": corpus.train_set, "test_set": corpus.test_set, "trials": list(corpus.trials),
-            "roots": [{"flag": r.flag, "what": r.what, "script": r.script, "downloads": r.downloads,
-                       "into": r.into, "hint": r.hint()} for r in corpus.roots],
-            "options": [{"flag": o.flag, "default": o.default, "what": o.what} for o in corpus.options],
-            "inputs": list(corpus.inputs), "outputs": list(corpus.outputs), "conf_dir": corpus.conf_dir or f"conf/{name}",
-            "prepared_by": "commands" if type(corpus).commands is not Corpus.commands else "python"}
+    return {
+        "corpus": name,
+        "doc": (type(corpus).__doc__ or "").strip().split("\n")[0],
+        "train_set": corpus.train_set,
+        "test_set": corpus.test_set,
+        "trials": list(corpus.trials),
+        "roots": [
+            {
+                "flag": r.flag,
+                "what": r.what,
+                "script": r.script,
+                "downloads": r.downloads,
+                "into": r.into,
+                "hint": r.hint(),
+            }
+            for r in corpus.roots
+        ],
+        "options": [{"flag": o.flag, "default": o.default, "what": o.what} for o in corpus.options],
+        "inputs": list(corpus.inputs),
+        "outputs": list(corpus.outputs),
+        "conf_dir": corpus.conf_dir or f"conf/{name}",
+        "prepared_by": "commands" if type(corpus).commands is not Corpus.commands else "python",
+    }
 
 
 def check_roots(corpus: Corpus, ctx: Context) -> None:
@@ -262,39 +286,84 @@ SKIP = ("--skip-missing",)
 @CORPORA.register("synth")
 class SynthCeleb(Corpus):
     """SynthCeleb: English and Mandarin speech made on the spot with espeak-ng (docs/synthceleb.md)."""
+
     train_set, test_set = "synth_train", "synth_test"
     trials = ("trials_en", "trials_cmn", "trials_cross")
     inputs = ("conf/synth.yaml",)
     outputs = ("synth_audio",)
-    options = (Option("synth-num-train-spk", "", "training speakers; empty = the --synth-size's own "
-                      "(bench/bench_scale.py makes the corpus at several sizes)"),)
+    options = (
+        Option(
+            "synth-num-train-spk",
+            "",
+            "training speakers; empty = the --synth-size's own "
+            "(bench/bench_scale.py makes the corpus at several sizes)",
+        ),
+    )
 
     def commands(self, ctx):
         spk = ctx.option("synth-num-train-spk")
-        return [["synth/make_synth.py", "--out-dir", ctx.data, "--size", ctx.synth_size, "--seed", ctx.seed,
-                 "--nj", ctx.nj, *(["--num-train-spk", spk] if spk else [])]]
+        return [
+            [
+                "synth/make_synth.py",
+                "--out-dir",
+                ctx.data,
+                "--size",
+                ctx.synth_size,
+                "--seed",
+                ctx.seed,
+                "--nj",
+                ctx.nj,
+                *(["--num-train-spk", spk] if spk else []),
+            ]
+        ]
 
 
 @CORPORA.register("speechocean762")
 class SpeechOcean762(Corpus):
     """speechocean762 (OpenSLR 101): read English of Mandarin L1 speakers; split when test/ is absent."""
+
     train_set, test_set = "so762_train", "so762_test"
     trials = ("trials", "trials_female", "trials_male")
-    roots = (Root("speechocean762-root", "the speechocean762 folder (WAVE/, train/, test/)",
-                  script="local/download_speechocean762.sh --dir downloads", downloads=True,
-                  into="downloads/speechocean762"),)
-    options = (Option("so762-eval-speakers", "40", "held-out speakers of the train half when the copy has no "
-                      "test/ half (of 125; gender-alternating draw)"),)
+    roots = (
+        Root(
+            "speechocean762-root",
+            "the speechocean762 folder (WAVE/, train/, test/)",
+            script="local/download_speechocean762.sh --dir downloads",
+            downloads=True,
+            into="downloads/speechocean762",
+        ),
+    )
+    options = (
+        Option(
+            "so762-eval-speakers",
+            "40",
+            "held-out speakers of the train half when the copy has no test/ half (of 125; gender-alternating draw)",
+        ),
+    )
 
     def commands(self, ctx):
         root, split = ctx.root(), []
         if not Path(root, "test").is_dir():
             n = ctx.option("so762-eval-speakers")
-            ctx.note(f"{root} has no test/ half; holding out {n} of its train speakers for evaluation (seed {ctx.seed})")
+            ctx.note(
+                f"{root} has no test/ half; holding out {n} of its train speakers for evaluation (seed {ctx.seed})"
+            )
             split = ["--split-train-speakers", n]
-        return [["local/prepare_speechocean762.py", "--root", root, "--train-dir", ctx.dir(self.train_set),
-                 "--test-dir", ctx.dir(self.test_set), "--seed", ctx.seed, *split,
-                 *(SKIP if ctx.skip_missing else ())]]
+        return [
+            [
+                "local/prepare_speechocean762.py",
+                "--root",
+                root,
+                "--train-dir",
+                ctx.dir(self.train_set),
+                "--test-dir",
+                ctx.dir(self.test_set),
+                "--seed",
+                ctx.seed,
+                *split,
+                *(SKIP if ctx.skip_missing else ()),
+            ]
+        ]
 
 
 VOX1_ROOT = Root("voxceleb1-root", "the VoxCeleb1 folder (wav/, veri_test2.txt)", script="local/download_voxceleb.sh")
@@ -303,54 +372,128 @@ VOX1_ROOT = Root("voxceleb1-root", "the VoxCeleb1 folder (wav/, veri_test2.txt)"
 @CORPORA.register("voxceleb1")
 class VoxCeleb1(Corpus):
     """VoxCeleb1: trains on the dev speakers outside the test list, scores VoxCeleb1-O."""
+
     train_set, test_set = "voxceleb1_dev", "voxceleb1_test"
     trials = ("trials_vox1_o",)
     roots = (VOX1_ROOT,)
 
     def commands(self, ctx):
-        return [["local/prepare_voxceleb1.py", "--root", ctx.root(), "--dev-dir", ctx.dir(self.train_set),
-                 "--test-dir", ctx.dir(self.test_set), "--trial-lists", "o", *(SKIP if ctx.skip_missing else ())]]
+        return [
+            [
+                "local/prepare_voxceleb1.py",
+                "--root",
+                ctx.root(),
+                "--dev-dir",
+                ctx.dir(self.train_set),
+                "--test-dir",
+                ctx.dir(self.test_set),
+                "--trial-lists",
+                "o",
+                *(SKIP if ctx.skip_missing else ()),
+            ]
+        ]
 
 
 @CORPORA.register("voxceleb2")
 class VoxCeleb2(Corpus):
     """VoxCeleb2 dev for training; VoxCeleb1-O, and -E/-H when their lists are present, for testing."""
+
     train_set, test_set = "voxceleb2_dev", "voxceleb1_test"
-    trials = ("trials_vox1_o",)     # trials_vox1_e, trials_vox1_h when their lists are present
-    roots = (Root("voxceleb2-root", "the VoxCeleb2 folder (dev/aac/ or a wav tree)", script="local/download_voxceleb.sh"),
-             VOX1_ROOT)
+    trials = ("trials_vox1_o",)  # trials_vox1_e, trials_vox1_h when their lists are present
+    roots = (
+        Root("voxceleb2-root", "the VoxCeleb2 folder (dev/aac/ or a wav tree)", script="local/download_voxceleb.sh"),
+        VOX1_ROOT,
+    )
 
     def commands(self, ctx):
-        return [["local/prepare_voxceleb2.py", "--root", ctx.root("voxceleb2-root"), "--train-dir", ctx.dir(self.train_set)],
-                ["local/prepare_voxceleb1.py", "--root", ctx.root("voxceleb1-root"), "--test-dir", ctx.dir(self.test_set),
-                 "--test-only", "--trial-lists", "o,e,h", *(SKIP if ctx.skip_missing else ())]]
+        return [
+            [
+                "local/prepare_voxceleb2.py",
+                "--root",
+                ctx.root("voxceleb2-root"),
+                "--train-dir",
+                ctx.dir(self.train_set),
+            ],
+            [
+                "local/prepare_voxceleb1.py",
+                "--root",
+                ctx.root("voxceleb1-root"),
+                "--test-dir",
+                ctx.dir(self.test_set),
+                "--test-only",
+                "--trial-lists",
+                "o,e,h",
+                *(SKIP if ctx.skip_missing else ()),
+            ],
+        ]
 
 
 @CORPORA.register("cnceleb")
 class CNCeleb(Corpus):
     """CN-Celeb: trains on CN-Celeb1 dev + CN-Celeb2, scores the CN-Celeb1 evaluation set."""
+
     train_set, test_set = "cnceleb_train", "cnceleb1_eval"
     trials = ("trials", "trials_avg")
-    roots = (Root("cnceleb-root", "the CN-Celeb1 folder, with CN-Celeb2 beside it when present",
-                  script="local/download_cnceleb.sh"),)
+    roots = (
+        Root(
+            "cnceleb-root",
+            "the CN-Celeb1 folder, with CN-Celeb2 beside it when present",
+            script="local/download_cnceleb.sh",
+        ),
+    )
     options = (Option("cnceleb-min-duration", "0", "> 0: merge short training segments to this many seconds"),)
 
     def commands(self, ctx):
-        return [["local/prepare_cnceleb.py", "--root", ctx.root(), "--train-dir", ctx.dir(self.train_set),
-                 "--eval-dir", ctx.dir(self.test_set), "--min-duration", ctx.option("cnceleb-min-duration"),
-                 *(SKIP if ctx.skip_missing else ())]]
+        return [
+            [
+                "local/prepare_cnceleb.py",
+                "--root",
+                ctx.root(),
+                "--train-dir",
+                ctx.dir(self.train_set),
+                "--eval-dir",
+                ctx.dir(self.test_set),
+                "--min-duration",
+                ctx.option("cnceleb-min-duration"),
+                *(SKIP if ctx.skip_missing else ()),
+            ]
+        ]
 
 
 @CORPORA.register("folder")
 class Folder(Corpus):
     """Your own data: a folder per speaker, split into training and test speakers (seeded)."""
+
     train_set, test_set = "folder_train", "folder_test"
     roots = (Root("folder-root", "a folder per speaker: DIR/<speaker>/**/*.wav|flac"),)
 
     def commands(self, ctx):
-        return [["local/prepare_folder.py", "--root", ctx.root(), "--train-dir", ctx.dir(self.train_set),
-                 "--test-dir", ctx.dir(self.test_set), "--seed", ctx.seed]]
+        return [
+            [
+                "local/prepare_folder.py",
+                "--root",
+                ctx.root(),
+                "--train-dir",
+                ctx.dir(self.train_set),
+                "--test-dir",
+                ctx.dir(self.test_set),
+                "--seed",
+                ctx.seed,
+            ]
+        ]
 
 
-__all__ = ["CORPORA", "Context", "Corpus", "CorpusError", "Option", "RegistryError", "Root", "all_flags",
-           "check_corpus", "get_corpus", "info", "prepare"]
+__all__ = [
+    "CORPORA",
+    "Context",
+    "Corpus",
+    "CorpusError",
+    "Option",
+    "RegistryError",
+    "Root",
+    "all_flags",
+    "check_corpus",
+    "get_corpus",
+    "info",
+    "prepare",
+]

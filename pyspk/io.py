@@ -60,9 +60,9 @@ def payload_nbytes(obj: Any) -> int:
         return sum(payload_nbytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return sum(payload_nbytes(v) for v in obj)
-    if hasattr(obj, "element_size") and hasattr(obj, "numel"):      # torch.Tensor, without importing torch
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):  # torch.Tensor, without importing torch
         return int(obj.numel()) * int(obj.element_size())
-    nbytes = getattr(obj, "nbytes", None)                             # numpy arrays
+    nbytes = getattr(obj, "nbytes", None)  # numpy arrays
     return int(nbytes) if isinstance(nbytes, int) else 0
 
 
@@ -70,7 +70,7 @@ def _is_write_failure(exc: BaseException) -> bool:
     if isinstance(exc, WriteError):
         return True
     if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # errors only a write gives
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors only a write gives
     return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURES)
 
 
@@ -78,8 +78,9 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / MB:.1f} MB" if nbytes < 10 * MB else f"{nbytes / MB:,.0f} MB"
 
 
-def write_error(path: PathLike, exc: BaseException, needed: Optional[int] = None,
-                written: int = 0) -> Optional[WriteError]:
+def write_error(
+    path: PathLike, exc: BaseException, needed: Optional[int] = None, written: int = 0
+) -> Optional[WriteError]:
     """The one-line :class:`WriteError` for ``exc`` raised while writing ``path``, or None when
     ``exc`` is not a failed write (a bug the caller should let through as it is).
 

@@ -69,7 +69,7 @@ def split_lines(lines: Sequence[str], nj: int, first_longer: bool = False) -> Li
         bounds = [i * size + min(i, rem) for i in range(nj + 1)]
     else:
         bounds = [round(i * n / nj) for i in range(nj + 1)]
-    return [list(lines[bounds[i]:bounds[i + 1]]) for i in range(nj)]
+    return [list(lines[bounds[i] : bounds[i + 1]]) for i in range(nj)]
 
 
 def write_if_changed(path: Path, text: str) -> None:
@@ -136,8 +136,9 @@ class JobSet:
             return "input or config changed since it was computed"
         return ""
 
-    def pending(self, sigs: Sequence[str], force: bool = False,
-                verify: Optional[Callable[[int, str], str]] = None) -> List[int]:
+    def pending(
+        self, sigs: Sequence[str], force: bool = False, verify: Optional[Callable[[int, str], str]] = None
+    ) -> List[int]:
         """The jobs (1-based, of ``len(sigs)``) to run: every one with ``force``, else those
         that ``verify(job, sig)`` (default :meth:`stamp_check`) gives a reason for. Their
         stamps are removed, so that no later look takes them for finished."""
@@ -172,13 +173,18 @@ class JobSet:
         failed: List[int] = []
         why: List[str] = []
         for a, b in ranges(jobs):
-            qargv = queue_argv(cmd, a, b, log_dir / f"{self.log_name}.{JOB}.log",
-                               [sys.executable, "-m", self.tool, "--job", JOB, *argv])
+            qargv = queue_argv(
+                cmd,
+                a,
+                b,
+                log_dir / f"{self.log_name}.{JOB}.log",
+                [sys.executable, "-m", self.tool, "--job", JOB, *argv],
+            )
             line = shlex.join(qargv)
             log.info("running %s", line)
             rc, err = run_queue(qargv)
             bad = [j for j in range(a, b + 1) if not self.stamp(j).is_file()]
-            if rc != 0 and not bad:      # the queue failed although every job finished
+            if rc != 0 and not bad:  # the queue failed although every job finished
                 bad = [a]
             if bad:
                 failed += bad

@@ -20,8 +20,9 @@ def nearest_hint(key: object, valid: Iterable[str], cutoff: float = 0.6) -> str:
     return f" (did you mean '{near[0]}'?)" if near else f" (valid: {', '.join(valid)})"
 
 
-def check_keys(mapping: Iterable[object], valid: Iterable[str], where: str,
-               error: Type[Exception] = ValueError, what: str = "key") -> None:
+def check_keys(
+    mapping: Iterable[object], valid: Iterable[str], where: str, error: Type[Exception] = ValueError, what: str = "key"
+) -> None:
     """Raise ``error`` for the first key of ``mapping`` that is not in ``valid``, or (for a
     mapping) whose value is a NaN or infinite float, or a list holding one."""
     valid = list(valid)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-TRIM_THRESHOLD = 2**31 - 1      # mallopt takes an int: free top above ~2 GiB still goes back
+TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: free top above ~2 GiB still goes back
 
 _done: bool | None = None
 

@@ -36,7 +36,7 @@ def cpu_class(cpuinfo: str = "/proc/cpuinfo") -> str:
             flags = set(value.split())
     named = [label for flag, label in _CLASS_FLAGS if flag in flags]
     if "AVX-512" in named and len(named) > 1 and named[0] != "AVX-512":
-        named.remove("AVX-512")          # implied by the bf16 / AMX flags named before it
+        named.remove("AVX-512")  # implied by the bf16 / AMX flags named before it
     if "AVX2" in named and len(named) > 1:
         named.remove("AVX2")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -48,10 +48,20 @@ def git_commit(root: Optional[Path] = None) -> str:
     tracked files differ from it; 'unknown' outside a git checkout."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -59,11 +69,17 @@ def git_commit(root: Optional[Path] = None) -> str:
 
 def provenance(command: str, root: Optional[Path] = None) -> dict:
     """The record stored beside a result: commit, UTC date, CPU class, command."""
-    return {"commit": git_commit(root), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-            "cpu": cpu_class(), "command": command}
+    return {
+        "commit": git_commit(root),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "cpu": cpu_class(),
+        "command": command,
+    }
 
 
 def header(record: dict) -> str:
     """One markdown line naming a result's commit, date, CPU class and command."""
-    return (f"Commit {record.get('commit', 'unknown')}, {record.get('date', 'unknown date')}, "
-            f"{record.get('cpu', 'unknown CPU')}; command: `{record.get('command', '')}`")
+    return (
+        f"Commit {record.get('commit', 'unknown')}, {record.get('date', 'unknown date')}, "
+        f"{record.get('cpu', 'unknown CPU')}; command: `{record.get('command', '')}`"
+    )

@@ -108,7 +108,7 @@ class ForwardedSignals:
     def _forward(self, sig, _frame):
         self.got.append(sig)
         if self.child is not None:
-            self.child.send_signal(sig)   # a no-op once the child is reaped
+            self.child.send_signal(sig)  # a no-op once the child is reaped
 
     def __enter__(self) -> "ForwardedSignals":
         if threading.current_thread() is threading.main_thread():
@@ -148,22 +148,30 @@ def run_queue(argv: Sequence[str]) -> Tuple[int, str]:
     said: deque = deque(maxlen=50)
     with ForwardedSignals() as fwd:
         try:
-            child = fwd.start(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              errors="replace", pass_fds=_lock_fds())
-        except OSError as e:      # as a shell would say it: 127 not found, 126 not runnable
+            child = fwd.start(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                pass_fds=_lock_fds(),
+            )
+        except OSError as e:  # as a shell would say it: 127 not found, 126 not runnable
             missing = isinstance(e, FileNotFoundError)
             said.append(f"{argv[0]}: " + ("not found" if missing else f"cannot run: {e.strerror or e}") + "\n")
             sys.stderr.write(said[-1])
             rc = 127 if missing else 126
         else:
-            for line in child.stderr:      # shown as it comes, kept for failure_reason
+            for line in child.stderr:  # shown as it comes, kept for failure_reason
                 sys.stderr.write(line)
                 said.append(line)
             child.stderr.close()
             rc = child.wait()
     if fwd.got:
-        print(f"pyspk: got {signal.Signals(fwd.got[0]).name}; the queue script stopped its jobs (exit {rc})",
-              file=sys.stderr)
+        print(
+            f"pyspk: got {signal.Signals(fwd.got[0]).name}; the queue script stopped its jobs (exit {rc})",
+            file=sys.stderr,
+        )
         raise QueueInterrupted(fwd.got[0])
     return rc, "".join(said)
 
@@ -176,8 +184,11 @@ def failure_reason(logs: List[Path], rc: int, err: str, line: str) -> str:
         said = last_words(Path(written[0]))
         return "see " + ", ".join(written) + (f" (job said: {said})" if said else "")
     said = err.strip().splitlines()[-3:] if err.strip() else ["(nothing on stderr)"]
-    return (f"the job(s) never started: the queue command exited {rc} before writing any log: "
-            + " | ".join(said) + f"; command: {line}")
+    return (
+        f"the job(s) never started: the queue command exited {rc} before writing any log: "
+        + " | ".join(said)
+        + f"; command: {line}"
+    )
 
 
 def last_words(log: Path, limit: int = 600) -> str:

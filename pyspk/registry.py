@@ -36,7 +36,7 @@ class RegistryError(KeyError):
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
-    obj: T                          # the class or function that builds the component
+    obj: T  # the class or function that builds the component
     settings: Optional[type] = None  # dataclass of its config block (None: takes no settings)
 
 
@@ -49,12 +49,16 @@ class Registry(Generic[T]):
 
     def register(self, name: str, settings: Optional[type] = None, *, replace: bool = False):
         """Decorator: ``@HEADS.register("aam", AamSettings)`` over the class or factory."""
+
         def add(obj: T) -> T:
             if name in self._entries and not replace:
-                raise RegistryError(f"{self.kind} '{name}' is registered twice "
-                                    f"({self._entries[name].obj!r} and {obj!r}); pass replace=True to override")
+                raise RegistryError(
+                    f"{self.kind} '{name}' is registered twice "
+                    f"({self._entries[name].obj!r} and {obj!r}); pass replace=True to override"
+                )
             self._entries[name] = Entry(name, obj, settings)
             return obj
+
         return add
 
     def get(self, name: str) -> Entry[T]:
@@ -91,7 +95,7 @@ def load_plugins(spec: Optional[str] = None) -> None:
     for item in (s.strip() for s in spec.split(",")):
         if not item or item in _loaded:
             continue
-        _loaded[item] = None        # set first: a plugin that looks a name up does not recurse
+        _loaded[item] = None  # set first: a plugin that looks a name up does not recurse
         try:
             if item.endswith(".py"):
                 path = Path(item)

@@ -56,7 +56,8 @@ def check_plain(value: Any, where: str, who: str = "checkpoint") -> None:
     raise TypeError(
         f"{who}: {where} is a {type(value).__module__}.{type(value).__qualname__}; checkpoints hold only "
         f"tensors, dict, list, tuple, str, int, float, bool and None (convert paths to str, numpy values "
-        f"with .item()/.tolist() or torch.from_numpy)")
+        f"with .item()/.tolist() or torch.from_numpy)"
+    )
 
 
 def refused_global(error: BaseException) -> str | None:
@@ -64,7 +65,7 @@ def refused_global(error: BaseException) -> str | None:
     m = _GLOBAL_RE.search(str(error))
     if m is None:
         return None
-    return re.sub(r"^(posix|nt)\.", "os.", m.group(1))   # os.system pickles as posix.system
+    return re.sub(r"^(posix|nt)\.", "os.", m.group(1))  # os.system pickles as posix.system
 
 
 def safe_load(path: PathLike, map_location: Any = "cpu") -> Any:
@@ -80,7 +81,7 @@ def safe_load(path: PathLike, map_location: Any = "cpu") -> Any:
             f"checkpoint {path} holds a Python object of type {name} that a safe load refuses; "
             f"if you trust this file, migrate it with: pyspk migrate-checkpoint --i-trust-this-file {path}"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:   # truncated, not a torch file
+    except (RuntimeError, OSError, EOFError, ValueError) as e:  # truncated, not a torch file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
 
 
@@ -127,9 +128,7 @@ def to_plain(value: Any, where: str = "checkpoint") -> Any:
     if isinstance(value, (list, tuple)):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
-    for base in (bool, int, float, str):                # subclasses: IntEnum, str enums
+    for base in (bool, int, float, str):  # subclasses: IntEnum, str enums
         if isinstance(value, base):
             return base(value)
-    raise TypeError(f"cannot convert {where}: a {type(value).__module__}.{type(value).__qualname__} "
-                    f"has no plain form")
-
+    raise TypeError(f"cannot convert {where}: a {type(value).__module__}.{type(value).__qualname__} has no plain form")

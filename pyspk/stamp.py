@@ -70,8 +70,8 @@ import fcntl
 import glob
 import hashlib
 import json
-import os
 import logging
+import os
 import shlex
 import time
 from datetime import datetime, timezone
@@ -154,11 +154,11 @@ def fingerprint(inp: str) -> dict:
 
 
 def fingerprint_all(inputs: Sequence[str], params: Dict[str, str]) -> dict:
-    return {"version": VERSION, "params": dict(sorted(params.items())),
-            "inputs": {i: fingerprint(i) for i in inputs}}
+    return {"version": VERSION, "params": dict(sorted(params.items())), "inputs": {i: fingerprint(i) for i in inputs}}
 
 
 # ---- outputs --------------------------------------------------------------------
+
 
 def output_fingerprint(path) -> Optional[dict]:
     """Size and the sha-256 of the first and last :data:`OUTPUT_WINDOW` bytes (the whole
@@ -200,10 +200,9 @@ def output_files(stamp: Path, outputs: Sequence[str]) -> List[str]:
             names = sorted(os.listdir(d))
         except FileNotFoundError:
             names = []
-        found = [os.path.join(d, n) for n in names
-                 if not _not_output(n) and os.path.isfile(os.path.join(d, n))]
+        found = [os.path.join(d, n) for n in names if not _not_output(n) and os.path.isfile(os.path.join(d, n))]
     for out in outputs:
-        for p in (sorted(glob.glob(out)) if is_pattern(out) else [out]):
+        for p in sorted(glob.glob(out)) if is_pattern(out) else [out]:
             if os.path.isdir(p):
                 found.extend(_walk_outputs(p))
             elif os.path.isfile(p) and not _not_output(os.path.basename(p)):
@@ -405,8 +404,14 @@ def stale_upstream(stamp: Path, inputs: Sequence[str], skip: Sequence[str] = ())
     return None
 
 
-def write_stamp(stamp: Path, command: Sequence[str], inputs: Sequence[str], params: Dict[str, str],
-                outputs: Sequence[str] = (), stage: Optional[str] = None) -> None:
+def write_stamp(
+    stamp: Path,
+    command: Sequence[str],
+    inputs: Sequence[str],
+    params: Dict[str, str],
+    outputs: Sequence[str] = (),
+    stage: Optional[str] = None,
+) -> None:
     """Fingerprint the inputs and outputs as they are now and write the stamp atomically."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # Microseconds make a redone stage's stamp differ from the last one even within a
@@ -420,6 +425,7 @@ def write_stamp(stamp: Path, command: Sequence[str], inputs: Sequence[str], para
 
 
 # ---- the lock ------------------------------------------------------------------
+
 
 def lock_holders(lock: Path) -> List[str]:
     """'pid N: command' of every process that has ``lock`` open (Linux /proc), the holder
@@ -497,8 +503,14 @@ def acquire_lock(out_dir: Path, command: Sequence[str], wait_s: float = 0.0) -> 
         msg = _busy_message(lock)
         if time.monotonic() >= t_end:
             os.close(fd)
-            raise LockBusy(msg + (f"; waited {wait_s:g} s" if wait_s else
-                                  "; wait for it to finish or stop it (--lock-wait SECONDS waits)"))
+            raise LockBusy(
+                msg
+                + (
+                    f"; waited {wait_s:g} s"
+                    if wait_s
+                    else "; wait for it to finish or stop it (--lock-wait SECONDS waits)"
+                )
+            )
         if not told:
             log.warning("stamped.sh: %s; waiting up to %g s", msg, wait_s)
             told = True
@@ -506,8 +518,11 @@ def acquire_lock(out_dir: Path, command: Sequence[str], wait_s: float = 0.0) -> 
     if writable_fd:
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\t{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}\t"
-                      f"{shlex.join(command)}\n".encode(), 0)
+            os.pwrite(
+                fd,
+                f"{os.getpid()}\t{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}\t{shlex.join(command)}\n".encode(),
+                0,
+            )
         except OSError as e:
             if e.errno not in _CANNOT_WRITE + _NO_SPACE:
                 os.close(fd)

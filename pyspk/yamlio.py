@@ -31,7 +31,7 @@ class StrictSafeLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
     def _check_duplicates(self, node, path: str, seen: set) -> None:
-        if id(node) in seen:          # an alias: its anchor was checked where it was defined
+        if id(node) in seen:  # an alias: its anchor was checked where it was defined
             return
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
@@ -46,8 +46,10 @@ class StrictSafeLoader(yaml.SafeLoader):
                 if key is not None and key in lines:
                     name = key_node.start_mark.name
                     source = "" if name.startswith("<") else f"{name}: "
-                    raise DuplicateKeyError(f"{source}key '{where}' appears twice, on line {lines[key]} and on "
-                                            f"line {line} (yaml would silently keep the second); delete one")
+                    raise DuplicateKeyError(
+                        f"{source}key '{where}' appears twice, on line {lines[key]} and on "
+                        f"line {line} (yaml would silently keep the second); delete one"
+                    )
                 if key is not None:
                     lines[key] = line
                 self._check_duplicates(value_node, where, seen)
@@ -64,7 +66,7 @@ class StrictSafeLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             hash(key)
             return key
-        except Exception:             # an unhashable or bad key: the constructor reports it
+        except Exception:  # an unhashable or bad key: the constructor reports it
             return None
 
 

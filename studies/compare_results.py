@@ -50,8 +50,10 @@ def main(argv=None) -> int:
         diffs.append(d)
         print(f"{k[0]:<26} {k[1]:<14} {k[2]:<8} {a[k]:7.2f} {b[k]:7.2f} {d:+6.2f}")
     n = len(diffs)
-    print(f"{n} figures: after - before mean {sum(diffs) / n:+.2f} points, mean absolute "
-          f"{sum(abs(d) for d in diffs) / n:.2f}, range {min(diffs):+.2f} to {max(diffs):+.2f}")
+    print(
+        f"{n} figures: after - before mean {sum(diffs) / n:+.2f} points, mean absolute "
+        f"{sum(abs(d) for d in diffs) / n:.2f}, range {min(diffs):+.2f} to {max(diffs):+.2f}"
+    )
     return 0
 
 

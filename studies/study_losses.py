@@ -48,19 +48,25 @@ sys.path.insert(1, str(ROOT / "synth"))
 
 from pyspk.io import atomic_write_text  # noqa: E402
 from pyspk.provenance import provenance  # noqa: E402
-from pyspk.yamlio import safe_load  # noqa: E402
-from pyspk.train.config import (SPEED_KEYS, config_from_dict, merge_overrides, read_config_data,  # noqa: E402
-                                resolve_dict, validate_config)
+from pyspk.train.config import (  # noqa: E402
+    SPEED_KEYS,
+    config_from_dict,
+    merge_overrides,
+    read_config_data,
+    resolve_dict,
+    validate_config,
+)
 from pyspk.train.migrate import is_old_layout  # noqa: E402
+from pyspk.yamlio import safe_load  # noqa: E402
 
 CORPORA = {
     # data dir, clean training set, test set
     "synth": ("data", "synth_train", "synth_test"),
     "speechocean762": ("data_so762", "so762_train", "so762_test"),
 }
-FBANK_DIRS = {"data": "fbank", "data_so762": "fbank_so762"}   # as studies/study_losses.sh's run.sh calls
-RECIPE_SEED = 777                                              # run.sh's --seed: the augmentation's draws
-SCORE_BACKENDS = ("cosine", "asnorm", "plda")   # what run.sh stage 6 scores
+FBANK_DIRS = {"data": "fbank", "data_so762": "fbank_so762"}  # as studies/study_losses.sh's run.sh calls
+RECIPE_SEED = 777  # run.sh's --seed: the augmentation's draws
+SCORE_BACKENDS = ("cosine", "asnorm", "plda")  # what run.sh stage 6 scores
 SHORT = {"cosine": "cos", "asnorm": "AS-norm", "plda": "PLDA"}
 ROWS = ("softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed")
 
@@ -68,17 +74,17 @@ ROWS = ("softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon
 @dataclass
 class Variant:
     name: str
-    base: str                         # conf/<corpus>/<base>.yaml
+    base: str  # conf/<corpus>/<base>.yaml
     group: str
     what: str
     overrides: dict = field(default_factory=dict)
-    noise: float = 0.0                # label-noise fraction of the training data
-    budget: int = 1                   # steps per epoch multiplier
-    train_set: str = "recipe"         # recipe (run.sh's DATA/<train>_combined) or one of TRAIN_SETS
-    backend_set: str = "clean"        # what the back-end is fitted on: the clean training speakers
-                                      # (run.sh stage 5, Kaldi's convention) or "training", the set the
-                                      # encoder trained on (speed copies as new speakers, noisy copies)
-    trained_by: str = ""              # a variant whose trained model this one reuses (back-end variants)
+    noise: float = 0.0  # label-noise fraction of the training data
+    budget: int = 1  # steps per epoch multiplier
+    train_set: str = "recipe"  # recipe (run.sh's DATA/<train>_combined) or one of TRAIN_SETS
+    backend_set: str = "clean"  # what the back-end is fitted on: the clean training speakers
+    # (run.sh stage 5, Kaldi's convention) or "training", the set the
+    # encoder trained on (speed copies as new speakers, noisy copies)
+    trained_by: str = ""  # a variant whose trained model this one reuses (back-end variants)
 
 
 def _pair(**kw) -> dict:
@@ -95,98 +101,225 @@ def variants() -> List[Variant]:
         for place in ("own", "positives"):
             if form == "threshold" and place == "positives":
                 continue
-            v.append(Variant(f"am_supcon.{form}.{place}", "am_supcon", "margin",
-                             f"AM-SupCon, {form} margin on {place}",
-                             _pair(margin_type=form, margin_on=place)))
-    v.append(Variant("proposed.angular", "proposed", "margin", "proposed with the paper's angular margin "
-                     "(on its own positive, CAA scale 30, raw MGDA)",
-                     {"pair_loss": {"margin_type": "angular", "margin_on": "own"},
-                      "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False},
-                      "balance": {"normalize": "none"}}))
+            v.append(
+                Variant(
+                    f"am_supcon.{form}.{place}",
+                    "am_supcon",
+                    "margin",
+                    f"AM-SupCon, {form} margin on {place}",
+                    _pair(margin_type=form, margin_on=place),
+                )
+            )
+    v.append(
+        Variant(
+            "proposed.angular",
+            "proposed",
+            "margin",
+            "proposed with the paper's angular margin (on its own positive, CAA scale 30, raw MGDA)",
+            {
+                "pair_loss": {"margin_type": "angular", "margin_on": "own"},
+                "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False},
+                "balance": {"normalize": "none"},
+            },
+        )
+    )
     # label noise: 10 % for every row, 5 % (the low end of the 5-10 % range studied) for the CAA row only
-    noisy_rows = {0.05: ("am_supcon", "am_supcon_caa"),
-                  0.1: ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed")}
+    noisy_rows = {
+        0.05: ("am_supcon", "am_supcon_caa"),
+        0.1: ("aam", "supcon", "am_supcon", "am_supcon_caa", "proposed"),
+    }
     for frac, rows in noisy_rows.items():
         for r in rows:
-            v.append(Variant(f"noise{int(round(frac * 100))}.{r}", r, "noise",
-                             f"{r} as shipped, {frac:.0%} label noise", noise=frac))
-    for frac in (0.1,):                # the CAA exploration, at 10 % only
+            v.append(
+                Variant(
+                    f"noise{int(round(frac * 100))}.{r}",
+                    r,
+                    "noise",
+                    f"{r} as shipped, {frac:.0%} label noise",
+                    noise=frac,
+                )
+            )
+    for frac in (0.1,):  # the CAA exploration, at 10 % only
         tag = f"noise{int(round(frac * 100))}"
-        caa = {"s5": ("scale 5", _caa(scale=5.0)),
-               "s30": ("scale 30", _caa(scale=30.0)),
-               "raw": ("no per-anchor normalisation", _caa(normalize=False)),
-               "logit": ("weights inside the logits", _caa(mode="logit")),
-               "late": ("CAA from epoch 2 (prototypes first)", _caa(start_epoch=2.0)),
-               "floor": ("floor 0.5", _caa(floor=0.5)),
-               "pos": ("positive pairs weighted too (OSM-CAA)", _caa(positives=True)),
-               "s5pos": ("scale 5, positive pairs weighted too", _caa(scale=5.0, positives=True)),
-               "logitpos": ("inside the logits, positive pairs weighted too", _caa(mode="logit", positives=True))}
+        caa = {
+            "s5": ("scale 5", _caa(scale=5.0)),
+            "s30": ("scale 30", _caa(scale=30.0)),
+            "raw": ("no per-anchor normalisation", _caa(normalize=False)),
+            "logit": ("weights inside the logits", _caa(mode="logit")),
+            "late": ("CAA from epoch 2 (prototypes first)", _caa(start_epoch=2.0)),
+            "floor": ("floor 0.5", _caa(floor=0.5)),
+            "pos": ("positive pairs weighted too (OSM-CAA)", _caa(positives=True)),
+            "s5pos": ("scale 5, positive pairs weighted too", _caa(scale=5.0, positives=True)),
+            "logitpos": ("inside the logits, positive pairs weighted too", _caa(mode="logit", positives=True)),
+        }
         for key, (what, ov) in caa.items():
             # the exploration ran before pair_loss.margin_on: positives and pair_weights.positives were picked
             ov = merge_overrides({**_pair(margin_on="own"), **_caa(positives=False)}, ov)
-            v.append(Variant(f"{tag}.am_supcon_caa.{key}", "am_supcon_caa", "caa",
-                             f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise", ov, noise=frac))
-        v.append(Variant(f"{tag}.proposed.nocaa", "proposed", "caa",
-                         f"proposed without CAA, {frac:.0%} label noise", {"pair_weights": None}, noise=frac))
+            v.append(
+                Variant(
+                    f"{tag}.am_supcon_caa.{key}",
+                    "am_supcon_caa",
+                    "caa",
+                    f"AM-SupCon + CAA (EMA prototypes), {what}, {frac:.0%} label noise",
+                    ov,
+                    noise=frac,
+                )
+            )
+        v.append(
+            Variant(
+                f"{tag}.proposed.nocaa",
+                "proposed",
+                "caa",
+                f"proposed without CAA, {frac:.0%} label noise",
+                {"pair_weights": None},
+                noise=frac,
+            )
+        )
     for norm in ("none", "l2", "loss", "authors"):
-        v.append(Variant(f"proposed.mgda_{norm}", "proposed", "mgda", f"proposed, MGDA normalisation '{norm}' "
-                         "(margin on its own positive, CAA scale 30: the settings before the study picked)",
-                         {"balance": {"normalize": norm, "combine": "scaled"}, "pair_loss": {"margin_on": "own"},
-                          "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False}}))
+        v.append(
+            Variant(
+                f"proposed.mgda_{norm}",
+                "proposed",
+                "mgda",
+                f"proposed, MGDA normalisation '{norm}' "
+                "(margin on its own positive, CAA scale 30: the settings before the study picked)",
+                {
+                    "balance": {"normalize": norm, "combine": "scaled"},
+                    "pair_loss": {"margin_on": "own"},
+                    "pair_weights": {"scale": 30.0, "mode": "exp", "positives": False},
+                },
+            )
+        )
     # picking the proposed system's settings on clean data
-    v.append(Variant("proposed.nocaapos", "proposed", "pick", "proposed, CAA on negatives only "
-                     "(pair_weights.positives false: weighting positives was picked at 10 % label noise), "
-                     "MGDA l2 with the losses scaled",
-                     {"pair_weights": {"positives": False}, "balance": {"normalize": "l2", "combine": "scaled"}}))
-    v.append(Variant("proposed.scaled_l2", "proposed", "pick", "proposed, MGDA l2 with the losses scaled "
-                     "by 1/||g_t|| (the encoder follows the mean of the unit gradients; shipped before)",
-                     {"balance": {"normalize": "l2", "combine": "scaled"}}))
-    v.append(Variant("proposed.tau02", "proposed", "pick", "proposed with the contrastive temperature 0.2 "
-                     "(0.07 elsewhere): a softer loss over more of the batch's negatives", _pair(temperature=0.2)))
+    v.append(
+        Variant(
+            "proposed.nocaapos",
+            "proposed",
+            "pick",
+            "proposed, CAA on negatives only "
+            "(pair_weights.positives false: weighting positives was picked at 10 % label noise), "
+            "MGDA l2 with the losses scaled",
+            {"pair_weights": {"positives": False}, "balance": {"normalize": "l2", "combine": "scaled"}},
+        )
+    )
+    v.append(
+        Variant(
+            "proposed.scaled_l2",
+            "proposed",
+            "pick",
+            "proposed, MGDA l2 with the losses scaled "
+            "by 1/||g_t|| (the encoder follows the mean of the unit gradients; shipped before)",
+            {"balance": {"normalize": "l2", "combine": "scaled"}},
+        )
+    )
+    v.append(
+        Variant(
+            "proposed.tau02",
+            "proposed",
+            "pick",
+            "proposed with the contrastive temperature 0.2 "
+            "(0.07 elsewhere): a softer loss over more of the batch's negatives",
+            _pair(temperature=0.2),
+        )
+    )
     for norm in ("l2", "loss"):
-        v.append(Variant(f"proposed.raw_{norm}", "proposed", "pick", f"proposed, MGDA on '{norm}'-normalised "
-                         "gradients, raw losses combined (Sener & Koltun's code; l2: alpha = 0.5 always)",
-                         {"balance": {"normalize": norm, "combine": "raw"}}))
+        v.append(
+            Variant(
+                f"proposed.raw_{norm}",
+                "proposed",
+                "pick",
+                f"proposed, MGDA on '{norm}'-normalised "
+                "gradients, raw losses combined (Sener & Koltun's code; l2: alpha = 0.5 always)",
+                {"balance": {"normalize": norm, "combine": "raw"}},
+            )
+        )
     for r in ("aam", "proposed"):  # speechocean762 only: conf/speechocean762/ecapa_*.yaml
-        v.append(Variant(f"ecapa.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512 (long on 2 cores; "
-                         "run with --jobs 1 --threads 2)"))
+        v.append(
+            Variant(
+                f"ecapa.{r}",
+                f"ecapa_{r}",
+                "ecapa",
+                f"{r} with ECAPA-TDNN C = 512 (long on 2 cores; run with --jobs 1 --threads 2)",
+            )
+        )
     for r in ("aam", "supcon", "am_supcon", "proposed"):
         v.append(Variant(f"long4.{r}", r, "long", f"{r} as shipped, 4x the steps", budget=4))
     for r in ("aam", "proposed"):  # twice the steps of conf/speechocean762/ecapa_*.yaml (2 threads, compiled)
-        v.append(Variant(f"ecapa.long2.{r}", f"ecapa_{r}", "ecapa", f"{r} with ECAPA-TDNN C = 512, 2x the steps "
-                         "(960 steps of 64 x 200 frames; run with --jobs 1 --threads 2)", budget=2))
+        v.append(
+            Variant(
+                f"ecapa.long2.{r}",
+                f"ecapa_{r}",
+                "ecapa",
+                f"{r} with ECAPA-TDNN C = 512, 2x the steps "
+                "(960 steps of 64 x 200 frames; run with --jobs 1 --threads 2)",
+                budget=2,
+            )
+        )
     for r in ("aam", "proposed"):  # the same question for the recipe's TDNN
-        v.append(Variant(f"{r}.bk_training", r, "backend", f"{r}'s model, back-end fitted on its training set "
-                         "(speechocean762: clean + speed copies as new speakers; SynthCeleb: clean + Kaldi's "
-                         "copies, the same speakers) instead of the clean speakers", backend_set="training",
-                         trained_by=r))
+        v.append(
+            Variant(
+                f"{r}.bk_training",
+                r,
+                "backend",
+                f"{r}'s model, back-end fitted on its training set "
+                "(speechocean762: clean + speed copies as new speakers; SynthCeleb: clean + Kaldi's "
+                "copies, the same speakers) instead of the clean speakers",
+                backend_set="training",
+                trained_by=r,
+            )
+        )
     for r in ("aam", "proposed"):  # the back-end fitted on the 255 training speakers, not the 85 clean ones
-        v.append(Variant(f"ecapa.long2.{r}.bk_training", f"ecapa_{r}", "ecapa",
-                         f"ecapa.long2.{r}'s model, back-end (mean, LDA, PLDA, AS-norm cohort) fitted on its "
-                         "training set (clean + speed copies as new speakers) instead of the clean speakers",
-                         budget=2, backend_set="training", trained_by=f"ecapa.long2.{r}"))
+        v.append(
+            Variant(
+                f"ecapa.long2.{r}.bk_training",
+                f"ecapa_{r}",
+                "ecapa",
+                f"ecapa.long2.{r}'s model, back-end (mean, LDA, PLDA, AS-norm cohort) fitted on its "
+                "training set (clean + speed copies as new speakers) instead of the clean speakers",
+                budget=2,
+                backend_set="training",
+                trained_by=f"ecapa.long2.{r}",
+            )
+        )
     # what to train on (speechocean762): the recipe's set is conf/speechocean762/augment.yaml's
     # (clean + speed copies); the others, as picked against: clean only, Kaldi's four copies
     # (what every row trained on before), and the four copies plus the speed ones
-    sets = {"clean": "the clean utterances only",
-            "full": "clean + Kaldi's reverb, noise, music and babble copies (conf/augment.yaml)",
-            "full_sp": "clean + Kaldi's four copies + speed copies (0.9, 1.1) as new speakers"}
+    sets = {
+        "clean": "the clean utterances only",
+        "full": "clean + Kaldi's reverb, noise, music and babble copies (conf/augment.yaml)",
+        "full_sp": "clean + Kaldi's four copies + speed copies (0.9, 1.1) as new speakers",
+    }
     for ts, what in sets.items():
         for r in ROWS + ("proposed.tau02",):
             base, ov = (r, {}) if r in ROWS else ("proposed", _pair(temperature=0.2))
             v.append(Variant(f"{ts}.{r}", base, "aug", f"{r} trained on {what}", ov, train_set=ts))
         for r in ("aam", "proposed"):
-            v.append(Variant(f"{ts}.ecapa.{r}", f"ecapa_{r}", "aug", f"{r} with ECAPA-TDNN C = 512, trained "
-                             f"on {what}", train_set=ts))
-            v.append(Variant(f"{ts}.long4.{r}", r, "aug", f"{r} as shipped, 4x the steps, trained on {what}",
-                             budget=4, train_set=ts))
+            v.append(
+                Variant(
+                    f"{ts}.ecapa.{r}",
+                    f"ecapa_{r}",
+                    "aug",
+                    f"{r} with ECAPA-TDNN C = 512, trained on {what}",
+                    train_set=ts,
+                )
+            )
+            v.append(
+                Variant(
+                    f"{ts}.long4.{r}",
+                    r,
+                    "aug",
+                    f"{r} as shipped, 4x the steps, trained on {what}",
+                    budget=4,
+                    train_set=ts,
+                )
+            )
     return v
 
 
 # --------------------------------------------------------------------------- helpers
 def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
     path = ROOT / "conf" / corpus / f"{var.base}.yaml"
-    data = merge_overrides(read_config_data(path), var.overrides)     # its base: merged in
+    data = merge_overrides(read_config_data(path), var.overrides)  # its base: merged in
     if var.budget != 1:
         t = data.setdefault("train", {})
         if not t.get("steps_per_epoch"):
@@ -242,15 +375,15 @@ def semantic(d: Optional[dict]) -> Optional[dict]:
             d.setdefault(sec, {}).setdefault(key, val)
         try:
             d = resolve_dict(d)
-        except ValueError:            # keys of no version of the schema: it trained something else
+        except ValueError:  # keys of no version of the schema: it trained something else
             return d
         d.get("train", {}).pop("seed", None)
         d.get("train", {}).pop("threads", None)
     bal = d.get("balance")
     if isinstance(bal, dict) and bal.get("name") == "mgda" and bal.get("normalize") in ("none", "authors"):
         bal = d["balance"] = dict(bal)
-        bal.pop("combine", None)      # scales c_t = 1: raw and scaled are one loss
-    for key in SPEED_KEYS:            # threads, compile, ...: how fast, not what is trained
+        bal.pop("combine", None)  # scales c_t = 1: raw and scaled are one loss
+    for key in SPEED_KEYS:  # threads, compile, ...: how fast, not what is trained
         sec, _, name = key.partition(".")
         d.get(sec, {}).pop(name, None)
     return d
@@ -316,9 +449,11 @@ def noisy_dirs(data: Path, train: str, frac: float, seed: int = 0) -> tuple[Path
 
 # training sets a variant can ask for instead of the recipe's: conf/augment.yaml with these
 # overrides, made by ``pyspk augment`` into DATA/<train>_<name> (the copies it already made are reused)
-TRAIN_SETS = {"full": {"speed": False},
-              "full_sp": {"speed": True},
-              "clean_sp": {"reverb": False, "noise": False, "music": False, "babble": False, "speed": True}}
+TRAIN_SETS = {
+    "full": {"speed": False},
+    "full_sp": {"speed": True},
+    "clean_sp": {"reverb": False, "noise": False, "music": False, "babble": False, "speed": True},
+}
 
 
 def training_dir(data: Path, train: str, train_set: str) -> Path:
@@ -335,11 +470,30 @@ def training_dir(data: Path, train: str, train_set: str) -> Path:
     cfg.update(TRAIN_SETS[train_set])
     cfg_path = data / f".study_augment_{train_set}.yaml"
     key = _hash(cfg, _tables_hash(data / train))
+
     def make() -> None:
         atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
-        _run([sys.executable, "-m", "pyspk.bin.main", "augment", "--config", str(cfg_path), "--fbank-config",
-              str(ROOT / "conf" / "fbank.yaml"), "--nj", "2", "--seed", str(RECIPE_SEED), str(data / train),
-              str(ROOT / FBANK_DIRS[data.name]), str(out)], data / f".study_{train}_{train_set}.log", dict(os.environ))
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pyspk.bin.main",
+                "augment",
+                "--config",
+                str(cfg_path),
+                "--fbank-config",
+                str(ROOT / "conf" / "fbank.yaml"),
+                "--nj",
+                "2",
+                "--seed",
+                str(RECIPE_SEED),
+                str(data / train),
+                str(ROOT / FBANK_DIRS[data.name]),
+                str(out),
+            ],
+            data / f".study_{train}_{train_set}.log",
+            dict(os.environ),
+        )
 
     _step(data / f".study_{train}_{train_set}", key, make)
     return out
@@ -386,8 +540,15 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
         for f in ("config.yaml", "train.csv", "study_config.yaml"):
             if (src / f).is_file():
                 atomic_write_text(exp / f, (src / f).read_text())
-        score_system(exp, (src / ".study.train").read_text(), src / "final.pt", backend_dir, test_dir,
-                     env, xv_test=src / "xvectors_test")
+        score_system(
+            exp,
+            (src / ".study.train").read_text(),
+            src / "final.pt",
+            backend_dir,
+            test_dir,
+            env,
+            xv_test=src / "xvectors_test",
+        )
         return note_provenance(exp, corpus, var, seed)
     cfg = resolved_config(corpus, var, threads)
     cfg_path = exp / "study_config.yaml"
@@ -400,11 +561,30 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
         k_train = stamp.read_text()  # trained under an equivalent config (older key scheme)
     if not cfg_path.is_file() or cfg_path.read_text() != text:
         atomic_write_text(cfg_path, text)
-    started = exp / ".study.train.started"   # this system's checkpoints: a rerun resumes from them
+    started = exp / ".study.train.started"  # this system's checkpoints: a rerun resumes from them
 
-    _step(exp / ".study.train", k_train, lambda: _run(
-        [py, "-m", "pyspk.bin.train", "--config", str(cfg_path), "--seed", str(seed), "--train-dir",
-         str(train_dir), "--exp-dir", str(exp)] + restart_args(started, k_train), exp / "log" / "train.log", env))
+    _step(
+        exp / ".study.train",
+        k_train,
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "pyspk.bin.train",
+                "--config",
+                str(cfg_path),
+                "--seed",
+                str(seed),
+                "--train-dir",
+                str(train_dir),
+                "--exp-dir",
+                str(exp),
+            ]
+            + restart_args(started, k_train),
+            exp / "log" / "train.log",
+            env,
+        ),
+    )
     score_system(exp, k_train, exp / "final.pt", backend_dir, test_dir, env)
     return note_provenance(exp, corpus, var, seed)
 
@@ -413,35 +593,93 @@ def note_provenance(exp: Path, corpus: str, var: Variant, seed: int) -> Path:
     """Record, once, the commit, date and CPU of a finished run, for the summary's header."""
     record = exp / ".study.provenance"
     if not record.is_file():
-        atomic_write_text(record, json.dumps(provenance(
-            f"studies/study_losses.sh --corpus {corpus} --variants {var.name} --seeds {seed}")) + "\n")
+        atomic_write_text(
+            record,
+            json.dumps(provenance(f"studies/study_losses.sh --corpus {corpus} --variants {var.name} --seeds {seed}"))
+            + "\n",
+        )
     return exp
 
 
-def score_system(exp: Path, k_train: str, model: Path, backend_dir: Path, test_dir: Path, env: dict,
-                 xv_test: Optional[Path] = None) -> Path:
+def score_system(
+    exp: Path, k_train: str, model: Path, backend_dir: Path, test_dir: Path, env: dict, xv_test: Optional[Path] = None
+) -> Path:
     """Extraction, back-end and scoring of a trained model (``k_train``: its training stamp);
     ``xv_test``: test x-vectors already extracted with that model (else extracted here)."""
     py = sys.executable
     k_ext = _hash(k_train, _tables_hash(backend_dir), _tables_hash(test_dir))
     sets = [("train", backend_dir)] + ([] if xv_test else [("test", test_dir)])
     for name, d in sets:
-        _step(exp / f".study.extract_{name}", _hash(k_ext, name), lambda d=d, name=name: _run(
-            [py, "-m", "pyspk.bin.main", "extract", "--nj", "1", "--force", str(model), str(d),
-             str(exp / f"xvectors_{name}")], exp / "log" / f"extract_{name}.log", env))
+        _step(
+            exp / f".study.extract_{name}",
+            _hash(k_ext, name),
+            lambda d=d, name=name: _run(
+                [
+                    py,
+                    "-m",
+                    "pyspk.bin.main",
+                    "extract",
+                    "--nj",
+                    "1",
+                    "--force",
+                    str(model),
+                    str(d),
+                    str(exp / f"xvectors_{name}"),
+                ],
+                exp / "log" / f"extract_{name}.log",
+                env,
+            ),
+        )
     xv_test = xv_test or exp / "xvectors_test"
     backend_cfg = ROOT / "conf" / "backend.yaml"
     k_back = _hash(k_ext, backend_cfg.read_text())
-    _step(exp / ".study.backend", k_back, lambda: _run(
-        [py, "-m", "pyspk.bin.main", "backend", "--config", str(backend_cfg), str(exp / "xvectors_train"),
-         str(backend_dir), str(exp / "backend")], exp / "log" / "backend.log", env))
+    _step(
+        exp / ".study.backend",
+        k_back,
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "pyspk.bin.main",
+                "backend",
+                "--config",
+                str(backend_cfg),
+                str(exp / "xvectors_train"),
+                str(backend_dir),
+                str(exp / "backend"),
+            ],
+            exp / "log" / "backend.log",
+            env,
+        ),
+    )
     trials = sorted(p.name for p in test_dir.glob("trials*"))
-    k_score = _hash(k_back, [(t, hashlib.sha256((test_dir / t).read_bytes()).hexdigest()) for t in trials],
-                    SCORE_BACKENDS)
-    _step(exp / ".study.score", k_score, lambda: _run(
-        [py, "-m", "pyspk.bin.main", "score", "--backends", ",".join(SCORE_BACKENDS), "--backend-dir",
-         str(exp / "backend"), "--xvector-dir", str(xv_test), "--data-dir", str(test_dir), "--out-dir",
-         str(exp / "scores")], exp / "log" / "score.log", env))
+    k_score = _hash(
+        k_back, [(t, hashlib.sha256((test_dir / t).read_bytes()).hexdigest()) for t in trials], SCORE_BACKENDS
+    )
+    _step(
+        exp / ".study.score",
+        k_score,
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "pyspk.bin.main",
+                "score",
+                "--backends",
+                ",".join(SCORE_BACKENDS),
+                "--backend-dir",
+                str(exp / "backend"),
+                "--xvector-dir",
+                str(xv_test),
+                "--data-dir",
+                str(test_dir),
+                "--out-dir",
+                str(exp / "scores"),
+            ],
+            exp / "log" / "score.log",
+            env,
+        ),
+    )
     return exp
 
 
@@ -494,7 +732,7 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
     res = {}
     for var in chosen:
         if not (ROOT / "conf" / corpus / f"{var.base}.yaml").is_file():
-            continue                  # a variant of the other corpus only (ecapa.*)
+            continue  # a variant of the other corpus only (ecapa.*)
         per_seed = []
         want = semantic(_resolved(resolved_config(corpus, var, None)))
         for s in seeds:
@@ -502,9 +740,14 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
             m = exp / "scores" / "metrics.json"
             if (exp / ".study.score").is_file() and m.is_file() and semantic(trained_as(exp)) == want:
                 rec = exp / ".study.provenance"
-                per_seed.append({"seed": s, "metrics": json.loads(m.read_text()),
-                                 "train": train_summary(exp / "train.csv"),
-                                 "provenance": json.loads(rec.read_text()) if rec.is_file() else {}})
+                per_seed.append(
+                    {
+                        "seed": s,
+                        "metrics": json.loads(m.read_text()),
+                        "train": train_summary(exp / "train.csv"),
+                        "provenance": json.loads(rec.read_text()) if rec.is_file() else {},
+                    }
+                )
         if per_seed:
             res[var.name] = per_seed
     return res
@@ -512,20 +755,28 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
 
 def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path, command: str) -> Path:
     res = collect(corpus, chosen, seeds, out)
-    lines = [f"# Loss study on {corpus}", "",
-             f"Command: `{command}`", "",
-             "EER % and minDCF(0.01), mean ± sd over the seeds that finished (n); cosine, AS-norm "
-             "(adaptive s-norm of the cosine scores, cohort: the training speakers' means) and PLDA "
-             "back-ends, as run.sh stage 6 scores them.",
-             "α: MGDA's classifier weight, median [5 %, 95 %] of the steps, pooled over seeds.", ""]
+    lines = [
+        f"# Loss study on {corpus}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "EER % and minDCF(0.01), mean ± sd over the seeds that finished (n); cosine, AS-norm "
+        "(adaptive s-norm of the cosine scores, cohort: the training speakers' means) and PLDA "
+        "back-ends, as run.sh stage 6 scores them.",
+        "α: MGDA's classifier weight, median [5 %, 95 %] of the steps, pooled over seeds.",
+        "",
+    ]
     trials = sorted({t for runs in res.values() for r in runs for t in r["metrics"]})
     by_group: Dict[str, List[Variant]] = {}
     for var in chosen:
         by_group.setdefault(var.group, []).append(var)
     for group, vs in by_group.items():
         lines += [f"## {group}", ""]
-        head = "| variant | n |" + "".join(f" {t} {SHORT[b]} EER | {t} {SHORT[b]} DCF |"
-                                           for t in trials for b in SCORE_BACKENDS) + " α |"
+        head = (
+            "| variant | n |"
+            + "".join(f" {t} {SHORT[b]} EER | {t} {SHORT[b]} DCF |" for t in trials for b in SCORE_BACKENDS)
+            + " α |"
+        )
         lines += [head, "|" + "---|" * (2 + 2 * len(SCORE_BACKENDS) * len(trials) + 1)]
         for var in vs:
             runs = res.get(var.name, [])
@@ -537,18 +788,26 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
                     cells.append(_ms([m["eer"] for m in ms], 100.0))
                     cells.append(_ms([m.get("min_dcf_0.01", float("nan")) for m in ms], 1.0, ".3f"))
             alphas = [r["train"]["alpha"] for r in runs if "alpha" in r["train"]]
-            cells.append(f"{statistics.median(a[0] for a in alphas):.3f} "
-                         f"[{min(a[1] for a in alphas):.3f}, {max(a[2] for a in alphas):.3f}]" if alphas else "–")
+            cells.append(
+                f"{statistics.median(a[0] for a in alphas):.3f} "
+                f"[{min(a[1] for a in alphas):.3f}, {max(a[2] for a in alphas):.3f}]"
+                if alphas
+                else "–"
+            )
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         stat_keys = ("cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_std", "caa_w_lt_half")
         have = [k for k in stat_keys if any(f"{k}_last" in r["train"] for var in vs for r in res.get(var.name, []))]
         if have:
-            lines += ["What the loss saw (train.csv, mean over the first → last epoch, over seeds): "
-                      "cos_pos/cos_neg mean cosine of positive/negative pairs; grad_pos/grad_neg the "
-                      "contrastive loss's angular force on them per anchor; caa_w_std/caa_w_lt_half the "
-                      "spread of the CAA weights and the share of negatives below half their anchor's mean weight.", "",
-                      "| variant |" + "".join(f" {k} |" for k in have), "|---|" + "---|" * len(have)]
+            lines += [
+                "What the loss saw (train.csv, mean over the first → last epoch, over seeds): "
+                "cos_pos/cos_neg mean cosine of positive/negative pairs; grad_pos/grad_neg the "
+                "contrastive loss's angular force on them per anchor; caa_w_std/caa_w_lt_half the "
+                "spread of the CAA weights and the share of negatives below half their anchor's mean weight.",
+                "",
+                "| variant |" + "".join(f" {k} |" for k in have),
+                "|---|" + "---|" * len(have),
+            ]
             for var in vs:
                 runs = res.get(var.name, [])
                 cells = [var.name]
@@ -558,14 +817,15 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
                     cells.append(f"{statistics.fmean(a):.3f} → {statistics.fmean(b):.3f}" if a and b else "–")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-    lines += ["## Variants", ""] + [f"- `{v.name}` ({v.group}): {v.what}; base `conf/{corpus}/{v.base}.yaml`"
-                                    + (f", overrides `{json.dumps(v.overrides)}`" if v.overrides else "")
-                                    + (f", {v.noise:.0%} label noise" if v.noise else "")
-                                    + (f", {v.budget}x steps" if v.budget != 1 else "")
-                                    + (f", training set '{v.train_set}'" if v.train_set != "recipe" else "")
-                                    + (f", back-end fitted on the '{v.backend_set}' set"
-                                       if v.backend_set != "clean" else "")
-                                    for v in chosen]
+    lines += ["## Variants", ""] + [
+        f"- `{v.name}` ({v.group}): {v.what}; base `conf/{corpus}/{v.base}.yaml`"
+        + (f", overrides `{json.dumps(v.overrides)}`" if v.overrides else "")
+        + (f", {v.noise:.0%} label noise" if v.noise else "")
+        + (f", {v.budget}x steps" if v.budget != 1 else "")
+        + (f", training set '{v.train_set}'" if v.train_set != "recipe" else "")
+        + (f", back-end fitted on the '{v.backend_set}' set" if v.backend_set != "clean" else "")
+        for v in chosen
+    ]
     path = out / corpus / "study.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     (out / corpus / "study.json").write_text(json.dumps(res, indent=1))
@@ -586,8 +846,13 @@ def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
             for b in ("cosine", "plda"):
                 cols.append((c, t, b))
     short = {"synth": "SC", "speechocean762": "so762"}
-    lines.append("| variant | n |" + "".join(f" {short[c]} {t.replace('trials_', '').replace('trials', 'all')} "
-                                           f"{'cos' if b == 'cosine' else 'PLDA'} |" for c, t, b in cols))
+    lines.append(
+        "| variant | n |"
+        + "".join(
+            f" {short[c]} {t.replace('trials_', '').replace('trials', 'all')} {'cos' if b == 'cosine' else 'PLDA'} |"
+            for c, t, b in cols
+        )
+    )
     lines.append("|---|---|" + "---:|" * len(cols))
     for v in allv:
         n = {c: len(res[c].get(v.name, [])) for c in CORPORA}
@@ -599,22 +864,41 @@ def write_summary(out: Path, groups: List[str], seeds: List[int]) -> Path:
             cells.append(_ms([m["eer"] for m in ms if m], 100.0))
         lines.append("| " + " | ".join(cells) + " |")
     path = out / "summary.md"
-    records = sorted({(r["provenance"].get("commit", "unrecorded"), r["provenance"].get("date", "?"),
-                       r["provenance"].get("cpu", "?")) for c in res.values() for runs in c.values() for r in runs})
-    head = [f"Written by `studies/study_losses.sh --summary --groups {','.join(groups)} --seeds "
-            f"{','.join(map(str, seeds))}` from the finished runs under {out.name}/; the runs were trained at:", ""]
+    records = sorted(
+        {
+            (
+                r["provenance"].get("commit", "unrecorded"),
+                r["provenance"].get("date", "?"),
+                r["provenance"].get("cpu", "?"),
+            )
+            for c in res.values()
+            for runs in c.values()
+            for r in runs
+        }
+    )
+    head = [
+        f"Written by `studies/study_losses.sh --summary --groups {','.join(groups)} --seeds "
+        f"{','.join(map(str, seeds))}` from the finished runs under {out.name}/; the runs were trained at:",
+        "",
+    ]
     head += [f"- commit {c}, {d}, {cpu}" for c, d, cpu in records] + [""]
-    atomic_write_text(path, "\n".join(head) + "\n" + "EER % (mean ± sd over seeds); n = seeds finished on SynthCeleb / speechocean762 "
-                      "(SC: SynthCeleb trials_en, trials_cmn, trials_cross; so762: held-out speakers, all "
-                      "trials and same-gender subsets).\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(
+        path,
+        "\n".join(head) + "\n" + "EER % (mean ± sd over seeds); n = seeds finished on SynthCeleb / speechocean762 "
+        "(SC: SynthCeleb trials_en, trials_cmn, trials_cross; so762: held-out speakers, all "
+        "trials and same-gender subsets).\n\n" + "\n".join(lines) + "\n",
+    )
     return path
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="synth", choices=sorted(CORPORA))
-    p.add_argument("--groups", default="rows,margin,noise,caa,mgda,pick,long",
-                   help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug, backend")
+    p.add_argument(
+        "--groups",
+        default="rows,margin,noise,caa,mgda,pick,long",
+        help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug, backend",
+    )
     p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--jobs", type=int, default=2, help="systems trained at once (each on --threads threads)")
@@ -622,8 +906,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="exp_study")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     p.add_argument("--table-only", action="store_true", help="write the table from what has finished")
-    p.add_argument("--summary", action="store_true",
-                   help="write OUT/summary.md (both corpora, the chosen --groups) from what has finished")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="write OUT/summary.md (both corpora, the chosen --groups) from what has finished",
+    )
     args = p.parse_args(argv)
     allv = variants()
     if args.list:

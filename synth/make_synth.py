@@ -40,10 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
     p.add_argument("--verbose", action="store_true")
     knobs = p.add_argument_group("knobs (override the config)")
-    for name, typ in (("num-train-spk", int), ("num-test-spk", int), ("utts-per-lang", int),
-                      ("trials-per-list", int), ("num-crowd", int), ("difficulty", float),
-                      ("min-dur", float), ("max-dur", float), ("reverb-prob", float),
-                      ("eq-tilt-db", float), ("eq-peak-db", float), ("label-noise", float)):
+    for name, typ in (
+        ("num-train-spk", int),
+        ("num-test-spk", int),
+        ("utts-per-lang", int),
+        ("trials-per-list", int),
+        ("num-crowd", int),
+        ("difficulty", float),
+        ("min-dur", float),
+        ("max-dur", float),
+        ("reverb-prob", float),
+        ("eq-tilt-db", float),
+        ("eq-peak-db", float),
+        ("label-noise", float),
+    ):
         knobs.add_argument(f"--{name}", type=typ, default=None)
     for name in ("languages", "noise-kinds"):
         knobs.add_argument(f"--{name}", type=_csv, default=None, help="comma-separated list")
@@ -54,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     skip = {"out_dir", "size", "seed", "nj", "config", "verbose"}
     overrides = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
     try:

@@ -139,8 +139,12 @@ def main(argv=None) -> int:
     p.add_argument("data_dir", type=Path)
     p.add_argument("--nj", type=positive_int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as json here")
-    p.add_argument("--lda-train", type=Path, default=None,
-                   help="training data dir: add the trained 'lda_train' variant (learnability check)")
+    p.add_argument(
+        "--lda-train",
+        type=Path,
+        default=None,
+        help="training data dir: add the trained 'lda_train' variant (learnability check)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rows = run(args.data_dir, args.nj, args.lda_train)
@@ -150,8 +154,11 @@ def main(argv=None) -> int:
     if args.json:
         from pyspk.io import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps([dict(zip(("trials", "variant", "eer_percent", "num_trials"), r))
-                                                 for r in rows], indent=1) + "\n")
+        atomic_write_text(
+            args.json,
+            json.dumps([dict(zip(("trials", "variant", "eer_percent", "num_trials"), r)) for r in rows], indent=1)
+            + "\n",
+        )
     return 0
 
 

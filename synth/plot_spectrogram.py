@@ -71,14 +71,14 @@ def plot(data_dir: Path, out: Path, speakers: list | None = None) -> Path:
     wav, utt2spk, utt2lang = (read_table(data_dir / n) for n in ("wav.scp", "utt2spk", "utt2lang"))
     speakers = speakers or pick_speakers(data_dir, wav, utt2spk)
     langs = sorted(set(utt2lang.values()), key=lambda l: (l != "en", l))
-    fig, axes = plt.subplots(len(speakers), len(langs), figsize=(6 * len(langs), 2.8 * len(speakers)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(speakers), len(langs), figsize=(6 * len(langs), 2.8 * len(speakers)), squeeze=False)
     for i, spk in enumerate(speakers):
         for j, lang in enumerate(langs):
             utt = next(u for u in utt2spk if utt2spk[u] == spk and utt2lang[u] == lang)
             x, sr = sf.read(wav[utt], dtype="float32")
-            f, t, s = signal.spectrogram(x, sr, window="hann", nperseg=int(0.025 * sr),
-                                         noverlap=int(0.015 * sr), nfft=512)
+            f, t, s = signal.spectrogram(
+                x, sr, window="hann", nperseg=int(0.025 * sr), noverlap=int(0.015 * sr), nfft=512
+            )
             ax = axes[i][j]
             ax.pcolormesh(t, f / 1000.0, 10 * np.log10(s + 1e-12), shading="auto", cmap="magma")
             ax.set_title(f"{utt} ({lang}): {voice_summary(wav[utt])}", fontsize=9)
@@ -97,7 +97,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", type=Path)
     p.add_argument("--out", type=Path, default=Path("docs/synth_spectrogram.png"))
-    p.add_argument("--speakers", default=None, help="comma-separated speaker ids (default: an adult male and an adult female)")
+    p.add_argument(
+        "--speakers", default=None, help="comma-separated speaker ids (default: an adult male and an adult female)"
+    )
     args = p.parse_args(argv)
     speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
     print(plot(args.data_dir, args.out, speakers))

@@ -51,14 +51,26 @@ class Tree:
         self.config = tiny_config(root)
 
     def args(self, *extra):
-        return ["./run.sh", "--synth-size", "tiny", "--config", str(self.config), "--nj", "2",
-                "--data", str(self.root / "data"), "--exp", str(self.root / "exp"),
-                "--fbank-dir", str(self.root / "fbank"), *map(str, extra)]
+        return [
+            "./run.sh",
+            "--synth-size",
+            "tiny",
+            "--config",
+            str(self.config),
+            "--nj",
+            "2",
+            "--data",
+            str(self.root / "data"),
+            "--exp",
+            str(self.root / "exp"),
+            "--fbank-dir",
+            str(self.root / "fbank"),
+            *map(str, extra),
+        ]
 
     def run(self, *extra, env=None, timeout=900) -> subprocess.CompletedProcess:
         env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        return subprocess.run(self.args(*extra), cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(self.args(*extra), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
     def rel(self, p) -> str:
         return os.path.relpath(os.path.join(REPO, p), self.root)
@@ -74,8 +86,11 @@ class Tree:
 def tiny_recipe(tmp_path_factory) -> Tree:
     t = Tree(tmp_path_factory.mktemp("tiny_recipe"))
     trace = t.root / "trace"
-    env = dict(os.environ, PYSPK_TRACE_FILE=str(trace),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(TRACE), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYSPK_TRACE_FILE=str(trace),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(TRACE), os.environ.get("PYTHONPATH")])),
+    )
     r = t.run(env=env)
     assert r.returncode == 0, f"run.sh failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     t.events = [ln.split("\t", 2) for ln in trace.read_text().splitlines()]
@@ -128,8 +143,13 @@ def tiny_systems(tmp_path_factory) -> Path:
     """bench/tiny_systems.py --size test: tiny SynthCeleb, fbank, one short-trained system per
     encoder, x-vectors and back-end of the first (tdnn). Built once per test session."""
     out = tmp_path_factory.mktemp("tiny_systems")
-    p = subprocess.run([sys.executable, "bench/tiny_systems.py", "--out", str(out), "--size", "test",
-                        "--steps", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "bench/tiny_systems.py", "--out", str(out), "--size", "test", "--steps", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, f"tiny_systems failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return out
 

@@ -130,8 +130,8 @@ def test_foreground_noise_plan_follows_kaldi(tmp_path):
         assert ev[0]["start_s"] == 0.0 and len(ev) >= 3  # 7-12 s of audio, noises of 0.5-2 s + 1 s gaps
         for a, b in zip(ev, ev[1:]):
             assert b["start_s"] == pytest.approx(a["start_s"] + a["synth"]["dur_s"] + 1.0, abs=2e-3)
-        assert ev[-1]["start_s"] < durs[u[:-len("-noise")]]
-        assert ev[-1]["start_s"] + ev[-1]["synth"]["dur_s"] + 1.0 >= durs[u[:-len("-noise")]]
+        assert ev[-1]["start_s"] < durs[u[: -len("-noise")]]
+        assert ev[-1]["start_s"] + ev[-1]["synth"]["dur_s"] + 1.0 >= durs[u[: -len("-noise")]]
         assert all(0.5 <= e["synth"]["dur_s"] <= 2.0 for e in ev)
         kinds |= {e["synth"]["beta"] for e in ev}
         snrs |= {e["snr"] for e in ev}
@@ -156,10 +156,12 @@ def test_applier_hits_the_recipe_snr_and_speed(tmp_path):
     np.testing.assert_array_equal(y, app("u", x, r))  # deterministic
     # foreground noises: each at its own SNR over its own span, nothing added in the gaps,
     # the last one cut at the end of the utterance
-    events = [{"start_s": 0.0, "snr": 0.0, "synth": {"beta": 0.0, "seed": 1, "dur_s": 0.5}},
-              {"start_s": 1.5, "snr": 10.0, "synth": {"beta": 2.0, "seed": 2, "dur_s": 0.5}},
-              {"start_s": 2.8, "snr": 5.0, "synth": {"beta": 1.0, "seed": 3, "dur_s": 1.0}},
-              {"start_s": 3.5, "snr": 5.0, "synth": {"beta": 1.0, "seed": 4, "dur_s": 1.0}}]
+    events = [
+        {"start_s": 0.0, "snr": 0.0, "synth": {"beta": 0.0, "seed": 1, "dur_s": 0.5}},
+        {"start_s": 1.5, "snr": 10.0, "synth": {"beta": 2.0, "seed": 2, "dur_s": 0.5}},
+        {"start_s": 2.8, "snr": 5.0, "synth": {"beta": 1.0, "seed": 3, "dur_s": 1.0}},
+        {"start_s": 3.5, "snr": 5.0, "synth": {"beta": 1.0, "seed": 4, "dur_s": 1.0}},
+    ]
     y = app("u", x, {"kind": "noise", "events": events})
     assert y.shape == x.shape
     d = (y - x).astype(np.float64)
@@ -292,13 +294,16 @@ def _music_by_sines(num_samples, sample_rate, rng):
             t = np.arange(n) / sample_rate
             f0 = 440.0 * 2.0 ** (rng.integers(-24, 13) / 12.0)
             decay = rng.uniform(0.3, 0.8)
-            note = sum(decay ** k * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 2 * np.pi))
-                       for k in range(int(rng.integers(3, 9))) if (k + 1) * f0 < sample_rate / 2)
+            note = sum(
+                decay**k * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 2 * np.pi))
+                for k in range(int(rng.integers(3, 9)))
+                if (k + 1) * f0 < sample_rate / 2
+            )
             env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.0, 6.0))
-            out[pos:pos + n] += env * note
+            out[pos : pos + n] += env * note
             pos += dur
     out -= out.mean()
-    return (out / max(np.sqrt(np.mean(out ** 2)), 1e-12)).astype(np.float32)
+    return (out / max(np.sqrt(np.mean(out**2)), 1e-12)).astype(np.float32)
 
 
 def test_music_equals_the_sine_sum():
@@ -309,11 +314,15 @@ def test_music_equals_the_sine_sum():
 
 # ---- --subset N: the clean set plus N augmented utterances drawn over every copy (Kaldi v2)
 
+
 def test_draw_subset_is_uniform_over_every_copy_and_fixed_by_the_seed():
     from pyspk.augment.combine import draw_subset
 
-    copies = {"reverb": [f"r{i}" for i in range(30)], "noise": [f"n{i}" for i in range(30)],
-              "sp0.9": [f"s{i}" for i in range(60)]}
+    copies = {
+        "reverb": [f"r{i}" for i in range(30)],
+        "noise": [f"n{i}" for i in range(30)],
+        "sp0.9": [f"s{i}" for i in range(60)],
+    }
     one = draw_subset(copies, 24, seed=3)
     assert sum(map(len, one.values())) == 24 and all(one[k] <= set(copies[k]) for k in copies)
     assert one == draw_subset(copies, 24, seed=3) and one != draw_subset(copies, 24, seed=4)
@@ -326,7 +335,7 @@ def test_draw_subset_is_uniform_over_every_copy_and_fixed_by_the_seed():
                 hits[u] += 1
     share = sum(hits[u] for u in copies["sp0.9"]) / (400 * 24)
     assert abs(share - 0.5) < 0.02
-    assert min(hits.values()) > 0.5 * 400 * 24 / 120          # every utterance drawn about 80 times
+    assert min(hits.values()) > 0.5 * 400 * 24 / 120  # every utterance drawn about 80 times
 
 
 def test_a_subset_copy_has_the_recipes_of_the_whole_copy(tmp_path):
@@ -338,13 +347,13 @@ def test_a_subset_copy_has_the_recipes_of_the_whole_copy(tmp_path):
     whole = write_copy(data, tmp_path / "whole", "babble", cfg, 7, ctx)
     keep = {"spk0-u2-babble", "spk2-u0-babble"}
     assert keep <= set(copy_utts(data, "babble", cfg)) and len(copy_utts(data, "babble", cfg)) == 9
-    ctx = make_context(data, cfg, 7, tmp_path / "rirs", 16000)         # a new run: a fresh babble pool
+    ctx = make_context(data, cfg, 7, tmp_path / "rirs", 16000)  # a new run: a fresh babble pool
     part = write_copy(data, tmp_path / "part", "babble", cfg, 7, ctx, keep=keep)
     validate_data_dir(part)
     assert set(read_table(part / "utt2spk")) == set(read_table(part / "utt2orig")) == keep
     assert read_table(part / "utt2orig") == {u: o for u, o in read_table(whole / "utt2orig").items() if u in keep}
     lines = set((whole / "aug.scp").read_text().splitlines())
-    assert set((part / "aug.scp").read_text().splitlines()) <= lines        # the same recipes, byte for byte
+    assert set((part / "aug.scp").read_text().splitlines()) <= lines  # the same recipes, byte for byte
 
 
 @pytest.mark.slow
@@ -369,8 +378,8 @@ def test_augment_stage_subset_computes_features_of_the_drawn_utterances_only(tmp
     u2o = read_table(combined / "utt2orig")
     augmented = {u for u, o in u2o.items() if u != o}
     want = draw_subset({k: copy_utts(data, k, cfg) for k in cfg.kinds()}, 7, 5)
-    assert augmented == set().union(*want.values())                     # the seed's draw
-    assert {u for u, o in u2o.items() if u == o} == set(read_table(data / "utt2spk"))   # the clean set, whole
+    assert augmented == set().union(*want.values())  # the seed's draw
+    assert {u for u, o in u2o.items() if u == o} == set(read_table(data / "utt2spk"))  # the clean set, whole
     assert {n: (data / n).read_text() for n in clean} == clean
     # features were computed for the drawn utterances only
     computed = set()

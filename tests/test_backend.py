@@ -20,10 +20,12 @@ def test_asnorm_invariant_to_shift():
     rng = np.random.default_rng(0)
     raw = rng.normal(size=50)
     ce, ct = rng.normal(size=(50, 40)), rng.normal(size=(50, 40))  # cohort scores per trial side
+
     def norm(shift):
         em, es = top_n_stats(ce + shift, 10)
         tm, ts = top_n_stats(ct + shift, 10)
         return as_norm(raw + shift, em, es, tm, ts)
+
     base = norm(0.0)
     for c in (-3.0, 0.5, 100.0):
         np.testing.assert_allclose(norm(c), base, atol=1e-9)
@@ -49,7 +51,7 @@ def test_cosine_mean_subtraction():
 def test_calibration_recovers_llr():
     rng = np.random.default_rng(2)
     # scores s with LLR = 2 s - 1 exactly: targets N(0.75, .5^2)... use Gaussian classes with equal var
-    mt, mn, sd = 1.0, 0.0, 1.0      # LLR(s) = (mt - mn)/sd^2 * s - (mt^2 - mn^2)/(2 sd^2) = s - 0.5
+    mt, mn, sd = 1.0, 0.0, 1.0  # LLR(s) = (mt - mn)/sd^2 * s - (mt^2 - mn^2)/(2 sd^2) = s - 0.5
     s = np.r_[rng.normal(mt, sd, 20000), rng.normal(mn, sd, 20000)]
     lab = np.r_[np.ones(20000), np.zeros(20000)]
     cal = LinearCalibration().fit(3 * s + 7, lab)  # an affine distortion to undo
@@ -82,11 +84,19 @@ def make_xvector_dirs(tmp_path, n_spk=12, n_utt=6, dim=16, seed=0):
         out[part] = (d, x, utt2spk)
     d, _, utt2spk = out["test"]
     utts = sorted(utt2spk)
-    lines = [f"{a} {b} {'target' if utt2spk[a] == utt2spk[b] else 'nontarget'}"
-             for i, a in enumerate(utts) for b in utts[i + 1:] if a.endswith("u0")]
+    lines = [
+        f"{a} {b} {'target' if utt2spk[a] == utt2spk[b] else 'nontarget'}"
+        for i, a in enumerate(utts)
+        for b in utts[i + 1 :]
+        if a.endswith("u0")
+    ]
     (d / "trials").write_text("\n".join(lines) + "\n")
-    spk_lines = [f"{s} {u} {'target' if utt2spk[u] == s else 'nontarget'}"
-                 for s in sorted(set(utt2spk.values())) for u in utts if u.endswith(f"u{n_utt - 1}")]
+    spk_lines = [
+        f"{s} {u} {'target' if utt2spk[u] == s else 'nontarget'}"
+        for s in sorted(set(utt2spk.values()))
+        for u in utts
+        if u.endswith(f"u{n_utt - 1}")
+    ]
     (d / "trials_spk").write_text("\n".join(spk_lines) + "\n")
     return out
 
@@ -99,8 +109,21 @@ def test_stage_round_trip(tmp_path):
     assert backend_bin.main(["--config", str(tmp_path / "backend.yaml"), str(xtr), str(dtr), str(tmp_path / "be")]) == 0
     for f in ("mean.npz", "lda.npz", "plda.npz", "plda.kaldi", "cohort.npz", "backend.yaml"):
         assert (tmp_path / "be" / f).is_file()
-    assert score_bin.main(["--backend-dir", str(tmp_path / "be"), "--xvector-dir", str(xte),
-                           "--data-dir", str(dte), "--out-dir", str(tmp_path / "scores")]) == 0
+    assert (
+        score_bin.main(
+            [
+                "--backend-dir",
+                str(tmp_path / "be"),
+                "--xvector-dir",
+                str(xte),
+                "--data-dir",
+                str(dte),
+                "--out-dir",
+                str(tmp_path / "scores"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert set(metrics) == {"trials", "trials_spk"}
     for lst in metrics.values():
@@ -126,8 +149,18 @@ def test_unknown_trial_id_names_it_and_the_line(tmp_path, capsys):
     (dte / "trials").write_text("\n".join(lines) + "\n")
     with pytest.raises(KeyError, match=r"trials:3: .*ghost-utt"):
         score_data_dir(backend, xte, dte, tmp_path / "scores")
-    rc = score_bin.main(["--backend-dir", str(tmp_path / "be"), "--xvector-dir", str(xte),
-                         "--data-dir", str(dte), "--out-dir", str(tmp_path / "s2")])
+    rc = score_bin.main(
+        [
+            "--backend-dir",
+            str(tmp_path / "be"),
+            "--xvector-dir",
+            str(xte),
+            "--data-dir",
+            str(dte),
+            "--out-dir",
+            str(tmp_path / "s2"),
+        ]
+    )
     assert rc == 1 and "ghost-utt" in capsys.readouterr().err
 
 
@@ -146,8 +179,12 @@ def test_backend_save_load_same_scores(tmp_path):
     X = np.stack(list(read_vectors(xtr / "xvector.scp").values()))
     idx = np.arange(len(X))
     for name in ("cosine", "asnorm", "plda"):
-        np.testing.assert_allclose(be.score_trials(name, X, X[::-1], idx, idx),
-                                   be2.score_trials(name, X, X[::-1], idx, idx), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            be.score_trials(name, X, X[::-1], idx, idx),
+            be2.score_trials(name, X, X[::-1], idx, idx),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_report_two_systems_and_missing(tmp_path, capsys):
@@ -161,12 +198,18 @@ def test_report_two_systems_and_missing(tmp_path, capsys):
         be = fit_backend_dir(xtr, dtr, exp / sys_name / "backend", BackendConfig(lda_dim=lda, asnorm_top_n=4))
         score_data_dir(be, xte, dte, exp / sys_name / "scores")
         (exp / sys_name / "config.yaml").write_text("model: tiny\n")
-    (exp / "sysA" / "train.csv").write_text("epoch,step,loss,alpha\n" + "".join(
-        f"1,{i},1.0,{a}\n" for i, a in enumerate(["0.1", "0.2", "0.3", "nan", "0.4", "0.5"], 1)))
-    (exp / "sysB" / "train.csv").write_text("epoch,step,loss,alpha\n1,1,1.0,\n")   # no MGDA
+    (exp / "sysA" / "train.csv").write_text(
+        "epoch,step,loss,alpha\n"
+        + "".join(f"1,{i},1.0,{a}\n" for i, a in enumerate(["0.1", "0.2", "0.3", "nan", "0.4", "0.5"], 1))
+    )
+    (exp / "sysB" / "train.csv").write_text("epoch,step,loss,alpha\n1,1,1.0,\n")  # no MGDA
     out = exp / "results.md"
-    assert report_bin.main(["--exp-dir", str(exp), "--systems", "sysA sysB", "--command", "./run.sh --x 1",
-                            "--out", str(out)]) == 0
+    assert (
+        report_bin.main(
+            ["--exp-dir", str(exp), "--systems", "sysA sysB", "--command", "./run.sh --x 1", "--out", str(out)]
+        )
+        == 0
+    )
     md = out.read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith("| sys")]
     assert len(rows) == 2 * 3 * 2  # systems x back-ends x trials lists
@@ -190,7 +233,7 @@ def test_lda_whitens_within_class_and_keeps_discriminant_directions():
     rng = np.random.default_rng(3)
     n_spk, per, d = 40, 20, 6
     centres = np.zeros((n_spk, d))
-    centres[:, :2] = rng.normal(size=(n_spk, 2)) * 5      # speakers differ in dims 0-1 only
+    centres[:, :2] = rng.normal(size=(n_spk, 2)) * 5  # speakers differ in dims 0-1 only
     lab = np.repeat(np.arange(n_spk), per)
     X = centres[lab] + rng.normal(size=(n_spk * per, d)) * np.array([1, 1, 3, 3, 3, 3])
     lda = LDA(2).fit(X, lab)
@@ -212,8 +255,18 @@ def test_targets_only_trials_list_is_named_and_leaves_no_score_file(tmp_path, ca
     fit_backend_dir(xtr, dtr, tmp_path / "be", BackendConfig(lda_dim=4, asnorm_top_n=3))
     targets = [ln for ln in (dte / "trials").read_text().splitlines() if ln.endswith(" target")]
     (dte / "trials_tgt").write_text("\n".join(targets) + "\n")
-    rc = score_bin.main(["--backend-dir", str(tmp_path / "be"), "--xvector-dir", str(xte),
-                         "--data-dir", str(dte), "--out-dir", str(tmp_path / "scores")])
+    rc = score_bin.main(
+        [
+            "--backend-dir",
+            str(tmp_path / "be"),
+            "--xvector-dir",
+            str(xte),
+            "--data-dir",
+            str(dte),
+            "--out-dir",
+            str(tmp_path / "scores"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and f"{dte / 'trials_tgt'}: all {len(targets)} trials are target trials" in err, err
     assert not [p for p in (tmp_path / "scores").iterdir()] if (tmp_path / "scores").exists() else True

@@ -71,28 +71,34 @@ def test_unknown_backend_names_the_nearest(tmp_path, capsys):
     p = write(tmp_path / "b.yaml", "backends: [cosin, plda]\n")
     with pytest.raises(ValueError, match=rf"^{p}: unknown back-end 'cosin' \(did you mean 'cosine'\?\)$"):
         load_config(p)
-    rc = score_bin.main(["--backend-dir", "b", "--xvector-dir", "x", "--data-dir", "d", "--out-dir", "s",
-                         "--backends", "cosine,pdla"])
+    rc = score_bin.main(
+        ["--backend-dir", "b", "--xvector-dir", "x", "--data-dir", "d", "--out-dir", "s", "--backends", "cosine,pdla"]
+    )
     assert rc == 2 and "unknown back-end 'pdla' (did you mean 'plda'?)" in capsys.readouterr().err
-    for name, says in (("pdla", "unknown back-end 'pdla' (did you mean 'plda'?)"),
-                       ("asnorm", "AS-norm needs cohort statistics of both sides")):
+    for name, says in (
+        ("pdla", "unknown back-end 'pdla' (did you mean 'plda'?)"),
+        ("asnorm", "AS-norm needs cohort statistics of both sides"),
+    ):
         with pytest.raises(SystemExit) as e:
             verify_bin.main(["--model", "m.pt", "--backend", name, "a.wav", "b.wav"])
         assert e.value.code == 2 and says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, says", [
-    ("plda:\n  lda_dimm: 3\n", "plda: unknown key 'lda_dimm' (did you mean 'lda_dim'?)"),
-    ("asnorm:\n  topn: 3\n", "asnorm: unknown key 'topn' (did you mean 'top_n'?)"),
-    ("pdla:\n  lda_dim: 3\n", "unknown key 'pdla' (did you mean 'plda'?)"),
-    ("cosine:\n  scale: 3\n", "cosine: unknown key 'scale'"),
-    ("plda:\n  init: random\n", "plda: init must be 'moments' or 'identity', got 'random'"),
-    ("asnorm:\n  top_n: 0\n", "asnorm: top_n must be >= 1, got 0"),
-    ("plda: 3\n", "plda: expected a mapping of its settings, got 3"),
-    ("plda_iters: 3\nplda:\n  iters: 4\n", "'plda_iters' and 'plda: iters' are the same setting"),
-    ("backends: plda\n", "backends must be a non-empty list of back-end names"),
-    ("asnorm:\n  top_n: .nan\n", "asnorm: key 'top_n': expected a finite number"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("plda:\n  lda_dimm: 3\n", "plda: unknown key 'lda_dimm' (did you mean 'lda_dim'?)"),
+        ("asnorm:\n  topn: 3\n", "asnorm: unknown key 'topn' (did you mean 'top_n'?)"),
+        ("pdla:\n  lda_dim: 3\n", "unknown key 'pdla' (did you mean 'plda'?)"),
+        ("cosine:\n  scale: 3\n", "cosine: unknown key 'scale'"),
+        ("plda:\n  init: random\n", "plda: init must be 'moments' or 'identity', got 'random'"),
+        ("asnorm:\n  top_n: 0\n", "asnorm: top_n must be >= 1, got 0"),
+        ("plda: 3\n", "plda: expected a mapping of its settings, got 3"),
+        ("plda_iters: 3\nplda:\n  iters: 4\n", "'plda_iters' and 'plda: iters' are the same setting"),
+        ("backends: plda\n", "backends must be a non-empty list of back-end names"),
+        ("asnorm:\n  top_n: .nan\n", "asnorm: key 'top_n': expected a finite number"),
+    ],
+)
 def test_config_blocks_are_checked(tmp_path, text, says):
     p = write(tmp_path / "b.yaml", text)
     with pytest.raises(ValueError) as e:
@@ -102,10 +108,14 @@ def test_config_blocks_are_checked(tmp_path, text, says):
 
 def test_flat_and_block_spellings_are_the_same_config():
     flat = from_dict({"lda_dim": 8, "length_norm": False, "plda_iters": 3, "plda_init": "identity", "asnorm_top_n": 5})
-    block = from_dict({"plda": {"lda_dim": 8, "length_norm": False, "iters": 3, "init": "identity"},
-                       "asnorm": {"top_n": 5}})
-    assert to_dict(flat) == to_dict(block) == to_dict(BackendConfig(lda_dim=8, length_norm=False, plda_iters=3,
-                                                                      plda_init="identity", asnorm_top_n=5))
+    block = from_dict(
+        {"plda": {"lda_dim": 8, "length_norm": False, "iters": 3, "init": "identity"}, "asnorm": {"top_n": 5}}
+    )
+    assert (
+        to_dict(flat)
+        == to_dict(block)
+        == to_dict(BackendConfig(lda_dim=8, length_norm=False, plda_iters=3, plda_init="identity", asnorm_top_n=5))
+    )
     assert to_dict(from_dict(to_dict(block))) == to_dict(block)
     with pytest.raises(TypeError, match="lda_dimm"):
         BackendConfig(lda_dimm=3)
@@ -117,8 +127,16 @@ def test_a_dir_fitted_before_the_blocks_loads_and_scores_the_same(tmp_path):
     dtr, xtr, _ = dirs["train"]
     be = fit_backend_dir(xtr, dtr, tmp_path / "be", BackendConfig(lda_dim=5, asnorm_top_n=4))
     info = yaml.safe_load((tmp_path / "be/backend.yaml").read_text())
-    info["config"] = {"lda_dim": 5, "length_norm": True, "plda_iters": 10, "plda_init": "moments",
-                      "asnorm_top_n": 4, "calibration": True, "calibration_trials": None, "p_targets": [0.01, 0.001]}
+    info["config"] = {
+        "lda_dim": 5,
+        "length_norm": True,
+        "plda_iters": 10,
+        "plda_init": "moments",
+        "asnorm_top_n": 4,
+        "calibration": True,
+        "calibration_trials": None,
+        "p_targets": [0.01, 0.001],
+    }
     (tmp_path / "be/backend.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
     old = Backend.load(tmp_path / "be")
     X = np.stack(list(read_vectors(xtr / "xvector.scp").values()))
@@ -149,8 +167,10 @@ def test_single_pair_scores_match_the_trial_scores(tmp_path):
     be = fit_backend_dir(xtr, dtr, tmp_path / "be", BackendConfig(lda_dim=4, asnorm_top_n=3))
     X = np.stack(list(read_vectors(xtr / "xvector.scp").values()))
     for name in ("cosine", "plda"):
-        assert be.score_pair(name, X[0], X[1], n_enroll=2) == be.score_trials(name, X[:1], X[1:2], [0], [0],
-                                                                                np.array([2]))[0]
+        assert (
+            be.score_pair(name, X[0], X[1], n_enroll=2)
+            == be.score_trials(name, X[:1], X[1:2], [0], [0], np.array([2]))[0]
+        )
     with pytest.raises(ValueError, match="AS-norm needs cohort statistics"):
         be.score_pair("asnorm", X[0], X[1])
 
@@ -165,14 +185,29 @@ def test_plugin_backend_is_fitted_and_scored(tmp_path):
     conf = write(tmp_path / "backend.yaml", "backends: [cosine, dot]\ndot:\n  scale: 2.0\n")
 
     def pyspk(*args):
-        return subprocess.run([sys.executable, "-m", "pyspk.bin.main", *map(str, args)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "pyspk.bin.main", *map(str, args)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     r = pyspk("backend", "--config", conf, xtr, dtr, tmp_path / "be")
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((tmp_path / "be/backend.yaml").read_text())["dot_scale"] == 2.0
-    r = pyspk("score", "--backend-dir", tmp_path / "be", "--xvector-dir", xte, "--data-dir", dte,
-              "--out-dir", tmp_path / "scores")
+    r = pyspk(
+        "score",
+        "--backend-dir",
+        tmp_path / "be",
+        "--xvector-dir",
+        xte,
+        "--data-dir",
+        dte,
+        "--out-dir",
+        tmp_path / "scores",
+    )
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "scores/metrics.json").read_text())
     assert list(metrics["trials"]) == ["cosine", "dot"]
@@ -185,4 +220,4 @@ def test_plugin_backend_is_fitted_and_scored(tmp_path):
     write(conf, "backends: [cosine, dot]\ndot:\n  scal: 2.0\n")
     r = pyspk("backend", "--config", conf, xtr, dtr, tmp_path / "be2")
     assert r.returncode == 1 and f"{conf}: dot: unknown key 'scal' (did you mean 'scale'?)" in r.stderr, r.stderr
-    assert "dot" not in BACKENDS        # registered in the subprocesses only
+    assert "dot" not in BACKENDS  # registered in the subprocesses only

@@ -17,15 +17,20 @@ def _results(path, eers):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(REPO / "studies/compare_results.py"), *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "studies/compare_results.py"), *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_summary_is_the_mean_and_range_of_after_minus_before(tmp_path):
-    before = _results(tmp_path / "a.json", {("aam", "t1", "cosine"): 0.10, ("aam", "t1", "plda"): 0.05,
-                                            ("softmax", "t1", "cosine"): 0.12})
-    after = _results(tmp_path / "b.json", {("aam", "t1", "cosine"): 0.11, ("aam", "t1", "plda"): 0.04,
-                                           ("proposed", "t1", "cosine"): 0.09})
+    before = _results(
+        tmp_path / "a.json",
+        {("aam", "t1", "cosine"): 0.10, ("aam", "t1", "plda"): 0.05, ("softmax", "t1", "cosine"): 0.12},
+    )
+    after = _results(
+        tmp_path / "b.json",
+        {("aam", "t1", "cosine"): 0.11, ("aam", "t1", "plda"): 0.04, ("proposed", "t1", "cosine"): 0.09},
+    )
     r = _run(before, after)
     assert r.returncode == 0, r.stderr
     # +1.00 and -1.00 points: mean 0, mean absolute 1

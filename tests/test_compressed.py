@@ -19,9 +19,9 @@ from pyspk.features.ark import CompressedArkWriter
 
 def _parts(blob: bytes):
     """(kind, global header, body) of a compressed matrix's bytes from \\0B on."""
-    kind = blob[2:blob.index(b" ", 2)].decode()
+    kind = blob[2 : blob.index(b" ", 2)].decode()
     start = 2 + len(kind) + 1
-    return kind, blob[start:start + 16], blob[start + 16:]
+    return kind, blob[start : start + 16], blob[start + 16 :]
 
 
 def _matrices(rng, n):
@@ -52,17 +52,17 @@ def test_compress_writes_what_kaldiio_writes_up_to_kaldis_rounding():
 def test_decompress_of_compress_is_within_half_a_step(rows):
     rng = np.random.default_rng(rows)
     m = (rng.standard_normal((rows, 40)) * 3 + 10).astype(np.float32)
-    m[:, 3] = 7.0                                              # a constant column
+    m[:, 3] = 7.0  # a constant column
     kind, head, body = _parts(compress(m))
     got = decompress(kind, head, body)
     assert got.shape == m.shape and got.dtype == np.float32
-    if kind == "CM2":                                          # 16 bits of the global range
+    if kind == "CM2":  # 16 bits of the global range
         assert np.abs(got - m).max() <= (m.max() - m.min()) / 65535 + 1e-5
-    else:                                                      # a byte between the column's percentiles
+    else:  # a byte between the column's percentiles
         assert (np.abs(got - m) <= (m.max(0) - m.min(0)) / 126 + 2 * (m.max() - m.min()) / 65535 + 1e-5).all()
     from kaldiio.matio import read_matrix_or_vector
 
-    np.testing.assert_allclose(read_matrix_or_vector(io.BytesIO(compress(m))), got, atol=1e-5)   # kaldiio reads it
+    np.testing.assert_allclose(read_matrix_or_vector(io.BytesIO(compress(m))), got, atol=1e-5)  # kaldiio reads it
 
 
 def test_compress_edge_cases():

@@ -96,8 +96,19 @@ def test_unknown_corpus_names_the_nearest():
 
 
 def test_run_sh_unknown_corpus_is_one_line_creating_nothing(tmp_path):
-    r = run(["./run.sh", "--corpus", "foldr", "--data", str(tmp_path / "d"), "--exp", str(tmp_path / "e"),
-             "--fbank-dir", str(tmp_path / "f")])
+    r = run(
+        [
+            "./run.sh",
+            "--corpus",
+            "foldr",
+            "--data",
+            str(tmp_path / "d"),
+            "--exp",
+            str(tmp_path / "e"),
+            "--fbank-dir",
+            str(tmp_path / "f"),
+        ]
+    )
     assert r.returncode == 1 and r.stderr == "./run.sh: unknown corpus 'foldr' (did you mean 'folder'?)\n", r.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -116,7 +127,9 @@ def test_info_shell_lines_are_safe_key_values():
         assert d["trials"].split() == list(corpus.trials) and d["conf_dir"] == f"conf/{name}"
         for flag in d["roots"].split():
             assert d[f"hint_{flag.replace('-', '_')}"]
-    d = dict(ln.split("=", 1) for ln in corpus_cli("info", "--corpus", "synth", "--format", "shell").stdout.splitlines())
+    d = dict(
+        ln.split("=", 1) for ln in corpus_cli("info", "--corpus", "synth", "--format", "shell").stdout.splitlines()
+    )
     assert (d["roots"], d["inputs"], d["outputs"]) == ("", "conf/synth.yaml", "synth_audio")
     j = json.loads(corpus_cli("info", "--corpus", "speechocean762", "--format", "json").stdout)
     assert j["roots"][0]["downloads"] and j["roots"][0]["script"].startswith("local/download_speechocean762.sh")
@@ -128,34 +141,52 @@ def test_flags_lists_every_root_once():
     assert r.returncode == 0, r.stderr
     flags = dict(ln.split("=", 1) for ln in r.stdout.splitlines())
     assert flags["voxceleb1_root"] == "" and flags["so762_eval_speakers"] == "40"
-    assert r.stdout.count("voxceleb1_root=") == 1      # shared by voxceleb1 and voxceleb2
+    assert r.stdout.count("voxceleb1_root=") == 1  # shared by voxceleb1 and voxceleb2
     roots = corpus_cli("flags", "--roots-only").stdout.split()
-    assert sorted(roots) == sorted(f"{n}_root=" for n in ("speechocean762", "voxceleb1", "voxceleb2", "cnceleb", "folder"))
+    assert sorted(roots) == sorted(
+        f"{n}_root=" for n in ("speechocean762", "voxceleb1", "voxceleb2", "cnceleb", "folder")
+    )
 
 
 def test_run_sh_without_a_root_says_which_flag_and_how(tmp_path):
     """speechocean762 without --speechocean762-root stops with one line naming the flag and the
     download script (nothing is downloaded behind the user's back)."""
-    r = run(["./run.sh", "--corpus", "speechocean762", "--data", str(tmp_path / "d"), "--exp", str(tmp_path / "e"),
-             "--fbank-dir", str(tmp_path / "f")])
+    r = run(
+        [
+            "./run.sh",
+            "--corpus",
+            "speechocean762",
+            "--data",
+            str(tmp_path / "d"),
+            "--exp",
+            str(tmp_path / "e"),
+            "--fbank-dir",
+            str(tmp_path / "f"),
+        ]
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
-    assert ("--corpus speechocean762 needs --speechocean762-root DIR; local/download_speechocean762.sh --dir "
-            "downloads fetches it into downloads/speechocean762") in r.stderr
+    assert (
+        "--corpus speechocean762 needs --speechocean762-root DIR; local/download_speechocean762.sh --dir "
+        "downloads fetches it into downloads/speechocean762"
+    ) in r.stderr
     r = run(["./run.sh", "--corpus", "folder", "--folder-root", str(tmp_path / "none"), "--data", str(tmp_path / "d")])
     assert r.returncode == 1 and f"--folder-root '{tmp_path / 'none'}' is not a directory" in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("attrs, says", [
-    ({"train_set": "a b"}, "train_set 'a b'"),
-    ({"train_set": "same", "test_set": "same"}, "both 'same'"),
-    ({"trials": ("scores",)}, "must be a file name starting with 'trials'"),
-    ({"roots": (Root("musan-root", "x"),)}, "--musan-root"),
-    ({"roots": (Root("toy-dir", "x"),)}, "root flags end in -root"),
-    ({"options": (Option("seed", "1"),)}, "--seed"),
-    ({"options": (Option("toy-n", "1;rm"),)}, "would split"),
-    ({"inputs": ("../etc/passwd",)}, "relative to the recipe directory"),
-])
+@pytest.mark.parametrize(
+    "attrs, says",
+    [
+        ({"train_set": "a b"}, "train_set 'a b'"),
+        ({"train_set": "same", "test_set": "same"}, "both 'same'"),
+        ({"trials": ("scores",)}, "must be a file name starting with 'trials'"),
+        ({"roots": (Root("musan-root", "x"),)}, "--musan-root"),
+        ({"roots": (Root("toy-dir", "x"),)}, "root flags end in -root"),
+        ({"options": (Option("seed", "1"),)}, "--seed"),
+        ({"options": (Option("toy-n", "1;rm"),)}, "would split"),
+        ({"inputs": ("../etc/passwd",)}, "relative to the recipe directory"),
+    ],
+)
 def test_bad_declarations_are_refused(attrs, says):
     cls = type("Bad", (Corpus,), {"train_set": "bad_train", "test_set": "bad_test", **attrs})
     with pytest.raises(CorpusError, match=re.escape(says)):
@@ -168,7 +199,9 @@ def test_plugin_corpus_is_listed_and_prepared_into_valid_data_dirs(tmp_path):
     assert r.returncode == 0 and "toy\tToy: a folder per speaker." in r.stdout.splitlines(), r.stdout + r.stderr
     src = toy_audio(tmp_path / "src")
     data = tmp_path / "data"
-    r = run(["bash", "local/prepare_corpus.sh", "--corpus", "toy", "--data", str(data), "--toy-root", str(src)], env=env)
+    r = run(
+        ["bash", "local/prepare_corpus.sh", "--corpus", "toy", "--data", str(data), "--toy-root", str(src)], env=env
+    )
     assert r.returncode == 0, r.stderr
     assert f"prepared toy under {data}" in r.stdout
     assert validate_data_dir(data / "toy_train")["speakers"] == 2
@@ -184,11 +217,23 @@ def test_plugin_corpus_is_listed_and_prepared_into_valid_data_dirs(tmp_path):
 def test_plugin_corpus_through_run_sh_stage_0(tmp_path):
     env = plugin_env(tmp_path)
     src = toy_audio(tmp_path / "src")
-    args = ["./run.sh", "--corpus", "toy", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-            "--fbank-dir", str(tmp_path / "fbank"), "--stop-stage", "0"]
+    args = [
+        "./run.sh",
+        "--corpus",
+        "toy",
+        "--data",
+        str(tmp_path / "data"),
+        "--exp",
+        str(tmp_path / "exp"),
+        "--fbank-dir",
+        str(tmp_path / "fbank"),
+        "--stop-stage",
+        "0",
+    ]
     r = run(args, env=env)
-    assert r.returncode == 1 and r.stderr == ("./run.sh: --corpus toy needs --toy-root DIR; a folder per speaker: "
-                                              "DIR/<speaker>/*.wav\n"), r.stderr
+    assert r.returncode == 1 and r.stderr == (
+        "./run.sh: --corpus toy needs --toy-root DIR; a folder per speaker: DIR/<speaker>/*.wav\n"
+    ), r.stderr
     r = run(args + ["--toy-root", str(src)], env=env)
     assert r.returncode == 0, r.stderr
     assert f"stage 0: data preparation (toy) -> {tmp_path}/data/toy_train {tmp_path}/data/toy_test" in r.stdout
@@ -199,9 +244,22 @@ def test_plugin_corpus_through_run_sh_stage_0(tmp_path):
 
 
 def test_plugin_corpus_that_writes_a_bad_dir_is_named(tmp_path):
-    env = plugin_env(tmp_path, TOY_PLUGIN.replace('write_trials(ctx.test_dir / "trials"', 'write_trials(ctx.test_dir / "trial"'))
-    r = run(["bash", "local/prepare_corpus.sh", "--corpus", "toy", "--data", str(tmp_path / "d"), "--toy-root",
-             str(toy_audio(tmp_path / "src"))], env=env)
+    env = plugin_env(
+        tmp_path, TOY_PLUGIN.replace('write_trials(ctx.test_dir / "trials"', 'write_trials(ctx.test_dir / "trial"')
+    )
+    r = run(
+        [
+            "bash",
+            "local/prepare_corpus.sh",
+            "--corpus",
+            "toy",
+            "--data",
+            str(tmp_path / "d"),
+            "--toy-root",
+            str(toy_audio(tmp_path / "src")),
+        ],
+        env=env,
+    )
     assert r.returncode == 1
     assert f"corpus 'toy': {tmp_path / 'd' / 'toy_test'} has no trials (declared in its trials)" in r.stderr, r.stderr
     assert "prepared toy" not in r.stdout

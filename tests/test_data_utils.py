@@ -21,8 +21,9 @@ def env() -> dict:
 
 
 def run(*args, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], input=stdin, cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(a) for a in args], input=stdin, cwd=cwd, env=env(), capture_output=True, text=True, timeout=60
+    )
 
 
 def put(path: Path, rows) -> Path:
@@ -45,8 +46,9 @@ def make_dir(root: Path, name: str = "src", utt2spk=UTT2SPK) -> Path:
     for u in utts:
         (root / f"{u}.wav").touch()
     # a real ark: validate_data_dir reads each entry's header
-    kaldiio.save_ark(str(root / f"{name}.feats.ark"), {u: np.zeros((2, 3), np.float32) for u in utts},
-                     scp=str(d / "feats.scp"))
+    kaldiio.save_ark(
+        str(root / f"{name}.feats.ark"), {u: np.zeros((2, 3), np.float32) for u in utts}, scp=str(d / "feats.scp")
+    )
     put(d / "utt2lang", [(u, "en") for u in utts])
     put(d / "utt2orig", [(u, u) for u in utts])
     put(d / "spk2gender", [(s, "m") for s in spks])
@@ -61,7 +63,7 @@ def test_utt2spk_spk2utt_round_trip_and_stdin(tmp_path):
     assert r.returncode == 0 and r.stdout == (src / "spk2utt").read_text()
     r2 = run("spk2utt_to_utt2spk", stdin=r.stdout)
     assert r2.returncode == 0 and r2.stdout == (src / "utt2spk").read_text()
-    r3 = run("utt2spk_to_spk2utt", "-", stdin="b x\na y\nc x\n")       # unsorted input is fine
+    r3 = run("utt2spk_to_spk2utt", "-", stdin="b x\na y\nc x\n")  # unsorted input is fine
     assert r3.stdout == "x b c\ny a\n"
 
 
@@ -79,7 +81,7 @@ def test_split_scp_parts_and_job_selection(tmp_path):
     assert r.returncode == 0, r.stderr
     parts = [lines(o) for o in outs]
     assert [len(p) for p in parts] == [3, 4, 3]
-    assert sum(parts, []) == lines(scp)                               # order kept, nothing lost
+    assert sum(parts, []) == lines(scp)  # order kept, nothing lost
     for j in (1, 2, 3):
         one = run("split_scp", "--one-based", "-j", 3, j, scp)
         zero = run("split_scp", "-j", 3, j - 1, scp)
@@ -109,7 +111,7 @@ def test_filter_scp(tmp_path):
     assert [line.split()[0] for line in r.stdout.splitlines()] == ["s2-u1", "s3-u3"]
     r = run("filter_scp", "--exclude", ids, src / "wav.scp")
     assert len(r.stdout.splitlines()) == 7 and "s2-u1" not in r.stdout
-    r = run("filter_scp", "-f", 2, ids, stdin=(src / "trials").read_text())   # trials by test id
+    r = run("filter_scp", "-f", 2, ids, stdin=(src / "trials").read_text())  # trials by test id
     assert r.stdout.splitlines() == ["s1-u1 s2-u1 nontarget", "s3 s3-u3 target"]
     r = run("filter_scp", "-f", 4, ids, src / "trials")
     assert r.returncode == 1 and f"{src}/trials:1: 3 field(s), -f 4 needs more" in r.stderr
@@ -132,7 +134,7 @@ def test_validate_data_dir_script(tmp_path):
 def test_fix_data_dir(tmp_path):
     src = make_dir(tmp_path)
     originals = {n: (src / n).read_text() for n in ("utt2spk", "feats.scp", "utt2lang", "spk2utt")}
-    put(src / "utt2spk", list(reversed(lines(src / "utt2spk"))) + ["s1-u1 s1"])    # unsorted, repeated
+    put(src / "utt2spk", list(reversed(lines(src / "utt2spk"))) + ["s1-u1 s1"])  # unsorted, repeated
     originals["utt2spk"] = (src / "utt2spk").read_text()
     put(src / "feats.scp", [ln for ln in lines(src / "feats.scp") if not ln.startswith("s2-u2 ")])
     originals["feats.scp"] = (src / "feats.scp").read_text()
@@ -180,14 +182,14 @@ def test_subset_data_dir_by_lists(tmp_path):
     assert lines(tmp_path / "s3/spk2gender") == ["s3 m"] and lines(tmp_path / "s3/trials") == ["s3 s3-u3 target"]
     r = run("subset_data_dir", "--utt-list", put(tmp_path / "utts", ["s2-u2", "s1-u3"]), src, tmp_path / "u")
     assert [ln.split()[0] for ln in lines(tmp_path / "u/utt2orig")] == ["s1-u3", "s2-u2"]
-    assert not (tmp_path / "u/trials").exists()                       # no trial survives
+    assert not (tmp_path / "u/trials").exists()  # no trial survives
     r = run("subset_data_dir", "--utt-list", put(tmp_path / "bad", ["s1-u1", "", "nobody"]), src, tmp_path / "x")
     assert r.returncode == 1 and f"{tmp_path}/bad:3: utterance 'nobody' is not in {src}" in r.stderr
 
 
 def test_combine_data(tmp_path):
     a = make_dir(tmp_path / "A", "a", {u: s for u, s in UTT2SPK.items() if s != "s3"})
-    b = make_dir(tmp_path / "B", "b", {"s2-u9": "s2", "s4-u1": "s4"})     # shares speaker s2
+    b = make_dir(tmp_path / "B", "b", {"s2-u9": "s2", "s4-u1": "s4"})  # shares speaker s2
     (b / "utt2orig").unlink()
     put(a / "trials", ["s1-u1 s2-u1 nontarget"])
     r = run("combine_data", tmp_path / "all", a, b)
@@ -202,21 +204,35 @@ def test_combine_data(tmp_path):
     assert r.returncode == 1 and f"{c}/utt2spk: utterance id 's1-u2' is also in {a}/utt2spk" in r.stderr
     put(b / "spk2gender", ["s2 f", "s4 m"])
     r = run("combine_data", tmp_path / "conflict", a, b)
-    assert r.returncode == 1 and f"{b}/spk2gender: key 's2' is also in {a}/spk2gender with a different value" in r.stderr
+    assert (
+        r.returncode == 1 and f"{b}/spk2gender: key 's2' is also in {a}/spk2gender with a different value" in r.stderr
+    )
 
 
-@pytest.mark.parametrize("script", ["split_scp", "filter_scp", "validate_data_dir", "fix_data_dir",
-                                    "subset_data_dir", "combine_data", "utt2spk_to_spk2utt",
-                                    "spk2utt_to_utt2spk"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "split_scp",
+        "filter_scp",
+        "validate_data_dir",
+        "fix_data_dir",
+        "subset_data_dir",
+        "combine_data",
+        "utt2spk_to_spk2utt",
+        "spk2utt_to_utt2spk",
+    ],
+)
 def test_scripts_run_without_path_sh(tmp_path, script):
     """Each script finds the package itself (no PYTHONPATH) and answers --help."""
     e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([str(REPO / "utils" / script), "--help"], env=e, capture_output=True, text=True,
-                       timeout=60, cwd=tmp_path)
+    r = subprocess.run(
+        [str(REPO / "utils" / script), "--help"], env=e, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert r.returncode == 0 and script in (r.stdout + r.stderr)
 
 
 # ---- repair tools validate before they write (issue 12, failure 2)
+
 
 def _snapshot(d: Path) -> dict:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
@@ -227,7 +243,7 @@ def test_fix_data_dir_with_odd_whitespace_in_ids_changes_nothing_and_keeps_its_b
     a field separator (Kaldi does not); fix_data_dir must refuse, naming the character
     and the line, and leave every table and the backup of an earlier run as they were."""
     src = make_dir(tmp_path)
-    assert run("fix_data_dir", src).returncode == 0          # an earlier good run: its backup
+    assert run("fix_data_dir", src).returncode == 0  # an earlier good run: its backup
     backup = _snapshot(src / ".backup")
     for name in ("utt2spk", "wav.scp", "utt2lang", "feats.scp", "utt2orig", "spk2utt"):
         (src / name).write_text((src / name).read_text().replace("s2-u2", "s2\u00a0u2"))
@@ -248,7 +264,7 @@ def test_fix_data_dir_whose_result_is_invalid_changes_nothing(tmp_path):
     src = make_dir(tmp_path)
     assert run("fix_data_dir", src).returncode == 0
     backup = _snapshot(src / ".backup")
-    put(src / "feats.scp", ["zz-other feats.ark:0"])          # no utterance in every table
+    put(src / "feats.scp", ["zz-other feats.ark:0"])  # no utterance in every table
     before = _snapshot(src)
     r = run("fix_data_dir", src)
     assert r.returncode == 1 and "no utterance left" in r.stderr, r.stderr
@@ -259,14 +275,14 @@ def test_subset_and_combine_write_nothing_when_they_fail_and_replace_a_stale_out
     src = make_dir(tmp_path)
     out = tmp_path / "out"
     assert run("subset_data_dir", "--first", src, 4, out).returncode == 0
-    put(out / "vad.scp", [(u, "x") for u in lines(out / "utt2spk")])   # stale, of an older subset
+    put(out / "vad.scp", [(u, "x") for u in lines(out / "utt2spk")])  # stale, of an older subset
     assert run("subset_data_dir", "--first", src, 2, out).returncode == 0
     assert len(lines(out / "utt2spk")) == 2 and not (out / "vad.scp").exists()
     before = _snapshot(out)
     put(tmp_path / "list", ["s1-u1", "nobody"])
     r = run("subset_data_dir", "--utt-list", tmp_path / "list", src, out)
     assert r.returncode == 1 and _snapshot(out) == before
-    other = make_dir(tmp_path, "other")                   # the same utterance ids: an error
+    other = make_dir(tmp_path, "other")  # the same utterance ids: an error
     r = run("combine_data", out, src, other)
     assert r.returncode == 1 and "is also in" in r.stderr and _snapshot(out) == before
 
@@ -276,7 +292,7 @@ def test_validate_checks_text_is_utf8_and_keyed_by_utterances(tmp_path):
     (src / "text").write_bytes(b"s1-u1 hello\ns1-u2 caf\xe9\n")
     r = run("validate_data_dir", "--no-wav", src)
     assert r.returncode != 0 and f"{src}/text:2: non-UTF-8 byte" in r.stderr, r.stderr
-    (src / "text").write_text("s1-u1 two\u00a0words\ns1-u2 fine\n")   # odd spaces in words are allowed
+    (src / "text").write_text("s1-u1 two\u00a0words\ns1-u2 fine\n")  # odd spaces in words are allowed
     r = run("validate_data_dir", "--no-wav", src)
     assert r.returncode == 0, r.stderr
     (src / "text").write_text("s1-u1 a\nzz-u9 b\n")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, need
+
 from pyspk.embed.extractor import Embedder
 from pyspk.export.graph import ExportModule, sliding_mean
 from pyspk.export.metadata import SHERPA_KEYS, config_hash
@@ -35,11 +35,17 @@ from pyspk.models import build_encoder, load_encoder, save_encoder
 # Every layer type of each encoder, with fewer repeats (export time grows with the graph's size).
 TINY = {
     "tdnn": {"channels": 16, "stats_channels": 32, "embed_dim": 12},
-    "ecapa_tdnn": {"channels": 16, "embed_dim": 12, "attention_channels": 8, "se_channels": 8, "scale": 4,
-                   "dilations": [2, 3]},
+    "ecapa_tdnn": {
+        "channels": 16,
+        "embed_dim": 12,
+        "attention_channels": 8,
+        "se_channels": 8,
+        "scale": 4,
+        "dilations": [2, 3],
+    },
     "resnet34": {"base_channels": 4, "embed_dim": 12, "num_blocks": [1, 2, 1, 1]},
 }
-LENGTHS = ((1, 23), (3, 150), (2, 613))   # (batch, frames): shorter, around and beyond the example
+LENGTHS = ((1, 23), (3, 150), (2, 613))  # (batch, frames): shorter, around and beyond the example
 
 
 def random_checkpoint(path: Path, name: str, cmn_window=None, vad=False) -> Path:
@@ -51,8 +57,13 @@ def random_checkpoint(path: Path, name: str, cmn_window=None, vad=False) -> Path
             m.running_mean.normal_(0, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     config = {"encoder": {"name": name, "kwargs": TINY[name]}, "seed": 1}
-    save_encoder(path, model, name, TINY[name],
-                 {"features": {"cmn": True, "cmn_window": cmn_window, "vad": vad}, "config": config})
+    save_encoder(
+        path,
+        model,
+        name,
+        TINY[name],
+        {"features": {"cmn": True, "cmn_window": cmn_window, "vad": vad}, "config": config},
+    )
     return path
 
 
@@ -63,7 +74,7 @@ def feats(b, t, seed=0):
 
 def test_sliding_mean_in_graph_equals_numpy():
     x = feats(1, 40)[0]
-    for window in (7, 8, 40, 41, 300):   # odd, even, = T, > T
+    for window in (7, 8, 40, 41, 300):  # odd, even, = T, > T
         got = sliding_mean(torch.from_numpy(x)[None], window)[0].numpy()
         np.testing.assert_allclose(got, np_sliding_mean(x, window), rtol=0, atol=1e-5)
 
@@ -108,7 +119,7 @@ def test_metadata_is_what_sherpa_onnx_reads(tmp_path):
     assert set(SHERPA_KEYS) <= set(meta)
     assert meta["framework"] in ("wespeaker", "3d-speaker")
     assert int(meta["sample_rate"]) == 16000 and int(meta["output_dim"]) == 12
-    assert meta["normalize_samples"] == "0"          # int16-scaled samples, as pyspk's fbank
+    assert meta["normalize_samples"] == "0"  # int16-scaled samples, as pyspk's fbank
     assert meta["language"] == "English" and meta["feature_normalize_type"] == ""
     assert meta["pyspk_encoder"] == "tdnn" and json.loads(meta["pyspk_encoder_kwargs"]) == TINY["tdnn"]
     assert json.loads(meta["pyspk_fbank"])["num_mel_bins"] == 80
@@ -139,12 +150,16 @@ def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(ExportError, match="40"):
         export(ckpt, fmt="onnx", fbank=FbankConfig(num_mel_bins=40))
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        export(ckpt, fmt="torchscript", tol=-1.0)          # a self-check that cannot pass
+        export(ckpt, fmt="torchscript", tol=-1.0)  # a self-check that cannot pass
     with pytest.raises(ValueError, match="language"):
         export(ckpt, fmt="onnx", language="")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt"]   # no file, no temporary left
-    p = subprocess.run([sys.executable, "-m", "pyspk.bin.main", "export", str(tmp_path / "missing.pt")],
-                       capture_output=True, text=True, cwd=REPO)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt"]  # no file, no temporary left
+    p = subprocess.run(
+        [sys.executable, "-m", "pyspk.bin.main", "export", str(tmp_path / "missing.pt")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert p.returncode == 1 and "missing.pt" in p.stderr
 
 
@@ -155,15 +170,25 @@ def test_sherpa_onnx_agrees_with_pyspk_embed(tiny_systems, tmp_path):
 
     test_dir = tiny_systems / "data" / "synth_test"
     fbank = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
-    models = {name: (tiny_systems / "exp" / name / "final.pt",
-                     export(tiny_systems / "exp" / name / "final.pt", tmp_path / f"{name}.onnx", "onnx", fbank).path)
-              for name in ("tdnn", "ecapa_tdnn", "resnet34")}
+    models = {
+        name: (
+            tiny_systems / "exp" / name / "final.pt",
+            export(tiny_systems / "exp" / name / "final.pt", tmp_path / f"{name}.onnx", "onnx", fbank).path,
+        )
+        for name in ("tdnn", "ecapa_tdnn", "resnet34")
+    }
     # sherpa-onnx runs in its own process: on a metadata error it exits the process
-    code = ("import json, sys; from pyspk.export.parity import compare; from pyspk.features.fbank import load_config\n"
-            "m = json.loads(sys.argv[1]); f = load_config('conf/fbank.yaml')\n"
-            "print(json.dumps({n: compare(c, o, sys.argv[2], f) for n, (c, o) in m.items()}))")
-    p = subprocess.run([sys.executable, "-c", code, json.dumps({n: [str(c), str(o)] for n, (c, o) in models.items()}),
-                        str(test_dir)], capture_output=True, text=True, cwd=REPO)
+    code = (
+        "import json, sys; from pyspk.export.parity import compare; from pyspk.features.fbank import load_config\n"
+        "m = json.loads(sys.argv[1]); f = load_config('conf/fbank.yaml')\n"
+        "print(json.dumps({n: compare(c, o, sys.argv[2], f) for n, (c, o) in m.items()}))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, json.dumps({n: [str(c), str(o)] for n, (c, o) in models.items()}), str(test_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     for name, res in json.loads(p.stdout).items():
         assert res["files"] == 24
@@ -181,9 +206,22 @@ def test_sherpa_onnx_agrees_with_pyspk_embed(tiny_systems, tmp_path):
 
 
 def test_export_parity_cli_errors(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pyspk.bin.main", "export_parity", "--model", str(tmp_path / "m.pt"),
-                        "--onnx", str(tmp_path / "m.onnx"), str(tmp_path / "nodata")],
-                       capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyspk.bin.main",
+            "export_parity",
+            "--model",
+            str(tmp_path / "m.pt"),
+            "--onnx",
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "nodata"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert p.returncode == 1 and "wav.scp" in p.stderr
 
 
@@ -200,13 +238,17 @@ def test_readme_sherpa_snippet_runs(tiny_systems, tmp_path):
     assert len(snippet.strip().splitlines()) <= 14
     onnx_path = export(tiny_systems / "exp" / "tdnn" / "final.pt", tmp_path / "final.onnx").path
     audio = tiny_systems / "data" / "synth_audio"
-    names = {"exp/aam/final.onnx": onnx_path,
-             "alice1.wav": audio / "te0001/te0001-en-000.flac", "alice2.wav": audio / "te0001/te0001-en-001.flac",
-             "bob1.wav": audio / "te0002/te0002-en-000.flac", "bob2.wav": audio / "te0002/te0002-en-001.flac",
-             "unknown.wav": audio / "te0001/te0001-en-002.flac"}
+    names = {
+        "exp/aam/final.onnx": onnx_path,
+        "alice1.wav": audio / "te0001/te0001-en-000.flac",
+        "alice2.wav": audio / "te0001/te0001-en-001.flac",
+        "bob1.wav": audio / "te0002/te0002-en-000.flac",
+        "bob2.wav": audio / "te0002/te0002-en-001.flac",
+        "unknown.wav": audio / "te0001/te0001-en-002.flac",
+    }
     for name, path in names.items():
         assert f'"{name}"' in snippet, name
         snippet = snippet.replace(f'"{name}"', f'"{path}"')
     p = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.rstrip("\n").split("\n")[-1] in ("alice", "bob", "")   # the manager's answer, printed
+    assert p.stdout.rstrip("\n").split("\n")[-1] in ("alice", "bob", "")  # the manager's answer, printed

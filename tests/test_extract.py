@@ -90,7 +90,7 @@ def test_failed_job_names_log_and_utterance(tmp_path):
 
 def test_chunk_starts():
     c = ChunkConfig(max_frames=100, chunk_frames=40, chunk_hop=30)
-    assert chunk_starts(100, c) == ([0], 100)          # not longer than max_frames: whole
+    assert chunk_starts(100, c) == ([0], 100)  # not longer than max_frames: whole
     assert chunk_starts(130, c) == ([0, 30, 60, 90], 40)
     assert chunk_starts(125, c) == ([0, 30, 60, 85], 40)  # last window ends at the end
     assert chunk_starts(10_000, ChunkConfig(max_frames=0)) == ([0], 10_000)
@@ -106,7 +106,7 @@ def test_chunked_embedding_is_window_mean(tmp_path):
     got = emb.embed(feats)
     x = load_features(feats, cmn=True)
     with torch.no_grad():
-        want = np.mean([model(torch.from_numpy(x[s:s + 40])[None])[0].numpy() for s in (0, 30, 60, 90)], axis=0)
+        want = np.mean([model(torch.from_numpy(x[s : s + 40])[None])[0].numpy() for s in (0, 30, 60, 90)], axis=0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -130,8 +130,13 @@ def test_embed_and_verify_cli(tmp_path, capsys):
 
     torch.manual_seed(0)
     kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
-    save_encoder(tmp_path / "m.pt", build_encoder("tdnn", **kw), "tdnn", kw,
-                 {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    save_encoder(
+        tmp_path / "m.pt",
+        build_encoder("tdnn", **kw),
+        "tdnn",
+        kw,
+        {"features": {"cmn": True, "cmn_window": None, "vad": False}},
+    )
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
         sf.write(tmp_path / f"{name}.wav", (0.1 * rng.normal(size=24000)).astype(np.float32), 16000)
@@ -139,14 +144,30 @@ def test_embed_and_verify_cli(tmp_path, capsys):
     assert embed_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", a, b]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].startswith(a) and len(out[0].split("[")[1].split()) == 5 + 1
-    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json",
-                            "--threshold", "0.99", a, a]) == 0
+    assert (
+        verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json", "--threshold", "0.99", a, a])
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["score"] == pytest.approx(1.0, abs=1e-5) and res["decision"] == "same"
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "thresholds.json").write_text(json.dumps({"trials": "trials", "cosine": 1.5}))
-    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json",
-                            "--scores-dir", str(tmp_path / "scores"), a, b]) == 0
+    assert (
+        verify_bin.main(
+            [
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--device",
+                "cpu",
+                "--json",
+                "--scores-dir",
+                str(tmp_path / "scores"),
+                a,
+                b,
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["threshold"] == 1.5 and res["decision"] == "different"
     assert verify_bin.main(["--model", str(tmp_path / "m.pt"), a, str(tmp_path / "missing.wav")]) == 1
@@ -163,17 +184,40 @@ def test_verify_with_backend_dir_plda(tmp_path, capsys):
 
     torch.manual_seed(0)
     kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
-    save_encoder(tmp_path / "m.pt", build_encoder("tdnn", **kw), "tdnn", kw,
-                 {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    save_encoder(
+        tmp_path / "m.pt",
+        build_encoder("tdnn", **kw),
+        "tdnn",
+        kw,
+        {"features": {"cmn": True, "cmn_window": None, "vad": False}},
+    )
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 5))
-    Backend.fit(X, [f"s{i % 6}" for i in range(60)], BackendConfig(lda_dim=0, asnorm_top_n=3)).save(tmp_path / "backend")
+    Backend.fit(X, [f"s{i % 6}" for i in range(60)], BackendConfig(lda_dim=0, asnorm_top_n=3)).save(
+        tmp_path / "backend"
+    )
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "thresholds.json").write_text(json.dumps({"trials": "trials", "cosine": 0.3, "plda": -1e9}))
     sf.write(tmp_path / "a.wav", (0.1 * rng.normal(size=24000)).astype(np.float32), 16000)
     a = str(tmp_path / "a.wav")
-    assert verify_bin.main(["--model", str(tmp_path / "m.pt"), "--device", "cpu", "--json", "--backend", "plda",
-                            "--backend-dir", str(tmp_path / "backend"), a, a]) == 0
+    assert (
+        verify_bin.main(
+            [
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--device",
+                "cpu",
+                "--json",
+                "--backend",
+                "plda",
+                "--backend-dir",
+                str(tmp_path / "backend"),
+                a,
+                a,
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["threshold"] == -1e9 and res["decision"] == "same" and np.isfinite(res["score"])
 
@@ -212,13 +256,15 @@ def test_verify_knows_its_limits(tmp_path, capsys):
     torch.manual_seed(0)
     kw = {"channels": 8, "stats_channels": 16, "embed_dim": 5}
     m = str(tmp_path / "m.pt")
-    save_encoder(m, build_encoder("tdnn", **kw), "tdnn", kw, {"features": {"cmn": True, "cmn_window": None, "vad": False}})
+    save_encoder(
+        m, build_encoder("tdnn", **kw), "tdnn", kw, {"features": {"cmn": True, "cmn_window": None, "vad": False}}
+    )
     rng = np.random.default_rng(0)
     long = (0.1 * rng.normal(size=32000)).astype(np.float32)
     sf.write(tmp_path / "a.wav", long, 16000)
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "a2.wav", (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t))).astype(np.float32), 16000)
-    sf.write(tmp_path / "short.wav", long[:1600], 16000)          # 0.1 s
+    sf.write(tmp_path / "short.wav", long[:1600], 16000)  # 0.1 s
     sf.write(tmp_path / "a8k.wav", long[::2], 8000)
     a, a2, short, a8k = (str(tmp_path / f) for f in ("a.wav", "a2.wav", "short.wav", "a8k.wav"))
     base = ["--model", m, "--device", "cpu", "--json", "--threshold", "0.5"]
@@ -240,8 +286,9 @@ def test_verify_knows_its_limits(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["enroll"] == [a, a2]
     from pyspk.embed.single import embed_file
+
     emb = Embedder.from_checkpoint(m, device="cpu")
     ea, ea2 = embed_file(emb, a), embed_file(emb, a2)
-    mean = (ea + ea2) / 2                                   # the enrolment side: the mean of both
+    mean = (ea + ea2) / 2  # the enrolment side: the mean of both
     cos = float(mean @ ea / np.linalg.norm(mean) / np.linalg.norm(ea))
     assert res["score"] == pytest.approx(cos, abs=1e-5)

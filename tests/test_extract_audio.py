@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_online import make_dir
 
 from pyspk.data.xvectors import read_vectors
 from pyspk.models import build_encoder, save_encoder
 from pyspk.stages.extract import extract
 from pyspk.stages.fbank import make_fbank
-from test_online import make_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_PL = str(REPO / "utils" / "run.pl")
@@ -74,7 +74,7 @@ def test_extraction_from_audio_equals_extraction_from_the_fbank_arks(tmp_path, s
         spk2utt.setdefault(s, []).append(u)
     (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items())))
     audio_only = tmp_path / "audio_only"
-    shutil.copytree(d, audio_only)                      # no feats.scp ever written here
+    shutil.copytree(d, audio_only)  # no feats.scp ever written here
     make_fbank(d, tmp_path / "fbank", FBANK, 2, RUN_PL)
     m = model(tmp_path / "final.pt")
     extract(m, d, tmp_path / "xv_feats", nj=2, cmd=RUN_PL)
@@ -86,7 +86,7 @@ def test_extraction_from_audio_equals_extraction_from_the_fbank_arks(tmp_path, s
     for u in a:
         np.testing.assert_allclose(a[u], b[u], rtol=1e-5, atol=1e-7)
     again = extract(m, audio_only, tmp_path / "xv_audio", nj=3, cmd=RUN_PL, fbank_config=FBANK)
-    assert again["jobs_run"] == []                      # finished jobs are reused
+    assert again["jobs_run"] == []  # finished jobs are reused
 
 
 def test_extraction_from_audio_names_a_missing_wav_scp(tmp_path):

@@ -126,8 +126,7 @@ def test_job_ark_scp_round_trip(tmp_path):
 
 
 def run_stage(data, fb, cmd=None, **kw):
-    return make_fbank(data, fb, str(REPO / "conf" / "fbank.yaml"), kw.pop("nj", 2),
-                      cmd or f"{RUN_PL}", **kw)
+    return make_fbank(data, fb, str(REPO / "conf" / "fbank.yaml"), kw.pop("nj", 2), cmd or f"{RUN_PL}", **kw)
 
 
 needs_run_pl = pytest.mark.skipif(not RUN_PL.is_file(), reason="utils/run.pl not in the checkout")
@@ -151,7 +150,8 @@ def test_stage_resume_after_kill_and_reuse(tmp_path):
         "#!/usr/bin/env bash\nlogp=$2; shift 2\n"
         "a=(); for x in \"$@\"; do a+=(\"${x//JOB/1}\"); done; \"${a[@]}\" > \"${logp//JOB/1}\" 2>&1\n"
         "b=(); for x in \"$@\"; do b+=(\"${x//JOB/2}\"); done; \"${b[@]}\" > \"${logp//JOB/2}\" 2>&1 &\n"
-        "pid=$!; sleep 0.3; kill -9 $pid; exit 1\n")
+        "pid=$!; sleep 0.3; kill -9 $pid; exit 1\n"
+    )
     killer.chmod(0o755)
     fb = tmp_path / "fb"
     with pytest.raises(StageError, match=r"fbank\.2\.log"):
@@ -225,8 +225,15 @@ def _write_bad(kind: str, path: Path) -> str:
     return str(path.with_suffix(".wav"))
 
 
-BAD = {"missing": "cannot read", "corrupt": "cannot read", "empty": "zero-length",
-       "short": "too short", "nan": "NaN or inf", "inf": "NaN or inf", "rate": "unsupported sample rate"}
+BAD = {
+    "missing": "cannot read",
+    "corrupt": "cannot read",
+    "empty": "zero-length",
+    "short": "too short",
+    "nan": "NaN or inf",
+    "inf": "NaN or inf",
+    "rate": "unsupported sample rate",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
@@ -275,8 +282,7 @@ def test_cli_skip_bad_fixes_data_dir_and_force_recomputes(tmp_path):
         f.write("spk0-zbad spk0\n")
     fb = tmp_path / "fb"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cli = [sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", str(RUN_PL), "--skip-bad",
-           str(data), str(fb)]
+    cli = [sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", str(RUN_PL), "--skip-bad", str(data), str(fb)]
     r = subprocess.run(cli, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert list(read_table(data / "feats.scp")) == ["spk0-u0", "spk0-u1"]
@@ -357,8 +363,23 @@ def test_cli_skip_bad_that_would_empty_the_data_dir_changes_nothing(tmp_path):
     (data / "spk2utt").write_text("spk0 spk0-a spk0-b\n")
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", str(RUN_PL), "--skip-bad",
-                        str(data), str(tmp_path / "fb")], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyspk.bin.fbank",
+            "--nj",
+            "1",
+            "--cmd",
+            str(RUN_PL),
+            "--skip-bad",
+            str(data),
+            str(tmp_path / "fb"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 1 and "would not be a valid data dir; nothing was changed" in r.stderr, r.stderr
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]
@@ -375,8 +396,13 @@ def test_cli_runs_from_another_directory_and_a_queue_that_cannot_start_is_named(
     r = subprocess.run(cli + [str(data), str(tmp_path / "fb")], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert len(read_table(data / "feats.scp")) == 2
-    r = subprocess.run(cli + ["--force", "--cmd", "no/such/queue.pl", str(data), str(tmp_path / "fb2")],
-                       cwd=elsewhere, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        cli + ["--force", "--cmd", "no/such/queue.pl", str(data), str(tmp_path / "fb2")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 1
     assert "never started: the queue command exited 127 before writing any log" in r.stderr, r.stderr
     assert "no/such/queue.pl: not found" in r.stderr and "fbank.1.log" not in r.stderr.split("never started")[1]
@@ -394,6 +420,7 @@ def test_upsampled_audio_is_warned_about_once(tmp_path, caplog):
 
 
 # ---- compressed features (conf/fbank.yaml compress, --compress-feats)
+
 
 def _kind(spec: str) -> str:
     from pyspk.data.arkread import EXTENT_BYTES, object_extent
@@ -414,7 +441,7 @@ def test_compressed_job_writes_kaldi_compressed_feats_and_float_vad(tmp_path):
     from pyspk.jobs import signature
 
     data = make_set(tmp_path, n_spk=1, n_utt=2)
-    sf.write(tmp_path / "wav" / "short.flac", speechlike(960, 9), 16000)      # 60 ms: 6 frames
+    sf.write(tmp_path / "wav" / "short.flac", speechlike(960, 9), 16000)  # 60 ms: 6 frames
     with open(data / "wav.scp", "a") as f:
         f.write(f"spk0-u9 {tmp_path / 'wav' / 'short.flac'}\n")
     with open(data / "utt2spk", "a") as f:
@@ -446,7 +473,7 @@ def test_compressed_job_writes_kaldi_compressed_feats_and_float_vad(tmp_path):
     sig = job_signature(text, "", packed)
     assert verify_job(tmp_path / "cm", 1, sig, vad=True) == ""
     assert "changed" in verify_job(tmp_path / "cm", 1, job_signature(text, "", plain), vad=True)
-    before = {k: v for k, v in plain.__dict__.items() if k != "compress"}   # the settings before the option
+    before = {k: v for k, v in plain.__dict__.items() if k != "compress"}  # the settings before the option
     assert job_signature(text, "", plain) == signature(text, "", json.dumps(before, sort_keys=True))
 
 
@@ -473,7 +500,7 @@ def test_stage_compress_feats_reaches_the_jobs_and_a_change_recomputes(tmp_path)
     run_stage(data, fb, nj=1, compress=True)
     first = (data / "feats.scp").read_text()
     assert {_kind(s) for s in read_table(data / "feats.scp").values()} == {"CM"}
-    run_stage(data, fb, cmd="false", nj=1, compress=True)            # every job verifies: none started
+    run_stage(data, fb, cmd="false", nj=1, compress=True)  # every job verifies: none started
     assert (data / "feats.scp").read_text() == first
     run_stage(data, fb, nj=1, compress=False)
     assert {_kind(s) for s in read_table(data / "feats.scp").values()} == {"FM"}

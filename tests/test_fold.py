@@ -11,14 +11,19 @@ from pyspk.models.fold import FoldedTdnn, for_inference
 def _trained_like_tdnn(seed=0, **kw):
     """A TDNN whose BatchNorms are far from the identity (random statistics and affine), eval mode."""
     torch.manual_seed(seed)
-    m = build_encoder("tdnn", feat_dim=kw.get("feat_dim", 20), channels=kw.get("channels", 16),
-                      stats_channels=kw.get("stats_channels", 24), embed_dim=kw.get("embed_dim", 8))
+    m = build_encoder(
+        "tdnn",
+        feat_dim=kw.get("feat_dim", 20),
+        channels=kw.get("channels", 16),
+        stats_channels=kw.get("stats_channels", 24),
+        embed_dim=kw.get("embed_dim", 8),
+    )
     for layer in m.frame_layers:
         bn = layer.bn
         c = bn.num_features
         bn.running_mean.copy_(torch.rand(c) * 2)
         bn.running_var.copy_(torch.rand(c) * 3 + 0.1)
-        bn.weight.data.copy_(torch.randn(c))          # negative gammas too: |a| in the std path
+        bn.weight.data.copy_(torch.randn(c))  # negative gammas too: |a| in the std path
         bn.bias.data.copy_(torch.randn(c))
     return m.double().eval()
 
@@ -66,7 +71,7 @@ def test_folded_rejects_wrong_feature_dim():
 
 def test_folded_tdnn_with_a_dead_channel():
     m = _trained_like_tdnn(seed=5)
-    m.frame_layers[-1].bn.weight.data[3] = 0.0       # gamma = 0: a constant channel
+    m.frame_layers[-1].bn.weight.data[3] = 0.0  # gamma = 0: a constant channel
     m.frame_layers[1].bn.weight.data[2] = 0.0
     x = torch.randn(2, 33, 20, dtype=torch.float64)
     with torch.no_grad():
@@ -80,7 +85,7 @@ def test_embed_list_takes_mixed_lengths_in_one_buffer():
     """Utterances of every length at once (shorter than the widest context too): each the
     per-utterance eval model's embedding, in any order."""
     m = _trained_like_tdnn(seed=7)
-    m.frame_layers[2].bn.weight.data[1] = 0.0          # a dead channel feeding a Winograd layer
+    m.frame_layers[2].bn.weight.data[1] = 0.0  # a dead channel feeding a Winograd layer
     folded = FoldedTdnn(m)
     torch.manual_seed(1)
     xs = [torch.randn(t, 20, dtype=torch.float64) for t in (1, 2, 3, 5, 7, 40, 203, 4, 11, 12, 13)]
@@ -130,6 +135,9 @@ def test_embedder_ragged_calls_and_chunks_match_the_eval_model():
         if starts[-1] != x.shape[0] - size:
             starts.append(x.shape[0] - size)
         with torch.no_grad():
-            return np.mean([m.forward_reference(torch.from_numpy(x[s:s + size])[None])[0].numpy() for s in starts], axis=0)
+            return np.mean(
+                [m.forward_reference(torch.from_numpy(x[s : s + size])[None])[0].numpy() for s in starts], axis=0
+            )
+
     for (utt, x), e in zip(items, got):
         np.testing.assert_allclose(e, reference(x), rtol=1e-4, atol=1e-5, err_msg=utt)

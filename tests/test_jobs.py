@@ -24,7 +24,7 @@ def test_split_is_contiguous_complete_and_near_equal(n, nj):
 def test_the_two_placements_of_the_remainder():
     """fbank spreads it (bounds round(i n / nj)); extraction gives it to the first jobs (split_scp.pl).
     Each stage keeps its own: its outputs on disk depend on the partition."""
-    lines = list("abcdefghijk")                                     # 11 into 3
+    lines = list("abcdefghijk")  # 11 into 3
     assert [len(p) for p in split_lines(lines, 3)] == [4, 3, 4]
     assert [len(p) for p in split_lines(lines, 3, first_longer=True)] == [4, 4, 3]
 
@@ -32,7 +32,7 @@ def test_the_two_placements_of_the_remainder():
 def test_signature_is_sha256_of_nul_terminated_parts():
     want = hashlib.sha256(b"split\0recipes\0config\0").hexdigest()
     assert signature("split", "recipes", "config") == want
-    assert signature("ab", "c") != signature("a", "bc")               # parts cannot run into each other
+    assert signature("ab", "c") != signature("a", "bc")  # parts cannot run into each other
 
 
 def test_ranges_and_job_count():
@@ -44,11 +44,11 @@ def test_resume_reuses_matching_stamps_and_redoes_the_rest(tmp_path):
     jobs = JobSet(tmp_path, "test", "pyspk.bin.nothing", "t", "t")
     sigs = [signature("one"), signature("two"), signature("three")]
     jobs.finish(1, sigs[0])
-    jobs.stamp(2).write_text(hashlib.sha1(b"two").hexdigest() + "\n")   # a stamp of an older format
+    jobs.stamp(2).write_text(hashlib.sha1(b"two").hexdigest() + "\n")  # a stamp of an older format
     assert jobs.stamp_check(1, sigs[0]) == ""
     assert "changed" in jobs.stamp_check(2, sigs[1]) and "no completion stamp" in jobs.stamp_check(3, sigs[2])
     assert jobs.pending(sigs) == [2, 3]
-    assert jobs.stamp(1).is_file() and not jobs.stamp(2).exists()      # a pending job has no stamp left
+    assert jobs.stamp(1).is_file() and not jobs.stamp(2).exists()  # a pending job has no stamp left
     assert jobs.pending(sigs, force=True) == [1, 2, 3] and not jobs.stamp(1).exists()
     jobs.finish(1, sigs[0])
     assert jobs.pending(sigs, verify=lambda j, sig: "outputs damaged" if j == 1 else "") == [1]

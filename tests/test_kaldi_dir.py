@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 
 from pyspk.data.kaldi_dir import (
-    DataDir, DataDirError, read_spk2utt, read_table, read_trials, spk2utt_to_utt2spk,
-    utt2spk_to_spk2utt, validate_data_dir, write_table, write_trials,
+    DataDir,
+    DataDirError,
+    read_spk2utt,
+    read_table,
+    read_trials,
+    spk2utt_to_utt2spk,
+    utt2spk_to_spk2utt,
+    validate_data_dir,
+    write_table,
+    write_trials,
 )
 
 UTT2SPK = {"a1-u1": "a1", "a1-u2": "a1", "b2-u1": "b2", "b2-u2": "b2", "c3-u1": "c3"}
@@ -29,7 +37,7 @@ def make_dir(root: Path, feats: bool = False) -> Path:
     write_table(d / "spk2utt", utt2spk_to_spk2utt(UTT2SPK))
     write_table(d / "wav.scp", {u: str(root / "wav" / f"{u}.wav") for u in UTT2SPK})
     write_table(d / "utt2lang", {u: "en" for u in UTT2SPK})
-    if feats:   # a real ark: validate_data_dir reads each entry's header
+    if feats:  # a real ark: validate_data_dir reads each entry's header
         mats = {u: np.zeros((3 + i, 4), np.float32) for i, u in enumerate(UTT2SPK)}
         kaldiio.save_ark(str(root / "feats.1.ark"), mats, scp=str(d / "feats.scp"))
     write_trials(d / "trials", [("a1-u1", "a1-u2", True), ("a1-u1", "b2-u1", False), ("b2", "c3-u1", False)])
@@ -83,7 +91,7 @@ def test_duplicate_keys(tmp_path):
 
 def test_duplicate_keys_when_order_not_checked(tmp_path):
     put(tmp_path / "t", ["b x", "a y"])
-    assert list(read_table(tmp_path / "t", check_sorted=False)) == ["b", "a"]   # order as given
+    assert list(read_table(tmp_path / "t", check_sorted=False)) == ["b", "a"]  # order as given
     put(tmp_path / "t", ["b x", "a y", "b z"])
     with pytest.raises(DataDirError, match=r"/t:3: duplicate key 'b' \(first on line 1\)"):
         read_table(tmp_path / "t", check_sorted=False)
@@ -158,12 +166,15 @@ def test_feats_required_when_asked(tmp_path):
     expect_error(d, f"{d}/feats.scp:", "file not found", need_feats=True)
 
 
-@pytest.mark.parametrize("line, lineno, words", [
-    ("a1-u1 zz-u9 target", 2, ["unknown test id 'zz-u9'"]),
-    ("zz a1-u2 nontarget", 2, ["unknown enrolment id 'zz'"]),
-    ("a1-u1 b2-u1 maybe", 2, ["expected 'enroll test target|nontarget'"]),
-    ("a1-u1 a1-u2 target", 2, ["duplicate trial 'a1-u1 a1-u2' (first on line 1)"]),
-])
+@pytest.mark.parametrize(
+    "line, lineno, words",
+    [
+        ("a1-u1 zz-u9 target", 2, ["unknown test id 'zz-u9'"]),
+        ("zz a1-u2 nontarget", 2, ["unknown enrolment id 'zz'"]),
+        ("a1-u1 b2-u1 maybe", 2, ["expected 'enroll test target|nontarget'"]),
+        ("a1-u1 a1-u2 target", 2, ["duplicate trial 'a1-u1 a1-u2' (first on line 1)"]),
+    ],
+)
 def test_trials_errors(tmp_path, line, lineno, words):
     d = make_dir(tmp_path)
     put(d / "trials", ["a1-u1 a1-u2 target", line])
@@ -201,7 +212,7 @@ def test_table_round_trip_and_sorting(tmp_path):
     table = {"é-2": "x y", "b": "1", "a": ["p", "q"], "Z": "upper sorts first"}
     write_table(tmp_path / "t", table)
     back = read_table(tmp_path / "t")
-    assert list(back) == ["Z", "a", "b", "é-2"]               # C (byte) order
+    assert list(back) == ["Z", "a", "b", "é-2"]  # C (byte) order
     assert back == {"Z": "upper sorts first", "a": "p q", "b": "1", "é-2": "x y"}
     assert read_spk2utt(tmp_path / "t")["a"] == ["p", "q"]
     assert spk2utt_to_utt2spk(utt2spk_to_spk2utt(UTT2SPK)) == UTT2SPK
@@ -231,13 +242,14 @@ def test_write_table_is_atomic_on_bad_input(tmp_path, bad):
     with pytest.raises(DataDirError, match=str(target)):
         write_table(target, bad)
     assert target.read_text() == "old content\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["utt2spk"]     # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["utt2spk"]  # no temp file left
 
 
 def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     """A writer that dies midway (here: the disk 'fills' after the first line) leaves the
     old file whole and no temporary file behind."""
     import pyspk.io as pio
+
     target = tmp_path / "wav.scp"
     target.write_text("old content\n")
     real_open = open

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "pyspk"
 DOC = REPO / "docs" / "architecture.md"
-ROOT = "pyspk"   # the unit of pyspk/__init__.py (``from pyspk import __version__``)
+ROOT = "pyspk"  # the unit of pyspk/__init__.py (``from pyspk import __version__``)
 
 
 def layer_table() -> Dict[str, int]:
@@ -85,7 +85,7 @@ def imports(path: Path, units, here: Optional[str] = None) -> List[Tuple[int, st
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
@@ -116,8 +116,10 @@ def test_every_unit_has_a_layer():
     table, disk = layer_table(), units_on_disk()
     unknown = [f"{p.relative_to(REPO)}: '{u}' has no layer" for u, p in disk.items() if u not in table]
     gone = [f"{DOC.relative_to(REPO)}: '{u}' is not a module or package of pyspk" for u in table if u not in disk]
-    assert not unknown + gone, ("add each new module or package to the layer table of docs/architecture.md "
-                                "(or remove what no longer exists):\n" + "\n".join(unknown + gone))
+    assert not unknown + gone, (
+        "add each new module or package to the layer table of docs/architecture.md "
+        "(or remove what no longer exists):\n" + "\n".join(unknown + gone)
+    )
     assert table["bin"] == max(table.values()), "pyspk.bin is the top layer: nothing imports the tools"
 
 
@@ -126,8 +128,10 @@ def test_imports_go_down_the_layers():
     bad = []
     for (src, dst), where in sorted(edges().items()):
         if src in table and dst in table and table[dst] >= table[src]:
-            bad += [f"{w}: {src} (layer {table[src]}) may import only lower layers, not {dst} (layer {table[dst]})"
-                    for w in where]
+            bad += [
+                f"{w}: {src} (layer {table[src]}) may import only lower layers, not {dst} (layer {table[dst]})"
+                for w in where
+            ]
     assert not bad, "imports against the layers of docs/architecture.md:\n" + "\n".join(bad)
 
 
@@ -141,13 +145,15 @@ def test_no_two_units_import_each_other():
 def test_the_reader_sees_lazy_relative_and_root_imports(tmp_path):
     """The reader itself: imports inside functions, relative ones and ``from pyspk import``."""
     probe = tmp_path / "probe.py"
-    probe.write_text("from . import ark\n"
-                     "import numpy\n"
-                     "def f():\n"
-                     "    from pyspk.augment.apply import RecipeApplier\n"
-                     "    if True:\n"
-                     "        import pyspk.io\n"
-                     "from pyspk import __version__, jobs\n"
-                     "from ..data import kaldi_dir\n")
+    probe.write_text(
+        "from . import ark\n"
+        "import numpy\n"
+        "def f():\n"
+        "    from pyspk.augment.apply import RecipeApplier\n"
+        "    if True:\n"
+        "        import pyspk.io\n"
+        "from pyspk import __version__, jobs\n"
+        "from ..data import kaldi_dir\n"
+    )
     got = sorted((line, unit) for line, _, unit in imports(probe, units_on_disk(), here="pyspk.features.probe"))
     assert got == sorted([(1, "features"), (4, "augment"), (6, "io"), (7, ROOT), (7, "jobs"), (8, "data")])

@@ -9,7 +9,6 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pyspk.data.arkread import ArkReader
 from pyspk.models import build_encoder
@@ -25,7 +24,7 @@ SMALL = {
 
 def _reference_copy(model):
     ref = copy.deepcopy(model)
-    return ref.to(memory_format=torch.contiguous_format)   # ResNet: NCHW weights; no-op for the 1-D encoders
+    return ref.to(memory_format=torch.contiguous_format)  # ResNet: NCHW weights; no-op for the 1-D encoders
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -55,6 +54,7 @@ def test_onednn_rows_product_and_its_gradients():
     input gradient the same way, the weight gradient by mm) is x w^T with the right gradients.
     float64 (PyTorch's own convolution then, the same views and formulas) for gradcheck."""
     from pyspk.models.layers import _dnn_rows
+
     torch.manual_seed(0)
     x = torch.randn(37, 11, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
@@ -67,6 +67,7 @@ def test_onednn_gemm_backend_keeps_the_maths(name):
     """float32, train mode: outputs and gradients with every rows GEMM in oneDNN match the
     reference layout within float32 rounding, as the MKL ones do."""
     from pyspk.models import layers
+
     torch.manual_seed(0)
     model = build_encoder(name, feat_dim=80, **SMALL[name]).train()
     ref = _reference_copy(model)
@@ -83,7 +84,7 @@ def test_onednn_gemm_backend_keeps_the_maths(name):
     finally:
         layers.set_gemm_backend("mkl")
         layers._dnn_rows = real
-    assert len(calls) >= 2 * 3                 # forward and input-gradient products went through it
+    assert len(calls) >= 2 * 3  # forward and input-gradient products went through it
     assert torch.allclose(out, want, atol=1e-4, rtol=1e-4)
     scale = max(float(q.grad.abs().max()) for q in ref.parameters())
     for (n, p), q in zip(model.named_parameters(), ref.parameters()):
@@ -112,7 +113,9 @@ def test_resnet_runs_channels_last_from_16_channels(base):
     wanted = base >= 16
     assert model.stages[0][0].conv1.weight.is_contiguous(memory_format=torch.channels_last) == wanted
     seen = []
-    h = model.stages[0].register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
+    h = model.stages[0].register_forward_hook(
+        lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last))
+    )
     model(torch.randn(2, 30, 40)).sum().backward()
     h.remove()
     assert seen == [wanted]
@@ -156,9 +159,10 @@ def test_compiled_encoder_trains_like_eager(tmp_path, gemm):
     (with either GEMM library: the oneDNN one is a custom op that inductor must call as it is)."""
     import csv
 
+    from toydata import make_toy_train_dir, toy_config
+
     from pyspk.train.config import config_from_dict
     from pyspk.train.trainer import train
-    from toydata import make_toy_train_dir, toy_config
 
     make_toy_train_dir(tmp_path / "d", num_speakers=6, utts_per_speaker=4, num_frames=60, feat_dim=20)
     losses, keys = {}, {}
@@ -176,8 +180,11 @@ def test_compiled_encoder_trains_like_eager(tmp_path, gemm):
 
 def test_ark_reader_matches_kaldiio(tmp_path):
     rng = np.random.default_rng(0)
-    mats = {"a": rng.normal(size=(7, 3)).astype(np.float32), "b": rng.normal(size=(1, 3)).astype(np.float32),
-            "c": rng.normal(size=(5, 2)).astype(np.float64)}
+    mats = {
+        "a": rng.normal(size=(7, 3)).astype(np.float32),
+        "b": rng.normal(size=(1, 3)).astype(np.float32),
+        "c": rng.normal(size=(5, 2)).astype(np.float64),
+    }
     vecs = {"a": rng.normal(size=7).astype(np.float32), "b": np.zeros(1, np.float32)}
     with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'm.ark'},{tmp_path / 'm.scp'}") as w:
         for k, m in mats.items():
@@ -193,7 +200,7 @@ def test_ark_reader_matches_kaldiio(tmp_path):
             key, spec = line.split(maxsplit=1)
             got, want = reader(spec), kaldiio.load_mat(spec)
             assert got.dtype == want.dtype and got.shape == want.shape, (scp, key)
-            if scp == "c.scp":   # decoded as Kaldi does (to the bit: test_kaldi_readers.py); kaldiio rounds otherwise
+            if scp == "c.scp":  # decoded as Kaldi does (to the bit: test_kaldi_readers.py); kaldiio rounds otherwise
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{scp} {key}")
             else:
                 assert np.array_equal(got, want), (scp, key)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from pyspk.losses.caa import EmaPrototypes, caa_weights
 from pyspk.losses.margin_softmax import MarginSoftmax
 from pyspk.losses.schedule import MarginSchedule
-from pyspk.losses.caa import EmaPrototypes, caa_weights
 from pyspk.losses.supcon import am_supcon_loss, supcon_loss
 
 
@@ -80,8 +80,9 @@ def test_softmax_head_is_linear_with_bias():
         head.bias.copy_(torch.tensor([0.5, -1.0]))
     loss, logits = head(emb, labels)
     w = head.weight.detach()
-    want = [[sum(e * wc for e, wc in zip(row, w[c].tolist())) + [0.5, -1.0][c] for c in range(2)]
-            for row in emb.tolist()]
+    want = [
+        [sum(e * wc for e, wc in zip(row, w[c].tolist())) + [0.5, -1.0][c] for c in range(2)] for row in emb.tolist()
+    ]
     assert torch.allclose(logits, torch.tensor(want), atol=1e-5)
     assert loss.item() == pytest.approx(sum(_ce(r, y) for r, y in zip(want, labels.tolist())) / 4, rel=1e-5)
     assert torch.allclose(head.prototypes.norm(dim=1), torch.ones(2))
@@ -179,16 +180,24 @@ def _naive_supcon_khosla(emb, labels, tau) -> float:
 
 SIX = [[1.0, 0.2, -0.3], [0.8, 0.5, 0.1], [-0.2, 1.0, 0.4], [0.1, 0.9, -0.5], [0.3, 0.7, 0.2], [-1.0, -0.2, 0.6]]
 SIX_LABELS = [0, 0, 1, 1, 1, 2]  # anchor 5 has no positive and is skipped
-SIX_WEIGHTS = [[1.0 if SIX_LABELS[i] == SIX_LABELS[k] else 0.1 + 0.1 * ((i + k) % 7) for k in range(6)]
-               for i in range(6)]
+SIX_WEIGHTS = [
+    [1.0 if SIX_LABELS[i] == SIX_LABELS[k] else 0.1 + 0.1 * ((i + k) % 7) for k in range(6)] for i in range(6)
+]
 
 
-@pytest.mark.parametrize("margin,tau,weighted", [(0.2, 0.07, False), (0.2, 0.07, True), (0.1, 0.5, True),
-                                                 (0.0, 0.1, True), (0.5, 0.2, False)])
+@pytest.mark.parametrize(
+    "margin,tau,weighted",
+    [(0.2, 0.07, False), (0.2, 0.07, True), (0.1, 0.5, True), (0.0, 0.1, True), (0.5, 0.2, False)],
+)
 def test_am_supcon_matches_double_loop(margin, tau, weighted):
     w = SIX_WEIGHTS if weighted else None
-    got = am_supcon_loss(torch.tensor(SIX), torch.tensor(SIX_LABELS), margin=margin, temperature=tau,
-                         weights=torch.tensor(w) if weighted else None)
+    got = am_supcon_loss(
+        torch.tensor(SIX),
+        torch.tensor(SIX_LABELS),
+        margin=margin,
+        temperature=tau,
+        weights=torch.tensor(w) if weighted else None,
+    )
     assert got.item() == pytest.approx(_naive_am_supcon(SIX, SIX_LABELS, margin, tau, w), rel=1e-5)
 
 
@@ -362,8 +371,9 @@ def _naive_margin_loss(emb, labels, margin, tau, form, placement, w=None, mode="
             if placement == "own":
                 den = num + sum(term(i, a) for a in range(n) if a not in (i, p))
             else:
-                den = (sum(math.exp(marg(cos[i][q]) / tau) for q in P)
-                       + sum(term(i, a) for a in range(n) if a != i and labels[a] != labels[i]))
+                den = sum(math.exp(marg(cos[i][q]) / tau) for q in P) + sum(
+                    term(i, a) for a in range(n) if a != i and labels[a] != labels[i]
+                )
             tot -= math.log(num / den)
         out.append(tot / len(P))
     return sum(out) / len(out)
@@ -374,9 +384,17 @@ def _naive_margin_loss(emb, labels, margin, tau, form, placement, w=None, mode="
 @pytest.mark.parametrize("weighted,mode", [(False, "exp"), (True, "exp"), (True, "logit")])
 def test_margin_forms_and_placements_match_loops(form, placement, weighted, mode):
     w = SIX_WEIGHTS if weighted else None
-    got = am_supcon_loss(torch.tensor(SIX, dtype=torch.float64), torch.tensor(SIX_LABELS), margin=0.15,
-                         temperature=0.2, weights=torch.tensor(w, dtype=torch.float64) if weighted else None,
-                         margin_type=form, placement=placement, weight_mode=mode, threshold=0.5)
+    got = am_supcon_loss(
+        torch.tensor(SIX, dtype=torch.float64),
+        torch.tensor(SIX_LABELS),
+        margin=0.15,
+        temperature=0.2,
+        weights=torch.tensor(w, dtype=torch.float64) if weighted else None,
+        margin_type=form,
+        placement=placement,
+        weight_mode=mode,
+        threshold=0.5,
+    )
     want = _naive_margin_loss(SIX, SIX_LABELS, 0.15, 0.2, form, placement, w, mode, t=0.5)
     assert got.item() == pytest.approx(want, rel=1e-9)
 
@@ -386,31 +404,39 @@ def test_margin_forms_by_hand_on_one_pair():
     emb = torch.tensor([_unit(0.0), _unit(math.pi / 3), _unit(math.pi)], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1])
     m, tau, th = 0.1, 0.5, math.pi / 3
-    for form, pos in (("angular", math.cos(th + m)), ("additive", math.cos(th) - m),
-                      ("threshold", math.cos(th + m))):  # threshold pi/4 < 60 degrees: angular branch
+    for form, pos in (
+        ("angular", math.cos(th + m)),
+        ("additive", math.cos(th) - m),
+        ("threshold", math.cos(th + m)),
+    ):  # threshold pi/4 < 60 degrees: angular branch
         # anchor 0: positive 1, negative 2; anchor 1: positive 0, negative 2 at 120 degrees
-        want = (-math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
-                - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))) / 2
+        want = (
+            -math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
+            - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))
+        ) / 2
         got = am_supcon_loss(emb, labels, margin=m, temperature=tau, margin_type=form)
         assert got.item() == pytest.approx(want, rel=1e-9), form
     # below the threshold the threshold form is the additive one with the continuity shift
     got = am_supcon_loss(emb, labels, margin=m, temperature=tau, margin_type="threshold", threshold=1.2)
     pos = math.cos(th) - (math.cos(1.2) - math.cos(1.2 + m))
-    want = (-math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
-            - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))) / 2
+    want = (
+        -math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(-1 / tau)))
+        - math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(math.cos(2 * th) / tau)))
+    ) / 2
     assert got.item() == pytest.approx(want, rel=1e-9)
 
 
 def test_positive_pull_vanishes_at_zero_angle_only_for_additive_and_threshold():
     from pyspk.losses.supcon import margined_cosine
+
     theta = torch.tensor([0.01], dtype=torch.float64, requires_grad=True)
     for form, vanishes in (("angular", False), ("additive", True), ("threshold", True)):
         (g,) = torch.autograd.grad(margined_cosine(torch.cos(theta), 0.2, form).sum(), theta)
         pull = -g.item()  # d/dθ of the logit, sign flipped: the force towards θ = 0
         if vanishes:
-            assert pull == pytest.approx(math.sin(0.01), rel=1e-3), form   # sin θ: -> 0 with θ
+            assert pull == pytest.approx(math.sin(0.01), rel=1e-3), form  # sin θ: -> 0 with θ
         else:
-            assert pull == pytest.approx(math.sin(0.21), rel=1e-3), form   # sin(θ + m): -> sin m
+            assert pull == pytest.approx(math.sin(0.21), rel=1e-3), form  # sin(θ + m): -> sin m
 
 
 def test_zero_margin_positives_placement_is_supcon_and_bad_choices_rejected():
@@ -428,15 +454,16 @@ def test_zero_margin_positives_placement_is_supcon_and_bad_choices_rejected():
 def test_pair_statistics_force_matches_autograd_on_embeddings():
     """The forces come from the graph the loss's own forward built (no second forward)."""
     from pyspk.losses.supcon import am_supcon_and_cosines, pair_statistics, supcon_from_cosines
+
     torch.manual_seed(6)
     z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     emb = z.float().requires_grad_(True)
     loss, cos = am_supcon_and_cosines(emb, labels, 0.1, 0.5, margin_type="additive", placement="own")
     st = pair_statistics(cos, labels, loss)
-    loss.backward()                   # the statistics left the graph for the step's backward
+    loss.backward()  # the statistics left the graph for the step's backward
     assert emb.grad is not None
-    c = (z @ z.t())
+    c = z @ z.t()
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(6, dtype=torch.bool)
     assert st["cos_pos"] == pytest.approx(c[same & ~eye].mean().item(), rel=1e-5)
@@ -444,13 +471,14 @@ def test_pair_statistics_force_matches_autograd_on_embeddings():
     # force on one pair by hand: |dL/dθ| = |(g_ij + g_ji)| sin θ, with g from autograd in float64
     cc = c.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(supcon_from_cosines(cc, labels, 0.1, 0.5, margin_type="additive"), cc)
-    f = ((g + g.t()) * torch.sqrt(1 - c ** 2).nan_to_num()).abs()
+    f = ((g + g.t()) * torch.sqrt(1 - c**2).nan_to_num()).abs()
     assert st["grad_pos"] == pytest.approx(f[same & ~eye].sum().item() / 12, rel=1e-4)
     assert st["grad_neg"] == pytest.approx(f[~same].sum().item() / 12, rel=1e-4)
 
 
 def test_caa_weight_statistics():
     from pyspk.losses.caa import weight_statistics
+
     labels = torch.tensor([0, 0, 1, 1])
     w = torch.tensor([[1.0, 1.0, 0.2, 1.0], [1.0, 1.0, 1.0, 1.0], [0.2, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     st = weight_statistics(w, labels)
@@ -473,11 +501,20 @@ def test_positive_pair_weights_give_a_weighted_mean_over_positives():
         if not P:
             continue
         num = {p: math.exp((c[i, p].item() - 0.1) / 0.3) for p in P}
-        ell = {p: -math.log(num[p] / (num[p] + sum(math.exp(c[i, a].item() / 0.3) for a in range(6)
-                                                     if a not in (i, p)))) for p in P}
+        ell = {
+            p: -math.log(num[p] / (num[p] + sum(math.exp(c[i, a].item() / 0.3) for a in range(6) if a not in (i, p))))
+            for p in P
+        }
         want.append(sum(v[i, p].item() * ell[p] for p in P) / sum(v[i, p].item() for p in P))
     assert got.item() == pytest.approx(sum(want) / len(want), rel=1e-9)
-    ones = am_supcon_loss(emb, labels, margin=0.1, temperature=0.3, margin_type="additive",
-                          pos_weights=torch.ones(6, 6, dtype=torch.float64))
-    assert ones.item() == pytest.approx(am_supcon_loss(emb, labels, margin=0.1, temperature=0.3,
-                                                       margin_type="additive").item(), rel=1e-12)
+    ones = am_supcon_loss(
+        emb,
+        labels,
+        margin=0.1,
+        temperature=0.3,
+        margin_type="additive",
+        pos_weights=torch.ones(6, 6, dtype=torch.float64),
+    )
+    assert ones.item() == pytest.approx(
+        am_supcon_loss(emb, labels, margin=0.1, temperature=0.3, margin_type="additive").item(), rel=1e-12
+    )

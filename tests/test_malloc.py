@@ -21,8 +21,13 @@ print(on, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
 
 
 def _child(**env):
-    out = subprocess.run([sys.executable, "-c", _CHILD], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": os.getcwd(), **env})
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd(), **env},
+    )
     on, faults = out.stdout.split()
     return on == "True", int(faults)
 
@@ -78,9 +83,10 @@ def _run_feature_job(root):
 
 
 def _run_training_setup(root):
+    from toydata import make_toy_train_dir, toy_config
+
     from pyspk.train.config import config_from_dict
     from pyspk.train.trainer import Trainer
-    from toydata import make_toy_train_dir, toy_config
 
     toy = make_toy_train_dir(root / "train", num_speakers=4, utts_per_speaker=2, num_frames=60, feat_dim=8)
     Trainer(config_from_dict(toy_config("tdnn")), toy, root / "exp", seed=1)
@@ -97,8 +103,8 @@ def test_pyspk_malloc_system_turns_the_policy_off_in_feature_jobs_and_training(t
         calls.append((param, value))
         return 1
 
-    monkeypatch.setattr(malloc, "_mallopt", lambda: mallopt)    # glibc's, as recorded calls only
-    monkeypatch.setattr(malloc, "_done", None)                 # this process has not chosen yet
+    monkeypatch.setattr(malloc, "_mallopt", lambda: mallopt)  # glibc's, as recorded calls only
+    monkeypatch.setattr(malloc, "_done", None)  # this process has not chosen yet
     monkeypatch.setenv("LD_PRELOAD", "")
     monkeypatch.setenv("PYSPK_MALLOC", setting)
     job(tmp_path)

@@ -90,15 +90,18 @@ def test_gaussian_eer_close_to_theory():
     assert thr == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.parametrize("scores,labels,msg", [
-    ([0.1, 0.2], [0, 0], "no target"),
-    ([0.1, 0.2], [1, 1], "no non-target"),
-    ([0.1, float("nan")], [1, 0], "NaN"),
-    ([0.1, float("inf")], [1, 0], "NaN or infinite"),
-    ([0.1, 0.2, 0.3], [1, 0], "length mismatch"),
-    ([0.1, 0.2], [1, 2], "labels must be 0/1"),
-    ([], [], "no target"),
-])
+@pytest.mark.parametrize(
+    "scores,labels,msg",
+    [
+        ([0.1, 0.2], [0, 0], "no target"),
+        ([0.1, 0.2], [1, 1], "no non-target"),
+        ([0.1, float("nan")], [1, 0], "NaN"),
+        ([0.1, float("inf")], [1, 0], "NaN or infinite"),
+        ([0.1, 0.2, 0.3], [1, 0], "length mismatch"),
+        ([0.1, 0.2], [1, 2], "labels must be 0/1"),
+        ([], [], "no target"),
+    ],
+)
 def test_invalid_input(scores, labels, msg):
     with pytest.raises(ValueError, match=msg):
         compute_eer(scores, labels)
@@ -140,10 +143,10 @@ def test_det_panels_and_histograms(tmp_path):
             panels[backend][f"system{k}"] = (s + (1 + 0.3 * k) * lab, lab)
     img = mpimg.imread(plot_det_panels(panels, tmp_path / "det.png", title="DET: trials"))
     height, width = img.shape[:2]
-    assert width > 2.5 * height * 0.8      # three square panels in a row, the legends under them
+    assert width > 2.5 * height * 0.8  # three square panels in a row, the legends under them
     hist = {(t, b): panels[b]["system0"] for t in ("trials_a", "trials_b") for b in panels}
     img = mpimg.imread(plot_score_histograms(hist, tmp_path / "hist.png", title="scores"))
-    assert img.shape[1] > img.shape[0]     # 3 back-end columns x 2 list rows
+    assert img.shape[1] > img.shape[0]  # 3 back-end columns x 2 list rows
 
 
 def test_compute_metrics_equals_separate_calls():

@@ -166,13 +166,13 @@ def test_mgda_raw_combine_keeps_the_losses_unscaled(normalize):
     _, _, losses = _toy_problem()
     z, loss_cls, loss_con = losses()
     _, alpha_scaled = mgda_combine(loss_cls, loss_con, z, normalize=normalize, combine="scaled")
-    total, alpha = mgda_combine(loss_cls, loss_con, z, normalize=normalize)   # raw is the default
-    assert alpha == alpha_scaled                      # the normalisation still picks alpha
+    total, alpha = mgda_combine(loss_cls, loss_con, z, normalize=normalize)  # raw is the default
+    assert alpha == alpha_scaled  # the normalisation still picks alpha
     assert total.item() == pytest.approx(alpha * loss_cls.item() + (1 - alpha) * loss_con.item(), rel=1e-6)
     g1, g2 = (torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in (loss_cls, loss_con))
     (g,) = torch.autograd.grad(total, z, retain_graph=True)
     assert torch.allclose(g, alpha * g1 + (1 - alpha) * g2, atol=1e-6)
-    if normalize == "l2":                             # two unit vectors: their min-norm point is the middle
+    if normalize == "l2":  # two unit vectors: their min-norm point is the middle
         assert alpha == pytest.approx(0.5, abs=1e-9)
     with pytest.raises(ValueError, match="combine"):
         mgda_combine(loss_cls, loss_con, z, combine="sum")

@@ -33,8 +33,11 @@ def test_output_shape_and_embed_dim(name, frames):
 
 @pytest.mark.parametrize("name,dim", [("ecapa_tdnn", 192), ("tdnn", 512), ("resnet34", 256)])
 def test_default_embedding_sizes(name, dim):
-    kwargs = {"ecapa_tdnn": {"channels": 64}, "tdnn": {"channels": 32, "stats_channels": 64},
-              "resnet34": {"base_channels": 4}}[name]
+    kwargs = {
+        "ecapa_tdnn": {"channels": 64},
+        "tdnn": {"channels": 32, "stats_channels": 64},
+        "resnet34": {"base_channels": 4},
+    }[name]
     model = build_encoder(name, **kwargs).eval()
     assert model.embed_dim == dim
     assert model(torch.randn(2, 50, 80)).shape == (2, dim)

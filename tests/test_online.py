@@ -56,15 +56,38 @@ def corpus(tmp_path_factory):
     return NS(root=root, data=d, aug=aug, aug_speed=aug_speed, rirs=root / "rirs")
 
 
-def config(corpus, source="audio", augment=True, workers=0, views=2, spec=True, vad=True, cmn=True, crop=CROP,
-           speed=False, **data):
-    dc = OnlineConfig(source=source, augment_config=str(corpus.aug_speed if speed else corpus.aug) if augment else None,
-                      rir_dir=str(corpus.rirs), **data)
-    return NS(data=dc,
-              features=NS(cmn=cmn, cmn_window=None, vad=vad, crop_frames=crop, short_utts="pad",
-                          spec_augment=NS(enabled=spec, time_masks=1, time_width=10, freq_masks=1, freq_width=8)),
-              sampler=NS(kind="pk", speakers_per_batch=2, utts_per_speaker=2, views=views, batch_size=None),
-              train=NS(num_workers=workers, steps_per_epoch=None))
+def config(
+    corpus,
+    source="audio",
+    augment=True,
+    workers=0,
+    views=2,
+    spec=True,
+    vad=True,
+    cmn=True,
+    crop=CROP,
+    speed=False,
+    **data,
+):
+    dc = OnlineConfig(
+        source=source,
+        augment_config=str(corpus.aug_speed if speed else corpus.aug) if augment else None,
+        rir_dir=str(corpus.rirs),
+        **data,
+    )
+    return NS(
+        data=dc,
+        features=NS(
+            cmn=cmn,
+            cmn_window=None,
+            vad=vad,
+            crop_frames=crop,
+            short_utts="pad",
+            spec_augment=NS(enabled=spec, time_masks=1, time_width=10, freq_masks=1, freq_width=8),
+        ),
+        sampler=NS(kind="pk", speakers_per_batch=2, utts_per_speaker=2, views=views, batch_size=None),
+        train=NS(num_workers=workers, steps_per_epoch=None),
+    )
 
 
 def epoch_batches(td, epoch=0):
@@ -88,9 +111,9 @@ def test_crop_decode_equals_slice_of_full_decode(tmp_path, fmt):
     full = sf.read(p, dtype="float32")[0]
     with Audio("a", str(p), "wav.scp:1", SR) as a:
         assert a.open() == full.shape[0]
-        assert a._file is not None                 # a seek, not a whole decode
+        assert a._file is not None  # a seek, not a whole decode
         for start, n in [(0, 400), (12345, 16000), (full.shape[0] - 100, 500), (7, 1)]:
-            np.testing.assert_array_equal(a.read(start, n), full[start:start + n])
+            np.testing.assert_array_equal(a.read(start, n), full[start : start + n])
 
 
 def test_segments_and_pipes(tmp_path):
@@ -111,7 +134,7 @@ def test_segments_and_pipes(tmp_path):
             want = slice_segment(utt, str(rec), full, SR, s, e)
             assert a.open() == want.shape[0] and a._file is not None
             np.testing.assert_array_equal(a.read(100, 8000), want[100:8100])
-    with t.audio(t.index["p1-s"]) as a:                      # a pipe: decoded whole, then sliced
+    with t.audio(t.index["p1-s"]) as a:  # a pipe: decoded whole, then sliced
         want = slice_segment("p1-s", "", read_audio("p1", str(wavf), SR), SR, 0.2, 2.5)
         assert a.open() == want.shape[0] and a._file is None
         np.testing.assert_array_equal(a.whole(), want)
@@ -155,8 +178,10 @@ def test_bad_entry_names_file_line_and_utterance(corpus, tmp_path):
 
 # ---------------------------------------------------------------------- determinism
 def test_batches_identical_with_0_1_2_workers(corpus):
-    runs = [epoch_batches(load_online_data(corpus.data, config(corpus, workers=w), seed=7, work_dir=corpus.root))
-            for w in (0, 1, 2)]
+    runs = [
+        epoch_batches(load_online_data(corpus.data, config(corpus, workers=w), seed=7, work_dir=corpus.root))
+        for w in (0, 1, 2)
+    ]
     same(runs[0], runs[1])
     same(runs[0], runs[2])
     assert len(runs[0]) >= 2
@@ -193,8 +218,11 @@ def test_no_augmentation_equals_offline_features_of_the_same_crop(corpus):
     from pyspk.features.fbank import compute_fbank_energy, load_config, num_frames
 
     fb = load_config("conf/fbank.yaml")
-    td = load_online_data(corpus.data, config(corpus, augment=False, spec=False, vad=False, cmn=False,
-                                              fbank_config="conf/fbank.yaml"), seed=11)
+    td = load_online_data(
+        corpus.data,
+        config(corpus, augment=False, spec=False, vad=False, cmn=False, fbank_config="conf/fbank.yaml"),
+        seed=11,
+    )
     ds = td.dataset
     for k, utt in enumerate(["s0-u0", "s2-u1", "s3-u2"]):
         i = ds.utts.index(utt)
@@ -203,19 +231,21 @@ def test_no_augmentation_equals_offline_features_of_the_same_crop(corpus):
         offline, _ = compute_fbank_energy(wave, SR, fb)
         rng = np.random.default_rng([11, 3, k, 0, 0])
         s = int(rng.integers(0, num_frames(wave.shape[0], fb) - CROP + 1))
-        np.testing.assert_allclose(got, offline[s:s + CROP], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got, offline[s : s + CROP], rtol=1e-5, atol=1e-4)
     # the first and last frames of an utterance (reflected edges) too
     maker = ds.maker
     wave = read_audio("s1-u0", ds.table.source(ds.table.index["s1-u0"]), SR)
     offline, _ = compute_fbank_energy(wave, SR, fb)
     T = num_frames(wave.shape[0], fb)
     for s in (0, 1, T - CROP):
+
         class Fixed:
             def integers(self, lo, hi):
                 return s if hi > 1 else 0
+
         a, b, m = maker.region(wave.shape[0], Fixed())
         feats, _ = compute_fbank_energy(wave[a:b], SR, fb)
-        np.testing.assert_allclose(feats[m:m + CROP], offline[s:s + CROP], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(feats[m : m + CROP], offline[s : s + CROP], rtol=1e-5, atol=1e-4)
 
 
 def test_utterance_scope_equals_offline_vad_cmn_crop(corpus):
@@ -227,8 +257,11 @@ def test_utterance_scope_equals_offline_vad_cmn_crop(corpus):
     from pyspk.features.vad import vad_from_config
 
     fb = load_config("conf/fbank.yaml")
-    td = load_online_data(corpus.data, config(corpus, augment=False, spec=False, scope="utterance",
-                                              fbank_config="conf/fbank.yaml"), seed=2)
+    td = load_online_data(
+        corpus.data,
+        config(corpus, augment=False, spec=False, scope="utterance", fbank_config="conf/fbank.yaml"),
+        seed=2,
+    )
     ds = td.dataset
     for utt in ("s0-u2", "s3-u0"):
         i = ds.utts.index(utt)
@@ -284,7 +317,7 @@ def test_shards_round_trip(corpus, shards):
         audio = sf.read(__import__("io").BytesIO(item.flac), dtype="float32")[0]
         np.testing.assert_array_equal(audio, sf.read(wav[utt], dtype="float32")[0])
         assert item.num_samples == audio.shape[0]
-    from lhotse import CutSet                                   # Lhotse reads them too (no torchaudio)
+    from lhotse import CutSet  # Lhotse reads them too (no torchaudio)
 
     cuts = list(CutSet.from_shar(in_dir=shards / "shar"))
     assert sorted(c.id for c in cuts) == sorted(utt2spk)
@@ -302,7 +335,7 @@ def test_shard_writer_reruns_skip_finished_shards(corpus, tmp_path):
     assert [s["num_utts"] for s in first["shards"]] == [5, 5, 2]
     done = out / shard_files(0)[1]
     mtime = done.stat().st_mtime_ns
-    (out / shard_files(1)[1]).unlink()                            # as if killed while writing shard 1
+    (out / shard_files(1)[1]).unlink()  # as if killed while writing shard 1
     (out / INDEX).unlink()
     assert main(["--shard-size", "5", "--seed", "1", str(corpus.data), str(out)]) == 0
     assert done.stat().st_mtime_ns == mtime and (out / shard_files(1)[1]).is_file()
@@ -312,8 +345,12 @@ def test_shard_writer_reruns_skip_finished_shards(corpus, tmp_path):
 
 def test_shard_batches_identical_with_0_and_2_workers_and_after_resume(corpus, shards):
     def load(workers):
-        return load_online_data(shards, config(corpus, source="shards", workers=workers, streams=2,
-                                               shuffle_buffer=3), seed=9, work_dir=corpus.root)
+        return load_online_data(
+            shards,
+            config(corpus, source="shards", workers=workers, streams=2, shuffle_buffer=3),
+            seed=9,
+            work_dir=corpus.root,
+        )
 
     a = epoch_batches(load(0))
     same(a, epoch_batches(load(2)))
@@ -322,7 +359,7 @@ def test_shard_batches_identical_with_0_and_2_workers_and_after_resume(corpus, s
     td = load(2)
     td.sampler.load_state_dict({"epoch": 0, "position": 1, "seed": 9})
     same(a[1:], epoch_batches(td))
-    assert not torch.equal(a[0][0], epoch_batches(load(0), epoch=1)[0][0])   # epochs differ
+    assert not torch.equal(a[0][0], epoch_batches(load(0), epoch=1)[0][0])  # epochs differ
 
 
 def test_shard_babble_sources_after_resume(corpus, shards):
@@ -331,8 +368,12 @@ def test_shard_babble_sources_after_resume(corpus, shards):
     babble = {"clean": 0.0, "reverb": 0.0, "noise": 0.0, "music": 0.0, "babble": 1.0}
 
     def load(workers):
-        return load_online_data(shards, config(corpus, source="shards", workers=workers, streams=1,
-                                               shuffle_buffer=2, kind_weights=babble), seed=2, work_dir=corpus.root)
+        return load_online_data(
+            shards,
+            config(corpus, source="shards", workers=workers, streams=1, shuffle_buffer=2, kind_weights=babble),
+            seed=2,
+            work_dir=corpus.root,
+        )
 
     a = epoch_batches(load(0))
     td = load(1)
@@ -344,8 +385,13 @@ def test_shards_two_ranks_two_workers_each_shard_read_once(corpus, shards):
     """2 ranks x 2 workers: every shard read by exactly one (rank, worker), every utterance once."""
     readers, drawn = {}, []
     for rank in (0, 1):
-        td = load_online_data(shards, config(corpus, source="shards", workers=2, streams=2, shuffle_buffer=2,
-                                             views=1, augment=False), seed=3, rank=rank, world_size=2)
+        td = load_online_data(
+            shards,
+            config(corpus, source="shards", workers=2, streams=2, shuffle_buffer=2, views=1, augment=False),
+            seed=3,
+            rank=rank,
+            world_size=2,
+        )
         for item in td.dataset.items(epoch=0):
             readers.setdefault(item["shard"], set()).add((rank, item["worker"]))
             drawn.append(item["utt"])
@@ -389,8 +435,15 @@ def test_shards_under_two_gloo_processes(corpus, shards, tmp_path):
 
     out = tmp_path / "got.json"
     init = f"file://{tmp_path / 'pg'}"
-    procs = [subprocess.Popen([sys.executable, "-c", DDP_SCRIPT, str(shards), init, str(out), str(r)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DDP_SCRIPT, str(shards), init, str(out), str(r)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-3000:]
     got = json.loads(out.read_text())
@@ -401,7 +454,8 @@ def test_shards_under_two_gloo_processes(corpus, shards, tmp_path):
             readers.setdefault(shard, set()).add((g["rank"], worker))
     assert len(readers) == 6 and all(len(r) == 1 for r in readers.values())
     assert sorted(u for g in got for _, _, u in g["items"]) == sorted(
-        line.split()[0] for line in (corpus.data / "utt2spk").read_text().splitlines())
+        line.split()[0] for line in (corpus.data / "utt2spk").read_text().splitlines()
+    )
 
 
 def test_online_config_nests_in_the_training_config_parser(corpus):

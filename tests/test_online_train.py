@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_online import make_dir
 
 from pyspk.train.checkpoint import load_checkpoint
 from pyspk.train.config import config_from_dict, config_to_dict, load_config, validate_config
 from pyspk.train.trainer import Trainer, train
-from test_online import make_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,12 @@ def audio(tmp_path_factory):
     aug = root / "augment.yaml"
     aug.write_text("num_rooms: 3\nspeed: false\n")
     shards = root / "shards"
-    p = subprocess.run([sys.executable, "-m", "pyspk.bin.shards", str(data), str(shards), "--shard-size", "3",
-                        "--seed", "1"], cwd=REPO, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "pyspk.bin.shards", str(data), str(shards), "--shard-size", "3", "--seed", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     return root, data, aug, shards
 
@@ -44,10 +48,15 @@ def online_config(root, aug, source, epochs=2, steps=3):
     if source == "shards":
         d["sampler"].update(kind="shuffle", batch_size=4)
     d["optim"].update(warmup_steps=1)
-    d["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=1,
-                      compile=False, cpu_amp=False)
-    d["data"] = {"source": source, "augment_config": str(aug), "rir_dir": str(root / "rirs"),
-                 "fbank_config": str(REPO / "conf" / "fbank.yaml")}
+    d["train"].update(
+        epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=1, compile=False, cpu_amp=False
+    )
+    d["data"] = {
+        "source": source,
+        "augment_config": str(aug),
+        "rir_dir": str(root / "rirs"),
+        "fbank_config": str(REPO / "conf" / "fbank.yaml"),
+    }
     cfg = config_from_dict(d, "online")
     validate_config(cfg, "online")
     return cfg
@@ -75,7 +84,10 @@ def test_online_training_resumes_to_identical_weights(audio, tmp_path, monkeypat
     train(online_config(root, aug, source), train_dir, tmp_path / "resumed", seed=5)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "epoch_2.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "epoch_2.pt")
-    ta, tb = tensors(a["model"], "model") | tensors(a["head"], "head"), tensors(b["model"], "model") | tensors(b["head"], "head")
+    ta, tb = (
+        tensors(a["model"], "model") | tensors(a["head"], "head"),
+        tensors(b["model"], "model") | tensors(b["head"], "head"),
+    )
     assert ta.keys() == tb.keys() and ta
     for k in ta:
         assert torch.equal(ta[k], tb[k]), f"{k} differs after resume"
@@ -105,7 +117,8 @@ def test_online_training_refuses_the_offline_combined_set(audio, tmp_path):
     combined.mkdir()
     for name in ("wav.scp", "utt2spk"):
         (combined / name).write_text((data / name).read_text())
-    (combined / "utt2orig").write_text("".join(f"{u.split()[0]} {u.split()[0]}\n"
-                                               for u in (data / "utt2spk").read_text().splitlines()))
+    (combined / "utt2orig").write_text(
+        "".join(f"{u.split()[0]} {u.split()[0]}\n" for u in (data / "utt2spk").read_text().splitlines())
+    )
     with pytest.raises(Exception, match="utt2orig.*clean set"):
         train(online_config(root, aug, "audio"), combined, tmp_path / "exp", seed=1)

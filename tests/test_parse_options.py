@@ -30,6 +30,7 @@ def demo(tmp_path):
 
     def run(*args):
         return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=30)
+
     return run
 
 
@@ -63,13 +64,16 @@ def test_positional_arguments_stay(demo):
     assert r.stdout.splitlines()[1] == "rest=data/train --not-an-option-after-positionals"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--stgae", "3"], "unknown option --stgae (did you mean --stage?)"),
-    (["--stop-stgae", "3"], "unknown option --stop-stgae (did you mean --stop-stage?)"),
-    (["--no-such=1"], "unknown option --no-such"),
-    (["--nj"], "option --nj needs a value"),
-    (["--bad.name", "1"], "unknown option --bad.name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stgae", "3"], "unknown option --stgae (did you mean --stage?)"),
+        (["--stop-stgae", "3"], "unknown option --stop-stgae (did you mean --stop-stage?)"),
+        (["--no-such=1"], "unknown option --no-such"),
+        (["--nj"], "option --nj needs a value"),
+        (["--bad.name", "1"], "unknown option --bad.name"),
+    ],
+)
 def test_errors(demo, args, message):
     r = demo(*args)
     assert r.returncode == 1 and message in r.stderr and r.stdout == ""

@@ -37,6 +37,7 @@ def oracle(mu, sb, sw):
     p = PLDA()
     p.mean, p.sigma_b, p.sigma_w = mu, sb, sw
     from pyspk.backend.plda import simultaneous_diag
+
     p.transform, p.psi = simultaneous_diag(sw, sb)
     return p
 
@@ -47,7 +48,7 @@ def test_fitted_llrs_match_true_model():
     X, lab = draw(rng, mu, sb, sw, 600, 8)
     plda = PLDA(n_iter=10).fit(X, lab)
     Xt, lt = draw(rng, mu, sb, sw, 2000, 2)
-    e, t = Xt[0::2], Xt[1::2]              # 2000 target pairs
+    e, t = Xt[0::2], Xt[1::2]  # 2000 target pairs
     e = np.concatenate([e, e])
     t = np.concatenate([t, np.roll(t, 1, axis=0)])  # + 2000 non-target pairs
     labels = np.r_[np.ones(2000), np.zeros(2000)]
@@ -104,8 +105,8 @@ def test_save_load_and_kaldi_layout(tmp_path):
     blob = (tmp_path / "plda.kaldi").read_bytes()
     assert blob.startswith(b"\0B<Plda> DV \x04") and blob.endswith(b"</Plda> ")
     off = len(b"\0B<Plda> DV ")
-    assert struct.unpack("<bi", blob[off:off + 5]) == (4, D)
-    np.testing.assert_array_equal(np.frombuffer(blob[off + 5:off + 5 + 8 * D], "<f8"), p.mean)
+    assert struct.unpack("<bi", blob[off : off + 5]) == (4, D)
+    np.testing.assert_array_equal(np.frombuffer(blob[off + 5 : off + 5 + 8 * D], "<f8"), p.mean)
 
 
 def test_fit_rejects_bad_input():

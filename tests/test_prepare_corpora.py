@@ -116,18 +116,33 @@ def test_speechocean762_official_layout(tmp_path):
     u2s = read_table(te / "utt2spk")
     assert fem and all(g[u2s[t.enroll]] == "f" == g[u2s[t.test]] for t in fem)
     # written once and kept: a rerun leaves an existing trials file as it is
-    (te / "trials").write_text("".join(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n"
-                                       for t in trials[:5]))
-    assert prepare_speechocean762.main(["--root", str(root), "--train-dir", str(tr), "--test-dir", str(te),
-                                        "--seed", "9"]) == 0
+    (te / "trials").write_text(
+        "".join(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n" for t in trials[:5])
+    )
+    assert (
+        prepare_speechocean762.main(["--root", str(root), "--train-dir", str(tr), "--test-dir", str(te), "--seed", "9"])
+        == 0
+    )
     assert len(read_trials(te / "trials")) == 5
 
 
 def test_speechocean762_split_train_half(tmp_path):
     root = fake_so762(tmp_path / "so", halves=("train",), n_spk=8)
     tr, te = tmp_path / "tr", tmp_path / "te"
-    prepare_speechocean762.main(["--root", str(root), "--train-dir", str(tr), "--test-dir", str(te),
-                                 "--split-train-speakers", "4", "--seed", "5"])
+    prepare_speechocean762.main(
+        [
+            "--root",
+            str(root),
+            "--train-dir",
+            str(tr),
+            "--test-dir",
+            str(te),
+            "--split-train-speakers",
+            "4",
+            "--seed",
+            "5",
+        ]
+    )
     test_spk = set(read_table(te / "spk2utt"))
     assert len(test_spk) == 4 and len(read_table(tr / "spk2utt")) == 4
     assert sorted(read_table(te / "spk2gender").values()) == ["f", "f", "m", "m"]
@@ -301,8 +316,16 @@ def test_cnceleb_dev_speaker_without_audio(tmp_path):
 def test_cnceleb_missing_trial_audio_and_merging(tmp_path):
     root, lines = fake_cnceleb(tmp_path / "cn", dur=0.2)
     (root / "CN-Celeb_flac/eval/test/id00801-vlog-02-001.flac").unlink()
-    args = ["--root", str(root), "--train-dir", str(tmp_path / "tr"), "--eval-dir", str(tmp_path / "ev"),
-            "--min-duration", "0.5"]
+    args = [
+        "--root",
+        str(root),
+        "--train-dir",
+        str(tmp_path / "tr"),
+        "--eval-dir",
+        str(tmp_path / "ev"),
+        "--min-duration",
+        "0.5",
+    ]
     with pytest.raises(CorpusError, match=r"2 of 8 line\(s\) reference 1 absent"):
         prepare_cnceleb.main(args)
     prepare_cnceleb.main(args + ["--skip-missing"])
@@ -327,8 +350,9 @@ def fake_folder(root: Path, n_spk=6, n_utt=3):
 def test_folder_split_trials_and_all_test(tmp_path):
     root = fake_folder(tmp_path / "f")
     tr, te = tmp_path / "folder_train", tmp_path / "folder_test"
-    prepare_folder.main(["--root", str(root), "--train-dir", str(tr), "--test-dir", str(te),
-                         "--num-test-speakers", "2", "--seed", "1"])
+    prepare_folder.main(
+        ["--root", str(root), "--train-dir", str(tr), "--test-dir", str(te), "--num-test-speakers", "2", "--seed", "1"]
+    )
     assert len(read_table(tr / "spk2utt")) == 4 and len(read_table(te / "spk2utt")) == 2
     assert "speaker_0-day1-rec1" in read_table(tr / "utt2spk") or "speaker_0-day1-rec1" in read_table(te / "utt2spk")
     assert labels(read_trials(te / "trials")) == (6, 6)
@@ -344,12 +368,24 @@ def run_sh(*args, cwd=REPO):
 
 
 def test_dispatcher_requires_root_and_splits_so762(tmp_path):
-    r = run_sh("local/prepare_corpus.sh", "--corpus", "voxceleb1", "--data", str(tmp_path / "d"),
-               "--voxceleb1-root", "")
+    r = run_sh(
+        "local/prepare_corpus.sh", "--corpus", "voxceleb1", "--data", str(tmp_path / "d"), "--voxceleb1-root", ""
+    )
     assert r.returncode != 0 and "--voxceleb1-root is required for --corpus voxceleb1" in r.stderr
     root = fake_so762(tmp_path / "so", halves=("train",), n_spk=6)
-    r = run_sh("local/prepare_corpus.sh", "--corpus", "speechocean762", "--data", str(tmp_path / "d"),
-               "--seed", "3", "--speechocean762-root", str(root), "--so762-eval-speakers", "2")
+    r = run_sh(
+        "local/prepare_corpus.sh",
+        "--corpus",
+        "speechocean762",
+        "--data",
+        str(tmp_path / "d"),
+        "--seed",
+        "3",
+        "--speechocean762-root",
+        str(root),
+        "--so762-eval-speakers",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "no test/ half" in r.stderr
     assert validate_data_dir(tmp_path / "d/so762_test")["speakers"] == 2
@@ -359,6 +395,7 @@ def test_dispatcher_requires_root_and_splits_so762(tmp_path):
 # ---------------------------------------------------------------- download scripts (no internet)
 def make_tar(tmp_path: Path, top: str, inner: str) -> Path:
     import tarfile
+
     src = tmp_path / "src"
     clip(src / top / inner, 1)
     archive = tmp_path / "served" / f"{top}.tar.gz"
@@ -377,6 +414,7 @@ def test_download_unreachable_host_says_so(tmp_path):
 
 def test_download_checksum_unpack_and_resume(tmp_path):
     import hashlib
+
     archive = make_tar(tmp_path, "musan", "noise/free-sound/noise-0000.wav")
     url = archive.as_uri()
     dl = tmp_path / "dl"
@@ -393,6 +431,7 @@ def test_download_checksum_unpack_and_resume(tmp_path):
 
 def test_download_speechocean762_records_first_checksum(tmp_path):
     import hashlib
+
     archive = make_tar(tmp_path, "speechocean762", "WAVE/SPEAKER0001/000010011.WAV")
     dl = tmp_path / "dl"
     r = run_sh("local/download_speechocean762.sh", "--dir", str(dl), "--url", archive.as_uri())
@@ -416,16 +455,23 @@ def test_download_voxceleb_needs_local_archives(tmp_path):
 @pytest.mark.parametrize("corpus", ["speechocean762", "voxceleb1", "voxceleb2", "cnceleb", "folder"])
 def test_corpus_configs_load_with_the_trainer_schema(corpus):
     config = pytest.importorskip("pyspk.train.config")
-    names = [l.strip() for l in (REPO / "conf" / corpus / "systems.list").read_text().splitlines()
-             if l.strip() and not l.startswith("#")]
+    names = [
+        l.strip()
+        for l in (REPO / "conf" / corpus / "systems.list").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     assert names == ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
     cfgs = {n: config.load_config(REPO / "conf" / corpus / f"{n}.yaml") for n in names}
     p = cfgs["proposed"]
     assert (p.head.name, p.pair_loss.name, p.pair_weights.name, p.balance.name) == ("aam", "am_supcon", "caa", "mgda")
     # every corpus: the additive margin of the authors' later code, m = 0.1 (docs/method.md, 'What the recipes ship, and why')
     assert (p.head.margin, p.head.scale, p.pair_loss.temperature, p.pair_loss.margin) == (0.2, 32.0, 0.07, 0.1)
-    assert (p.pair_loss.margin_type, p.pair_loss.margin_on, p.balance.normalize, p.balance.combine) == \
-        ("additive", "positives", "l2", "raw")
+    assert (p.pair_loss.margin_type, p.pair_loss.margin_on, p.balance.normalize, p.balance.combine) == (
+        "additive",
+        "positives",
+        "l2",
+        "raw",
+    )
     assert p.pair_loss.margin_schedule.warmup_epochs > 0 and p.pair_weights.normalize
     assert cfgs["aam_am_supcon_caa_fixed"].balance.name == "fixed"
     assert cfgs["am_supcon_caa"].pair_weights.prototypes == "ema" and cfgs["supcon"].pair_loss.name == "supcon"
@@ -433,6 +479,7 @@ def test_corpus_configs_load_with_the_trainer_schema(corpus):
     if corpus in ("voxceleb1", "voxceleb2", "cnceleb"):  # the paper's ECAPA-TDNN
         assert p.encoder.name == "ecapa_tdnn" and p.encoder.kwargs == {"channels": 1024, "embed_dim": 192}
     # the rows differ only in the objective's blocks: same model, data, budget
-    shared = [{k: v for k, v in config.config_to_dict(c).items() if k not in config.OBJECTIVE_BLOCKS}
-              for c in cfgs.values()]
+    shared = [
+        {k: v for k, v in config.config_to_dict(c).items() if k not in config.OBJECTIVE_BLOCKS} for c in cfgs.values()
+    ]
     assert all(d == shared[0] for d in shared)

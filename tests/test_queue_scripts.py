@@ -30,8 +30,14 @@ def _env(**extra) -> dict:
 
 
 def run_util(script: str, *args: str, cwd=REPO, env=None, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(UTILS / script), *map(str, args)], cwd=cwd, env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(UTILS / script), *map(str, args)],
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def body(log: Path) -> list[str]:
@@ -75,7 +81,7 @@ def test_run_pl_single_job_pipes_quoting_and_pipefail(tmp_path):
     r = run_util("run.pl", tmp_path / "one.log", "echo", "a  b", "it's", "$HOME", "|", "tr", "a", "A")
     assert r.returncode == 0, r.stderr
     assert body(tmp_path / "one.log") == ["A  b it's $HOME"]
-    r = run_util("run.pl", tmp_path / "line.log", "printf 'x\\ny\\n' | wc -l")   # one word: a command line
+    r = run_util("run.pl", tmp_path / "line.log", "printf 'x\\ny\\n' | wc -l")  # one word: a command line
     assert r.returncode == 0 and body(tmp_path / "line.log") == ["2"]
     r = run_util("run.pl", tmp_path / "pf.log", "false", "|", "cat")
     assert r.returncode == 1 and f"log is in {tmp_path}/pf.log" in r.stderr
@@ -96,7 +102,7 @@ def _max_overlap(tmp_path: Path, pattern: str) -> int:
         start, end = map(float, body(log))
         events += [(start, 1), (end, -1)]
     running = best = 0
-    for _, step in sorted(events):       # an end sorts before a start at the same instant
+    for _, step in sorted(events):  # an end sorts before a start at the same instant
         running += step
         best = max(best, running)
     return best
@@ -117,21 +123,31 @@ def test_run_pl_runs_jobs_in_parallel_by_default(tmp_path):
     assert _max_overlap(tmp_path, "p.*.log") >= 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-jobs-run", "0", "JOB=1:2", "l.JOB", "true"], "--max-jobs-run needs a positive integer"),
-    (["JOB=3:1", "l.JOB", "true"], "first > last"),
-    (["JOB=1:2", "same.log", "true"], "must contain 'JOB'"),
-    (["JOB=1-2", "l.JOB", "true"], "bad job range"),
-    (["only.log"], "usage:"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-jobs-run", "0", "JOB=1:2", "l.JOB", "true"], "--max-jobs-run needs a positive integer"),
+        (["JOB=3:1", "l.JOB", "true"], "first > last"),
+        (["JOB=1:2", "same.log", "true"], "must contain 'JOB'"),
+        (["JOB=1-2", "l.JOB", "true"], "bad job range"),
+        (["only.log"], "usage:"),
+    ],
+)
 def test_run_pl_usage_errors(tmp_path, args, message):
     r = run_util("run.pl", *args, cwd=tmp_path)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
 def test_run_pl_killed_stops_its_jobs(tmp_path):
-    proc = subprocess.Popen([str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"),
-                             f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat"], env=_env())
+    proc = subprocess.Popen(
+        [
+            str(UTILS / "run.pl"),
+            "JOB=1:2",
+            str(tmp_path / "k.JOB.log"),
+            f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat",
+        ],
+        env=_env(),
+    )
     pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
     t_end = time.monotonic() + 20
     while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < t_end:
@@ -178,17 +194,37 @@ def fake_sge(tmp_path):
 def test_queue_pl_submits_one_array_job_with_config_options(tmp_path, fake_sge):
     env, record = fake_sge
     log = tmp_path / "exp/log/t.JOB.log"
-    r = run_util("queue.pl", "--mem", "2G", "--num-threads", "3", "--max-jobs-run", "2",
-                 "JOB=1:3", log, "echo", "JOB", env=env)          # cwd=REPO: conf/queue.conf
+    r = run_util(
+        "queue.pl", "--mem", "2G", "--num-threads", "3", "--max-jobs-run", "2", "JOB=1:3", log, "echo", "JOB", env=env
+    )  # cwd=REPO: conf/queue.conf
     assert r.returncode == 0, r.stderr
     submissions = record.read_text().splitlines()
     assert len(submissions) == 1
     qdir = tmp_path / "exp/log/q"
     assert shlex.split(submissions[0]) == [
-        "-v", "PATH", "-cwd", "-S", "/bin/bash", "-j", "y",
-        "-l", "mem_free=2G,ram_free=2G", "-pe", "smp", "3",           # gpu=0 (default) adds nothing
-        "-terse", "-t", "1:3", "-tc", "2", "-N", "t.log", "-o", f"{qdir}/t.log.$TASK_ID.out",
-        f"{qdir}/t.log.sh"]
+        "-v",
+        "PATH",
+        "-cwd",
+        "-S",
+        "/bin/bash",
+        "-j",
+        "y",
+        "-l",
+        "mem_free=2G,ram_free=2G",
+        "-pe",
+        "smp",
+        "3",  # gpu=0 (default) adds nothing
+        "-terse",
+        "-t",
+        "1:3",
+        "-tc",
+        "2",
+        "-N",
+        "t.log",
+        "-o",
+        f"{qdir}/t.log.$TASK_ID.out",
+        f"{qdir}/t.log.sh",
+    ]
     for i in (1, 2, 3):
         lines = (tmp_path / f"exp/log/t.{i}.log").read_text().splitlines()
         assert lines[0] == f"# echo {i}" and body(tmp_path / f"exp/log/t.{i}.log") == [str(i)]
@@ -221,11 +257,11 @@ def test_queue_pl_task_killed_without_status_is_failed(tmp_path, fake_sge):
     once qstat no longer knows the job, queue.pl reports that task as failed."""
     env, _ = fake_sge
     env["PYSPK_QUEUE_GRACE"] = "1"
-    r = run_util("queue.pl", "JOB=1:2", tmp_path / "k.JOB.log", "[ JOB = 2 ] && kill -9 $PPID; echo JOB",
-                 env=env)
+    r = run_util("queue.pl", "JOB=1:2", tmp_path / "k.JOB.log", "[ JOB = 2 ] && kill -9 $PPID; echo JOB", env=env)
     assert r.returncode == 1
-    assert (f"task 2 left the queue without a status (killed?); see {tmp_path}/k.2.log and "
-            f"{tmp_path}/q/k.log.2.out") in r.stderr
+    assert (
+        f"task 2 left the queue without a status (killed?); see {tmp_path}/k.2.log and {tmp_path}/q/k.log.2.out"
+    ) in r.stderr
     assert f"1 / 2 failed, log is in {tmp_path}/k.2.log" in r.stderr
 
 
@@ -235,14 +271,22 @@ def test_queue_pl_submit_command_not_found(tmp_path):
     r = run_util("queue.pl", "--config", conf, tmp_path / "x.log", "true")
     assert r.returncode == 1
     assert f"no-such-qsub-here (the 'command' of {conf}) is not on PATH" in r.stderr
-    assert not (tmp_path / "q").exists()                                   # nothing submitted
+    assert not (tmp_path / "q").exists()  # nothing submitted
 
 
 def test_sigkill_of_the_callers_process_group_reaches_run_pl_jobs(tmp_path):
     """run.pl cannot pass on a SIGKILL; its jobs must share the group of the caller
     (run.sh, stamped.sh), so that `kill -KILL -- -PGID` or `timeout -s KILL` stops them."""
-    proc = subprocess.Popen([str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"),
-                             f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat"], env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(UTILS / "run.pl"),
+            "JOB=1:2",
+            str(tmp_path / "k.JOB.log"),
+            f"echo $$ > {tmp_path}/pid.JOB; sleep 60 | cat",
+        ],
+        env=_env(),
+        start_new_session=True,
+    )
     pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
     t_end = time.monotonic() + 20
     while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < t_end:
@@ -261,11 +305,13 @@ def test_queue_pl_signal_deletes_its_array_job(tmp_path):
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     record, deleted = tmp_path / "qsub.args", tmp_path / "qdel.args"
-    scripts = {"qsub": f"#!/bin/sh\necho \"$*\" >> {record}\necho 777.1-2:1\n",
-               # alive until qdel, as a real qstat -j: queue.pl waits for the job to leave the queue
-               "qstat": f"#!/bin/sh\n[ -e {deleted} ] && {{ echo 'Following jobs do not exist:' >&2; exit 1; }}\n"
-                        "echo job_number: 777\nexit 0\n",
-               "qdel": f"#!/bin/sh\necho \"$*\" >> {deleted}\n"}
+    scripts = {
+        "qsub": f"#!/bin/sh\necho \"$*\" >> {record}\necho 777.1-2:1\n",
+        # alive until qdel, as a real qstat -j: queue.pl waits for the job to leave the queue
+        "qstat": f"#!/bin/sh\n[ -e {deleted} ] && {{ echo 'Following jobs do not exist:' >&2; exit 1; }}\n"
+        "echo job_number: 777\nexit 0\n",
+        "qdel": f"#!/bin/sh\necho \"$*\" >> {deleted}\n",
+    }
     for name, text in scripts.items():
         (bindir / name).write_text(text)
         (bindir / name).chmod(0o755)
@@ -274,8 +320,13 @@ def test_queue_pl_signal_deletes_its_array_job(tmp_path):
     for sig in (signal.SIGTERM, signal.SIGHUP):
         deleted.unlink(missing_ok=True)
         record.unlink(missing_ok=True)
-        proc = subprocess.Popen([str(UTILS / "queue.pl"), "JOB=1:2", str(tmp_path / "s.JOB.log"), "sleep", "60"],
-                                env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(UTILS / "queue.pl"), "JOB=1:2", str(tmp_path / "s.JOB.log"), "sleep", "60"],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         t_end = time.monotonic() + 20
         while not record.exists() and time.monotonic() < t_end:
             time.sleep(0.05)

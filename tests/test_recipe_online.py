@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import Tree
 
 pytestmark = pytest.mark.slow
@@ -21,7 +20,7 @@ def test_online_recipe_runs_end_to_end_and_stores_no_features(tmp_path, shards):
     assert "stage 1: online: no stored features" in p.stdout
     res = json.loads((t.root / "exp" / "results.json").read_text())
     assert res["systems"]["proposed"]["metrics"]["trials_en"]["cosine"]["eer"] >= 0
-    assert not list((t.root / "fbank").glob("synth_t*/*.ark"))          # no feature arks at all
+    assert not list((t.root / "fbank").glob("synth_t*/*.ark"))  # no feature arks at all
     assert not (t.root / "data" / "synth_train" / "feats.scp").exists()
     assert (t.root / "data" / "synth_train_shards" / "shards.json").is_file() == shards
     again = t.run(*extra, "--dry-run", "true")

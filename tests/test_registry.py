@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from toydata import make_toy_train_dir, toy_config
 
 from pyspk.balance import BALANCERS
 from pyspk.bin import main as pyspk_main
@@ -21,7 +22,6 @@ from pyspk.registry import RegistryError
 from pyspk.train.config import ConfigError, config_from_dict, config_to_dict, load_config, validate_config
 from pyspk.train.objective import Objective, build_head
 from pyspk.train.trainer import train
-from toydata import make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
@@ -39,18 +39,29 @@ def write_yaml(path: Path, data) -> Path:
 
 # ---------------------------------------------------------------- names and keys
 def test_the_built_in_components_are_registered_once():
-    for reg, names in ((HEADS, {"aam", "am", "softmax"}), (PAIR_LOSSES, {"am_supcon", "supcon"}),
-                       (PAIR_WEIGHTS, {"caa"}), (BALANCERS, {"fixed", "mgda"}),
-                       (ENCODERS, {"ecapa_tdnn", "resnet34", "tdnn"})):
-        assert names <= set(reg.names()), reg.kind     # (a plugin of another test may add its own)
+    for reg, names in (
+        (HEADS, {"aam", "am", "softmax"}),
+        (PAIR_LOSSES, {"am_supcon", "supcon"}),
+        (PAIR_WEIGHTS, {"caa"}),
+        (BALANCERS, {"fixed", "mgda"}),
+        (ENCODERS, {"ecapa_tdnn", "resnet34", "tdnn"}),
+    ):
+        assert names <= set(reg.names()), reg.kind  # (a plugin of another test may add its own)
     with pytest.raises(RegistryError, match="registered twice"):
         HEADS.register("aam")(object)
 
 
-@pytest.mark.parametrize("block, name, near", [
-    ("head", "aamm", "aam"), ("head", "arcface", None), ("pair_loss", "am_supcn", "am_supcon"),
-    ("pair_weights", "caaa", "caa"), ("balance", "mgd", "mgda"), ("encoder", "tdn", "tdnn"),
-])
+@pytest.mark.parametrize(
+    "block, name, near",
+    [
+        ("head", "aamm", "aam"),
+        ("head", "arcface", None),
+        ("pair_loss", "am_supcn", "am_supcon"),
+        ("pair_weights", "caaa", "caa"),
+        ("balance", "mgd", "mgda"),
+        ("encoder", "tdn", "tdnn"),
+    ],
+)
 def test_an_unknown_name_names_the_nearest_registered_one(tmp_path, block, name, near):
     data = {"head": {"name": "aam"}, "pair_loss": {"name": "supcon"}, "balance": {"name": "fixed"}}
     data[block] = {"name": name}
@@ -62,17 +73,29 @@ def test_an_unknown_name_names_the_nearest_registered_one(tmp_path, block, name,
     assert (f"did you mean '{near}'?" in msg) if near else ("known: aam, am, softmax" in msg)
 
 
-@pytest.mark.parametrize("block, bad, near", [
-    ({"head": {"name": "aam", "easy_margn": True}}, "head.easy_margn", "head.easy_margin"),
-    ({"head": {"name": "aam", "margin_schedule": {"warmup_epoch": 1.0}}}, "head.margin_schedule.warmup_epoch",
-     "head.margin_schedule.warmup_epochs"),
-    ({"pair_loss": {"name": "am_supcon", "margin_of": "own"}}, "pair_loss.margin_of", "pair_loss.margin_on"),
-    ({"pair_loss": {"name": "supcon", "tempreature": 0.1}}, "pair_loss.tempreature", "pair_loss.temperature"),
-    ({"pair_loss": {"name": "supcon"}, "pair_weights": {"name": "caa", "prototype": "ema"}},
-     "pair_weights.prototype", "pair_weights.prototypes"),
-    ({"head": {"name": "aam"}, "pair_loss": {"name": "supcon"}, "balance": {"name": "mgda", "normalise": "l2"}},
-     "balance.normalise", "balance.normalize"),
-])
+@pytest.mark.parametrize(
+    "block, bad, near",
+    [
+        ({"head": {"name": "aam", "easy_margn": True}}, "head.easy_margn", "head.easy_margin"),
+        (
+            {"head": {"name": "aam", "margin_schedule": {"warmup_epoch": 1.0}}},
+            "head.margin_schedule.warmup_epoch",
+            "head.margin_schedule.warmup_epochs",
+        ),
+        ({"pair_loss": {"name": "am_supcon", "margin_of": "own"}}, "pair_loss.margin_of", "pair_loss.margin_on"),
+        ({"pair_loss": {"name": "supcon", "tempreature": 0.1}}, "pair_loss.tempreature", "pair_loss.temperature"),
+        (
+            {"pair_loss": {"name": "supcon"}, "pair_weights": {"name": "caa", "prototype": "ema"}},
+            "pair_weights.prototype",
+            "pair_weights.prototypes",
+        ),
+        (
+            {"head": {"name": "aam"}, "pair_loss": {"name": "supcon"}, "balance": {"name": "mgda", "normalise": "l2"}},
+            "balance.normalise",
+            "balance.normalize",
+        ),
+    ],
+)
 def test_a_misspelled_key_of_a_block_names_the_nearest_key_of_that_component(tmp_path, block, bad, near):
     p = write_yaml(tmp_path / "sys.yaml", block)
     with pytest.raises(ConfigError) as e:
@@ -82,8 +105,10 @@ def test_a_misspelled_key_of_a_block_names_the_nearest_key_of_that_component(tmp
 
 def test_a_key_of_another_component_is_an_error_not_ignored(tmp_path):
     """softmax has no margin and SupCon none either: a key that cannot act is refused."""
-    for data, key in (({"head": {"name": "softmax", "margin": 0.2}}, "head.margin"),
-                      ({"pair_loss": {"name": "supcon", "margin": 0.1}}, "pair_loss.margin")):
+    for data, key in (
+        ({"head": {"name": "softmax", "margin": 0.2}}, "head.margin"),
+        ({"pair_loss": {"name": "supcon", "margin": 0.1}}, "pair_loss.margin"),
+    ):
         with pytest.raises(ConfigError, match=f"unknown key '{key}'"):
             load_config(write_yaml(tmp_path / "sys.yaml", data))
 
@@ -92,19 +117,33 @@ def test_a_key_of_another_component_is_an_error_not_ignored(tmp_path):
 def _old_blocks(system: str) -> dict:
     """conf/synth/<system>.yaml's objective as it was written before the objective's blocks."""
     head = {"cls": "aam", "margin": 0.2, "scale": 30.0, "margin_schedule": {"start": 0.0, "warmup_epochs": 1.0}}
-    con = {"con": "am_supcon", "con_margin": 0.1, "con_margin_type": "additive", "con_margin_on": "positives",
-           "con_margin_schedule": {"start": 0.0, "warmup_epochs": 2.0}, "temperature": 0.07}
+    con = {
+        "con": "am_supcon",
+        "con_margin": 0.1,
+        "con_margin_type": "additive",
+        "con_margin_on": "positives",
+        "con_margin_schedule": {"start": 0.0, "warmup_epochs": 2.0},
+        "temperature": 0.07,
+    }
     caa = {"caa": True, "caa_scale": 30.0, "caa_normalize": True, "caa_positives": True}
-    return {"softmax": {"loss": {"cls": "softmax", "con": "none"}, "balance": {"kind": "none"}},
-            "aam": {"loss": {**head, "con": "none"}, "balance": {"kind": "none"}},
-            "supcon": {"loss": {"cls": "none", "con": "supcon", "temperature": 0.07}, "balance": {"kind": "none"}},
-            "am_supcon": {"loss": {"cls": "none", **con}, "balance": {"kind": "none"}},
-            "am_supcon_caa": {"loss": {"cls": "none", **con, **caa, "prototypes": "ema", "ema_momentum": 0.9},
-                              "balance": {"kind": "none"}},
-            "aam_am_supcon_caa_fixed": {"loss": {**head, **con, **caa, "prototypes": "head"},
-                                        "balance": {"kind": "fixed", "lambda": 1.0}},
-            "proposed": {"loss": {**head, **con, **caa, "prototypes": "head"},
-                         "balance": {"kind": "mgda", "normalize": "l2", "combine": "raw", "head_grad": "full"}}}[system]
+    return {
+        "softmax": {"loss": {"cls": "softmax", "con": "none"}, "balance": {"kind": "none"}},
+        "aam": {"loss": {**head, "con": "none"}, "balance": {"kind": "none"}},
+        "supcon": {"loss": {"cls": "none", "con": "supcon", "temperature": 0.07}, "balance": {"kind": "none"}},
+        "am_supcon": {"loss": {"cls": "none", **con}, "balance": {"kind": "none"}},
+        "am_supcon_caa": {
+            "loss": {"cls": "none", **con, **caa, "prototypes": "ema", "ema_momentum": 0.9},
+            "balance": {"kind": "none"},
+        },
+        "aam_am_supcon_caa_fixed": {
+            "loss": {**head, **con, **caa, "prototypes": "head"},
+            "balance": {"kind": "fixed", "lambda": 1.0},
+        },
+        "proposed": {
+            "loss": {**head, **con, **caa, "prototypes": "head"},
+            "balance": {"kind": "mgda", "normalize": "l2", "combine": "raw", "head_grad": "full"},
+        },
+    }[system]
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -119,9 +158,21 @@ def test_an_old_layout_config_resolves_to_the_new_layouts_config(tmp_path, caplo
 
 
 def test_old_layout_keys_that_could_not_act_are_dropped_and_supcon_own_keeps_its_form():
-    cfg = config_from_dict({"loss": {"cls": "softmax", "margin": 0.3, "con": "supcon", "con_margin": 0.4,
-                                     "con_margin_on": "own", "caa": False, "caa_scale": 5.0},
-                            "balance": {"kind": "fixed", "lambda": 0.5, "normalize": "loss"}}, warn=False)
+    cfg = config_from_dict(
+        {
+            "loss": {
+                "cls": "softmax",
+                "margin": 0.3,
+                "con": "supcon",
+                "con_margin": 0.4,
+                "con_margin_on": "own",
+                "caa": False,
+                "caa_scale": 5.0,
+            },
+            "balance": {"kind": "fixed", "lambda": 0.5, "normalize": "loss"},
+        },
+        warn=False,
+    )
     d = config_to_dict(cfg)
     assert d["head"] == {"name": "softmax"} and d["pair_weights"] is None
     assert d["balance"] == {"name": "fixed", "lambda": 0.5}
@@ -179,14 +230,14 @@ def test_migrate_config_rewrites_an_old_file_in_place_keeping_its_comments(tmp_p
     data = yaml.safe_load(text)
     assert "loss" not in data and "kind" not in data["balance"]
     assert list(data) == ["encoder", "head", "pair_loss", "pair_weights", "balance", "sampler"]
-    assert config_to_dict(config_from_dict(data)) == before           # the same settings
+    assert config_to_dict(config_from_dict(data)) == before  # the same settings
     assert "  margin: 0.2               # AAM m\n" in text and "# ramp it in" in text
     assert "  margin: 0.1               # the authors' later value\n" in text
     assert "  normalize: l2             # unit gradients\n" in text
     assert text.startswith("# a system of the old layout\n") and "# the balance comes next\n" in text
     assert "  speakers_per_batch: 4     # P\n" in text
-    assert not list(tmp_path.glob(".*tmp*"))                         # written atomically, nothing left over
-    assert pyspk_main.main(["migrate-config", str(p)]) == 0           # a second run leaves it alone
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left over
+    assert pyspk_main.main(["migrate-config", str(p)]) == 0  # a second run leaves it alone
     assert "already in the new layout" in capsys.readouterr().out and p.read_text() == text
     assert pyspk_main.main(["migrate-config", str(tmp_path / "missing.yaml")]) == 1
     assert "config file not found" in capsys.readouterr().err
@@ -202,11 +253,14 @@ def test_migrate_config_rewrites_every_old_synth_system(tmp_path):
 
 # ---------------------------------------------------------------- the objective owns its schedules
 def test_every_component_follows_its_own_schedule():
-    cfg = config_from_dict({"head": {"name": "aam", "margin": 0.2, "margin_schedule": {"warmup_epochs": 2.0}},
-                            "pair_loss": {"name": "am_supcon", "margin": 0.1,
-                                          "margin_schedule": {"start": 0.05, "warmup_epochs": 1.0}},
-                            "pair_weights": {"name": "caa", "start_epoch": 1.5},
-                            "balance": {"name": "fixed"}})
+    cfg = config_from_dict(
+        {
+            "head": {"name": "aam", "margin": 0.2, "margin_schedule": {"warmup_epochs": 2.0}},
+            "pair_loss": {"name": "am_supcon", "margin": 0.1, "margin_schedule": {"start": 0.05, "warmup_epochs": 1.0}},
+            "pair_weights": {"name": "caa", "start_epoch": 1.5},
+            "balance": {"name": "fixed"},
+        }
+    )
     validate_config(cfg)
     head = build_head(cfg.head, 6, 4)
     obj = Objective(cfg, 4, 6, head=head)
@@ -280,8 +334,11 @@ def test_a_pair_loss_from_a_plugin_file_trains_with_the_stock_trainer(tmp_path, 
     plugin.parent.mkdir()
     plugin.write_text(PLUGIN)
     monkeypatch.setenv("PYSPK_PLUGINS", str(plugin))
-    data = toy_config("tdnn", pair_loss={"name": "toy_gap", "scale": 2.0},
-                      train={"epochs": 1, "steps_per_epoch": 3, "log_interval": 1})
+    data = toy_config(
+        "tdnn",
+        pair_loss={"name": "toy_gap", "scale": 2.0},
+        train={"epochs": 1, "steps_per_epoch": 3, "log_interval": 1},
+    )
     data.pop("head")
     p = write_yaml(tmp_path / "gap.yaml", data)
     cfg = load_config(p)
@@ -299,6 +356,6 @@ def test_a_pair_loss_from_a_plugin_file_trains_with_the_stock_trainer(tmp_path, 
     rows = list(csv.DictReader(open(tmp_path / "exp" / "train.csv")))
     assert len(rows) == 3 and all(math.isfinite(float(r["loss_con"])) for r in rows)
     assert all(math.isnan(float(r["loss_cls"])) and math.isnan(float(r["con_margin"])) for r in rows)
-    assert all(math.isfinite(float(r["grad_pos"])) for r in rows)   # the statistics hook it filled
+    assert all(math.isfinite(float(r["grad_pos"])) for r in rows)  # the statistics hook it filled
     recorded = yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text())
     assert recorded["pair_loss"] == {"name": "toy_gap", "scale": 2.0}

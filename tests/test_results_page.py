@@ -9,12 +9,26 @@ from pyspk.provenance import cpu_class, provenance
 
 
 def _run(path, commit, eer_proposed, seed):
-    data = {"command": f"./run.sh --seed {seed}",
-            "provenance": {"commit": commit, "date": "2026-12-07", "cpu": "2-core Test CPU (AVX2)",
-                           "command": f"./run.sh --seed {seed}"},
-            "systems": {"proposed": {"metrics": {"trials_en": {"cosine": {"eer": eer_proposed, "min_dcf_0.01": 0.5},
-                                                              "plda": {"eer": 0.1, "min_dcf_0.01": 0.6}}}},
-                        "aam": {"metrics": {"trials_en": {"cosine": {"eer": 0.2}}}}}}
+    data = {
+        "command": f"./run.sh --seed {seed}",
+        "provenance": {
+            "commit": commit,
+            "date": "2026-12-07",
+            "cpu": "2-core Test CPU (AVX2)",
+            "command": f"./run.sh --seed {seed}",
+        },
+        "systems": {
+            "proposed": {
+                "metrics": {
+                    "trials_en": {
+                        "cosine": {"eer": eer_proposed, "min_dcf_0.01": 0.5},
+                        "plda": {"eer": 0.1, "min_dcf_0.01": 0.6},
+                    }
+                }
+            },
+            "aam": {"metrics": {"trials_en": {"cosine": {"eer": 0.2}}}},
+        },
+    }
     path.mkdir()
     (path / "results.json").write_text(json.dumps(data))
     return path
@@ -41,7 +55,7 @@ def test_runs_of_two_commits_get_two_tables(tmp_path):
     assert main(["--title", "T", "--out", str(out), str(a), str(b / "results.json")]) == 0
     text = out.read_text()
     assert text.count("## commit ") == 2
-    assert "| proposed | trials_en | cosine | 20.00 | 0.5000 | 1 |" in text   # one run: no sd
+    assert "| proposed | trials_en | cosine | 20.00 | 0.5000 | 1 |" in text  # one run: no sd
 
 
 def test_a_file_that_is_not_a_results_json_is_named(tmp_path, capsys):

@@ -12,34 +12,51 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_sh(tmp_path, *args):
-    return subprocess.run(["./run.sh", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-                           "--fbank-dir", str(tmp_path / "fbank"), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [
+            "./run.sh",
+            "--data",
+            str(tmp_path / "data"),
+            "--exp",
+            str(tmp_path / "exp"),
+            "--fbank-dir",
+            str(tmp_path / "fbank"),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--stage", "9"], "--stage 9: there is no such stage (stages 0-7)"),
-    (["--stage", "abc"], "--stage takes a stage number 0-7, got 'abc'"),
-    (["--stop-stage", "-1"], "--stop-stage takes a stage number 0-7, got '-1'"),
-    (["--stage", "5", "--stop-stage", "3"], "--stop-stage 3 is before --stage 5"),
-    (["--force", "yes"], "--force takes true or false, got 'yes'"),
-    (["--config", "conf/synth/nope.yaml"], "config conf/synth/nope.yaml (system nope) does not exist"),
-    (["--augment-config", "conf/nope.yaml"], "--augment-config conf/nope.yaml does not exist"),
-    (["--backend-set", "train"], "--backend-set takes clean or training, got 'train'"),
-    (["--train-jobs", "two"], "--train-jobs takes auto or a number of systems, got 'two'"),
-    (["--compress-feats", "yes"], "--compress-feats takes true or false, got 'yes'"),
-    (["--augment-subset", "1e6"], "--augment-subset takes a whole number, got '1e6'"),
-    (["--online", "true", "--augment-subset", "100"], "--online true stores none"),
-    (["--online", "true", "--compress-feats", "true"], "--online true stores none"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "9"], "--stage 9: there is no such stage (stages 0-7)"),
+        (["--stage", "abc"], "--stage takes a stage number 0-7, got 'abc'"),
+        (["--stop-stage", "-1"], "--stop-stage takes a stage number 0-7, got '-1'"),
+        (["--stage", "5", "--stop-stage", "3"], "--stop-stage 3 is before --stage 5"),
+        (["--force", "yes"], "--force takes true or false, got 'yes'"),
+        (["--config", "conf/synth/nope.yaml"], "config conf/synth/nope.yaml (system nope) does not exist"),
+        (["--augment-config", "conf/nope.yaml"], "--augment-config conf/nope.yaml does not exist"),
+        (["--backend-set", "train"], "--backend-set takes clean or training, got 'train'"),
+        (["--train-jobs", "two"], "--train-jobs takes auto or a number of systems, got 'two'"),
+        (["--compress-feats", "yes"], "--compress-feats takes true or false, got 'yes'"),
+        (["--augment-subset", "1e6"], "--augment-subset takes a whole number, got '1e6'"),
+        (["--online", "true", "--augment-subset", "100"], "--online true stores none"),
+        (["--online", "true", "--compress-feats", "true"], "--online true stores none"),
+    ],
+)
 def test_bad_arguments_fail_before_any_stage(tmp_path, args, message):
     r = run_sh(tmp_path, *args)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert "stage 0:" not in r.stdout and not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("corpus, config", [("synth", "conf/augment.yaml"),
-                                            ("speechocean762", "conf/speechocean762/augment.yaml")])
+@pytest.mark.parametrize(
+    "corpus, config", [("synth", "conf/augment.yaml"), ("speechocean762", "conf/speechocean762/augment.yaml")]
+)
 def test_stage2_takes_the_corpus_augment_config(tmp_path, corpus, config):
     """conf/<corpus>/augment.yaml when there is one (speechocean762: clean + speed copies), else
     conf/augment.yaml; the stamp lists the config, so changing it redoes the stage."""
@@ -48,20 +65,39 @@ def test_stage2_takes_the_corpus_augment_config(tmp_path, corpus, config):
     assert f"stage 2: augmentation of {'so762' if corpus != 'synth' else 'synth'}_train ({config})" in r.stdout
 
 
-@pytest.mark.parametrize("backend_set, augment, fitted_on", [("clean", "true", "so762_train"),
-                                                             ("training", "true", "so762_train_combined"),
-                                                             ("training", "false", "so762_train")])
+@pytest.mark.parametrize(
+    "backend_set, augment, fitted_on",
+    [
+        ("clean", "true", "so762_train"),
+        ("training", "true", "so762_train_combined"),
+        ("training", "false", "so762_train"),
+    ],
+)
 def test_backend_set_picks_what_stages_4_and_5_fit_on(tmp_path, backend_set, augment, fitted_on):
     """--backend-set training fits the back-end on the set stage 3 trains on (with stage 2: the
     augmented dir, whose features stage 2 stamps); clean, the default, on the clean speakers."""
-    r = run_sh(tmp_path, "--corpus", "speechocean762", "--stage", "4", "--stop-stage", "5", "--dry-run", "true",
-               "--systems", "aam", "--backend-set", backend_set, "--augment", augment)
+    r = run_sh(
+        tmp_path,
+        "--corpus",
+        "speechocean762",
+        "--stage",
+        "4",
+        "--stop-stage",
+        "5",
+        "--dry-run",
+        "true",
+        "--systems",
+        "aam",
+        "--backend-set",
+        backend_set,
+        "--augment",
+        augment,
+    )
     assert r.returncode == 0, r.stderr
     assert f"stage 4: x-vectors of {fitted_on} with aam" in r.stdout
     assert f"xvectors_{fitted_on} is redone by this run" in r.stderr + r.stdout
     others = {"so762_train", "so762_train_combined"} - {fitted_on}
     assert not any(f"x-vectors of {o} " in r.stdout for o in others)
-
 
 
 FAKE_TRAIN = """#!/usr/bin/env bash
@@ -85,10 +121,31 @@ def _stage3(tmp_path, systems, *extra, fail=""):
     (tmp_path / "data" / "synth_train_combined" / "utt2spk").write_text("a s\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["FAKE_FAIL"] = fail
-    return subprocess.run(["./run.sh", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-                           "--fbank-dir", str(tmp_path / "fbank"), "--stage", "3", "--stop-stage", "3",
-                           "--systems", " ".join(systems), "--train-cmd", str(fake), *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [
+            "./run.sh",
+            "--data",
+            str(tmp_path / "data"),
+            "--exp",
+            str(tmp_path / "exp"),
+            "--fbank-dir",
+            str(tmp_path / "fbank"),
+            "--stage",
+            "3",
+            "--stop-stage",
+            "3",
+            "--systems",
+            " ".join(systems),
+            "--train-cmd",
+            str(fake),
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def _ran(tmp_path, s):
@@ -96,7 +153,7 @@ def _ran(tmp_path, s):
     return float(words[1]), float(words[4]), words[2]
 
 
-SYSTEMS = ["aam", "supcon", "proposed"]     # conf/synth/<name>.yaml
+SYSTEMS = ["aam", "supcon", "proposed"]  # conf/synth/<name>.yaml
 
 
 def test_stage3_trains_systems_side_by_side(tmp_path):
@@ -107,7 +164,7 @@ def test_stage3_trains_systems_side_by_side(tmp_path):
     (s1, e1, t1), (s2, e2, t2), (s3, e3, t3) = (_ran(tmp_path, s) for s in SYSTEMS)
     assert s2 < e1 and s1 < e2, "the first two did not overlap"
     assert s3 >= min(e1, e2) - 0.05, "the third started before a slot was free"
-    assert t1 == t2 == t3 == str(max(1, len(os.sched_getaffinity(0)) // 2))   # what nproc counts
+    assert t1 == t2 == t3 == str(max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts
     assert all((tmp_path / "exp" / s / ".done.train").exists() for s in SYSTEMS)
     r = _stage3(tmp_path, SYSTEMS, "--train-jobs", "2")
     assert r.returncode == 0, r.stderr

@@ -32,12 +32,12 @@ def test_pk_structure():
     batches = epoch_batches(s)
     assert len(batches) == len(s) == (10 * 6 - 10) // 12
     for b in batches:
-        assert len(b) == 12 and len(set(b)) == 12           # no utterance twice in a batch
+        assert len(b) == 12 and len(set(b)) == 12  # no utterance twice in a batch
         labels = s.labels[b]
         counts = Counter(labels.tolist())
         assert len(counts) == 4 and set(counts.values()) == {3}
         # speaker-major layout: each run of K indices is one speaker
-        assert all(len(set(labels[i:i + 3])) == 1 for i in range(0, 12, 3))
+        assert all(len(set(labels[i : i + 3])) == 1 for i in range(0, 12, 3))
 
 
 def test_pk_visits_speakers_evenly_over_an_epoch():
@@ -70,8 +70,7 @@ def test_ranks_get_disjoint_batches_of_the_same_count(kind):
     utt2spk, utt2orig = corpus(num_spk=10, utts=8, copies=1)
     cfg = SamplerConfig(kind=kind, speakers_per_batch=3, utts_per_speaker=2, views=2)
     single = build_sampler(cfg, utt2spk, utt2orig, seed=5, world_size=1, steps_per_epoch=6)
-    ranks = [build_sampler(cfg, utt2spk, utt2orig, seed=5, rank=r, world_size=3, steps_per_epoch=2)
-             for r in range(3)]
+    ranks = [build_sampler(cfg, utt2spk, utt2orig, seed=5, rank=r, world_size=3, steps_per_epoch=2) for r in range(3)]
     per_rank = [epoch_batches(r) for r in ranks]
     assert [len(b) for b in per_rank] == [2, 2, 2]
     # rank r holds global batches r, r+3, ...: the same 6 batches as one process, interleaved
@@ -85,7 +84,7 @@ def test_default_epoch_length_splits_over_ranks():
     utt2spk, _ = corpus(num_spk=10, utts=12)
     one = PKSampler(utt2spk, 2, 3, seed=0)
     two = PKSampler(utt2spk, 2, 3, seed=0, rank=1, world_size=2)
-    assert len(one) == 120 // 6 and len(two) == 120 // 12   # same total per epoch
+    assert len(one) == 120 // 6 and len(two) == 120 // 12  # same total per epoch
 
 
 def test_resume_mid_epoch():
@@ -97,9 +96,9 @@ def test_resume_mid_epoch():
     first = [next(it), next(it)]
     state = s.state_dict()
     assert state["epoch"] == 4 and state["position"] == 2
-    r = PKSampler(utt2spk, 3, 2, seed=0)          # seed comes from the state
+    r = PKSampler(utt2spk, 3, 2, seed=0)  # seed comes from the state
     r.load_state_dict(state)
-    r.set_epoch(4)                                # same epoch: position kept
+    r.set_epoch(4)  # same epoch: position kept
     assert first + [list(b) for b in r] == full
 
 
@@ -113,7 +112,7 @@ def test_views_draw_two_different_copies_of_one_original():
             u, v = s.utts[b[i]], s.utts[b[i + 1]]
             assert u != v and u.split("-aug")[0] == v.split("-aug")[0]
         origs = [s.utts[i].split("-aug")[0] for i in b[::2]]
-        assert len(set(origs)) == 6                # K distinct originals per speaker
+        assert len(set(origs)) == 6  # K distinct originals per speaker
 
 
 def test_views_one_uses_copies_as_augmentation():
@@ -121,7 +120,7 @@ def test_views_one_uses_copies_as_augmentation():
     s = PKSampler(utt2spk, 2, 3, views=1, utt2orig=utt2orig, seed=0, steps_per_epoch=20)
     drawn = {s.utts[i] for b in epoch_batches(s) for i in b}
     assert any("-aug" in u for u in drawn) and any("-aug" not in u for u in drawn)
-    assert len(s.groups) == 12                     # grouped by original: 4 speakers x 3
+    assert len(s.groups) == 12  # grouped by original: 4 speakers x 3
 
 
 def test_group_by_original_and_speaker_consistency():
@@ -148,7 +147,7 @@ def test_shuffle_sampler_is_a_permutation_of_originals():
     batches = epoch_batches(s)
     assert len(batches) == 20 // 4 and all(len(b) == 8 for b in batches)
     origs = [s.utts[b[i]].split("-aug")[0] for b in batches for i in range(0, 8, 2)]
-    assert sorted(origs) == sorted(set(origs)) and len(origs) == 20   # each original once
+    assert sorted(origs) == sorted(set(origs)) and len(origs) == 20  # each original once
     plain = ShuffleSampler(utt2spk, batch_size=4, seed=3)
     labels = np.concatenate([plain.labels[b] for b in epoch_batches(plain)])
     assert len(labels) == 40 and Counter(labels.tolist()) == {i: 8 for i in range(5)}

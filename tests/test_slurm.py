@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -117,8 +117,13 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> None:
         log = open(self.root / "log" / f"{name}.out", "wb")
-        self.procs[name] = subprocess.Popen([shutil.which(name, path=SBIN_PATH), *args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[name] = subprocess.Popen(
+            [shutil.which(name, path=SBIN_PATH), *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
 
     def logs(self) -> str:
@@ -133,21 +138,21 @@ class Cluster:
         while time.monotonic() < t_end:
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"{dead[0]} exited (code {self.procs[dead[0]].returncode}) "
-                                   f"while waiting for {what}\n{self.logs()}")
+                raise RuntimeError(
+                    f"{dead[0]} exited (code {self.procs[dead[0]].returncode}) while waiting for {what}\n{self.logs()}"
+                )
             if ok():
                 return
             time.sleep(0.2)
         raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}")
 
     def node_state(self) -> str:
-        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env, capture_output=True,
-                           text=True, timeout=15)
+        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env, capture_output=True, text=True, timeout=15)
         return r.stdout.strip()
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--user", "root"], env=self.env, capture_output=True, timeout=15)
-        for name in ("slurmd", "slurmctld", "munged"):   # clients first, munged last
+        for name in ("slurmd", "slurmctld", "munged"):  # clients first, munged last
             p = self.procs.get(name)
             if p is None or p.poll() is not None:
                 continue
@@ -175,13 +180,20 @@ def slurm():
     key.chmod(0o600)
     sock = root / "run" / "munge.socket"
     host = socket.gethostname().split(".")[0]
-    (root / "slurm.conf").write_text(SLURM_CONF.format(
-        host=host, ctld_port=_free_port(), d_port=_free_port(), sock=sock, d=root))
+    (root / "slurm.conf").write_text(
+        SLURM_CONF.format(host=host, ctld_port=_free_port(), d_port=_free_port(), sock=sock, d=root)
+    )
     cluster = Cluster(root)
     try:
-        cluster.start("munged", "-F", f"--socket={sock}", f"--key-file={key}",
-                      f"--pid-file={root}/run/munged.pid", f"--seed-file={root}/munge/seed",
-                      f"--log-file={root}/log/munged.log")
+        cluster.start(
+            "munged",
+            "-F",
+            f"--socket={sock}",
+            f"--key-file={key}",
+            f"--pid-file={root}/run/munged.pid",
+            f"--seed-file={root}/munge/seed",
+            f"--log-file={root}/log/munged.log",
+        )
         cluster.wait_until("the munge socket", sock.exists, timeout=20)
         cluster.start("slurmctld", "-D", "-c", "-f", str(root / "slurm.conf"))
         cluster.start("slurmd", "-D", "-N", host, "-f", str(root / "slurm.conf"))
@@ -196,8 +208,14 @@ def slurm():
 
 def slurm_pl(cluster: Cluster, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([str(REPO / "utils" / "slurm.pl"), *args], cwd=REPO, env=cluster.env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(REPO / "utils" / "slurm.pl"), *args],
+            cwd=REPO,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"slurm.pl did not finish in {timeout} s: {e}\n{cluster.logs()}")
 
@@ -213,7 +231,7 @@ def test_array_of_four_jobs(slurm, tmp_path):
     for i in range(1, 5):
         lines = _log(tmp_path / "log" / f"t.{i}.log")
         assert lines[0] == f"# echo {i}"
-        assert str(i) in lines, lines                       # the command's output
+        assert str(i) in lines, lines  # the command's output
         assert lines[-2].startswith("# Accounting: time=") and "threads=1" in lines[-2]
         assert lines[-1].startswith("# Ended (code 0) at ")
     assert (tmp_path / "log" / "q" / "t.log.sh").is_file()  # the generated batch script
@@ -232,8 +250,7 @@ def test_one_failing_job_is_reported(slurm, tmp_path):
 def test_options_reach_sbatch_and_python_env_is_carried(slurm, tmp_path):
     # conf/slurm.conf maps --num-threads to --cpus-per-task and --mem to --mem; the job
     # script carries PATH/PYTHONPATH even though sbatch runs with --export=PATH.
-    cmd = ('echo cpus=$SLURM_CPUS_PER_TASK mem=$SLURM_MEM_PER_NODE && '
-           'python -c "import pyspk.io; print(\'ok\', JOB)"')
+    cmd = 'echo cpus=$SLURM_CPUS_PER_TASK mem=$SLURM_MEM_PER_NODE && python -c "import pyspk.io; print(\'ok\', JOB)"'
     r = slurm_pl(slurm, "--num-threads", "2", "--mem", "100M", "JOB=1:2", f"{tmp_path}/o.JOB.log", cmd)
     assert r.returncode == 0, r.stderr + "\n".join((tmp_path / f"o.{i}.log").read_text() for i in (1, 2))
     for i in (1, 2):
@@ -245,11 +262,9 @@ def test_options_reach_sbatch_and_python_env_is_carried(slurm, tmp_path):
 def test_max_jobs_run_throttles_the_array(slurm, tmp_path):
     # Two 1-CPU tasks fit the 2-CPU node at once; --max-jobs-run 1 (--array=1-2%1) must
     # run them one after the other. Each task logs its start and end time.
-    r = slurm_pl(slurm, "--max-jobs-run", "1", "JOB=1:2", f"{tmp_path}/m.JOB.log",
-                 "date +%s.%N; sleep 1; date +%s.%N")
+    r = slurm_pl(slurm, "--max-jobs-run", "1", "JOB=1:2", f"{tmp_path}/m.JOB.log", "date +%s.%N; sleep 1; date +%s.%N")
     assert r.returncode == 0, r.stderr
-    (s1, e1), (s2, e2) = [[float(x) for x in _log(tmp_path / f"m.{i}.log") if not x.startswith("#")]
-                          for i in (1, 2)]
+    (s1, e1), (s2, e2) = [[float(x) for x in _log(tmp_path / f"m.{i}.log") if not x.startswith("#")] for i in (1, 2)]
     assert e1 <= s2 or e2 <= s1, "the two tasks overlapped"
 
 
@@ -257,8 +272,14 @@ def test_cancelled_tasks_are_reported_failed(slurm, tmp_path):
     """scancel kills the job scripts before they write their status files; slurm.pl must
     notice that the job left the queue and name both logs (grace cut to 2 s here)."""
     env = dict(slurm.env, PYSPK_QUEUE_GRACE="2")
-    proc = subprocess.Popen([str(REPO / "utils" / "slurm.pl"), "JOB=1:2", f"{tmp_path}/c.JOB.log", "sleep", "120"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(REPO / "utils" / "slurm.pl"), "JOB=1:2", f"{tmp_path}/c.JOB.log", "sleep", "120"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         slurm.wait_until("both tasks to start", lambda: all((tmp_path / f"c.{i}.log").exists() for i in (1, 2)))
         jobs = subprocess.run(["squeue", "-h", "-o", "%F"], env=env, capture_output=True, text=True, timeout=15)
@@ -283,10 +304,18 @@ def test_sigterm_to_the_stage_cancels_the_array_and_its_jobs(slurm, tmp_path):
     on) must reach slurm.pl, which cancels the job array and waits for it to leave the
     queue (issue 28); the job processes have ended when the stage exits 128+15, with no stamp."""
     stamp = tmp_path / "exp/.done.x"
-    cmd = [str(REPO / "utils/stamped.sh"), str(stamp), "--", str(REPO / "utils/slurm.pl"), "JOB=1:2",
-           f"{tmp_path}/s.JOB.log", f"echo $$ > {tmp_path}/pid.JOB; exec sleep 300"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        str(REPO / "utils/stamped.sh"),
+        str(stamp),
+        "--",
+        str(REPO / "utils/slurm.pl"),
+        "JOB=1:2",
+        f"{tmp_path}/s.JOB.log",
+        f"echo $$ > {tmp_path}/pid.JOB; exec sleep 300",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     pids = [tmp_path / "pid.1", tmp_path / "pid.2"]
     try:
         slurm.wait_until("both tasks to start", lambda: all(p.exists() and p.read_text().strip() for p in pids))
@@ -297,9 +326,14 @@ def test_sigterm_to_the_stage_cancels_the_array_and_its_jobs(slurm, tmp_path):
 
         def gone():
             q = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm.env, capture_output=True, text=True, timeout=15)
-            alive = [p for p in pids if Path(f"/proc/{p.read_text().strip()}").exists()
-                     and "State:\tZ" not in Path(f"/proc/{p.read_text().strip()}/status").read_text()]
+            alive = [
+                p
+                for p in pids
+                if Path(f"/proc/{p.read_text().strip()}").exists()
+                and "State:\tZ" not in Path(f"/proc/{p.read_text().strip()}/status").read_text()
+            ]
             return not q.stdout.strip() and not alive
+
         # slurm.pl waited for the array to leave the queue: nothing of it is left when the stage exits
         assert gone(), "the stage exited while its array was still queued or its jobs still ran"
     finally:

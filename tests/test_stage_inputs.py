@@ -52,8 +52,10 @@ GRAPH = {
     "exp/proposed/xvectors_synth_train/.done.extract": ["exp/proposed/.done.train", "data/synth_train/.done.fbank"],
     "exp/proposed/xvectors_synth_test/.done.extract": ["exp/proposed/.done.train", "data/synth_test/.done.fbank"],
     "exp/proposed/backend/.done.backend": ["exp/proposed/xvectors_synth_train/.done.extract"],
-    "exp/proposed/scores/.done.score": ["exp/proposed/backend/.done.backend",
-                                        "exp/proposed/xvectors_synth_test/.done.extract"],
+    "exp/proposed/scores/.done.score": [
+        "exp/proposed/backend/.done.backend",
+        "exp/proposed/xvectors_synth_test/.done.extract",
+    ],
     "exp/.done.report": ["exp/proposed/scores/.done.score"],
 }
 
@@ -87,7 +89,7 @@ def tree(tiny_recipe):
 
 def covered(path: str, inputs) -> bool:
     for i in inputs:
-        i = os.path.join(REPO, i)     # run.sh names conf/ files relative to the repo
+        i = os.path.join(REPO, i)  # run.sh names conf/ files relative to the repo
         if path == i or path.startswith(i.rstrip("/") + "/"):
             return True
         if any(c in i for c in "*?[") and Path(path).match(i):
@@ -109,7 +111,7 @@ def test_every_file_a_stage_reads_is_an_input_of_its_stamp(tree):
     reads, writes = {}, {}
     for stage, kind, path in tree.events:
         if stage == "-":
-            continue                      # stamped.sh itself, fingerprinting
+            continue  # stamped.sh itself, fingerprinting
         s = tree.rel(stage)
         (writes if kind == "W" else reads).setdefault(s, set()).add((kind, path))
     assert set(reads) == set(GRAPH), "every stage ran under the trace"
@@ -132,9 +134,10 @@ def test_every_file_a_stage_reads_is_an_input_of_its_stamp(tree):
                 continue
             if path == str(tree.root / "trace") or covered(path, declared) or path in made:
                 continue
-            if kind == "L" and (path in made_dirs or any(os.path.dirname(os.path.join(REPO, i)) == path
-                                                         for i in declared)):
-                continue              # a dir the stage or its upstream wrote in, or of a declared pattern/file
+            if kind == "L" and (
+                path in made_dirs or any(os.path.dirname(os.path.join(REPO, i)) == path for i in declared)
+            ):
+                continue  # a dir the stage or its upstream wrote in, or of a declared pattern/file
             missing.add(f"{kind} {path}")
         assert not missing, f"{s} reads undeclared inputs: {sorted(missing)}"
 
@@ -162,12 +165,16 @@ def test_editing_any_input_redoes_exactly_its_stage_and_those_after_it(tree):
                 readers = {x for x, rec in stamps.items() if covered(str(target), rec["inputs"])}
                 assert s in readers
                 # a file a stage recorded as its output is damaged by the edit: that stage redoes too
-                makers = {x for x, rec in stamps.items()
-                          if any(os.path.join(REPO, o) == str(target) for o in rec.get("outputs") or {})}
+                makers = {
+                    x
+                    for x, rec in stamps.items()
+                    if any(os.path.join(REPO, o) == str(target) for o in rec.get("outputs") or {})
+                }
                 expect = downstream(readers | makers)
                 got = tree.would_redo()
-                assert got == expect, (f"edit of {target} (input {inp} of {s}): would redo {sorted(got)}, "
-                                       f"expected {sorted(expect)}")
+                assert got == expect, (
+                    f"edit of {target} (input {inp} of {s}): would redo {sorted(got)}, expected {sorted(expect)}"
+                )
             finally:
                 undo()
             cases += 1
@@ -175,11 +182,17 @@ def test_editing_any_input_redoes_exactly_its_stage_and_those_after_it(tree):
     assert tree.would_redo() == set(), "undoing every edit makes the recipe up to date again"
 
 
-@pytest.mark.parametrize("flags, param, changed", [
-    (["--compress-feats", "true"], "compress_feats",
-     {"data/synth_train/.done.fbank", "data/synth_test/.done.fbank", "data/synth_train_combined/.done.augment"}),
-    (["--augment-subset", "5"], "augment_subset", {"data/synth_train_combined/.done.augment"}),
-])
+@pytest.mark.parametrize(
+    "flags, param, changed",
+    [
+        (
+            ["--compress-feats", "true"],
+            "compress_feats",
+            {"data/synth_train/.done.fbank", "data/synth_test/.done.fbank", "data/synth_train_combined/.done.augment"},
+        ),
+        (["--augment-subset", "5"], "augment_subset", {"data/synth_train_combined/.done.augment"}),
+    ],
+)
 def test_feature_storage_flags_are_params_of_the_stages_they_change(tree, flags, param, changed):
     """--compress-feats true (stages 1 and 2) and --augment-subset N (stage 2) are stamped: a dry
     run would redo those stages and everything downstream, nothing upstream. At their defaults no
@@ -208,6 +221,7 @@ def _edit(inp: Path, fp: dict):
 
     def undo():
         target.write_bytes(old)
+
     return target, undo
 
 
@@ -215,9 +229,21 @@ def test_extract_runs_from_another_directory(tree, tmp_path):
     """Issue 12, failure 5: `pyspk extract --nj 1 final.pt data OUT` from outside the repo
     printed 'utils/run.pl: not found' and pointed at a log that did not exist."""
     out = tmp_path / "OUT"
-    r = subprocess.run(["pyspk", "extract", "--nj", "1", str(tree.root / "exp/proposed/final.pt"),
-                        str(tree.root / "data/synth_test"), str(out)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [
+            "pyspk",
+            "extract",
+            "--nj",
+            "1",
+            str(tree.root / "exp/proposed/final.pt"),
+            str(tree.root / "data/synth_test"),
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert set(read_table(out / "xvector.scp")) == set(read_table(tree.root / "data/synth_test/utt2spk"))
 
@@ -247,8 +273,11 @@ def test_report_alone_after_a_trials_edit_refuses_the_stale_scores(tree):
     try:
         r = tree.run("--stage", 7)
         assert r.returncode != 0, r.stderr[-3000:]
-        assert re.search(r"exp/proposed/scores/\.done\.score is out of date \(input \S+trials\*: \S+trials_en "
-                         r"changed\)", r.stderr), r.stderr[-3000:]
+        assert re.search(
+            r"exp/proposed/scores/\.done\.score is out of date \(input \S+trials\*: \S+trials_en "
+            r"changed\)",
+            r.stderr,
+        ), r.stderr[-3000:]
         assert "Traceback" not in r.stderr
     finally:
         trials.write_bytes(old)
@@ -275,8 +304,9 @@ def test_speaker_merged_in_utt2spk_reaches_the_combined_set(tree):
     train = tree.root / "data/synth_train"
     u2s = {u: ("tr0001" if s == "tr0002" else s) for u, s in read_table(train / "utt2spk").items()}
     write_table(train / "utt2spk", u2s)
-    r = subprocess.run([str(REPO / "utils/utt2spk_to_spk2utt"), str(train / "utt2spk")], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(
+        [str(REPO / "utils/utt2spk_to_spk2utt"), str(train / "utt2spk")], capture_output=True, text=True, check=True
+    )
     (train / "spk2utt").write_text(r.stdout)
     redone = _rerun_and_compare(tree)
     assert "data/synth_train/.done.fbank" in redone and "data/synth_test/.done.fbank" not in redone
@@ -301,13 +331,19 @@ def _descendant_running(pattern: str) -> list:
 def test_sigterm_to_run_sh_stops_training_and_a_second_run_is_refused(tree):
     """Issue 12, failure 3: `timeout`-style SIGTERM to run.sh alone, during training."""
     cfg = yaml.safe_load(tree.config.read_text())
-    cfg["train"]["epochs"] = 2000                   # a config edit: stage 3 is redone, and
-    tree.config.write_text(yaml.safe_dump(cfg))     # more epochs may resume (pyspk/train/trainer.py)
+    cfg["train"]["epochs"] = 2000  # a config edit: stage 3 is redone, and
+    tree.config.write_text(yaml.safe_dump(cfg))  # more epochs may resume (pyspk/train/trainer.py)
     exp = tree.root / "exp/proposed"
     log = exp / "log/train.log"
     log.unlink()
-    p = subprocess.Popen(tree.args("--stage", 3), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+    p = subprocess.Popen(
+        tree.args("--stage", 3),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         t_end = time.monotonic() + 120
         while time.monotonic() < t_end and not (log.exists() and "resumed from" in log.read_text()):

@@ -54,8 +54,20 @@ def test_stage_killed_midway_is_redone(tmp_path):
     inp.write_text("v1")
     assert stamped(stamp, inp, "--", *work_command(counter)).returncode == 0
     # --force true redoes the stage; killed midway, its old stamp must not survive.
-    p = subprocess.Popen([STAMPED, "--force", "true", str(stamp), str(inp), "--", "bash", "-c",
-                          f"echo ran >> {counter}; touch {started}; sleep 60"], start_new_session=True)
+    p = subprocess.Popen(
+        [
+            STAMPED,
+            "--force",
+            "true",
+            str(stamp),
+            str(inp),
+            "--",
+            "bash",
+            "-c",
+            f"echo ran >> {counter}; touch {started}; sleep 60",
+        ],
+        start_new_session=True,
+    )
     t_end = time.monotonic() + 20
     while not started.exists() and time.monotonic() < t_end:
         time.sleep(0.05)
@@ -99,7 +111,7 @@ def test_touch_without_change_is_up_to_date_and_edit_keeping_mtime_redoes(tmp_pa
     r = stamped(stamp, inp, "--", *work_command(counter))
     assert r.returncode == 0 and runs(counter) == 2
     assert f"input {inp} changed; redoing {stamp}" in r.stderr
-    inp.write_text("a 1\n")                      # back to the content the stamp... of run 1
+    inp.write_text("a 1\n")  # back to the content the stamp... of run 1
     assert stamped(stamp, inp, "--", *work_command(counter)).returncode == 0 and runs(counter) == 3
     assert stamped(stamp, inp, "--", *work_command(counter)).returncode == 0 and runs(counter) == 3
 
@@ -110,7 +122,7 @@ def test_file_inside_input_directory_changed_added_or_removed_redoes(tmp_path):
     (d / "sub" / "x.ark").write_text("1")
     assert stamped(stamp, d, "--", *work_command(counter)).returncode == 0
     assert stamped(stamp, d, "--", *work_command(counter)).returncode == 0 and runs(counter) == 1
-    (d / ".lock").write_text("held by someone")   # lock files are not content
+    (d / ".lock").write_text("held by someone")  # lock files are not content
     assert stamped(stamp, d, "--", *work_command(counter)).returncode == 0 and runs(counter) == 1
     (d / "sub" / "x.ark").write_text("2")
     r = stamped(stamp, d, "--", *work_command(counter))
@@ -171,8 +183,12 @@ def test_dry_run_runs_nothing_and_propagates_to_stages_reading_a_redone_stamp(tm
 
 def test_second_run_of_a_locked_stage_fails_naming_the_holder(tmp_path):
     stamp, started = tmp_path / "exp/.done.x", tmp_path / "started"
-    first = subprocess.Popen([STAMPED, str(stamp), "--", "bash", "-c", f"touch {started}; sleep 30"],
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        [STAMPED, str(stamp), "--", "bash", "-c", f"touch {started}; sleep 30"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         t_end = time.monotonic() + 20
         while not started.exists() and time.monotonic() < t_end:
@@ -184,8 +200,9 @@ def test_second_run_of_a_locked_stage_fails_naming_the_holder(tmp_path):
         r = stamped("--lock-wait", "1", stamp, "--", "true")
         assert r.returncode == 1 and "waited 1 s" in r.stderr
         # waiting long enough gets the lock once the first run is stopped
-        waiter = subprocess.Popen([STAMPED, "--lock-wait", "30", str(stamp), "--", "true"],
-                                  stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            [STAMPED, "--lock-wait", "30", str(stamp), "--", "true"], stderr=subprocess.PIPE, text=True
+        )
         time.sleep(1.0)
         os.killpg(first.pid, signal.SIGTERM)
         assert waiter.wait(timeout=30) == 0 and stamp.is_file()
@@ -199,8 +216,9 @@ def test_lock_outlives_a_killed_stamped_sh_while_its_job_lives(tmp_path):
     """SIGKILL of stamped.sh cannot be passed on; the orphaned job still holds the lock,
     and the message names it."""
     stamp, started = tmp_path / "exp/.done.x", tmp_path / "started"
-    first = subprocess.Popen([STAMPED, str(stamp), "--", "bash", "-c", f"touch {started}; exec sleep 30"],
-                             start_new_session=True)
+    first = subprocess.Popen(
+        [STAMPED, str(stamp), "--", "bash", "-c", f"touch {started}; exec sleep 30"], start_new_session=True
+    )
     try:
         t_end = time.monotonic() + 20
         while not started.exists() and time.monotonic() < t_end:
@@ -217,9 +235,19 @@ def test_lock_outlives_a_killed_stamped_sh_while_its_job_lives(tmp_path):
 def test_sigterm_to_stamped_sh_alone_reaches_its_command(tmp_path):
     """As `timeout` does: the signal goes to stamped.sh only, not to its process group."""
     stamp, pidfile = tmp_path / ".done.x", tmp_path / "pid"
-    p = subprocess.Popen([STAMPED, str(stamp), "--", "python", "-c",
-                          f"import os,time; open('{pidfile}','w').write(str(os.getpid())); time.sleep(60)"],
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [
+            STAMPED,
+            str(stamp),
+            "--",
+            "python",
+            "-c",
+            f"import os,time; open('{pidfile}','w').write(str(os.getpid())); time.sleep(60)",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         t_end = time.monotonic() + 20
         while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < t_end:
@@ -255,7 +283,7 @@ def test_stamp_records_the_command(tmp_path):
     assert stamped(stamp, "--", "echo", "a b").returncode == 0
     text = stamp.read_text().splitlines()
     assert text[0].endswith("Z") and text[1].strip() == "echo 'a b'"
-    assert sorted(p.name for p in stamp.parent.iterdir()) == [".done.x", ".lock"]   # no temp file left
+    assert sorted(p.name for p in stamp.parent.iterdir()) == [".done.x", ".lock"]  # no temp file left
 
 
 def test_usage_errors(tmp_path):
@@ -280,12 +308,12 @@ def test_stamp_of_the_older_time_based_scheme_is_migrated_by_its_own_rule(tmp_pa
     lines = stamp.read_text().splitlines()
     assert lines[:2] == ["2026-01-01T00:00:00Z", "echo old"] and len(lines) == 3
     assert abs(stamp.stat().st_mtime - future) < 1e-3
-    inp.write_text("b")                                      # now the fingerprint decides
+    inp.write_text("b")  # now the fingerprint decides
     assert stamped(stamp, inp, tmp_path / "absent", "--", *work_command(counter)).returncode == 0
     assert runs(counter) == 1
     old = tmp_path / "exp/.done.y"
     old.write_text("2026-01-01T00:00:00Z\necho old\n")
-    os.utime(old, (1, 1))                                    # older than its input
+    os.utime(old, (1, 1))  # older than its input
     r = stamped(old, inp, "--", *work_command(counter))
     assert runs(counter) == 2 and "records no input fingerprint and an input is newer" in r.stderr
 
@@ -295,8 +323,7 @@ def test_a_stamp_argument_that_is_not_a_stamp_is_refused_and_kept(tmp_path):
     lose that file: stamped.sh removes the stamp before it runs the stage."""
     config = tmp_path / "augment.yaml"
     config.write_text("speed: true\n")
-    p = subprocess.run([STAMPED, str(config), str(tmp_path / ".done.x"), "--", "true"], capture_output=True,
-                       text=True)
+    p = subprocess.run([STAMPED, str(config), str(tmp_path / ".done.x"), "--", "true"], capture_output=True, text=True)
     assert p.returncode == 2
     assert "is not a stamp file name" in p.stderr
     assert config.read_text() == "speed: true\n"

@@ -29,7 +29,7 @@ def test_every_variant_resolves_for_its_corpora(study):
         corpora = ["speechocean762"] if v.group == "ecapa" else ["synth", "speechocean762"]
         for corpus in corpora:
             if (REPO / "conf" / corpus / f"{v.base}.yaml").is_file():
-                study.resolved_config(corpus, v, threads=1)   # raises on a misspelled key
+                study.resolved_config(corpus, v, threads=1)  # raises on a misspelled key
     rows = [v for v in study.variants() if v.group == "rows"]
     assert [v.name for v in rows] == list(study.ROWS) and all(not v.overrides for v in rows)
 
@@ -57,8 +57,8 @@ def test_a_run_older_than_the_combine_key_counts_as_scaled(study):
     shipped = study._resolved(study.resolved_config("synth", by["proposed"], None))
     scaled = study._resolved(study.resolved_config("synth", by["proposed.scaled_l2"], None))
     old = _old_layout(scaled)
-    assert study.semantic(old) == study.semantic(scaled)     # a run recorded in the old layout
-    del old["balance"]["combine"]                     # recorded before the key existed
+    assert study.semantic(old) == study.semantic(scaled)  # a run recorded in the old layout
+    del old["balance"]["combine"]  # recorded before the key existed
     assert study.semantic(old) == study.semantic(scaled)
     assert study.semantic(old) != study.semantic(shipped)
     # without normalisation the scales are 1: raw and scaled train alike
@@ -77,9 +77,9 @@ def test_a_failed_training_resumes_and_another_system_restarts(study, tmp_path):
     """A system's training that died (a full disk, a kill) resumes from its own checkpoints
     on the rerun; checkpoints left by a different key are never resumed."""
     started = tmp_path / ".study.train.started"
-    assert study.restart_args(started, "k1") == ["--restart"]     # nothing recorded: start clean
-    assert study.restart_args(started, "k1") == []                # the same system again: resume
-    assert study.restart_args(started, "k2") == ["--restart"]     # another config or seed
+    assert study.restart_args(started, "k1") == ["--restart"]  # nothing recorded: start clean
+    assert study.restart_args(started, "k1") == []  # the same system again: resume
+    assert study.restart_args(started, "k2") == ["--restart"]  # another config or seed
     assert study.restart_args(started, "k2") == []
 
 
@@ -88,15 +88,18 @@ def test_the_table_has_every_backend_run_sh_scores(study, tmp_path, monkeypatch)
     before AS-norm was added shows a dash there, not a number from another back-end."""
     var = next(v for v in study.variants() if v.name == "aam")
     m = lambda eer: {"eer": eer, "min_dcf_0.01": 0.5}  # noqa: E731
-    res = {"aam": [{"seed": 1, "metrics": {"trials": {"cosine": m(0.10), "asnorm": m(0.08), "plda": m(0.06)}},
-                    "train": {}},
-                   {"seed": 2, "metrics": {"trials": {"cosine": m(0.12), "plda": m(0.07)}}, "train": {}}]}
+    res = {
+        "aam": [
+            {"seed": 1, "metrics": {"trials": {"cosine": m(0.10), "asnorm": m(0.08), "plda": m(0.06)}}, "train": {}},
+            {"seed": 2, "metrics": {"trials": {"cosine": m(0.12), "plda": m(0.07)}}, "train": {}},
+        ]
+    }
     monkeypatch.setattr(study, "collect", lambda *a, **k: res)
     text = study.write_table("synth", [var], [1, 2], tmp_path, "cmd").read_text()
     head = next(line for line in text.splitlines() if line.startswith("| variant"))
     assert "trials cos EER" in head and "trials AS-norm EER" in head and "trials PLDA EER" in head
     row = next(line for line in text.splitlines() if line.startswith("| aam |")).split(" | ")
-    assert row[2:7:2] == ["11.00 ± 1.41", "8.00", "6.50 ± 0.71"]   # EER % per back-end
+    assert row[2:7:2] == ["11.00 ± 1.41", "8.00", "6.50 ± 0.71"]  # EER % per back-end
 
 
 def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch):
@@ -119,20 +122,21 @@ def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch
             exp = Path(cmd[cmd.index("--exp-dir") + 1])
             (exp / "final.pt").write_text("model")
             resolved = study._resolved(yaml.safe_load((exp / "study_config.yaml").read_text()))
-            (exp / "config.yaml").write_text(yaml.safe_dump(resolved))    # as the trainer records it
+            (exp / "config.yaml").write_text(yaml.safe_dump(resolved))  # as the trainer records it
+
     monkeypatch.setattr(study, "_run", fake_run)
     by = {v.name: v for v in study.variants()}
     child = by["ecapa.long2.proposed.bk_training"]
     exp = study.run_system("speechocean762", child, 1, tmp_path / "out", threads=2)
     parent = tmp_path / "out" / "speechocean762" / "ecapa.long2.proposed" / "s1"
     kinds = [c[2] if c[2] != "pyspk.bin.main" else c[3] for c in calls]
-    assert kinds.count("pyspk.bin.train") == 1                   # the parent's, once
+    assert kinds.count("pyspk.bin.train") == 1  # the parent's, once
     extracts = [c for c in calls if c[2:4] == ["pyspk.bin.main", "extract"]]
     child_ext = [c for c in extracts if str(exp) in c[-1]]
-    assert [c[-2] for c in child_ext] == [str(data / "so762_train_combined")]   # its back-end set only
+    assert [c[-2] for c in child_ext] == [str(data / "so762_train_combined")]  # its back-end set only
     assert child_ext[0][-3] == str(parent / "final.pt")
     parent_train = [c for c in extracts if c[-1] == str(parent / "xvectors_train")]
-    assert parent_train and parent_train[0][-2] == str(data / "so762_train")   # the clean speakers
+    assert parent_train and parent_train[0][-2] == str(data / "so762_train")  # the clean speakers
     score = [c for c in calls if c[2:4] == ["pyspk.bin.main", "score"] and str(exp) in c[-1]][0]
     assert score[score.index("--xvector-dir") + 1] == str(parent / "xvectors_test")
     assert score[score.index("--backends") + 1] == "cosine,asnorm,plda"

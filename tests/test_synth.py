@@ -26,8 +26,9 @@ SMALL = ["--num-train-spk", "2", "--num-test-spk", "2", "--utts-per-lang", "2"]
 
 
 def _make(out: Path, *extra: str, nj: int = 1, seed: int = 7) -> int:
-    return make_synth.main(["--out-dir", str(out), "--size", "tiny", "--seed", str(seed), "--nj", str(nj),
-                            "--config", str(CONF), *extra])
+    return make_synth.main(
+        ["--out-dir", str(out), "--size", "tiny", "--seed", str(seed), "--nj", str(nj), "--config", str(CONF), *extra]
+    )
 
 
 def _fingerprint(out: Path) -> dict:
@@ -115,16 +116,19 @@ def test_rerun_after_kill_gives_the_same_corpus(tmp_path):
     assert _fingerprint(out)[f"synth_audio/tr0001/{flacs[0].name}"] != before[f"synth_audio/tr0001/{flacs[0].name}"]
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--num-train-spk", "0"], "--num-train-spk"),
-    (["--num-test-spk", "0"], "--num-test-spk"),
-    (["--snr-db", "20,0"], "--snr-db"),
-    (["--languages", "en,fr"], "--languages"),
-    (["--utts-per-lang", "-1"], "--utts-per-lang"),
-    (["--difficulty", "-1"], "--difficulty"),
-    (["--rt60", "0.9,0.2"], "--rt60"),
-    (["--nj", "0"], "--nj"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--num-train-spk", "0"], "--num-train-spk"),
+        (["--num-test-spk", "0"], "--num-test-spk"),
+        (["--snr-db", "20,0"], "--snr-db"),
+        (["--languages", "en,fr"], "--languages"),
+        (["--utts-per-lang", "-1"], "--utts-per-lang"),
+        (["--difficulty", "-1"], "--difficulty"),
+        (["--rt60", "0.9,0.2"], "--rt60"),
+        (["--nj", "0"], "--nj"),
+    ],
+)
 def test_bad_knobs_fail_before_any_audio_naming_the_flag(tmp_path, capsys, args, flag):
     out = tmp_path / "data"
     assert _make(out, *args) == 2
@@ -153,8 +157,10 @@ def test_voices_are_per_speaker_and_reproducible():
 
 
 def test_make_trials_balanced_without_duplicates():
-    utts = {f"s{i}": {"en": [f"s{i}-en-{k}" for k in range(5)], "cmn": [f"s{i}-cmn-{k}" for k in range(5)]}
-            for i in range(6)}
+    utts = {
+        f"s{i}": {"en": [f"s{i}-en-{k}" for k in range(5)], "cmn": [f"s{i}-cmn-{k}" for k in range(5)]}
+        for i in range(6)
+    }
     rng = np.random.default_rng(0)
     same = make_trials(utts, "en", "en", 100, rng)
     assert sum(t[2] for t in same) == 50 and len(same) == 100

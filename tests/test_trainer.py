@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from toydata import _TINY, make_toy_train_dir, toy_config
 
 from pyspk.bin import train as train_cli
 from pyspk.features.reader import load_features
@@ -20,7 +21,6 @@ from pyspk.train import objective as objective_mod
 from pyspk.train.checkpoint import load_checkpoint
 from pyspk.train.config import config_from_dict, config_to_dict, load_config, validate_config
 from pyspk.train.trainer import Trainer, TrainingDiverged, train
-from toydata import _TINY, make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_supcon_caa_fixed", "proposed"]
@@ -28,9 +28,17 @@ SYSTEMS = ["softmax", "aam", "supcon", "am_supcon", "am_supcon_caa", "aam_am_sup
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return make_toy_train_dir(tmp_path_factory.mktemp("toy") / "train", num_speakers=8, utts_per_speaker=6,
-                              num_frames=100, feat_dim=20, copies=1, vad=True, seed=1,
-                              separation=1.0)
+    return make_toy_train_dir(
+        tmp_path_factory.mktemp("toy") / "train",
+        num_speakers=8,
+        utts_per_speaker=6,
+        num_frames=100,
+        feat_dim=20,
+        copies=1,
+        vad=True,
+        seed=1,
+        separation=1.0,
+    )
 
 
 def system_config(name, epochs=3, steps=8):
@@ -40,8 +48,9 @@ def system_config(name, epochs=3, steps=8):
     data["features"].update(crop_frames=50, in_memory="auto")
     data["sampler"].update(speakers_per_batch=4, utts_per_speaker=3)
     data["optim"].update(lr=0.005, warmup_steps=2, final_lr=0.001)
-    data["train"].update(epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=4,
-                         compile=False)   # seconds-long runs: the compile would cost more than it saves
+    data["train"].update(
+        epochs=epochs, steps_per_epoch=steps, average_last=1, device="cpu", log_interval=4, compile=False
+    )  # seconds-long runs: the compile would cost more than it saves
     cfg = config_from_dict(data, name)
     validate_config(cfg, name)
     return cfg
@@ -92,6 +101,7 @@ def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path
     """cpu_amp: auto trains in bfloat16 only where the CPU has bfloat16 GEMMs (emulated ones are
     far slower than float32, docs/speed.md); true forces it; final.pt says what the encoder trained in."""
     import pyspk.train.trainer as T
+
     monkeypatch.setattr(T, "cpu_has_bf16", lambda: native)
     for setting, want in (("auto", native), (True, True), (False, False)):
         cfg = system_config("aam", epochs=1, steps=1)
@@ -108,6 +118,7 @@ def test_gemm_auto_is_onednn_on_amd_only_and_the_backends_train_alike(toy, tmp_p
     """train.gemm: the library of the rows layout's GEMMs; auto asks the CPU's vendor. The same
     sums either way: two short runs, one per library, end within float rounding of each other."""
     import pyspk.models.layers as L
+
     for vendor, want in (("AuthenticAMD", "onednn"), ("GenuineIntel", "mkl")):
         info = tmp_path / f"cpuinfo_{vendor}"
         info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx2\n")
@@ -129,7 +140,7 @@ def test_gemm_auto_is_onednn_on_amd_only_and_the_backends_train_alike(toy, tmp_p
         n = len(calls)
         finals[gemm] = torch.load(train(cfg, toy, tmp_path / gemm, seed=2), weights_only=True)
         assert finals[gemm]["extra"]["train_gemm"] == gemm
-        assert (len(calls) > n) == (gemm == "onednn")   # oneDNN ran the GEMMs, forward and backward
+        assert (len(calls) > n) == (gemm == "onednn")  # oneDNN ran the GEMMs, forward and backward
     a, b = (finals[g]["state_dict"] for g in ("mkl", "onednn"))
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4), k
@@ -160,7 +171,7 @@ def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, cpu_amp, gem
     assert not (tmp_path / "resumed" / "checkpoints" / "epoch_2.pt").exists()
     monkeypatch.setattr(Trainer, "_train_step", real_step)
     torch.manual_seed(12345)
-    np.random.seed(12345)           # the checkpoint must restore every RNG
+    np.random.seed(12345)  # the checkpoint must restore every RNG
     train(cfg, toy, tmp_path / "resumed", seed=3)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "epoch_2.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "epoch_2.pt")
@@ -203,8 +214,12 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(toy, tmp_path, monkeypatch):
     # the CLI reports it as an error (exit 1), and still leaves epoch_1.pt alone
     steps["n"] = 0
     (tmp_path / "sys.yaml").write_text(yaml.safe_dump({**yaml.safe_load((exp / "config.yaml").read_text())}))
-    assert train_cli.main(["--config", str(tmp_path / "sys.yaml"), "--train-dir", str(toy),
-                           "--exp-dir", str(exp), "--seed", "0"]) == 1
+    assert (
+        train_cli.main(
+            ["--config", str(tmp_path / "sys.yaml"), "--train-dir", str(toy), "--exp-dir", str(exp), "--seed", "0"]
+        )
+        == 1
+    )
     assert ck1.read_bytes() == before
 
 
@@ -216,7 +231,7 @@ def test_finetune_reinitialises_only_the_head(toy, tmp_path):
     # a second data dir with fewer speakers
     small = tmp_path / "small"
     shutil.copytree(toy, small)
-    keep = [l for l in (toy / "utt2spk").read_text().splitlines() if not l.split()[1] in ("spk006", "spk007")]
+    keep = [l for l in (toy / "utt2spk").read_text().splitlines() if l.split()[1] not in ("spk006", "spk007")]
     (small / "utt2spk").write_text("\n".join(keep) + "\n")
     for init in (src / "checkpoints" / "epoch_1.pt", src / "final.pt"):
         cfg2 = system_config("aam", epochs=1, steps=2)
@@ -237,8 +252,9 @@ def test_finetune_reinitialises_only_the_head(toy, tmp_path):
 
 
 def test_cli_writes_outputs_and_reports_config_errors(toy, tmp_path, capsys):
-    data = toy_config("tdnn", sampler={"speakers_per_batch": 4, "utts_per_speaker": 2},
-                      train={"epochs": 1, "steps_per_epoch": 2})
+    data = toy_config(
+        "tdnn", sampler={"speakers_per_batch": 4, "utts_per_speaker": 2}, train={"epochs": 1, "steps_per_epoch": 2}
+    )
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(data))
     exp = tmp_path / "exp"
@@ -264,20 +280,21 @@ def test_normalized_mgda_and_caa_weight_normalisation():
     blocks = {"head": {"name": "aam"}, "pair_loss": {"name": "am_supcon"}, "pair_weights": {"name": "caa"}}
     head = build_head(config_from_dict(blocks).head, 6, 4)
     for norm in ("l2", "loss"):
-        cfg = config_from_dict({**blocks, "balance": {"name": "mgda", "normalize": norm, "combine": "scaled",
-                                                      "head_grad": "alpha"}})
+        cfg = config_from_dict(
+            {**blocks, "balance": {"name": "mgda", "normalize": norm, "combine": "scaled", "head_grad": "alpha"}}
+        )
         obj = Objective(cfg, 4, 6, head=head)
         loss_cls, _ = head(z, labels)
         total, parts = obj(z, loss_cls, labels)
-        g1, = torch.autograd.grad(loss_cls, z, retain_graph=True)
-        g2, = torch.autograd.grad(obj.pair_loss(z, labels, obj.pair_weights(z, labels)), z)
-        if norm == "l2":   # two unit vectors: the min-norm point is their midpoint
+        (g1,) = torch.autograd.grad(loss_cls, z, retain_graph=True)
+        (g2,) = torch.autograd.grad(obj.pair_loss(z, labels, obj.pair_weights(z, labels)), z)
+        if norm == "l2":  # two unit vectors: the min-norm point is their midpoint
             assert parts["alpha"] == pytest.approx(0.5)
             expect = 0.5 * parts["loss_cls"] / g1.norm() + 0.5 * parts["loss_con"] / g2.norm()
         else:
             a = parts["alpha"]
             assert 0.0 <= a <= 1.0
-            expect = torch.tensor(1.0)     # alpha * L1/L1 + (1 - alpha) * L2/L2
+            expect = torch.tensor(1.0)  # alpha * L1/L1 + (1 - alpha) * L2/L2
         assert float(total.detach()) == pytest.approx(float(expect), rel=1e-4)
     w = torch.tensor([[1.0, 1.0, 0.2, 0.6], [1.0, 1.0, 0.1, 0.1], [0.2, 0.1, 1.0, 1.0], [0.6, 0.1, 1.0, 1.0]])
     lab = torch.tensor([0, 0, 1, 1])
@@ -289,7 +306,7 @@ def test_resume_refuses_a_changed_config_but_allows_more_epochs(toy, tmp_path):
     cfg = system_config("aam", epochs=1, steps=2)
     train(cfg, toy, tmp_path / "exp", seed=0)
     more = system_config("aam", epochs=2, steps=2)
-    train(more, toy, tmp_path / "exp", seed=0)           # resumes: epochs may grow
+    train(more, toy, tmp_path / "exp", seed=0)  # resumes: epochs may grow
     assert (tmp_path / "exp" / "checkpoints" / "epoch_2.pt").is_file()
     other = system_config("aam", epochs=3, steps=2)
     other.optim.lr = 0.1
@@ -312,7 +329,7 @@ def test_changed_data_starts_over_instead_of_resuming(toy, tmp_path, caplog):
     exp = tmp_path / "exp"
     train(cfg, data, exp, seed=0)
     old = _weights(exp / "checkpoints" / "epoch_1.pt")
-    train(cfg, data, exp, seed=0)                        # same data: resumed, nothing redone
+    train(cfg, data, exp, seed=0)  # same data: resumed, nothing redone
     assert not (exp / "checkpoints.stale").exists()
     assert all(torch.equal(old[k], v) for k, v in _weights(exp / "checkpoints" / "epoch_1.pt").items())
     # new features (as a rerun of the augmentation stage writes them): same keys, same shapes
@@ -326,7 +343,7 @@ def test_changed_data_starts_over_instead_of_resuming(toy, tmp_path, caplog):
     assert (exp / "checkpoints.stale" / "epoch_1.pt").is_file()
     new = _weights(exp / "checkpoints" / "epoch_1.pt")
     assert any(not torch.equal(old[k], new[k]) for k in old)
-    fresh = tmp_path / "fresh"                           # equals training from scratch on the new data
+    fresh = tmp_path / "fresh"  # equals training from scratch on the new data
     train(cfg, data, fresh, seed=0)
     assert all(torch.equal(new[k], v) for k, v in _weights(fresh / "checkpoints" / "epoch_1.pt").items())
 
@@ -342,12 +359,12 @@ def test_restart_flag_starts_over(toy, tmp_path):
     assert train_cli.main(argv) == 0
     first = _weights(exp / "checkpoints" / "epoch_1.pt")
     (exp / "checkpoints" / "marker").write_text("old run")
-    assert train_cli.main(argv) == 0                     # resumed: the old run stays
+    assert train_cli.main(argv) == 0  # resumed: the old run stays
     assert (exp / "checkpoints" / "marker").is_file() and not (exp / "checkpoints.stale").exists()
-    assert train_cli.main(argv + ["--restart"]) == 0     # what run.sh --force true passes
+    assert train_cli.main(argv + ["--restart"]) == 0  # what run.sh --force true passes
     assert (exp / "checkpoints.stale" / "marker").is_file() and not (exp / "checkpoints" / "marker").exists()
     again = _weights(exp / "checkpoints" / "epoch_1.pt")
-    assert all(torch.equal(first[k], v) for k, v in again.items())   # same seed, same data: same run
+    assert all(torch.equal(first[k], v) for k, v in again.items())  # same seed, same data: same run
 
 
 def test_data_fingerprint_tracks_tables_and_job_stamps(tmp_path):
@@ -367,7 +384,7 @@ def test_data_fingerprint_tracks_tables_and_job_stamps(tmp_path):
     base = data_fingerprint(d)
     (d / "notes.txt").write_text("not read by training\n")
     assert data_fingerprint(d) == base
-    (fb / ".done.feats.1").write_text("sig2\n")          # the job was recomputed from other input
+    (fb / ".done.feats.1").write_text("sig2\n")  # the job was recomputed from other input
     changed = data_fingerprint(d)
     assert changed != base
     (d / "utt2spk").write_text("a s2\n")
@@ -387,8 +404,9 @@ def test_every_optimizer_kernel_gives_the_reference_update(name):
     grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(6)]
     out = {}
     for impl in ("loop", "foreach", "fused"):
-        cfg = config_from_dict({"optim": {"name": name, "impl": impl, "lr": 0.01, "weight_decay": 0.1,
-                                          "nesterov": name == "sgd"}}).optim
+        cfg = config_from_dict(
+            {"optim": {"name": name, "impl": impl, "lr": 0.01, "weight_decay": 0.1, "nesterov": name == "sgd"}}
+        ).optim
         params = [torch.nn.Parameter(p.clone()) for p in init]
         opt = build_optimizer(cfg, params)
         assert opt.defaults.get("fused") is (True if impl == "fused" else None)
@@ -400,8 +418,8 @@ def test_every_optimizer_kernel_gives_the_reference_update(name):
     for impl in ("foreach", "fused"):
         for a, b in zip(out["loop"], out[impl]):
             torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-        assert any((a - i).abs().max() > 1e-3 for a, i in zip(out[impl], init))   # it moved
-    if name == "adam":        # first step: m = (1-b1) g', v = (1-b2) g'^2, p -= lr * mhat / (sqrt(vhat) + eps)
+        assert any((a - i).abs().max() > 1e-3 for a, i in zip(out[impl], init))  # it moved
+    if name == "adam":  # first step: m = (1-b1) g', v = (1-b2) g'^2, p -= lr * mhat / (sqrt(vhat) + eps)
         cfg = config_from_dict({"optim": {"impl": "fused", "lr": 0.01, "weight_decay": 0.1}}).optim
         p = torch.nn.Parameter(init[0].clone())
         p.grad = grads[0][0].clone()
@@ -420,10 +438,11 @@ def test_cpu_amp_runs_the_encoder_in_bfloat16_and_the_losses_in_float32(toy, tmp
         tr = Trainer(cfg, toy, tmp_path / f"amp{cpu_amp}", seed=1)
         dtypes, zs = [], []
         for m in tr.model.encoder.modules():
-            m.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype)
-                                    if isinstance(out, torch.Tensor) else None)
+            m.register_forward_hook(
+                lambda mod, inp, out: dtypes.append(out.dtype) if isinstance(out, torch.Tensor) else None
+            )
 
-        class Spy:                      # the objective, recording what it is given
+        class Spy:  # the objective, recording what it is given
             def __init__(self, obj):
                 self.obj = obj
 
@@ -433,6 +452,7 @@ def test_cpu_amp_runs_the_encoder_in_bfloat16_and_the_losses_in_float32(toy, tmp
 
             def __getattr__(self, name):
                 return getattr(self.obj, name)
+
         tr.objective = Spy(tr.objective)
         tr.data.sampler.set_epoch(0)
         feats, labels = next(iter(tr.data.loader()))
@@ -440,8 +460,7 @@ def test_cpu_amp_runs_the_encoder_in_bfloat16_and_the_losses_in_float32(toy, tmp
         assert math.isfinite(parts["loss"])
         assert zs == [torch.float32]
         assert all(p.dtype == torch.float32 for p in tr.model.parameters())
-        assert all(v.dtype == torch.float32 for st in tr.optimizer.state.values() for k, v in st.items()
-                   if k != "step")
+        assert all(v.dtype == torch.float32 for st in tr.optimizer.state.values() for k, v in st.items() if k != "step")
         seen[cpu_amp] = set(dtypes)
     assert torch.bfloat16 not in seen[False]
     assert torch.bfloat16 in seen[True]

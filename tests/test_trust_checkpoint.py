@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from toydata import make_toy_train_dir, toy_config
 
 from pyspk.bin import main as pyspk_main
 from pyspk.bin import train as train_cli
@@ -20,7 +21,6 @@ from pyspk.safe_load import UnsafeCheckpoint, check_plain, load_legacy
 from pyspk.train import checkpoint as C
 from pyspk.train.config import config_from_dict, dump_config
 from pyspk.train.trainer import train
-from toydata import make_toy_train_dir, toy_config
 
 
 class Payload:
@@ -34,14 +34,16 @@ class Payload:
 
 
 def toy_cfg(epochs=1):
-    return config_from_dict(toy_config("tdnn", train={"epochs": epochs, "steps_per_epoch": 2, "compile": False,
-                                                      "cpu_amp": False}))
+    return config_from_dict(
+        toy_config("tdnn", train={"epochs": epochs, "steps_per_epoch": 2, "compile": False, "cpu_amp": False})
+    )
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return make_toy_train_dir(tmp_path_factory.mktemp("toy") / "train", num_speakers=6, utts_per_speaker=4,
-                              num_frames=60, feat_dim=20)
+    return make_toy_train_dir(
+        tmp_path_factory.mktemp("toy") / "train", num_speakers=6, utts_per_speaker=4, num_frames=60, feat_dim=20
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +123,11 @@ def test_every_final_pt_loader_refuses_a_planted_file(exp, tmp_path, capsys):
         with pytest.raises(UnsafeCheckpoint) as e:
             load(bad)
         refused(e, bad, marker)
-    for argv in (["embed", "--model", str(bad), "--device", "cpu", "a.wav"],
-                 ["verify", "--model", str(bad), "--device", "cpu", "a.wav", "b.wav"],
-                 ["export", "--format", "torchscript", str(bad)]):
+    for argv in (
+        ["embed", "--model", str(bad), "--device", "cpu", "a.wav"],
+        ["verify", "--model", str(bad), "--device", "cpu", "a.wav", "b.wav"],
+        ["export", "--format", "torchscript", str(bad)],
+    ):
         assert pyspk_main.main(argv) == 1, argv
         err = capsys.readouterr().err
         assert str(bad) in err and "os.system" in err and not marker.exists(), argv
@@ -141,7 +145,7 @@ def test_checkpoints_hold_only_what_a_safe_load_reads(exp, tmp_path):
     assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
     with pytest.raises(TypeError, match=r"numpy.ndarray"):
         C.save_checkpoint(tmp_path / "x.pt", {**state, "rng": {**state["rng"], "numpy": np.random.get_state()}})
-    with pytest.raises(TypeError, match=r"numpy.float64"):     # a float subclass, pickled as numpy's
+    with pytest.raises(TypeError, match=r"numpy.float64"):  # a float subclass, pickled as numpy's
         C.save_checkpoint(tmp_path / "x.pt", {**state, "step": np.float64(1.0)})
     assert not (tmp_path / "x.pt").exists()
 
@@ -149,7 +153,7 @@ def test_checkpoints_hold_only_what_a_safe_load_reads(exp, tmp_path):
 def test_rng_state_round_trips_through_a_safe_load(tmp_path):
     random.seed(1)
     np.random.seed(2)
-    np.random.normal()          # numpy's cached gaussian is part of its state
+    np.random.normal()  # numpy's cached gaussian is part of its state
     torch.manual_seed(3)
     C.save_checkpoint(tmp_path / "r.pt", {"rng": C.rng_state()})
     want = (random.random(), np.random.normal(), np.random.rand(3).tolist(), torch.rand(3).tolist())
@@ -175,8 +179,13 @@ def old_format(src, dst):
     """``src`` as pyspk wrote checkpoints before: RNG states as random/numpy return them."""
     state = C.load_checkpoint(src)
     n = state["rng"]["numpy"]
-    state["rng"]["numpy"] = (n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                             n["has_gauss"], n["gauss"])
+    state["rng"]["numpy"] = (
+        n["bit_generator"],
+        n["keys"].numpy().astype(np.uint32),
+        n["pos"],
+        n["has_gauss"],
+        n["gauss"],
+    )
     state["rng"]["python"] = tuple(state["rng"]["python"])
     state["step"] = np.int64(state["step"])
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
-from conftest import tool_env
 import soundfile as sf
+from conftest import tool_env
 
 from pyspk.data.arkread import ArkError, ArkReader, parse_header
 from pyspk.data.dir_edit import commit_staged, fix_data_dir, next_backup_dir
@@ -156,8 +156,9 @@ def test_fbank_reader_clips_within_half_a_second_and_reads_to_the_end_with_minus
 def test_fbank_cli_fails_on_a_negative_start(tmp_path):
     """The issue's replay: exit 0 and the recording's last 0.24 s before."""
     d = seg_dir(tmp_path, "s1 rec0 -1.0 1.5")
-    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl",
-            d, tmp_path / "fb")
+    r = run(
+        sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl", d, tmp_path / "fb"
+    )
     assert r.returncode == 1, r.stderr
     assert "segments.1:1: segment 's1': negative start time -1.0" in r.stderr, r.stderr
     assert not (d / "feats.scp").exists()
@@ -168,8 +169,9 @@ def test_fbank_cli_shows_why_a_job_failed_on_the_console(tmp_path):
     """A segment that only the decoded audio shows to be bad fails in its job: the driver's one
     line names the log and repeats what the job said, so the reason is on the console."""
     d = seg_dir(tmp_path, "s1 rec0 0.0 60.0")
-    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl",
-            d, tmp_path / "fb")
+    r = run(
+        sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl", d, tmp_path / "fb"
+    )
     assert r.returncode == 1, r.stderr
     line = next(ln for ln in r.stderr.splitlines() if "fbank job(s) failed" in ln)
     assert "fbank.1.log" in line and "job said:" in line and "'s1'" in line and "past the end" in line, line
@@ -177,10 +179,11 @@ def test_fbank_cli_shows_why_a_job_failed_on_the_console(tmp_path):
 
 # ---- 5. fix_data_dir keeps the first backup
 
+
 def _dir(root: Path) -> Path:
     d = root / "d"
     d.mkdir()
-    (d / "utt2spk").write_text("b spk\na spk\n")                   # unsorted: a repair changes it
+    (d / "utt2spk").write_text("b spk\na spk\n")  # unsorted: a repair changes it
     (d / "spk2utt").write_text("spk a b\n")
     (d / "utt2lang").write_text("a en\nb en\n")
     return d
@@ -197,7 +200,7 @@ def test_fix_data_dir_twice_keeps_the_originals(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"before this run are in {d}/.backup.2" in r.stdout, r.stdout
     assert f"as they were before the first run: {d}/.backup" in r.stdout, r.stdout
-    assert (d / ".backup" / "utt2spk").read_text() == original            # the originals survive
+    assert (d / ".backup" / "utt2spk").read_text() == original  # the originals survive
     assert (d / ".backup.2" / "utt2spk").read_text() == "a spk\nb spk\n"
     assert run("fix_data_dir", d).returncode == 0 and (d / ".backup.3").is_dir()
     assert (d / ".backup" / "utt2spk").read_text() == original
@@ -213,13 +216,14 @@ def test_fix_data_dir_library_never_overwrites_a_backup(tmp_path):
     with pytest.raises(DataDirError, match=r"\.backup: a backup is already there; not overwriting it"):
         fix_data_dir(d, backup=d / ".backup")
     assert (d / ".backup" / "utt2spk").read_bytes() == before
-    assert (d / "utt2spk").read_text() == "b spk\na spk\n"              # nothing changed
+    assert (d / "utt2spk").read_text() == "b spk\na spk\n"  # nothing changed
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(DataDirError):
         commit_staged(tmp_path, d, backup=d / ".backup")
 
 
 # ---- 6. whitespace in a key or a path of an scp
+
 
 def test_write_vectors_refuses_a_key_with_a_space_before_writing(tmp_path):
     ark, scp = tmp_path / "x.ark", tmp_path / "x.scp"
@@ -245,8 +249,12 @@ def test_embed_cli_refuses_a_path_with_a_space_before_any_work(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"key '{wav}' is empty or contains whitespace" in err, err
     assert not out.exists() and not out.with_suffix(".scp").exists()
-    assert main(["--model", str(tmp_path / "no-model.pt"), "--out-ark", str(tmp_path / "o p.ark"),
-                 str(tmp_path / "x.wav")]) == 1
+    assert (
+        main(
+            ["--model", str(tmp_path / "no-model.pt"), "--out-ark", str(tmp_path / "o p.ark"), str(tmp_path / "x.wav")]
+        )
+        == 1
+    )
     assert "contains whitespace" in capsys.readouterr().err
 
 
@@ -263,8 +271,9 @@ def test_fbank_cli_refuses_an_output_dir_an_scp_cannot_hold_before_any_job(tmp_p
     """A space is cut by the scp reader, a comma by the ark,scp: specifier (which would write
     elsewhere): one line from the driver, no job started, nothing made under the output dir."""
     d = seg_dir(tmp_path, "s1 rec0 0 1")
-    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl",
-            d, tmp_path / name)
+    r = run(
+        sys.executable, "-m", "pyspk.bin.fbank", "--nj", "1", "--cmd", REPO / "utils" / "run.pl", d, tmp_path / name
+    )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and f"{name}" in r.stderr and "nothing was written" in r.stderr, r.stderr
     assert not (tmp_path / name).exists() and not (tmp_path / "fb").exists()
@@ -272,6 +281,7 @@ def test_fbank_cli_refuses_an_output_dir_an_scp_cannot_hold_before_any_job(tmp_p
 
 
 # ---- 7. truncated or corrupt arks: named when read, and by validate_data_dir
+
 
 def _vectors(tmp_path: Path):
     ark, scp = tmp_path / "xvector.ark", tmp_path / "xvector.scp"
@@ -283,23 +293,26 @@ def _vectors(tmp_path: Path):
 def test_read_vectors_of_a_truncated_ark_names_scp_line_ark_key_and_offset(tmp_path):
     ark, scp, off = _vectors(tmp_path)
     assert list(read_vectors(scp)) == ["a", "b", "c"]
-    os.truncate(ark, ark.stat().st_size - 3)                      # the last vector's data cut
+    os.truncate(ark, ark.stat().st_size - 3)  # the last vector's data cut
     with pytest.raises(ArkError) as e:
         read_vectors(scp)
     msg = str(e.value)
     assert msg.startswith(f"{scp}:3: {ark}: key 'c' at byte {off['c']}: truncated"), msg
-    os.truncate(ark, off["c"] + 6)                                 # inside its header
+    os.truncate(ark, off["c"] + 6)  # inside its header
     with pytest.raises(ArkError, match=rf"{scp}:3: {ark}: key 'c' at byte {off['c']}: FV header cut short"):
         read_vectors(scp)
-    scp.write_text(scp.read_text().replace(f":{off['c']}", ":9999"))   # an offset past the end
+    scp.write_text(scp.read_text().replace(f":{off['c']}", ":9999"))  # an offset past the end
     with pytest.raises(ArkError, match=rf"{scp}:3: {ark}: key 'c' at byte 9999: no Kaldi object here: the file ends"):
         read_vectors(scp)
 
 
 def test_array_reader_names_ark_key_and_offset(tmp_path):
     ark = tmp_path / "feats.ark"
-    kaldiio.save_ark(str(ark), {"u1": np.ones((5, 3), np.float32), "u2": np.ones((7, 3), np.float32)},
-                     scp=str(tmp_path / "feats.scp"))
+    kaldiio.save_ark(
+        str(ark),
+        {"u1": np.ones((5, 3), np.float32), "u2": np.ones((7, 3), np.float32)},
+        scp=str(tmp_path / "feats.scp"),
+    )
     spec = (tmp_path / "feats.scp").read_text().splitlines()[1].split()[1]
     pos = int(spec.rsplit(":", 1)[1])
     assert ArkReader()(spec, "u2").shape == (7, 3)
@@ -307,19 +320,19 @@ def test_array_reader_names_ark_key_and_offset(tmp_path):
     with pytest.raises(ArkError, match=rf"^{ark}: key 'u2' at byte {pos}: truncated: the 7x3 float32 object"):
         ArkReader()(spec, "u2")
     with pytest.raises(ArkError, match=rf"^{ark}: at byte {pos}: truncated"):
-        ArkReader()(spec)                                          # no key given: ark and offset still named
+        ArkReader()(spec)  # no key given: ark and offset still named
     data = bytearray(ark.read_bytes())
-    data[pos:pos + 5] = b"XXXXX"                                   # not a Kaldi object: kaldiio's error, named
+    data[pos : pos + 5] = b"XXXXX"  # not a Kaldi object: kaldiio's error, named
     ark.write_bytes(bytes(data))
     with pytest.raises(ArkError, match=rf"^{ark}: key 'u2' at byte {pos}: cannot read"):
         ArkReader()(spec, "u2")
     with pytest.raises(ArkError, match=r"key 'u9' at byte 0: the ark does not exist"):
         ArkReader()(f"{tmp_path}/none.ark:0", "u9")
     head = bytearray(ark.read_bytes()[:32])
-    assert parse_header(bytes(head[head.index(b"\0B"):])) is not None
-    neg = head[head.index(b"\0B"):][:15]
+    assert parse_header(bytes(head[head.index(b"\0B") :])) is not None
+    neg = head[head.index(b"\0B") :][:15]
     neg[6:10] = (-5).to_bytes(4, "little", signed=True)
-    assert parse_header(bytes(neg)) is None                        # a negative dimension is corrupt
+    assert parse_header(bytes(neg)) is None  # a negative dimension is corrupt
 
 
 def _feats_dir(tmp_path: Path, compress: int = 0, vad: bool = True) -> Path:
@@ -330,8 +343,11 @@ def _feats_dir(tmp_path: Path, compress: int = 0, vad: bool = True) -> Path:
     kw = {"compression_method": compress} if compress else {}
     kaldiio.save_ark(str(tmp_path / "feats.ark"), mats, scp=str(d / "feats.scp"), **kw)
     if vad:
-        kaldiio.save_ark(str(tmp_path / "vad.ark"), {u: np.ones(m.shape[0], np.float32) for u, m in mats.items()},
-                         scp=str(d / "vad.scp"))
+        kaldiio.save_ark(
+            str(tmp_path / "vad.ark"),
+            {u: np.ones(m.shape[0], np.float32) for u, m in mats.items()},
+            scp=str(d / "vad.scp"),
+        )
     write_table(d / "utt2spk", {u: "spk" for u in utts})
     write_table(d / "spk2utt", {"spk": utts})
     return d
@@ -377,7 +393,7 @@ def test_validate_checks_vad_scp_and_its_frame_counts(tmp_path):
         validate_data_dir(d, need_wav=False)
 
 
-@pytest.mark.parametrize("compress,kind", [(2, "CM"), (3, "CM2"), (5, "CM3")])   # kaldiio's method numbers
+@pytest.mark.parametrize("compress,kind", [(2, "CM"), (3, "CM2"), (5, "CM3")])  # kaldiio's method numbers
 def test_validate_knows_the_size_of_compressed_matrices(tmp_path, compress, kind):
     """Kaldi's own feats are often compressed (CM, CM2, CM3): the size check is exact for them too."""
     d = _feats_dir(tmp_path, compress=compress, vad=False)
@@ -389,6 +405,7 @@ def test_validate_knows_the_size_of_compressed_matrices(tmp_path, compress, kind
 
 
 # ---- 9. utterances with no voiced frame are counted on the console
+
 
 @pytest.mark.slow
 def test_fbank_cli_counts_silent_utterances_on_stderr(tmp_path):
@@ -402,12 +419,23 @@ def test_fbank_cli_counts_silent_utterances_on_stderr(tmp_path):
     conf = tmp_path / "fbank.yaml"
     conf.write_text("vad:\n  enabled: true\n")
     fb = tmp_path / "fb"
-    r = run(sys.executable, "-m", "pyspk.bin.fbank", "--config", conf, "--nj", "1", "--cmd",
-            REPO / "utils" / "run.pl", d, fb)
+    r = run(
+        sys.executable,
+        "-m",
+        "pyspk.bin.fbank",
+        "--config",
+        conf,
+        "--nj",
+        "1",
+        "--cmd",
+        REPO / "utils" / "run.pl",
+        d,
+        fb,
+    )
     assert r.returncode == 0, r.stderr
     assert f"1 utterance(s) of {d} have no voiced frame (VAD kept none), e.g. 'a-silence'" in r.stderr, r.stderr
     assert job_files(fb, 1)["novoice"].read_text() == "a-silence\n"
     assert novoice_utts(d) == ["a-silence"]
-    job_files(fb, 1)["novoice"].unlink()                           # a job from before the lists: read from vad.ark
+    job_files(fb, 1)["novoice"].unlink()  # a job from before the lists: read from vad.ark
     assert novoice_utts(d) == ["a-silence"]
     assert "with no voiced frame" in (fb / "log" / "fbank.1.log").read_text()

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from toydata import make_toy_train_dir, toy_config
 
 from pyspk import io as pio
 from pyspk.bin import augment as augment_cli
@@ -26,20 +27,28 @@ from pyspk.data.sampler import PKSampler, repetition_factor, repetition_warning
 from pyspk.train.config import Config, ConfigError, config_from_dict, load_config, validate_config
 from pyspk.train.data import load_train_data
 from pyspk.train.trainer import train
-from toydata import make_toy_train_dir, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return make_toy_train_dir(tmp_path_factory.mktemp("toy") / "train", num_speakers=4, utts_per_speaker=4,
-                              num_frames=60, feat_dim=20, vad=True, seed=3)
+    return make_toy_train_dir(
+        tmp_path_factory.mktemp("toy") / "train",
+        num_speakers=4,
+        utts_per_speaker=4,
+        num_frames=60,
+        feat_dim=20,
+        vad=True,
+        seed=3,
+    )
 
 
 def tiny_cfg(**sections):
-    base = {"sampler": {"speakers_per_batch": 2, "utts_per_speaker": 2},
-            "train": {"epochs": 1, "steps_per_epoch": 1, "compile": False}}
+    base = {
+        "sampler": {"speakers_per_batch": 2, "utts_per_speaker": 2},
+        "train": {"epochs": 1, "steps_per_epoch": 1, "compile": False},
+    }
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v}
     data = toy_config("tdnn", **base)
@@ -80,13 +89,19 @@ def test_torch_iostream_error_on_a_full_disk_names_the_checkpoint_and_the_space(
     ckpt = exp / "checkpoints" / "epoch_1.pt"
     assert msg.startswith(f"cannot write {ckpt}: no space left on device (0.0 MB free, about ")
     assert msg.endswith(" MB needed)") and "\n" not in msg
-    assert not ckpt.exists() and not list(ckpt.parent.glob(".*tmp*"))     # no partial file left behind
+    assert not ckpt.exists() and not list(ckpt.parent.glob(".*tmp*"))  # no partial file left behind
 
 
 def test_enospc_on_final_pt_is_one_line_from_the_cli(toy, tmp_path, monkeypatch, capsys):
     _fail_saving(monkeypatch, OSError(errno.ENOSPC, "No space left on device"), only="/.final.")
-    cfg = write_yaml(tmp_path / "sys.yaml", toy_config("tdnn", sampler={"speakers_per_batch": 2, "utts_per_speaker": 2},
-                                                       train={"epochs": 1, "steps_per_epoch": 1, "compile": False}))
+    cfg = write_yaml(
+        tmp_path / "sys.yaml",
+        toy_config(
+            "tdnn",
+            sampler={"speakers_per_batch": 2, "utts_per_speaker": 2},
+            train={"epochs": 1, "steps_per_epoch": 1, "compile": False},
+        ),
+    )
     exp = tmp_path / "exp"
     assert train_cli.main(["--config", str(cfg), "--train-dir", str(toy), "--exp-dir", str(exp)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -97,7 +112,7 @@ def test_enospc_on_final_pt_is_one_line_from_the_cli(toy, tmp_path, monkeypatch,
 
 def test_write_error_tells_a_full_disk_from_other_failures(tmp_path, monkeypatch):
     iostream = RuntimeError("basic_ios::clear: iostream error")
-    err = pio.write_error(tmp_path / "x.pt", iostream, needed=50 * pio.MB)   # plenty of room here
+    err = pio.write_error(tmp_path / "x.pt", iostream, needed=50 * pio.MB)  # plenty of room here
     assert type(err) is pio.WriteError and "iostream error" in str(err) and "about 50 MB needed" in str(err)
     assert str(err).count("cannot write") == 1
     assert pio.write_error(tmp_path / "x.pt", ValueError("a bug")) is None
@@ -140,7 +155,7 @@ def test_encoder_size_check_counts_without_building():
     kw = {"channels": 32, "stats_channels": 64, "embed_dim": 16}
     real = sum(p.numel() for p in build_encoder("tdnn", 20, **kw).parameters())
     assert count_parameters("tdnn", 20, **kw) == real == check_encoder_config("tdnn", kw, feat_dim=20)
-    with pytest.raises(EncoderConfigError) as e:   # a machine of 1 MB: the wider option is named
+    with pytest.raises(EncoderConfigError) as e:  # a machine of 1 MB: the wider option is named
         check_encoder_config("tdnn", {"channels": 32, "stats_channels": 4096}, memory=2**20)
     assert e.value.key == "stats_channels"
 
@@ -162,7 +177,7 @@ def _float_keys(cls=Config, prefix="", names=()):
         elif dataclasses.is_dataclass(tp):
             yield from _float_keys(tp, f"{prefix}{key}.", names)
         elif typing.get_origin(tp) in (dict, typing.Dict) and typing.get_args(tp)[1:] == (float,):
-            yield f"{prefix}{key}.clean", names          # a mapping of numbers: one value checked
+            yield f"{prefix}{key}.clean", names  # a mapping of numbers: one value checked
         elif tp is float or float in typing.get_args(tp):
             yield f"{prefix}{key}", names
 
@@ -208,8 +223,9 @@ def test_nan_in_the_other_configs_is_refused_naming_the_key(tmp_path):
 
 
 # --------------------------------------------------------------------------- --nj, verify flags
-@pytest.mark.parametrize("cli, args", [
-    (fbank_cli, ["d", "f"]), (augment_cli, ["d", "f", "o"]), (extract_cli, ["m.pt", "d", "o"])])
+@pytest.mark.parametrize(
+    "cli, args", [(fbank_cli, ["d", "f"]), (augment_cli, ["d", "f", "o"]), (extract_cli, ["m.pt", "d", "o"])]
+)
 @pytest.mark.parametrize("nj", ["0", "-2", "two"])
 def test_every_nj_flag_refuses_less_than_one_job(cli, args, nj, capsys):
     with pytest.raises(SystemExit) as e:
@@ -218,9 +234,15 @@ def test_every_nj_flag_refuses_less_than_one_job(cli, args, nj, capsys):
     assert "argument --nj:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value, why", [
-    ("--min-speech", "-1", "must be >= 0, got -1"), ("--min-speech", "nan", "must be a finite number"),
-    ("--threshold", "nan", "must be a finite number, got nan"), ("--threshold", "inf", "must be a finite number")])
+@pytest.mark.parametrize(
+    "flag, value, why",
+    [
+        ("--min-speech", "-1", "must be >= 0, got -1"),
+        ("--min-speech", "nan", "must be a finite number"),
+        ("--threshold", "nan", "must be a finite number, got nan"),
+        ("--threshold", "inf", "must be a finite number"),
+    ],
+)
 def test_verify_refuses_negative_min_speech_and_nan_threshold(flag, value, why, capsys):
     with pytest.raises(SystemExit) as e:
         verify_cli.main(["--model", "m.pt", flag, value, "a.wav", "b.wav"])
@@ -256,7 +278,7 @@ def test_duplicate_yaml_keys_are_refused_naming_both_lines(tmp_path, caplog):
     p.write_text("num_mel_bins: 80\nnum_mel_bins: 40\n")
     assert fbank_cli.main(["--config", str(p), str(p.parent / "none"), str(p.parent / "fb")]) == 1
     assert f"{p}: key 'num_mel_bins' appears twice, on line 1 and on line 2" in caplog.records[-1].getMessage()
-    for conf in sorted((REPO / "conf").rglob("*.yaml")):     # the shipped configs have none
+    for conf in sorted((REPO / "conf").rglob("*.yaml")):  # the shipped configs have none
         safe_load(conf.read_text())
 
 
@@ -273,9 +295,13 @@ def test_utts_per_speaker_far_above_the_data_warns_with_the_factor(toy, caplog):
     cfg = tiny_cfg(sampler={"utts_per_speaker": 12})
     with caplog.at_level(logging.WARNING):
         load_train_data(toy, cfg, seed=0, source="sys.yaml")
-    assert any("sys.yaml: " in r.getMessage() and "sampler.utts_per_speaker = 12 but the speakers have a median "
-               "of 4 original utterances" in r.getMessage() and "3.0x on average" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.WARNING)
+    assert any(
+        "sys.yaml: " in r.getMessage()
+        and "sampler.utts_per_speaker = 12 but the speakers have a median of 4 original utterances" in r.getMessage()
+        and "3.0x on average" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
 
 
 def test_shipped_configs_do_not_warn_on_the_synth_corpus_shape():
@@ -289,8 +315,9 @@ def test_shipped_configs_do_not_warn_on_the_synth_corpus_shape():
 # --------------------------------------------------------------------------- no voiced frames
 @pytest.fixture()
 def toy_with_silence(tmp_path):
-    d = make_toy_train_dir(tmp_path / "train", num_speakers=4, utts_per_speaker=4, num_frames=60, feat_dim=20,
-                           vad=True, seed=3)
+    d = make_toy_train_dir(
+        tmp_path / "train", num_speakers=4, utts_per_speaker=4, num_frames=60, feat_dim=20, vad=True, seed=3
+    )
     vad = dict(kaldiio.load_scp(str(d / "vad.scp")))
     silent = ["spk001-u002", "spk003-u000"]
     for u in silent:
@@ -302,11 +329,12 @@ def toy_with_silence(tmp_path):
 
 
 @pytest.mark.parametrize("in_memory", ["always", "never"])
-def test_utterances_without_voiced_frames_are_left_out_with_one_warning(toy_with_silence, tmp_path, caplog,
-                                                                        in_memory):
+def test_utterances_without_voiced_frames_are_left_out_with_one_warning(toy_with_silence, tmp_path, caplog, in_memory):
     d, silent = toy_with_silence
-    cfg = tiny_cfg(features={"in_memory": in_memory, "short_utts": "pad"},
-                   train={"epochs": 1, "steps_per_epoch": 3, "compile": False})
+    cfg = tiny_cfg(
+        features={"in_memory": in_memory, "short_utts": "pad"},
+        train={"epochs": 1, "steps_per_epoch": 3, "compile": False},
+    )
     with caplog.at_level(logging.WARNING):
         data = load_train_data(d, cfg, seed=0)
     warned = [r.getMessage() for r in caplog.records if "no voiced frame" in r.getMessage()]
@@ -322,8 +350,9 @@ def test_utterances_without_voiced_frames_are_left_out_with_one_warning(toy_with
 def test_no_voiced_frames_in_every_utterance_is_an_error(tmp_path):
     from pyspk.data.kaldi_dir import DataDirError
 
-    d = make_toy_train_dir(tmp_path / "train", num_speakers=2, utts_per_speaker=2, num_frames=60, feat_dim=20,
-                           vad=True, seed=3)
+    d = make_toy_train_dir(
+        tmp_path / "train", num_speakers=2, utts_per_speaker=2, num_frames=60, feat_dim=20, vad=True, seed=3
+    )
     vad = dict(kaldiio.load_scp(str(d / "vad.scp")))
     with kaldiio.WriteHelper(f"ark,scp:{d / 'vad.ark'},{d / 'vad.scp'}") as w:
         for u in sorted(vad):
@@ -353,13 +382,17 @@ def test_resampled_utterances_are_summed_up_on_the_console(tmp_path, monkeypatch
     (data / "utt2spk").write_text("".join(f"{u} {u[0]}\n" for u in sorted(rates)))
     cfg = FbankConfig()
     # the queue's jobs, run in this process (a queue adds nothing to what is checked here)
-    monkeypatch.setattr(JobSet, "run", lambda self, cmd, jobs, argv: [stage.run_job(data, self.out_dir, j, cfg) for j in jobs])
+    monkeypatch.setattr(
+        JobSet, "run", lambda self, cmd, jobs, argv: [stage.run_job(data, self.out_dir, j, cfg) for j in jobs]
+    )
     fb = tmp_path / "fbank"
     with caplog.at_level(logging.WARNING):
         stage.make_fbank(data, fb, None, 2, "unused")
     lines = [r.getMessage() for r in caplog.records if "were resampled" in r.getMessage()]
-    assert lines == [f"3 utterance(s) were resampled from 8000 Hz to 16000 Hz; their mel bins above 4000 Hz are "
-                     f"empty, unlike the rest (see {fb.resolve() / 'log' / 'fbank.1.log'})"]
+    assert lines == [
+        f"3 utterance(s) were resampled from 8000 Hz to 16000 Hz; their mel bins above 4000 Hz are "
+        f"empty, unlike the rest (see {fb.resolve() / 'log' / 'fbank.1.log'})"
+    ]
     assert (fb / "resampled.1").read_text() == "a-8k-1 8000\na-8k-2 8000\n"
     assert (fb / "resampled.2").read_text() == "c-8k-3 8000\n"
     # a rerun that reuses the verified jobs says it again (the jobs do not run)

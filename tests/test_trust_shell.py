@@ -35,9 +35,27 @@ def body(log: Path) -> list[str]:
 def evil_words(canary: Path) -> list[str]:
     """Arguments that a shell would run, split or expand if it saw them unquoted."""
     c = str(canary)
-    return [f"x$(touch {c})", f"$(touch${{IFS}}{c})", f"`touch {c}`", f"a;touch {c}", f"b&&touch {c}",
-            f"c|touch {c}", "it's", 'say "hi"', "sp  ace", "*", "~", "#not a comment", "$HOME", "a\\b",
-            "(x)", "{a,b}", "", "-", "new\nline"]
+    return [
+        f"x$(touch {c})",
+        f"$(touch${{IFS}}{c})",
+        f"`touch {c}`",
+        f"a;touch {c}",
+        f"b&&touch {c}",
+        f"c|touch {c}",
+        "it's",
+        'say "hi"',
+        "sp  ace",
+        "*",
+        "~",
+        "#not a comment",
+        "$HOME",
+        "a\\b",
+        "(x)",
+        "{a,b}",
+        "",
+        "-",
+        "new\nline",
+    ]
 
 
 # ------------------------------------------------------------------ the queue scripts
@@ -63,9 +81,12 @@ for task in range(first, last + 1):
         subprocess.run(["bash", args[-1]], env=dict(os.environ, SGE_TASK_ID=str(task)), stdout=o, stderr=o)
 print(f"4242.{first}-{last}:1")
 '''
-STANDINS = {"sbatch": SBATCH, "qsub": QSUB,
-            "squeue": "#!/bin/sh\nexit 0\n",                                      # the job is gone
-            "qstat": "#!/bin/sh\necho 'Following jobs do not exist:' >&2\nexit 1\n"}
+STANDINS = {
+    "sbatch": SBATCH,
+    "qsub": QSUB,
+    "squeue": "#!/bin/sh\nexit 0\n",  # the job is gone
+    "qstat": "#!/bin/sh\necho 'Following jobs do not exist:' >&2\nexit 1\n",
+}
 
 
 @pytest.fixture
@@ -87,8 +108,14 @@ def test_queue_scripts_keep_every_word_one_word(tmp_path, queue_env, script):
     words = evil_words(canary)
     work = tmp_path / "work"
     work.mkdir()
-    r = subprocess.run([str(UTILS / script), "JOB=1:2", str(tmp_path / "log/w.JOB.log"), "printf", "[%s]\\n",
-                        "JOB", *words], cwd=work, env=queue_env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(UTILS / script), "JOB=1:2", str(tmp_path / "log/w.JOB.log"), "printf", "[%s]\\n", "JOB", *words],
+        cwd=work,
+        env=queue_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     for i in (1, 2):
         assert "\n".join(body(tmp_path / f"log/w.{i}.log")) == "\n".join(f"[{w}]" for w in [str(i), *words])
@@ -101,29 +128,58 @@ def test_pipes_and_redirections_given_as_separate_words_stay_operators(tmp_path)
     names is one word, whatever it holds."""
     canary = tmp_path / "CANARY"
     target = tmp_path / "o$(touch CANARY) x;y"
-    r = subprocess.run([str(UTILS / "run.pl"), tmp_path / "p.log", "echo", "a b", "|", "tr", "a", "A", ">",
-                        str(target), "2>&1", "&&", "echo", "done"], env=_env(), cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(UTILS / "run.pl"),
+            tmp_path / "p.log",
+            "echo",
+            "a b",
+            "|",
+            "tr",
+            "a",
+            "A",
+            ">",
+            str(target),
+            "2>&1",
+            "&&",
+            "echo",
+            "done",
+        ],
+        env=_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert target.read_text() == "A b\n" and body(tmp_path / "p.log") == ["done"]
     # glued redirections are ordinary words; a single word is still a command line
-    r = subprocess.run([str(UTILS / "run.pl"), tmp_path / "g.log", "echo", ">glued"], env=_env(), cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(UTILS / "run.pl"), tmp_path / "g.log", "echo", ">glued"],
+        env=_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and body(tmp_path / "g.log") == [">glued"] and not (tmp_path / "glued").exists()
-    r = subprocess.run([str(UTILS / "run.pl"), tmp_path / "l.log", "echo x | tr x y"], env=_env(),
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(UTILS / "run.pl"), tmp_path / "l.log", "echo x | tr x y"], env=_env(), capture_output=True, text=True
+    )
     assert r.returncode == 0 and body(tmp_path / "l.log") == ["y"]
     assert not canary.exists()
 
 
 def test_queue_argv_picks_a_job_name_no_path_holds(tmp_path, monkeypatch):
     """A path holding JOB must not be rewritten by the job substitution."""
-    monkeypatch.chdir(tmp_path)     # utils/run.pl is found from the checkout, not from here
+    monkeypatch.chdir(tmp_path)  # utils/run.pl is found from the checkout, not from here
     argv = queue_argv("", 1, 2, "/a/JOBS/log/x.JOB.log", ["py", "--job", JOB, "/d/JOB1x"])
     assert argv[1:] == ["JOB2=1:2", "/a/JOBS/log/x.JOB2.log", "py", "--job", "JOB2", "/d/JOB1x"]
     assert argv[0] == str(REPO / "utils/run.pl")
     assert queue_argv("utils/run.pl --mem 4G", 3, 3, "/l/x.JOB.log", [JOB])[:4] == [
-        str(REPO / "utils/run.pl"), "--mem", "4G", "JOB=3:3"]
+        str(REPO / "utils/run.pl"),
+        "--mem",
+        "4G",
+        "JOB=3:3",
+    ]
     # for real: the logs and the argument land where they were asked to, nothing runs
     canary = tmp_path / "CANARY"
     logdir = tmp_path / "JOB dir$(touch CANARY)" / "log"
@@ -136,8 +192,9 @@ def test_queue_argv_picks_a_job_name_no_path_holds(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ pyspk fbank
-@pytest.mark.parametrize("name", ["d$(touch${IFS}CANARY)", "d `touch CANARY` sp ace;touch CANARY",
-                                  "d'q\"uote&&touch CANARY JOB"])
+@pytest.mark.parametrize(
+    "name", ["d$(touch${IFS}CANARY)", "d `touch CANARY` sp ace;touch CANARY", "d'q\"uote&&touch CANARY JOB"]
+)
 @pytest.mark.slow
 def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
     """The tool works with the plain path: features written, nothing run, no stray dirs.
@@ -145,8 +202,14 @@ def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
     root = tmp_path / "root"
     data, fbank = root / name, root / f"f{name.replace(' ', '')}"
     noise_data_dir(data, tmp_path / "audio")
-    r = subprocess.run(["pyspk", "fbank", "--nj", "2", str(data), str(fbank)], cwd=root, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["pyspk", "fbank", "--nj", "2", str(data), str(fbank)],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     feats = (data / "feats.scp").read_text().splitlines()
     assert len(feats) == 2 and all(ln.split(None, 1)[1].startswith(str(fbank) + "/") for ln in feats)
@@ -157,9 +220,22 @@ def test_pyspk_fbank_on_a_dir_named_with_shell_characters(tmp_path, name):
 
 # ------------------------------------------------------------------ run.sh
 def run_sh(tmp_path, *args, timeout=120):
-    return subprocess.run(["./run.sh", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
-                           "--fbank-dir", str(tmp_path / "fbank"), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            "./run.sh",
+            "--data",
+            str(tmp_path / "data"),
+            "--exp",
+            str(tmp_path / "exp"),
+            "--fbank-dir",
+            str(tmp_path / "fbank"),
+            *map(str, args),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_run_sh_refuses_a_config_name_that_would_run(tmp_path):
@@ -176,27 +252,36 @@ def test_run_sh_refuses_a_config_name_that_would_run(tmp_path):
         canary.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("option, value, says", [
-    ("--data", "{tmp}/sp ace/data", "--data"),
-    ("--exp", "{tmp}/e`touch {tmp}/X`", "--exp"),
-    ("--fbank-dir", "{tmp}/f;touch {tmp}/X", "--fbank-dir"),
-    ("--data", "{tmp}/q'uote", "--data"),
-    ("--data", "{tmp}/glob*", "--data"),
-    ("--fbank-dir", "{tmp}/a,b", "--fbank-dir"),
-    ("--data", "-x", "starts with '-'"),
-    ("--systems", "aam x;touch{tmp}/X", "system name"),
-    ("--systems", "aam ..", "system name '..'"),
-    ("--systems", "aam a/b", "system name 'a/b'"),
-    ("--nj", "2 3", "--nj takes a positive whole number"),
-    ("--seed", "1$(touch {tmp}/X)", "--seed takes a whole number"),
-])
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--data", "{tmp}/sp ace/data", "--data"),
+        ("--exp", "{tmp}/e`touch {tmp}/X`", "--exp"),
+        ("--fbank-dir", "{tmp}/f;touch {tmp}/X", "--fbank-dir"),
+        ("--data", "{tmp}/q'uote", "--data"),
+        ("--data", "{tmp}/glob*", "--data"),
+        ("--fbank-dir", "{tmp}/a,b", "--fbank-dir"),
+        ("--data", "-x", "starts with '-'"),
+        ("--systems", "aam x;touch{tmp}/X", "system name"),
+        ("--systems", "aam ..", "system name '..'"),
+        ("--systems", "aam a/b", "system name 'a/b'"),
+        ("--nj", "2 3", "--nj takes a positive whole number"),
+        ("--seed", "1$(touch {tmp}/X)", "--seed takes a whole number"),
+    ],
+)
 def test_run_sh_refuses_unsafe_paths_and_names_creating_nothing(tmp_path, option, value, says):
     value = value.format(tmp=tmp_path)
     args = ["--synth-size", "tiny", "--stage", "0", "--stop-stage", "1", option, value]
-    r = subprocess.run(["./run.sh", *args] + ([] if option == "--data" else ["--data", str(tmp_path / "data")])
-                       + ([] if option == "--exp" else ["--exp", str(tmp_path / "exp")])
-                       + ([] if option == "--fbank-dir" else ["--fbank-dir", str(tmp_path / "fbank")]),
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["./run.sh", *args]
+        + ([] if option == "--data" else ["--data", str(tmp_path / "data")])
+        + ([] if option == "--exp" else ["--exp", str(tmp_path / "exp")])
+        + ([] if option == "--fbank-dir" else ["--fbank-dir", str(tmp_path / "fbank")]),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "stage 0:" not in r.stdout
     assert list(tmp_path.iterdir()) == [], "run.sh created something before refusing"
@@ -207,8 +292,20 @@ def test_tiny_recipe_in_a_dir_with_unusual_but_allowed_characters(tmp_path):
     """Stages 0-1 on the tiny corpus under a root holding JOB (the job name), non-ASCII
     letters and @ % + = :, every output lands inside that root, nothing beside it."""
     root = tmp_path / "rJOBé@%+=:x"
-    r = run_sh(root, "--synth-size", "tiny", "--config", "conf/synth/aam.yaml", "--stage", "0",
-               "--stop-stage", "1", "--nj", "2", timeout=600)
+    r = run_sh(
+        root,
+        "--synth-size",
+        "tiny",
+        "--config",
+        "conf/synth/aam.yaml",
+        "--stage",
+        "0",
+        "--stop-stage",
+        "1",
+        "--nj",
+        "2",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for s in ("synth_train", "synth_test"):
         feats = (root / "data" / s / "feats.scp").read_text().splitlines()
@@ -222,8 +319,9 @@ def test_pyspk_fbank_refuses_a_feature_dir_with_whitespace_running_nothing(tmp_p
     root = tmp_path / "root"
     data, fbank = root / "data", root / "f `touch CANARY` x;touch CANARY"
     noise_data_dir(data, tmp_path / "audio", n=1)
-    r = subprocess.run(["pyspk", "fbank", str(data), str(fbank)], cwd=root, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["pyspk", "fbank", str(data), str(fbank)], cwd=root, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 1 and "contains whitespace" in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert not (data / "feats.scp").exists() and not (root / "CANARY").exists()
     assert sorted(p.name for p in root.iterdir()) == [data.name], "refused before any job or dir was made"

@@ -60,8 +60,7 @@ def _stamped(*args, timeout=60) -> subprocess.CompletedProcess:
 @contextlib.contextmanager
 def _session(cmd, **kw):
     """Popen in a session of its own; whatever is left of it is killed at the end."""
-    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         **kw)
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     try:
         yield p
     finally:
@@ -75,8 +74,11 @@ def _slow_data_dir(path: Path, audio: Path, flag: Path, pids: Path, n: int = 2) 
     after writing their pid and their parent's (the job's) to ``pids``."""
     noise_data_dir(path, audio, n)
     rows = [ln.split(maxsplit=1) for ln in (path / "wav.scp").read_text().splitlines()]
-    (path / "wav.scp").write_text("".join(
-        f"{u} bash -c 'if [ -e {flag} ]; then echo $$ $PPID >> {pids}; sleep 60; fi; cat {f}' |\n" for u, f in rows))
+    (path / "wav.scp").write_text(
+        "".join(
+            f"{u} bash -c 'if [ -e {flag} ]; then echo $$ $PPID >> {pids}; sleep 60; fi; cat {f}' |\n" for u, f in rows
+        )
+    )
 
 
 # ------------------------------------------------------------------ each tool passes signals on
@@ -110,16 +112,32 @@ def _tool_argv(tool: str, tmp_path: Path, fake: Path) -> list[str]:
     if tool == "augment":
         cfg = tmp_path / "augment.yaml"
         cfg.write_text("reverb: false\nnoise: true\nmusic: false\nbabble: false\nspeed: false\n")
-        return ["pyspk", "augment", "--config", str(cfg), "--cmd", str(fake), str(data), str(tmp_path / "fbank"),
-                str(out)]
+        return [
+            "pyspk",
+            "augment",
+            "--config",
+            str(cfg),
+            "--cmd",
+            str(fake),
+            str(data),
+            str(tmp_path / "fbank"),
+            str(out),
+        ]
     model = tmp_path / "final.pt"
     model.write_bytes(b"not read before the jobs run")
     return ["pyspk", "extract", "--cmd", str(fake), str(model), str(data), str(out)]
 
 
-@pytest.mark.parametrize("tool, sig", [("fbank", signal.SIGTERM), ("augment", signal.SIGTERM),
-                                       ("extract", signal.SIGTERM), ("fbank", signal.SIGINT),
-                                       ("extract", signal.SIGHUP)])
+@pytest.mark.parametrize(
+    "tool, sig",
+    [
+        ("fbank", signal.SIGTERM),
+        ("augment", signal.SIGTERM),
+        ("extract", signal.SIGTERM),
+        ("fbank", signal.SIGINT),
+        ("extract", signal.SIGHUP),
+    ],
+)
 def test_a_signal_to_the_stage_reaches_the_queue_script_and_the_lock_outlives_it(tmp_path, tool, sig):
     """stages 1, 2 and 4: the signal reaches the queue script, which gets the lock's
     descriptor; the stage holds its lock (a rerun is refused) until the queue script has
@@ -130,12 +148,11 @@ def test_a_signal_to_the_stage_reaches_the_queue_script_and_the_lock_outlives_it
     qdir = tmp_path / "q"
     qdir.mkdir()
     stamp = tmp_path / "out" / ".done.x"
-    with _session([STAMPED, str(stamp), "--", *_tool_argv(tool, tmp_path, fake)],
-                  env=_env(FAKEQ_DIR=str(qdir))) as p:
+    with _session([STAMPED, str(stamp), "--", *_tool_argv(tool, tmp_path, fake)], env=_env(FAKEQ_DIR=str(qdir))) as p:
         _wait_for("the queue script to start", lambda: (qdir / "pid").exists() or p.poll() is not None)
         assert p.poll() is None, p.communicate()[1][-3000:]
         assert f"-> {stamp.parent}/.lock" in (qdir / "fds").read_text(), "the queue script lacks the lock"
-        os.kill(p.pid, sig)              # to stamped.sh alone, as run.sh passes a signal on
+        os.kill(p.pid, sig)  # to stamped.sh alone, as run.sh passes a signal on
         _wait_for("the signal to reach the queue script", lambda: (qdir / "signals").exists())
         r = _stamped(stamp, "--", "true")
         assert r.returncode == 1 and "is locked by another run" in r.stderr, r.stderr
@@ -151,14 +168,16 @@ def test_a_signal_to_the_stage_reaches_the_queue_script_and_the_lock_outlives_it
 
 # ------------------------------------------------------------------ slurm.pl, queue.pl
 SCHEDULERS = {
-    "slurm.pl": {"sbatch": "echo \"$*\" >> $D/submitted\nwhile [ ! -e $D/release ]; do sleep 0.05; done\necho 555\n",
-                 "squeue": "[ -e $D/gone ] && exit 0\necho 555\n",
-                 "scancel": "echo \"$*\" >> $D/cancelled\n"},
-    "queue.pl": {"qsub": "echo \"$*\" >> $D/submitted\nwhile [ ! -e $D/release ]; do sleep 0.05; done\n"
-                         "echo 555.1-2:1\n",
-                 "qstat": "[ -e $D/gone ] && { echo 'Following jobs do not exist:' >&2; exit 1; }\n"
-                          "echo job_number: 555\n",
-                 "qdel": "echo \"$*\" >> $D/cancelled\n"},
+    "slurm.pl": {
+        "sbatch": "echo \"$*\" >> $D/submitted\nwhile [ ! -e $D/release ]; do sleep 0.05; done\necho 555\n",
+        "squeue": "[ -e $D/gone ] && exit 0\necho 555\n",
+        "scancel": "echo \"$*\" >> $D/cancelled\n",
+    },
+    "queue.pl": {
+        "qsub": "echo \"$*\" >> $D/submitted\nwhile [ ! -e $D/release ]; do sleep 0.05; done\necho 555.1-2:1\n",
+        "qstat": "[ -e $D/gone ] && { echo 'Following jobs do not exist:' >&2; exit 1; }\necho job_number: 555\n",
+        "qdel": "echo \"$*\" >> $D/cancelled\n",
+    },
 }
 
 
@@ -179,8 +198,9 @@ def test_scheduler_scripts_cancel_and_wait_for_the_job_to_leave_the_queue(tmp_pa
         (d / "release").touch()
     env = _env()
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    with _session([str(UTILS / script), "JOB=1:2", str(tmp_path / "log/s.JOB.log"), "sleep", "60"],
-                  cwd=tmp_path, env=env) as p:
+    with _session(
+        [str(UTILS / script), "JOB=1:2", str(tmp_path / "log/s.JOB.log"), "sleep", "60"], cwd=tmp_path, env=env
+    ) as p:
         _wait_for("the submission", lambda: (d / "submitted").exists())
         time.sleep(0.3)
         p.send_signal(signal.SIGTERM)
@@ -202,8 +222,9 @@ def test_run_pl_kills_a_job_that_ignores_term_after_the_grace(tmp_path):
     """run.pl waits for its jobs after passing TERM on; one that ignores TERM gets SIGKILL
     PYSPK_STOP_GRACE seconds later, so a stop cannot hang."""
     job = f"trap '' TERM; echo $$ > {tmp_path}/pid.JOB; while :; do sleep 0.1; done"
-    with _session([str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"), job],
-                  env=_env(PYSPK_STOP_GRACE="1")) as p:
+    with _session(
+        [str(UTILS / "run.pl"), "JOB=1:2", str(tmp_path / "k.JOB.log"), job], env=_env(PYSPK_STOP_GRACE="1")
+    ) as p:
         _wait_for("the jobs", lambda: all((tmp_path / f"pid.{j}").exists() for j in (1, 2)))
         time.sleep(0.2)
         p.send_signal(signal.SIGTERM)
@@ -263,7 +284,7 @@ def test_jobs_keep_the_stage_locked_when_the_tool_is_killed(slow_fbank, tmp_path
         r = _stamped(stamp, "--", "true")
         assert r.returncode == 1 and "is locked by another run" in r.stderr, r.stderr
         assert not stamp.exists()
-        os.killpg(p.pid, signal.SIGKILL)     # what is left: run.pl and the jobs
+        os.killpg(p.pid, signal.SIGKILL)  # what is left: run.pl and the jobs
         _wait_for("the jobs to end", lambda: not any(_alive(pid) for pid in _pids(pids)), timeout=30)
     _wait_for("the lock to be free", lambda: _stamped(stamp, "--", "true").returncode == 0, timeout=30)
 
@@ -273,10 +294,24 @@ def test_term_to_run_sh_in_stage_1_then_a_rerun_at_once(tmp_path):
     """The repro of the issue: ./run.sh is TERMed while stage 1's jobs run and rerun at
     once. Every job of the first run has ended when it exits; the rerun either is refused
     or starts after them, and makes the features."""
-    args = ["./run.sh", "--synth-size", "tiny", "--config", "conf/synth/aam.yaml", "--nj", "2",
-            "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), "--fbank-dir", str(tmp_path / "fbank")]
-    r = subprocess.run(args + ["--stage", "0", "--stop-stage", "0"], cwd=REPO, capture_output=True, text=True,
-                       timeout=300, env=_env())
+    args = [
+        "./run.sh",
+        "--synth-size",
+        "tiny",
+        "--config",
+        "conf/synth/aam.yaml",
+        "--nj",
+        "2",
+        "--data",
+        str(tmp_path / "data"),
+        "--exp",
+        str(tmp_path / "exp"),
+        "--fbank-dir",
+        str(tmp_path / "fbank"),
+    ]
+    r = subprocess.run(
+        args + ["--stage", "0", "--stop-stage", "0"], cwd=REPO, capture_output=True, text=True, timeout=300, env=_env()
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     flag, pids = tmp_path / "slow", tmp_path / "pids"
     flag.touch()
@@ -292,14 +327,15 @@ def test_term_to_run_sh_in_stage_1_then_a_rerun_at_once(tmp_path):
         assert p.poll() is None, p.communicate()[1][-3000:]
         p.send_signal(signal.SIGTERM)
         flag.unlink()
-        rerun = subprocess.Popen(stage1, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
+        rerun = subprocess.Popen(
+            stage1, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         _, err = p.communicate(timeout=60)
         assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
         left = [pid for pid in _pids(pids) if _alive(pid)]
         assert not left, f"job processes {left} of the TERMed run outlived it"
         out2, err2 = rerun.communicate(timeout=300)
-    if rerun.returncode != 0:     # refused while the first run was stopping: run it again
+    if rerun.returncode != 0:  # refused while the first run was stopping: run it again
         assert "is locked by another run" in err2, err2[-3000:]
         r = subprocess.run(stage1, cwd=REPO, capture_output=True, text=True, timeout=300, env=_env())
         assert r.returncode == 0, r.stderr[-3000:]

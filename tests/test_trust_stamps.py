@@ -28,9 +28,13 @@ def runs(counter: Path) -> int:
 
 def writer(counter: Path, out_dir: Path, size: int = 100_000) -> list:
     """A 'stage' that counts its runs and writes out.ark (random bytes), scores (text) and a log."""
-    return ["bash", "-c", f"echo ran >> {counter}; mkdir -p {out_dir}/log; "
-                          f"head -c {size} /dev/urandom > {out_dir}/out.ark; echo 'a b 0.5' > {out_dir}/scores; "
-                          f"echo started > {out_dir}/log/x.log"]
+    return [
+        "bash",
+        "-c",
+        f"echo ran >> {counter}; mkdir -p {out_dir}/log; "
+        f"head -c {size} /dev/urandom > {out_dir}/out.ark; echo 'a b 0.5' > {out_dir}/scores; "
+        f"echo started > {out_dir}/log/x.log",
+    ]
 
 
 def recorded_outputs(stamp: Path) -> dict:
@@ -81,7 +85,7 @@ def test_replaced_output_of_the_same_size_redoes(stage):
     stamp, inp, counter, cmd = stage
     ark = stamp.parent / "out.ark"
     st = ark.stat()
-    ark.write_bytes(os.urandom(100_000))                 # another file, same size and mtime
+    ark.write_bytes(os.urandom(100_000))  # another file, same size and mtime
     os.utime(ark, ns=(st.st_atime_ns, st.st_mtime_ns))
     r = stamped(stamp, inp, "--", *cmd)
     assert runs(counter) == 2 and f"output {ark} changed: same size, other content" in r.stderr, r.stderr
@@ -110,7 +114,7 @@ def test_no_false_positives_from_stamps_locks_logs_temp_files_or_new_files(stage
     for _ in range(2):
         r = stamped(stamp, inp, "--", *cmd)
         assert r.returncode == 0 and runs(counter) == 1 and "is up to date" in r.stderr, r.stderr
-    os.utime(d / "out.ark")                               # a newer mtime alone is no change
+    os.utime(d / "out.ark")  # a newer mtime alone is no change
     assert "is up to date" in stamped(stamp, inp, "--", *cmd).stderr and runs(counter) == 1
 
 
@@ -124,7 +128,7 @@ def test_old_stamp_without_outputs_is_accepted_and_not_rewritten(stage):
     (stamp.parent / "out.ark").write_bytes(b"damaged before outputs were recorded")
     r = stamped(stamp, inp, "--", *cmd)
     assert r.returncode == 0 and runs(counter) == 1 and "is up to date" in r.stderr
-    assert stamp.read_text() == old          # later stages fingerprint it: it stays byte for byte
+    assert stamp.read_text() == old  # later stages fingerprint it: it stays byte for byte
 
 
 def test_declared_outputs_replace_the_stamp_dir_and_reach_outside_it(tmp_path):
@@ -135,15 +139,22 @@ def test_declared_outputs_replace_the_stamp_dir_and_reach_outside_it(tmp_path):
     (data / "wav.scp").write_text("u1 a.wav\n")
     (data / "trials").write_text("u1 u2 target\n")
     stamp = data / ".done.fbank"
-    cmd = ["bash", "-c", f"echo ran >> {counter}; mkdir -p {fbank}/log {fbank}/split; "
-                         f"head -c 50000 /dev/urandom > {fbank}/feats.1.ark; echo s > {fbank}/split/wav.1.scp; "
-                         f"echo log > {fbank}/log/fbank.1.log; echo done > {fbank}/.done.feats.1; "
-                         f"echo 'u1 {fbank}/feats.1.ark:9' > {data}/feats.scp"]
+    cmd = [
+        "bash",
+        "-c",
+        f"echo ran >> {counter}; mkdir -p {fbank}/log {fbank}/split; "
+        f"head -c 50000 /dev/urandom > {fbank}/feats.1.ark; echo s > {fbank}/split/wav.1.scp; "
+        f"echo log > {fbank}/log/fbank.1.log; echo done > {fbank}/.done.feats.1; "
+        f"echo 'u1 {fbank}/feats.1.ark:9' > {data}/feats.scp",
+    ]
     decl = ["--output", fbank, "--output", data / "feats.scp"]
     assert stamped(*decl, stamp, data / "wav.scp", "--", *cmd).returncode == 0
-    assert set(recorded_outputs(stamp)) == {str(fbank / "feats.1.ark"), str(fbank / "split/wav.1.scp"),
-                                            str(data / "feats.scp")}
-    (data / "trials").write_text("u1 u2 nontarget\n")      # not this stage's: no redo
+    assert set(recorded_outputs(stamp)) == {
+        str(fbank / "feats.1.ark"),
+        str(fbank / "split/wav.1.scp"),
+        str(data / "feats.scp"),
+    }
+    (data / "trials").write_text("u1 u2 nontarget\n")  # not this stage's: no redo
     (fbank / "log/fbank.1.log").write_text("rewritten\n")
     r = stamped(*decl, stamp, data / "wav.scp", "--", *cmd)
     assert "is up to date" in r.stderr and runs(counter) == 1, r.stderr
@@ -155,8 +166,12 @@ def test_declared_outputs_replace_the_stamp_dir_and_reach_outside_it(tmp_path):
 
 def test_declared_output_pattern(tmp_path):
     counter, stamp = tmp_path / "count", tmp_path / "data/comb/.done.augment"
-    cmd = ["bash", "-c", f"echo ran >> {counter}; mkdir -p {tmp_path}/fbank/tr_reverb {tmp_path}/data/comb; "
-                         f"echo r > {tmp_path}/fbank/tr_reverb/feats.1.ark; echo c > {tmp_path}/data/comb/feats.scp"]
+    cmd = [
+        "bash",
+        "-c",
+        f"echo ran >> {counter}; mkdir -p {tmp_path}/fbank/tr_reverb {tmp_path}/data/comb; "
+        f"echo r > {tmp_path}/fbank/tr_reverb/feats.1.ark; echo c > {tmp_path}/data/comb/feats.scp",
+    ]
     decl = ["--output", f"{tmp_path}/fbank/tr_*", "--output", stamp.parent]
     assert stamped(*decl, stamp, "--", *cmd).returncode == 0
     assert set(recorded_outputs(stamp)) == {f"{tmp_path}/fbank/tr_reverb/feats.1.ark", str(stamp.parent / "feats.scp")}
@@ -167,6 +182,7 @@ def test_declared_output_pattern(tmp_path):
 
 # ---- upstream stamps --------------------------------------------------------------
 
+
 @pytest.fixture
 def chain(tmp_path):
     """Stage 6 (scores/.done.score: reads trials, writes scores) and stage 7 (.done.report),
@@ -176,7 +192,7 @@ def chain(tmp_path):
     s6, s7 = tmp_path / "exp/sys/scores/.done.score", tmp_path / "exp/.done.report"
     cmd6 = ["bash", "-c", f"echo ran6 >> {counter}; cp {trials} {s6.parent}/trials.cosine"]
     cmd7 = ["bash", "-c", f"echo ran7 >> {counter}; cat {s6.parent}/trials.cosine > {s7.parent}/results.md"]
-    six = lambda *a: stamped(*a, "--stage", "6", s6, trials, "--", *cmd6)     # noqa: E731
+    six = lambda *a: stamped(*a, "--stage", "6", s6, trials, "--", *cmd6)  # noqa: E731
     seven = lambda *a: stamped(*a, "--stage", "7", s7, s6.parent, "--", *cmd7)  # noqa: E731
     assert six().returncode == 0 and seven().returncode == 0 and runs(counter) == 2
     return trials, counter, s6, s7, six, seven
@@ -234,16 +250,21 @@ def test_fresh_upstream_and_unrelated_stamps_are_no_obstacle(tmp_path):
     (d / "wav.scp").write_text("u a.wav\n")
     (d / "trials").write_text("u v target\n")
     s1 = d / ".done.fbank"
-    assert stamped("--output", d / "feats.scp", s1, d / "wav.scp", "--", "bash", "-c",
-                   f"echo f > {d}/feats.scp").returncode == 0
-    (d / "wav.scp").write_text("u b.wav\n")                  # stage 1 is now stale
+    assert (
+        stamped(
+            "--output", d / "feats.scp", s1, d / "wav.scp", "--", "bash", "-c", f"echo f > {d}/feats.scp"
+        ).returncode
+        == 0
+    )
+    (d / "wav.scp").write_text("u b.wav\n")  # stage 1 is now stale
     r = stamped(tmp_path / "exp/.done.score", f"{d}/trials*", "--", "bash", "-c", f"echo ran >> {counter}")
     assert r.returncode == 0 and runs(counter) == 1, r.stderr
-    r = stamped("--output", d / "feats.scp", s1, d / "wav.scp", "--", "true")   # its own stamp: just redone
+    r = stamped("--output", d / "feats.scp", s1, d / "wav.scp", "--", "true")  # its own stamp: just redone
     assert r.returncode == 0 and "redoing" in r.stderr
 
 
 # ---- read-only trees and full disks -----------------------------------------------
+
 
 def _can_private_mount() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
@@ -259,8 +280,13 @@ def read_only(tree: Path, *args, cwd=None) -> subprocess.CompletedProcess:
         if not _can_private_mount():
             pytest.skip("running as root without a private mount namespace: no way to make a read-only tree")
         script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
-        return subprocess.run(["unshare", "-m", "bash", "-c", script, "-", str(tree), STAMPED, *map(str, args)],
-                              capture_output=True, text=True, timeout=60, cwd=cwd)
+        return subprocess.run(
+            ["unshare", "-m", "bash", "-c", script, "-", str(tree), STAMPED, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+        )
     dirs = [Path(r) for r, _, _ in os.walk(tree)]
     for x in dirs:
         x.chmod(0o555)
@@ -276,7 +302,7 @@ def test_read_only_tree_up_to_date_is_skipped_with_exit_0(stage, tmp_path):
     r = read_only(tmp_path, stamp, inp, "--", *cmd)
     assert r.returncode == 0 and runs(counter) == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"{stamp} is up to date; skipping" in r.stderr
-    (stamp.parent / ".lock").unlink()                     # never locked there: no lock file to open
+    (stamp.parent / ".lock").unlink()  # never locked there: no lock file to open
     r = read_only(tmp_path, stamp, inp, "--", *cmd)
     assert r.returncode == 0 and f"{stamp} is up to date; skipping" in r.stderr, r.stderr
     assert not (stamp.parent / ".lock").exists()
@@ -292,7 +318,7 @@ def test_read_only_tree_out_of_date_is_one_line(stage, tmp_path):
     assert f"{stamp} would be redone (input {inp} changed)" in line
     r = read_only(tmp_path, "--force", "true", stamp, inp, "--", *cmd)
     assert r.returncode != 0 and "would be redone (--force true)" in one_line_no_traceback(r)
-    new = tmp_path / "exp/new/.done.y"                    # a stage dir that cannot even be made
+    new = tmp_path / "exp/new/.done.y"  # a stage dir that cannot even be made
     r = read_only(tmp_path, new, "--", "true")
     line = one_line_no_traceback(r)
     assert r.returncode != 0 and f"cannot write {new.parent} (read-only" in line and "(no stamp)" in line
@@ -308,8 +334,14 @@ def tiny_disk(tmp_path):
 
     def run(shell: str) -> subprocess.CompletedProcess:
         script = f'mount -t tmpfs -o size=64k tmpfs "$1" && cd "$1" && {shell}'
-        return subprocess.run(["unshare", "-m", "bash", "-c", script, "-", str(disk)],
-                              capture_output=True, text=True, timeout=60, env=dict(os.environ, S=STAMPED))
+        return subprocess.run(
+            ["unshare", "-m", "bash", "-c", script, "-", str(disk)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, S=STAMPED),
+        )
+
     return run
 
 

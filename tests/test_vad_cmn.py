@@ -35,15 +35,16 @@ def test_vad_matches_kaldi_loop(ctx, prop, scale):
 
 def test_vad_separates_speech_from_silence():
     rng = np.random.default_rng(0)
-    wave = np.concatenate([0.1 * rng.standard_normal(16000), 1e-4 * rng.standard_normal(16000),
-                           0.1 * rng.standard_normal(16000)]).astype(np.float32)
+    wave = np.concatenate(
+        [0.1 * rng.standard_normal(16000), 1e-4 * rng.standard_normal(16000), 0.1 * rng.standard_normal(16000)]
+    ).astype(np.float32)
     cfg = FbankConfig(vad=True)
     feats, energy = compute_fbank_energy(wave, 16000, cfg)
     vad = vad_from_config(energy, cfg)
     assert feats.shape == (300, 80) and energy.shape == (300,)
     assert vad[:95].all() and vad[205:].all() and not vad[110:190].any()
     # the raw log energy is Kaldi's: log sum of squared int16-scale samples (DC removed)
-    frame = wave[1600 - 120:1600 - 120 + 400] * 32768.0  # frame 10 starts at 10*160 - (400-160)//2
+    frame = wave[1600 - 120 : 1600 - 120 + 400] * 32768.0  # frame 10 starts at 10*160 - (400-160)//2
     frame = frame - frame.mean()
     assert abs(energy[10] - np.log(np.sum(frame.astype(np.float64) ** 2))) < 1e-3
 
@@ -67,7 +68,7 @@ def test_sliding_cmn_matches_brute_force():
     want = np.empty_like(feats)
     for t in range(40):
         start = min(max(t - w // 2, 0), 40 - w)
-        want[t] = feats[t] - feats[start:start + w].mean(0)
+        want[t] = feats[t] - feats[start : start + w].mean(0)
     np.testing.assert_allclose(load_features(feats, cmn_window=w), want, atol=1e-5)
     np.testing.assert_allclose(sliding_mean(feats, 100), np.broadcast_to(feats.mean(0), feats.shape), atol=1e-6)
     np.testing.assert_allclose(apply_cmn(feats, None), feats - feats.mean(0), atol=1e-6)
@@ -89,7 +90,7 @@ def test_load_features_rejects_bad_input():
         bad[2, 1] = v
         with pytest.raises(ValueError, match="inf"):
             load_features(bad, cmn=False)
-    huge = np.full((4, 2), 3e38, np.float32)     # finite, but its float32 sum overflows
+    huge = np.full((4, 2), 3e38, np.float32)  # finite, but its float32 sum overflows
     assert np.array_equal(load_features(huge, cmn=False), huge)
 
 
@@ -116,13 +117,15 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
     """The loader crops before it normalises (FeatureStore.crop) and masks in the batch: the
     same bits, from the same random draws, as processing each whole utterance first; crops
     longer than some utterances (tiled) included."""
-    from pyspk.train.offline import CropBatchDataset, FeatureStore
-    from pyspk.data.kaldi_dir import read_table
-    from pyspk.train.config import SpecAugmentConfig
     from toydata import make_toy_train_dir
 
-    d = make_toy_train_dir(tmp_path / "d", num_speakers=3, utts_per_speaker=4, num_frames=60, feat_dim=8,
-                           vad=vad, frame_jitter=40)
+    from pyspk.data.kaldi_dir import read_table
+    from pyspk.train.config import SpecAugmentConfig
+    from pyspk.train.offline import CropBatchDataset, FeatureStore
+
+    d = make_toy_train_dir(
+        tmp_path / "d", num_speakers=3, utts_per_speaker=4, num_frames=60, feat_dim=8, vad=vad, frame_jitter=40
+    )
     feats = read_table(d / "feats.scp")
     vad_scp = read_table(d / "vad.scp") if vad else None
     store = FeatureStore(feats, vad_scp, cmn, window, in_memory)
@@ -130,7 +133,7 @@ def test_loader_crops_equal_whole_utterance_processing(tmp_path, in_memory, vad,
     sa = SpecAugmentConfig(enabled=True, time_masks=2, time_width=5, freq_masks=1, freq_width=3) if spec else None
     lengths = sorted(store[u].shape[0] for u in utts)
     crop = lengths[len(lengths) // 2]
-    assert lengths[0] < crop < lengths[-1]          # both the tiled and the plain crop are met
+    assert lengths[0] < crop < lengths[-1]  # both the tiled and the plain crop are met
     ds = CropBatchDataset(store, utts, list(range(len(utts))), crop, sa, seed=7)
     for key in [(0, 0, tuple(range(len(utts)))), (1, 3, (5, 0, 5, 11))]:
         got, labels = ds[key]
@@ -152,8 +155,16 @@ def test_the_offline_store_reads_compressed_features(tmp_path):
 
     stores = {}
     for compress in (False, True):
-        d = make_toy_train_dir(tmp_path / f"c{compress}", num_speakers=3, utts_per_speaker=4, num_frames=60,
-                               feat_dim=8, vad=True, frame_jitter=40, compress=compress)
+        d = make_toy_train_dir(
+            tmp_path / f"c{compress}",
+            num_speakers=3,
+            utts_per_speaker=4,
+            num_frames=60,
+            feat_dim=8,
+            vad=True,
+            frame_jitter=40,
+            compress=compress,
+        )
         assert ((d / "feats.ark").read_bytes().count(b"\0BCM ") == 12) == compress
         feats, vad = read_table(d / "feats.scp"), read_table(d / "vad.scp")
         stores[compress] = FeatureStore(feats, vad, cmn=True, in_memory=False)
@@ -162,7 +173,7 @@ def test_the_offline_store_reads_compressed_features(tmp_path):
         want = load_features(reader(feats[u]), vad=reader(vad[u]))
         np.testing.assert_array_equal(store[u], want)
         diff = np.abs(store[u] - stores[False][u])
-        assert diff.max() < 0.1 and diff.mean() < 0.02, u       # toy columns span ~8: steps of <= 8 / 63
+        assert diff.max() < 0.1 and diff.mean() < 0.02, u  # toy columns span ~8: steps of <= 8 / 63
     key = (0, 0, tuple(range(len(utts))))
     got, _ = CropBatchDataset(store, utts, list(range(len(utts))), 50, None, seed=7)[key]
     np.testing.assert_array_equal(got.numpy(), _reference_batch(store, utts, key[2], 50, None, 7, key))
@@ -191,10 +202,16 @@ def _one_utterance_arks(tmp_path, utt, feats, vad):
     return tables
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("nan_voiced", "NaN or inf"), ("inf_voiced", "NaN or inf"), ("vad_length", "vad has 59 frames"),
-    ("no_voiced", "VAD kept no frame"), ("not_2d", "2-D"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("nan_voiced", "NaN or inf"),
+        ("inf_voiced", "NaN or inf"),
+        ("vad_length", "vad has 59 frames"),
+        ("no_voiced", "VAD kept no frame"),
+        ("not_2d", "2-D"),
+    ],
+)
 def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, damage, message):
     from pyspk.train.offline import FeatureStore
 
@@ -202,7 +219,7 @@ def test_on_demand_crop_rejects_bad_features_naming_the_utterance(tmp_path, dama
     feats = rng.normal(size=(60, 4)).astype(np.float32)
     vad = (np.arange(60) % 3 != 0).astype(np.float32)
     if damage == "nan_voiced":
-        feats[1, 2] = np.nan            # frame 1 is voiced
+        feats[1, 2] = np.nan  # frame 1 is voiced
     elif damage == "inf_voiced":
         feats[2, 0] = -np.inf
     elif damage == "vad_length":
@@ -225,11 +242,11 @@ def test_on_demand_crop_ignores_nan_in_frames_vad_drops(tmp_path):
 
     feats = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     vad = (np.arange(60) % 3 != 0).astype(np.float32)
-    feats[0, 1] = np.nan                 # frame 0 is unvoiced
+    feats[0, 1] = np.nan  # frame 0 is unvoiced
     store = FeatureStore(*_one_utterance_arks(tmp_path, "u", feats, vad), in_memory=False)
     x = store.crop("u", 20, np.random.default_rng(1))
     voiced = feats[vad > 0.5]
     start = int(np.random.default_rng(1).integers(0, voiced.shape[0] - 20 + 1))
-    np.testing.assert_allclose(x, voiced[start:start + 20] - voiced.mean(0), atol=1e-6)
-    with pytest.raises(ValueError, match="NaN"):   # reading the whole matrix (extraction, in_memory) checks all
+    np.testing.assert_allclose(x, voiced[start : start + 20] - voiced.mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):  # reading the whole matrix (extraction, in_memory) checks all
         store["u"]

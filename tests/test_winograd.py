@@ -45,8 +45,8 @@ def test_conv_rows_padded_is_conv1d(m, r, d, frames):
     ww = WinogradWeights(w.permute(2, 1, 0).contiguous(), d, m)
     pad = d * (r - 1) // 2
     j = ww.tiles(frames)
-    buf = torch.zeros(pad + ww.input_rows(j), c_in, dtype=torch.float64)   # zero rows: the padding
-    buf[pad:pad + frames] = x
+    buf = torch.zeros(pad + ww.input_rows(j), c_in, dtype=torch.float64)  # zero rows: the padding
+    buf[pad : pad + frames] = x
     y = conv_rows_padded(buf, ww, j).reshape(-1, c_out)[:frames]
     torch.testing.assert_close(y, _reference(x, w, d), rtol=1e-12, atol=1e-12)
 

@@ -13,15 +13,26 @@ feats.scp/ark, utt2spk, spk2utt, utt2num_frames, optionally vad.scp and utt2orig
 from __future__ import annotations
 
 from pathlib import Path
+
 import kaldiio
 import numpy as np
 
 from pyspk.data.kaldi_dir import utt2spk_to_spk2utt, write_table
 
 
-def make_toy_train_dir(path, num_speakers: int = 8, utts_per_speaker: int = 6, num_frames: int = 120,
-                       feat_dim: int = 20, seed: int = 0, separation: float = 1.5, copies: int = 0,
-                       vad: bool = False, frame_jitter: int = 0, compress: bool = False) -> Path:
+def make_toy_train_dir(
+    path,
+    num_speakers: int = 8,
+    utts_per_speaker: int = 6,
+    num_frames: int = 120,
+    feat_dim: int = 20,
+    seed: int = 0,
+    separation: float = 1.5,
+    copies: int = 0,
+    vad: bool = False,
+    frame_jitter: int = 0,
+    compress: bool = False,
+) -> Path:
     """Write the toy dir to ``path``; returns it. ``frame_jitter`` varies utterance lengths;
     ``compress`` writes the features as Kaldi compressed matrices (as ``--compress-feats true``)."""
     path = Path(path)
@@ -49,8 +60,9 @@ def make_toy_train_dir(path, num_speakers: int = 8, utts_per_speaker: int = 6, n
                     v[rng.integers(0, n, size=n // 10)] = 0.0
                     vads[utt] = v
     keys = sorted(mats)
-    with kaldiio.WriteHelper(f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}",
-                             compression_method=1 if compress else None) as w:
+    with kaldiio.WriteHelper(
+        f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}", compression_method=1 if compress else None
+    ) as w:
         for k in keys:
             w(k, mats[k])
     if vad:
@@ -70,11 +82,17 @@ def toy_config(encoder: str = "tdnn", **sections) -> dict:
     base = {
         "encoder": {"name": encoder, "kwargs": _TINY[encoder]},
         "features": {"crop_frames": 50, "spec_augment": {"enabled": True, "time_width": 5, "freq_width": 2}},
-        "head": {"name": "aam"},      # the objective: AAM (a config says what it trains)
+        "head": {"name": "aam"},  # the objective: AAM (a config says what it trains)
         "sampler": {"speakers_per_batch": 4, "utts_per_speaker": 2},
         "optim": {"name": "adam", "lr": 0.005, "final_lr": 0.001, "warmup_steps": 2},
-        "train": {"epochs": 2, "steps_per_epoch": 4, "log_interval": 2, "average_last": 1,
-                  "device": "cpu", "amp": False},
+        "train": {
+            "epochs": 2,
+            "steps_per_epoch": 4,
+            "log_interval": 2,
+            "average_last": 1,
+            "device": "cpu",
+            "amp": False,
+        },
     }
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v}

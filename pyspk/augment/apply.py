@@ -44,8 +44,9 @@ def recipe_lines(data_dir: Path) -> Dict[str, Tuple[int, str]]:
     return out
 
 
-def read_recipes(data_dir: Path, utts: List[str], lines: Dict[str, Tuple[int, str]] | None = None
-                 ) -> Tuple[Dict[str, dict], str]:
+def read_recipes(
+    data_dir: Path, utts: List[str], lines: Dict[str, Tuple[int, str]] | None = None
+) -> Tuple[Dict[str, dict], str]:
     """Recipes of ``utts`` (from ``lines`` or ``data_dir/aug.scp``) and their raw text."""
     lines = recipe_lines(data_dir) if lines is None else lines
     recipes, text = {}, []
@@ -119,8 +120,8 @@ class RecipeApplier:
                 sig = coloured_noise(length, float(s["beta"]), np.random.default_rng(int(s["seed"])))
             else:  # only the part that fits (a MUSAN noise may be minutes long); its power sets the gain
                 sig = self._read_segment(utt, ev["path"], 0.0, n - start, loop=False)
-            part = sig[:n - start]
-            out[start:start + part.shape[0]] += snr_gain(ps, power(part), float(ev["snr"])) * part
+            part = sig[: n - start]
+            out[start : start + part.shape[0]] += snr_gain(ps, power(part), float(ev["snr"])) * part
         return out.astype(np.float32)
 
     def _music(self, utt, wave, r):

@@ -21,8 +21,7 @@ import numpy as np
 
 from pyspk.data.kaldi_dir import DataDirError, read_table, utt2spk_to_spk2utt, validate_data_dir, write_table
 
-TABLES = ("utt2spk", "feats.scp", "utt2num_frames", "utt2orig", "vad.scp", "utt2lang", "wav.scp", "segments",
-          "aug.scp")
+TABLES = ("utt2spk", "feats.scp", "utt2num_frames", "utt2orig", "vad.scp", "utt2lang", "wav.scp", "segments", "aug.scp")
 REQUIRED = ("utt2spk", "feats.scp", "utt2num_frames")
 
 

@@ -12,9 +12,10 @@ nearest valid key.
 from __future__ import annotations
 
 import dataclasses
-from pyspk.keys import check_keys
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping
+
+from pyspk.keys import check_keys
 
 
 @dataclass
@@ -24,9 +25,9 @@ class AugmentConfig:
     music: bool = True
     babble: bool = True
     speed: bool = False
-    num_rooms: int = 50                      # simulated RIR pool size (no --rirs-root)
+    num_rooms: int = 50  # simulated RIR pool size (no --rirs-root)
     noise_snrs: List[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0])
-    noise_interval_s: float = 1.0            # gap between foreground noises (Kaldi --fg-interval)
+    noise_interval_s: float = 1.0  # gap between foreground noises (Kaldi --fg-interval)
     noise_event_s: List[float] = field(default_factory=lambda: [0.5, 4.0])  # synthesised noise length range
     noise_betas: List[float] = field(default_factory=lambda: [0.0, 1.0, 2.0])  # white, pink, brown
     music_snrs: List[float] = field(default_factory=lambda: [5.0, 8.0, 10.0, 15.0])
@@ -34,7 +35,7 @@ class AugmentConfig:
     babble_min_speakers: int = 3
     babble_max_speakers: int = 7
     speed_factors: List[float] = field(default_factory=lambda: [0.9, 1.1])
-    speed_new_speakers: bool = True          # Kaldi convention: sp0.9-<spk> is another speaker
+    speed_new_speakers: bool = True  # Kaldi convention: sp0.9-<spk> is another speaker
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "augment config") -> "AugmentConfig":
@@ -42,7 +43,11 @@ class AugmentConfig:
         cfg = cls(**dict(d))
         if not 1 <= cfg.babble_min_speakers <= cfg.babble_max_speakers:
             raise ValueError(f"{source}: need 1 <= babble_min_speakers <= babble_max_speakers")
-        if cfg.noise_interval_s < 0 or len(cfg.noise_event_s) != 2 or not 0 < cfg.noise_event_s[0] <= cfg.noise_event_s[1]:
+        if (
+            cfg.noise_interval_s < 0
+            or len(cfg.noise_event_s) != 2
+            or not 0 < cfg.noise_event_s[0] <= cfg.noise_event_s[1]
+        ):
             raise ValueError(f"{source}: need noise_interval_s >= 0 and noise_event_s: [lo, hi] with 0 < lo <= hi")
         return cfg
 

@@ -45,7 +45,7 @@ def _noise_events(utt: str, rng: np.random.Generator, cfg: AugmentConfig, ctx: d
             ev["path"] = path
         else:
             dur = round(float(rng.uniform(*cfg.noise_event_s)), 3)
-            ev["synth"] = {"beta": float(rng.choice(cfg.noise_betas)), "seed": int(rng.integers(2 ** 31)), "dur_s": dur}
+            ev["synth"] = {"beta": float(rng.choice(cfg.noise_betas)), "seed": int(rng.integers(2**31)), "dur_s": dur}
         events.append(ev)
         t += dur + cfg.noise_interval_s
     return events
@@ -63,8 +63,12 @@ def _recipe(kind: str, utt: str, rng: np.random.Generator, cfg: AugmentConfig, c
         musan = ctx.get("musan", {}).get("music")
         if musan:
             path, dur = musan[int(rng.integers(len(musan)))]
-            return {"kind": "music", "snr": snr, "files": [{"path": path, "offset_s": round(float(rng.uniform(0, dur)), 3)}]}
-        return {"kind": "music", "snr": snr, "synth": {"seed": int(rng.integers(2 ** 31))}}
+            return {
+                "kind": "music",
+                "snr": snr,
+                "files": [{"path": path, "offset_s": round(float(rng.uniform(0, dur)), 3)}],
+            }
+        return {"kind": "music", "snr": snr, "synth": {"seed": int(rng.integers(2**31))}}
     if kind == "babble":  # background speakers, each at its own SNR (Kaldi --num-bg-noises / --bg-snrs)
         n = int(rng.integers(cfg.babble_min_speakers, cfg.babble_max_speakers + 1))
         speech = ctx.get("musan", {}).get("speech")
@@ -112,8 +116,15 @@ def copy_utts(data_dir: Path, kind: str, cfg: AugmentConfig) -> List[str]:
     return [copy_ids(kind, u, s, cfg.speed_new_speakers)[0] for u, s in utt2spk.items()]
 
 
-def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, seed: int, ctx: dict,
-               keep: Optional[Collection[str]] = None) -> Path:
+def write_copy(
+    data_dir: Path,
+    out_dir: Path,
+    kind: str,
+    cfg: AugmentConfig,
+    seed: int,
+    ctx: dict,
+    keep: Optional[Collection[str]] = None,
+) -> Path:
     """Write one augmented copy ``out_dir`` of ``data_dir`` (tables, utt2orig, aug.scp).
 
     ``keep``: write only these copy utterances (``pyspk augment --subset``); every recipe is
@@ -135,7 +146,7 @@ def write_copy(data_dir: Path, out_dir: Path, kind: str, cfg: AugmentConfig, see
     out_dir.mkdir(parents=True, exist_ok=True)
     if segments is not None:
         write_table(out_dir / "segments", new_wav)
-        if keep is not None:   # only the recordings of the kept segments
+        if keep is not None:  # only the recordings of the kept segments
             used = {v.split()[0] for v in new_wav.values()}
             wav = {r: v for r, v in wav.items() if r in used}
         write_table(out_dir / "wav.scp", wav)
@@ -186,8 +197,15 @@ def _counts(values) -> Dict[str, int]:
     return out
 
 
-def make_context(data_dir: Path, cfg: AugmentConfig, seed: int, rir_dir: Path, sample_rate: int,
-                 musan_root: Optional[str] = None, rirs_root: Optional[str] = None) -> dict:
+def make_context(
+    data_dir: Path,
+    cfg: AugmentConfig,
+    seed: int,
+    rir_dir: Path,
+    sample_rate: int,
+    musan_root: Optional[str] = None,
+    rirs_root: Optional[str] = None,
+) -> dict:
     """Noise sources shared by every copy: RIR list or simulated pool, MUSAN, babble pool."""
     from pyspk.augment import rir
 

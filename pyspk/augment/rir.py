@@ -37,8 +37,7 @@ def simulate_rir(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     dims = np.array([rng.uniform(3, 10), rng.uniform(3, 10), rng.uniform(2.5, 4)])
     rt60 = rng.uniform(0.2, 0.9)
     absorption, max_order = pra.inverse_sabine(rt60, dims)
-    room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption),
-                       max_order=min(max_order, 12))
+    room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=min(max_order, 12))
     margin = 0.5
     src = [rng.uniform(margin, d - margin) for d in dims]
     mic = [rng.uniform(margin, d - margin) for d in dims]
@@ -65,16 +64,16 @@ def simulate_pool(path, num_rooms: int, sample_rate: int, seed: int) -> Path:
 def load_pool(path) -> List[np.ndarray]:
     with np.load(path) as z:
         rirs, offsets = z["rirs"], z["offsets"]
-    return [rirs[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [rirs[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """Convolve with the unit-energy RIR, align to its direct path, keep length and power."""
     h = np.asarray(rir, dtype=np.float64)
-    h = h / max(np.sqrt(np.sum(h ** 2)), 1e-12)
+    h = h / max(np.sqrt(np.sum(h**2)), 1e-12)
     delay = int(np.argmax(np.abs(h)))
-    y = fftconvolve(wave.astype(np.float64), h)[delay:delay + wave.shape[0]]
-    px, py = np.mean(wave.astype(np.float64) ** 2), np.mean(y ** 2)
+    y = fftconvolve(wave.astype(np.float64), h)[delay : delay + wave.shape[0]]
+    px, py = np.mean(wave.astype(np.float64) ** 2), np.mean(y**2)
     if py > 0:
         y *= np.sqrt(px / py)
     return y.astype(np.float32)

@@ -32,7 +32,7 @@ def coloured_noise(num_samples: int, beta: float, rng: np.random.Generator) -> n
     spec *= f ** (-beta / 2.0)
     noise = sfft.irfft(spec, n=m)[:num_samples]
     noise -= noise.mean()
-    return (noise / max(np.sqrt(np.mean(noise ** 2)), 1e-12)).astype(np.float32)
+    return (noise / max(np.sqrt(np.mean(noise**2)), 1e-12)).astype(np.float32)
 
 
 def synth_music(num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,15 +57,15 @@ def synth_music(num_samples: int, sample_rate: int, rng: np.random.Generator) ->
             if harmonics:
                 z = np.exp(1j * (2 * np.pi * f0 * t))
                 power_k, acc = np.ones(n, dtype=np.complex128), np.zeros(n, dtype=np.complex128)
-                for k, phi in zip(harmonics, phases):     # harmonics are 0, 1, ..., K: z^(k+1) in turn
+                for k, phi in zip(harmonics, phases):  # harmonics are 0, 1, ..., K: z^(k+1) in turn
                     power_k *= z
-                    acc += (decay ** k * np.exp(1j * phi)) * power_k
+                    acc += (decay**k * np.exp(1j * phi)) * power_k
                 note = acc.imag
             env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.0, 6.0))
-            out[pos:pos + n] += env * note
+            out[pos : pos + n] += env * note
             pos += dur
     out -= out.mean()
-    return (out / max(np.sqrt(np.mean(out ** 2)), 1e-12)).astype(np.float32)
+    return (out / max(np.sqrt(np.mean(out**2)), 1e-12)).astype(np.float32)
 
 
 def fit_length(noise: np.ndarray, num_samples: int, offset: int = 0) -> np.ndarray:
@@ -73,7 +73,7 @@ def fit_length(noise: np.ndarray, num_samples: int, offset: int = 0) -> np.ndarr
     if noise.shape[0] == 0:
         raise ValueError("empty noise signal")
     reps = int(np.ceil((offset % noise.shape[0] + num_samples) / noise.shape[0]))
-    return np.tile(noise, reps)[offset % noise.shape[0]: offset % noise.shape[0] + num_samples]
+    return np.tile(noise, reps)[offset % noise.shape[0] : offset % noise.shape[0] + num_samples]
 
 
 def power(x: np.ndarray) -> float:

@@ -17,6 +17,23 @@ from pyspk.backend.model import Backend
 from pyspk.backend.norm import ASNorm, AsNormBackend, AsNormSettings, as_norm
 from pyspk.backend.plda import PLDA
 
-__all__ = ["ASNorm", "AsNormBackend", "AsNormSettings", "BACKENDS", "Backend", "BackendConfig", "CosineBackend",
-           "CosineScorer", "LDA", "LinearCalibration", "PLDA", "PldaBackend", "PldaSettings", "ScoringBackend",
-           "as_norm", "cllr", "length_norm", "load_config"]
+__all__ = [
+    "ASNorm",
+    "AsNormBackend",
+    "AsNormSettings",
+    "BACKENDS",
+    "Backend",
+    "BackendConfig",
+    "CosineBackend",
+    "CosineScorer",
+    "LDA",
+    "LinearCalibration",
+    "PLDA",
+    "PldaBackend",
+    "PldaSettings",
+    "ScoringBackend",
+    "as_norm",
+    "cllr",
+    "length_norm",
+    "load_config",
+]

@@ -30,14 +30,21 @@ COMMON_KEYS = ("backends", "calibration", "calibration_trials", "p_targets")
 
 @dataclass(init=False)
 class BackendConfig:
-    backends: Tuple[str, ...]               # fitted by pyspk backend, scored by pyspk score, in this order
-    calibration: bool                       # logistic-regression calibration + Cllr in metrics.json
-    calibration_trials: Optional[str]       # trials list to fit it on (None = the first one)
+    backends: Tuple[str, ...]  # fitted by pyspk backend, scored by pyspk score, in this order
+    calibration: bool  # logistic-regression calibration + Cllr in metrics.json
+    calibration_trials: Optional[str]  # trials list to fit it on (None = the first one)
     p_targets: Tuple[float, ...]
-    settings: Dict[str, Any]                # back-end name -> its settings (a dataclass; None: it has none)
+    settings: Dict[str, Any]  # back-end name -> its settings (a dataclass; None: it has none)
 
-    def __init__(self, backends=DEFAULT_BACKENDS, calibration: bool = True, calibration_trials: Optional[str] = None,
-                 p_targets=(0.01, 0.001), settings: Optional[Dict[str, Any]] = None, **flat):
+    def __init__(
+        self,
+        backends=DEFAULT_BACKENDS,
+        calibration: bool = True,
+        calibration_trials: Optional[str] = None,
+        p_targets=(0.01, 0.001),
+        settings: Optional[Dict[str, Any]] = None,
+        **flat,
+    ):
         if isinstance(backends, str) or not all(isinstance(b, str) for b in backends) or not backends:
             raise ValueError(f"backend config: backends must be a non-empty list of back-end names, got {backends!r}")
         if len(set(backends)) != len(backends):
@@ -81,8 +88,9 @@ def from_dict(d: dict, where: str = "backend config") -> BackendConfig:
         if key in d and field in (d.get(name) or {}):
             raise ValueError(f"{where}: '{key}' and '{name}: {field}' are the same setting; keep the '{name}' block")
     try:
-        return BackendConfig(**{k: d[k] for k in COMMON_KEYS if k in d}, settings=settings,
-                             **{k: d[k] for k in flat if k in d})
+        return BackendConfig(
+            **{k: d[k] for k in COMMON_KEYS if k in d}, settings=settings, **{k: d[k] for k in flat if k in d}
+        )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {str(e).removeprefix('backend config: ')}") from None
 
@@ -112,8 +120,12 @@ def load_config(path) -> BackendConfig:
 
 def to_dict(cfg: BackendConfig) -> dict:
     """The block form, with every listed back-end's settings written out."""
-    d = {"backends": list(cfg.backends), "calibration": cfg.calibration,
-         "calibration_trials": cfg.calibration_trials, "p_targets": list(cfg.p_targets)}
+    d = {
+        "backends": list(cfg.backends),
+        "calibration": cfg.calibration,
+        "calibration_trials": cfg.calibration_trials,
+        "p_targets": list(cfg.p_targets),
+    }
     for name in dict.fromkeys([*cfg.backends, *cfg.settings]):
         s = cfg.settings_of(name)
         if s is not None:

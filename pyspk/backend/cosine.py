@@ -41,7 +41,7 @@ class CosineScorer:
         e, t = self.normalise(enroll_vecs), self.normalise(test_vecs)
         out = np.empty(len(enroll_idx), dtype=np.float32)
         for s in range(0, len(enroll_idx), chunk):
-            out[s:s + chunk] = np.einsum("ij,ij->i", e[enroll_idx[s:s + chunk]], t[test_idx[s:s + chunk]])
+            out[s : s + chunk] = np.einsum("ij,ij->i", e[enroll_idx[s : s + chunk]], t[test_idx[s : s + chunk]])
         return out
 
 

@@ -38,7 +38,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.buf):
             self.fail(f"file ends after {len(self.buf)} bytes, {n} more needed")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -46,7 +46,7 @@ class _Reader:
         end = self.buf.find(b" ", self.pos)
         if end < 0:
             self.fail("expected a token ended by a space")
-        tok = self.buf[self.pos:end].decode("latin-1")
+        tok = self.buf[self.pos : end].decode("latin-1")
         self.pos = end + 1
         return tok
 

@@ -45,12 +45,14 @@ class LDA:
         if not 0 < self.dim <= d:
             raise ValueError(f"lda_dim={self.dim} must be in 1..{d} (the embedding dimension)")
         if classes.shape[0] <= self.dim:
-            raise ValueError(f"lda_dim={self.dim} needs more than {self.dim} training speakers (got {classes.shape[0]})")
+            raise ValueError(
+                f"lda_dim={self.dim} needs more than {self.dim} training speakers (got {classes.shape[0]})"
+            )
         self.mean = X.mean(axis=0)
         sw = s_within / X.shape[0] + self.reg * np.eye(d)
         mc = m - self.mean
         sb = (mc.T * n) @ mc / X.shape[0]
-        vals, vecs = scipy.linalg.eigh(sb, sw)   # vecs^T Sw vecs = I
+        vals, vecs = scipy.linalg.eigh(sb, sw)  # vecs^T Sw vecs = I
         order = np.argsort(vals)[::-1][: self.dim]
         self.W, self.eigvals = vecs[:, order], vals[order]
         return self

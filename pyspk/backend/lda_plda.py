@@ -23,14 +23,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PldaSettings:
-    lda_dim: int = 150          # 0 = no LDA; clipped to min(dim, speakers - 1)
-    length_norm: bool = True    # length-normalise after LDA, before PLDA
-    iters: int = 10             # EM iterations (Kaldi's ivector-compute-plda default is 10)
-    init: str = "moments"       # moments | identity (Kaldi starts EM from identity matrices)
+    lda_dim: int = 150  # 0 = no LDA; clipped to min(dim, speakers - 1)
+    length_norm: bool = True  # length-normalise after LDA, before PLDA
+    iters: int = 10  # EM iterations (Kaldi's ivector-compute-plda default is 10)
+    init: str = "moments"  # moments | identity (Kaldi starts EM from identity matrices)
 
     # the spelling of before the back-end blocks (old backend.yaml files, BackendConfig(lda_dim=...))
-    flat_keys: ClassVar[Dict[str, str]] = {"lda_dim": "lda_dim", "length_norm": "length_norm",
-                                           "plda_iters": "iters", "plda_init": "init"}
+    flat_keys: ClassVar[Dict[str, str]] = {
+        "lda_dim": "lda_dim",
+        "length_norm": "length_norm",
+        "plda_iters": "iters",
+        "plda_init": "init",
+    }
 
     def __post_init__(self):
         if self.lda_dim < 0 or self.iters < 1:
@@ -52,8 +56,9 @@ class PldaBackend(ScoringBackend):
             n_spk = len(np.unique(labels))
             dim = min(settings.lda_dim, X.shape[1], n_spk - 1)
             if dim != settings.lda_dim:
-                log.warning("lda_dim %d clipped to %d (%d speakers, embedding dim %d)",
-                            settings.lda_dim, dim, n_spk, X.shape[1])
+                log.warning(
+                    "lda_dim %d clipped to %d (%d speakers, embedding dim %d)", settings.lda_dim, dim, n_spk, X.shape[1]
+                )
             lda = LDA(dim).fit(X - mean, labels)
         plda = PLDA(settings.iters, init=settings.init).fit(_plda_input(X - mean, lda, settings), labels)
         return cls(settings, mean, lda, plda)
@@ -62,8 +67,9 @@ class PldaBackend(ScoringBackend):
         return _plda_input(np.asarray(X, dtype=np.float64) - self.mean, self.lda, self.settings)
 
     def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1):
-        return self.plda.score_trials(self.plda_input(enroll_vecs), self.plda_input(test_vecs),
-                                      enroll_idx, test_idx, n_enroll=n_enroll)
+        return self.plda.score_trials(
+            self.plda_input(enroll_vecs), self.plda_input(test_vecs), enroll_idx, test_idx, n_enroll=n_enroll
+        )
 
     def save(self, backend_dir: Path) -> dict:
         d = Path(backend_dir)

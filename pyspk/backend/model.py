@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Backend:
-    def __init__(self, config: BackendConfig, mean: np.ndarray, scorers: Dict[str, ScoringBackend],
-                 num_speakers: int):
+    def __init__(self, config: BackendConfig, mean: np.ndarray, scorers: Dict[str, ScoringBackend], num_speakers: int):
         self.config, self.mean, self.scorers, self.num_speakers = config, mean, dict(scorers), int(num_speakers)
 
     @property
@@ -39,15 +38,18 @@ class Backend:
         X = np.asarray(X, dtype=np.float64)
         labels = np.asarray(spk_labels)
         mean = X.mean(axis=0)
-        scorers = {name: BACKENDS.get(name).obj.fit(config.settings_of(name), X, labels, mean)
-                   for name in config.backends}
+        scorers = {
+            name: BACKENDS.get(name).obj.fit(config.settings_of(name), X, labels, mean) for name in config.backends
+        }
         return cls(config, mean, scorers, len(np.unique(labels)))
 
     def scorer(self, backend: str) -> ScoringBackend:
         if backend not in self.scorers:
-            BACKENDS.get(backend)       # an unknown name: the nearest registered one
-            raise ValueError(f"back-end '{backend}' was not fitted (fitted: {', '.join(self.names)}); "
-                             f"list it under backends: in the back-end config and rerun pyspk backend")
+            BACKENDS.get(backend)  # an unknown name: the nearest registered one
+            raise ValueError(
+                f"back-end '{backend}' was not fitted (fitted: {', '.join(self.names)}); "
+                f"list it under backends: in the back-end config and rerun pyspk backend"
+            )
         return self.scorers[backend]
 
     def score_trials(self, backend: str, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1):
@@ -83,8 +85,9 @@ class Backend:
         config = from_dict(dict(info["config"]), where=str(d / "backend.yaml"))
         with np.load(d / "mean.npz") as z:
             mean = z["mean"]
-        scorers = {name: BACKENDS.get(name).obj.load(config.settings_of(name), d, info, mean)
-                   for name in config.backends}
+        scorers = {
+            name: BACKENDS.get(name).obj.load(config.settings_of(name), d, info, mean) for name in config.backends
+        }
         return cls(config, mean, scorers, info.get("num_speakers", 0))
 
 
@@ -97,12 +100,19 @@ def fit_backend_dir(xvector_dir, data_dir, out_dir, config: BackendConfig) -> Ba
     utt2spk = read_table(Path(data_dir) / "utt2spk")
     missing = [u for u in utt2spk if u not in xvecs]
     if missing:
-        raise KeyError(f"{data_dir}/utt2spk: utterance '{missing[0]}' has no x-vector in "
-                       f"{xvector_dir}/xvector.scp ({len(missing)} missing)")
+        raise KeyError(
+            f"{data_dir}/utt2spk: utterance '{missing[0]}' has no x-vector in "
+            f"{xvector_dir}/xvector.scp ({len(missing)} missing)"
+        )
     utts = list(utt2spk)
     X = np.stack([xvecs[u] for u in utts])
     backend = Backend.fit(X, [utt2spk[u] for u in utts], config)
     backend.save(out_dir)
-    log.info("back-end fitted on %d x-vectors of %d speakers (%s) -> %s", len(utts), backend.num_speakers,
-             ", ".join(backend.names), out_dir)
+    log.info(
+        "back-end fitted on %d x-vectors of %d speakers (%s) -> %s",
+        len(utts),
+        backend.num_speakers,
+        ", ".join(backend.names),
+        out_dir,
+    )
     return backend

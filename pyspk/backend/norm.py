@@ -57,8 +57,8 @@ class ASNorm:
         Xn = self.scorer.normalise(X)
         means, stds = np.empty(len(Xn)), np.empty(len(Xn))
         for s in range(0, len(Xn), self.chunk):
-            m, sd = top_n_stats(Xn[s:s + self.chunk] @ self._cohort_n.T, self.top_n)
-            means[s:s + self.chunk], stds[s:s + self.chunk] = m, sd
+            m, sd = top_n_stats(Xn[s : s + self.chunk] @ self._cohort_n.T, self.top_n)
+            means[s : s + self.chunk], stds[s : s + self.chunk] = m, sd
         return means, stds
 
     def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, raw=None) -> np.ndarray:
@@ -72,9 +72,9 @@ class ASNorm:
 
 @dataclass
 class AsNormSettings:
-    top_n: int = 300        # highest cohort scores kept per side (clipped to the cohort size)
+    top_n: int = 300  # highest cohort scores kept per side (clipped to the cohort size)
 
-    flat_keys: ClassVar[Dict[str, str]] = {"asnorm_top_n": "top_n"}   # the spelling before blocks
+    flat_keys: ClassVar[Dict[str, str]] = {"asnorm_top_n": "top_n"}  # the spelling before blocks
 
     def __post_init__(self):
         if self.top_n < 1:

@@ -87,7 +87,9 @@ class PLDA:
         classes, n, m, s_within = class_stats(X, labels)
         K, d = m.shape
         if K < 2 or n.sum() <= K:
-            raise ValueError(f"PLDA.fit needs >= 2 classes and some class with >= 2 vectors (got {K} classes, {X.shape[0]} vectors)")
+            raise ValueError(
+                f"PLDA.fit needs >= 2 classes and some class with >= 2 vectors (got {K} classes, {X.shape[0]} vectors)"
+            )
         self.mean = X.mean(axis=0)
         mc = m - self.mean
         if self.init == "identity":  # Kaldi's PldaEstimator starts from I, I
@@ -104,11 +106,11 @@ class PLDA:
 
     def _em_step(self, sw, sb, s_within, n, mc):
         T, psi = simultaneous_diag(sw, sb)
-        Tinv = sw @ T.T                                 # T Sigma_w T^T = I  =>  T^-1 = Sigma_w T^T
-        u = mc @ T.T                                    # class means in the diagonal basis
-        gain = n[:, None] * psi / (n[:, None] * psi + 1.0)   # C_k n_k Sigma_w^-1 per dimension
-        y = gain * u                                    # posterior means (K, d)
-        c = psi / (n[:, None] * psi + 1.0)             # posterior variances (K, d)
+        Tinv = sw @ T.T  # T Sigma_w T^T = I  =>  T^-1 = Sigma_w T^T
+        u = mc @ T.T  # class means in the diagonal basis
+        gain = n[:, None] * psi / (n[:, None] * psi + 1.0)  # C_k n_k Sigma_w^-1 per dimension
+        y = gain * u  # posterior means (K, d)
+        c = psi / (n[:, None] * psi + 1.0)  # posterior variances (K, d)
         K, N = mc.shape[0], n.sum()
         sb_new = (y.T @ y + np.diag(c.sum(axis=0))) / K
         r = u - y
@@ -131,7 +133,7 @@ class PLDA:
         v_same = 1.0 + psi / (n * psi + 1.0)
         v_diff = 1.0 + psi
         same = -0.5 * (np.log(v_same) + (u_test - a * u_enroll) ** 2 / v_same).sum(axis=1)
-        diff = -0.5 * (np.log(v_diff) + u_test ** 2 / v_diff).sum(axis=1)
+        diff = -0.5 * (np.log(v_diff) + u_test**2 / v_diff).sum(axis=1)
         return same - diff
 
     def score(self, enroll, test, n_enroll=1, chunk: int = 200_000) -> np.ndarray:
@@ -162,21 +164,22 @@ class PLDA:
         n = np.broadcast_to(np.asarray(n_enroll, dtype=np.float64), (u_enroll.shape[0],))
         n_values, which = np.unique(n, return_inverse=True)
         nn = n_values[:, None]
-        a = nn * psi / (nn * psi + 1.0)                  # (distinct n, d)
+        a = nn * psi / (nn * psi + 1.0)  # (distinct n, d)
         v_same = 1.0 + psi / (nn * psi + 1.0)
         v_diff = 1.0 + psi
         F = np.empty((u_enroll.shape[0], 2 * d), dtype=dtype)
         F[:, :d] = (0.5 * (1.0 / v_diff - 1.0 / v_same))[which]
         F[:, d:] = u_enroll * (a / v_same)[which]
         const = 0.5 * (np.log(v_diff) - np.log(v_same)).sum(axis=1)
-        c = const[which] - 0.5 * np.einsum("ij,ij->i", u_enroll ** 2, (a ** 2 / v_same)[which])
+        c = const[which] - 0.5 * np.einsum("ij,ij->i", u_enroll**2, (a**2 / v_same)[which])
         G = np.empty((u_test.shape[0], 2 * d), dtype=dtype)
-        G[:, :d] = u_test ** 2
+        G[:, :d] = u_test**2
         G[:, d:] = u_test
         return F, G, c
 
-    def score_trials(self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1,
-                     chunk: int = 20_000, dtype=np.float32) -> np.ndarray:
+    def score_trials(
+        self, enroll_vecs, test_vecs, enroll_idx, test_idx, n_enroll=1, chunk: int = 20_000, dtype=np.float32
+    ) -> np.ndarray:
         """LLRs for trials given as index arrays into enrolment/test vector tables.
 
         Projects each table once (:meth:`trial_features`), then every trial is one
@@ -186,8 +189,8 @@ class PLDA:
         F, G, c = self.trial_features(self.project(enroll_vecs), self.project(test_vecs), n_enroll, dtype)
         out = np.empty(len(enroll_idx))
         for s in range(0, len(enroll_idx), chunk):
-            ei, ti = enroll_idx[s:s + chunk], test_idx[s:s + chunk]
-            out[s:s + chunk] = np.einsum("ij,ij->i", F[ei], G[ti]) + c[ei]
+            ei, ti = enroll_idx[s : s + chunk], test_idx[s : s + chunk]
+            out[s : s + chunk] = np.einsum("ij,ij->i", F[ei], G[ti]) + c[ei]
         return out
 
     # ----------------------------------------------------------------- storage
@@ -200,8 +203,14 @@ class PLDA:
         self._check_fitted()
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, mean=self.mean, sigma_w=self.sigma_w, sigma_b=self.sigma_b,
-                         transform=self.transform, psi=self.psi)
+                np.savez(
+                    f,
+                    mean=self.mean,
+                    sigma_w=self.sigma_w,
+                    sigma_b=self.sigma_b,
+                    transform=self.transform,
+                    psi=self.psi,
+                )
 
     @classmethod
     def load(cls, path) -> "PLDA":

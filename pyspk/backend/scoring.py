@@ -67,9 +67,14 @@ def trial_indices(trials_path, trials, enroll_row: Dict[str, int], test_row: Dic
         e, t = enroll_row.get(tr.enroll), test_row.get(tr.test)
         if e is None or t is None:
             lineno, text = _find_line(trials_path, tr.enroll, tr.test)
-            what = (f"enrolment id '{tr.enroll}' has no embedding (neither an utterance of xvector.scp "
-                    f"nor a speaker of spk_xvector.scp)") if e is None else \
-                f"test utterance '{tr.test}' has no embedding in xvector.scp"
+            what = (
+                (
+                    f"enrolment id '{tr.enroll}' has no embedding (neither an utterance of xvector.scp "
+                    f"nor a speaker of spk_xvector.scp)"
+                )
+                if e is None
+                else f"test utterance '{tr.test}' has no embedding in xvector.scp"
+            )
             raise KeyError(f"{trials_path}:{lineno}: {text!r}: {what} in {xvector_dir}")
         ei[k], ti[k] = e, t
     return ei, ti
@@ -105,7 +110,7 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: O
     returns the metrics dict written to metrics.json."""
     backends = backend.names if backends is None else list(backends)
     for name in backends:
-        backend.scorer(name)        # unknown or not fitted: one line, before anything is written
+        backend.scorer(name)  # unknown or not fitted: one line, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = EmbeddingTables(xvector_dir)
@@ -125,8 +130,10 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: O
         n_tgt = sum(tr.target for tr in trials)
         if n_tgt in (0, len(trials)):
             kind = "target" if n_tgt else "nontarget"
-            raise ValueError(f"{path}: all {len(trials)} trials are {kind} trials; EER and minDCF need both "
-                             f"target and nontarget trials (nothing was scored)")
+            raise ValueError(
+                f"{path}: all {len(trials)} trials are {kind} trials; EER and minDCF need both "
+                f"target and nontarget trials (nothing was scored)"
+            )
         read[path] = (trials, trial_indices(path, trials, enroll_row, tables.utt_row, xvector_dir))
     for path in lists:
         trials, (ei, ti) = read[path]
@@ -146,8 +153,13 @@ def score_data_dir(backend: Backend, xvector_dir, data_dir, out_dir, backends: O
             if path.name == cal_name:
                 thresholds[name] = m["eer_threshold"]
             metrics[path.name][name] = m
-            log.info("%s %s: EER %.2f%% minDCF(0.01) %.4f", path.name, name, 100 * m["eer"],
-                     m.get("min_dcf_0.01", float("nan")))
+            log.info(
+                "%s %s: EER %.2f%% minDCF(0.01) %.4f",
+                path.name,
+                name,
+                100 * m["eer"],
+                m.get("min_dcf_0.01", float("nan")),
+            )
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(out / "thresholds.json", json.dumps(thresholds, indent=2) + "\n")
     if cfg.calibration:

@@ -20,6 +20,7 @@ def fixed_combine(loss_cls: torch.Tensor, loss_con: torch.Tensor, lam: float) ->
 @dataclass
 class FixedSettings:
     """``balance: {name: fixed, lambda: λ}``: L = L_cls + λ·L_con."""
+
     name: str = "fixed"
     lambda_: float = field(default=1.0, metadata={"key": "lambda"})
 

@@ -44,7 +44,6 @@ import torch
 
 from pyspk.balance import BALANCERS
 
-
 NORMALIZATIONS = ("none", "l2", "loss", "authors")
 COMBINES = ("raw", "scaled")
 
@@ -138,8 +137,9 @@ def mgda_combine(
         c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
     elif normalize == "loss":
         c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
-    alpha = alpha_from_inner_products(c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22,
-                                      denominator="norm" if normalize == "authors" else "square")
+    alpha = alpha_from_inner_products(
+        c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22, denominator="norm" if normalize == "authors" else "square"
+    )
     if combine == "raw":
         c1 = c2 = 1.0
     total = alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con
@@ -149,6 +149,7 @@ def mgda_combine(
 @dataclass
 class MgdaSettings:
     """``balance: {name: mgda, ...}``: MGDA-UB and its variants (module doc)."""
+
     name: str = "mgda"
     # gradient normalisation before the min-norm solve (Sener & Koltun's code): none, l2
     # (g_t / ||g_t||), loss (g_t / L_t); authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2||
@@ -173,9 +174,10 @@ class Mgda:
 
     def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None):
         s = self.settings
-        total, alpha = mgda_combine(loss_cls, loss_con, shared, normalize=s.normalize, combine=s.combine,
-                                    all_reduce=all_reduce)
-        logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()   # unnormalised
+        total, alpha = mgda_combine(
+            loss_cls, loss_con, shared, normalize=s.normalize, combine=s.combine, all_reduce=all_reduce
+        )
+        logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()  # unnormalised
         logged = float(logged) if math.isfinite(float(total.detach())) else float("nan")
         if s.head_grad == "full" and alpha < 1.0:
             total = total + (1.0 - alpha) * head_loss(shared.detach().float())

@@ -22,17 +22,27 @@ def _line(text: str) -> str:
 
 
 def shell_lines(d: dict) -> list:
-    out = [f"corpus={d['corpus']}", f"train_set={d['train_set']}", f"test_set={d['test_set']}",
-           f"trials={' '.join(d['trials'])}", f"roots={' '.join(r['flag'] for r in d['roots'])}",
-           f"options={' '.join(o['flag'] for o in d['options'])}", f"inputs={' '.join(d['inputs'])}",
-           f"outputs={' '.join(d['outputs'])}", f"conf_dir={d['conf_dir']}"]
+    out = [
+        f"corpus={d['corpus']}",
+        f"train_set={d['train_set']}",
+        f"test_set={d['test_set']}",
+        f"trials={' '.join(d['trials'])}",
+        f"roots={' '.join(r['flag'] for r in d['roots'])}",
+        f"options={' '.join(o['flag'] for o in d['options'])}",
+        f"inputs={' '.join(d['inputs'])}",
+        f"outputs={' '.join(d['outputs'])}",
+        f"conf_dir={d['conf_dir']}",
+    ]
     out += [f"hint_{r['flag'].replace('-', '_')}={_line(r['hint'])}" for r in d["roots"]]
     return out
 
 
 def text_lines(d: dict) -> list:
-    out = [f"{d['corpus']}: {d['doc']}", f"  train set  {d['train_set']}",
-           f"  test set   {d['test_set']}: {', '.join(d['trials'])}"]
+    out = [
+        f"{d['corpus']}: {d['doc']}",
+        f"  train set  {d['train_set']}",
+        f"  test set   {d['test_set']}: {', '.join(d['trials'])}",
+    ]
     for r in d["roots"]:
         out.append(f"  --{r['flag']} DIR  {r['what']}" + (f"; {r['hint']}" if r["script"] else ""))
     for o in d["options"]:
@@ -82,7 +92,7 @@ def main(argv=None) -> int:
                     print(f"{flag.replace('-', '_')}={default}")
         else:
             return _prepare(args)
-    except (RegistryError, ValueError, OSError, ImportError) as e:   # CorpusError, DataDirError are ValueErrors
+    except (RegistryError, ValueError, OSError, ImportError) as e:  # CorpusError, DataDirError are ValueErrors
         print(f"{args.prog}: {e}", file=sys.stderr)
         return 1
     return 0
@@ -91,14 +101,23 @@ def main(argv=None) -> int:
 def _prepare(args) -> int:
     corpus = get_corpus(args.corpus)
     given = dict(s.split("=", 1) for s in args.set if "=" in s)
-    known = all_flags()     # local/prepare_corpus.sh passes every corpus's flags; this one takes its own
+    known = all_flags()  # local/prepare_corpus.sh passes every corpus's flags; this one takes its own
     bad = [s for s in args.set if "=" not in s] + [f for f in given if f not in known]
     if bad:
         raise CorpusError(f"--set {bad[0]}: not FLAG=VALUE of a registered corpus's root or option")
-    ctx = Context(args.corpus, args.data, corpus.train_set, corpus.test_set, seed=args.seed, nj=args.nj,
-                  synth_size=args.synth_size, skip_missing=args.skip_missing,
-                  roots={r.flag: given.get(r.flag, "") for r in corpus.roots},
-                  options={o.flag: given.get(o.flag, o.default) for o in corpus.options}, prog=args.prog)
+    ctx = Context(
+        args.corpus,
+        args.data,
+        corpus.train_set,
+        corpus.test_set,
+        seed=args.seed,
+        nj=args.nj,
+        synth_size=args.synth_size,
+        skip_missing=args.skip_missing,
+        roots={r.flag: given.get(r.flag, "") for r in corpus.roots},
+        options={o.flag: given.get(o.flag, o.default) for o in corpus.options},
+        prog=args.prog,
+    )
     return prepare(args.corpus, ctx, args.recipe_dir)
 
 

@@ -19,8 +19,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
     ap.add_argument("--out-ark", default=None, help="write A.ark + A.scp instead of printing")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--min-speech", type=float, default=None, metavar="SECONDS",
-                    help="least speech after VAD in each file (default 1 s); less is an error")
+    ap.add_argument(
+        "--min-speech",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="least speech after VAD in each file (default 1 s); less is an error",
+    )
     ap.add_argument("--allow-short", action="store_true", help="warn instead of refusing below --min-speech")
     ap.add_argument("wavs", nargs="+")
     args = ap.parse_args(argv)

@@ -18,11 +18,18 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="encoder checkpoint (exp/<system>/final.pt)")
     ap.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
     ap.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
-    ap.add_argument("--fbank-config", default=None,
-                    help="the fbank yaml the system was trained with (default: built-in = conf/fbank.yaml)")
+    ap.add_argument(
+        "--fbank-config",
+        default=None,
+        help="the fbank yaml the system was trained with (default: built-in = conf/fbank.yaml)",
+    )
     ap.add_argument("--language", default="multilingual", help="metadata 'language' (sherpa-onnx needs one)")
-    ap.add_argument("--framework", default="wespeaker", choices=("wespeaker", "3d-speaker"),
-                    help="metadata 'framework': both select sherpa-onnx's general extractor")
+    ap.add_argument(
+        "--framework",
+        default="wespeaker",
+        choices=("wespeaker", "3d-speaker"),
+        help="metadata 'framework': both select sherpa-onnx's general extractor",
+    )
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs difference from PyTorch allowed")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

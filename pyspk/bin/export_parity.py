@@ -35,8 +35,10 @@ def main(argv=None) -> int:
         return 1
     print(f"files\t{res['files']}")
     for ref, c in res["cosine"].items():
-        print(f"cosine_sherpa_vs_{ref}\tmin {c['min']:.6f}\tmedian {c['median']:.6f}\tworst {c['worst_utt']}"
-              f"\tcentred min {c['centred_min']:.6f}\tcentred median {c['centred_median']:.6f}")
+        print(
+            f"cosine_sherpa_vs_{ref}\tmin {c['min']:.6f}\tmedian {c['median']:.6f}\tworst {c['worst_utt']}"
+            f"\tcentred min {c['centred_min']:.6f}\tcentred median {c['centred_median']:.6f}"
+        )
     print(f"cosine_between_different_files\tmedian {res['between_files_median']:.6f}")
     for name, eers in res["eer"].items():
         for trials, eer in eers.items():

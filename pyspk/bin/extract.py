@@ -25,16 +25,24 @@ from pyspk.bin._args import positive_int
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="pyspk extract", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="pyspk extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nj", type=positive_int, default=1, help="number of parallel jobs (>= 1)")
-    ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
+    ap.add_argument(
+        "--cmd",
+        default="",
+        help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)",
+    )
     ap.add_argument("--max-frames", type=int, default=6000, help="chunk utterances longer than this (0 = never)")
     ap.add_argument("--chunk-frames", type=int, default=3000, help="window length when chunking")
     ap.add_argument("--chunk-hop", type=int, default=1500, help="window shift when chunking")
     ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    ap.add_argument("--fbank-config", default=None,
-                    help="read audio and compute features with this fbank config instead of reading feats.scp")
+    ap.add_argument(
+        "--fbank-config",
+        default=None,
+        help="read audio and compute features with this fbank config instead of reading feats.scp",
+    )
     ap.add_argument("--force", action="store_true", help="recompute every job")
     ap.add_argument("--job", type=int, default=None, help="internal: run one job of the split")
     ap.add_argument("model")
@@ -53,8 +61,17 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
             run_job(args.model, args.data_dir, args.out_dir, args.job, chunk, args.device, args.fbank_config)
         else:
-            extract(args.model, args.data_dir, args.out_dir, args.nj, args.cmd, chunk, args.device, args.force,
-                    args.fbank_config)
+            extract(
+                args.model,
+                args.data_dir,
+                args.out_dir,
+                args.nj,
+                args.cmd,
+                chunk,
+                args.device,
+                args.force,
+                args.fbank_config,
+            )
     except (ExtractError, ValueError, KeyError, OSError) as e:
         logging.getLogger("pyspk.extract").error("%s", e)
         return 1

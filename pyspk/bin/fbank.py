@@ -19,13 +19,23 @@ from pyspk.bin._args import positive_int, true_false
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="pyspk fbank", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="pyspk fbank", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=None, help="conf/fbank.yaml (defaults: 80 mel, 25/10 ms, 20-7600 Hz)")
     ap.add_argument("--nj", type=positive_int, default=1, help="number of parallel jobs (>= 1)")
-    ap.add_argument("--cmd", default="", help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)")
-    ap.add_argument("--compress-feats", type=true_false, default=None, metavar="true|false",
-                    help="write Kaldi compressed matrices (copy-feats --compress=true); default: the config's compress")
+    ap.add_argument(
+        "--cmd",
+        default="",
+        help="queue script, called as CMD JOB=1:N LOG COMMAND (default: this checkout's utils/run.pl)",
+    )
+    ap.add_argument(
+        "--compress-feats",
+        type=true_false,
+        default=None,
+        metavar="true|false",
+        help="write Kaldi compressed matrices (copy-feats --compress=true); default: the config's compress",
+    )
     ap.add_argument("--force", action="store_true", help="recompute even verified jobs")
     ap.add_argument("--skip-bad", action="store_true", help="skip unusable recordings (listed in bad_utts)")
     ap.add_argument("--job", type=int, default=None, help="internal: run one job of the split")
@@ -51,8 +61,16 @@ def main(argv=None) -> int:
         else:
             from pyspk.stages.fbank import make_fbank
 
-            make_fbank(args.data_dir, args.fbank_dir, args.config, args.nj, args.cmd, args.force, args.skip_bad,
-                       args.compress_feats)
+            make_fbank(
+                args.data_dir,
+                args.fbank_dir,
+                args.config,
+                args.nj,
+                args.cmd,
+                args.force,
+                args.skip_bad,
+                args.compress_feats,
+            )
     except (AudioError, StageError, ValueError, OSError) as e:
         logging.getLogger("pyspk.fbank").error("%s", e)
         return 1

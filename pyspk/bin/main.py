@@ -14,7 +14,11 @@ import pyspk.bin
 
 
 def _tools():
-    return sorted(m.name for m in pkgutil.iter_modules(pyspk.bin.__path__) if m.name not in ("main",) and not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(pyspk.bin.__path__)
+        if m.name not in ("main",) and not m.name.startswith("_")
+    )
 
 
 def main(argv=None) -> int:
@@ -26,6 +30,7 @@ def main(argv=None) -> int:
     name = argv[0].replace("-", "_")
     if name not in tools:
         import difflib
+
         near = difflib.get_close_matches(name, tools, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         print(f"pyspk: unknown tool '{argv[0]}'{hint}; tools: {', '.join(tools)}", file=sys.stderr)

@@ -19,14 +19,16 @@ from pyspk.bin._args import positive_int
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="pyspk shards", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="pyspk shards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shard-size", type=positive_int, default=1000, help="utterances per shard (>= 1)")
     ap.add_argument("--seed", type=int, default=777, help="the shuffle of the utterances over the shards")
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml: sample rate, stereo policy, minimum length")
     ap.add_argument("--nj", type=positive_int, default=1, help="shards written at once (processes, >= 1)")
-    ap.add_argument("--bits", type=int, choices=(16, 24), default=16,
-                    help="FLAC sample size (16: lossless for 16-bit audio)")
+    ap.add_argument(
+        "--bits", type=int, choices=(16, 24), default=16, help="FLAC sample size (16: lossless for 16-bit audio)"
+    )
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
     args = ap.parse_args(argv)
@@ -36,8 +38,15 @@ def main(argv=None) -> int:
     from pyspk.online.shards import write_shards
 
     try:
-        write_shards(args.data_dir, args.out_dir, args.shard_size, args.seed, load_config(args.fbank_config),
-                     args.nj, f"PCM_{args.bits}")
+        write_shards(
+            args.data_dir,
+            args.out_dir,
+            args.shard_size,
+            args.seed,
+            load_config(args.fbank_config),
+            args.nj,
+            f"PCM_{args.bits}",
+        )
     except (AudioError, ValueError, OSError) as e:
         logging.getLogger("pyspk.shards").error("%s", e)
         return 1

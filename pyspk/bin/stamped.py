@@ -58,16 +58,29 @@ from pathlib import Path
 
 from pyspk.io import write_error
 from pyspk.queue import ForwardedSignals
-from pyspk.stamp import (CannotLock, LockBusy, StampError, acquire_lock, check_inputs, is_pattern,
-                         stale_upstream, upstream_stamps, why_redo, write_stamp)
+from pyspk.stamp import (
+    CannotLock,
+    LockBusy,
+    StampError,
+    acquire_lock,
+    check_inputs,
+    is_pattern,
+    stale_upstream,
+    upstream_stamps,
+    why_redo,
+    write_stamp,
+)
 
 PROG = "stamped.sh"
 
 
 def _usage(msg: str) -> int:
     print(f"{PROG}: {msg}", file=sys.stderr)
-    print(f"usage: {PROG} [--force true|false] [--param NAME=VALUE]... [--output PATH]... [--stage LABEL] "
-          "[--lock-wait SECONDS] [--dry-run LEDGER] STAMP [INPUT ...] -- COMMAND [ARG ...]", file=sys.stderr)
+    print(
+        f"usage: {PROG} [--force true|false] [--param NAME=VALUE]... [--output PATH]... [--stage LABEL] "
+        "[--lock-wait SECONDS] [--dry-run LEDGER] STAMP [INPUT ...] -- COMMAND [ARG ...]",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -137,14 +150,16 @@ def main(argv=None) -> int:
         print(f"{PROG}: missing '--' before the command", file=sys.stderr)
         return 2
     k = args.index("--")
-    inputs, command = args[:k], args[k + 1:]
+    inputs, command = args[:k], args[k + 1 :]
     if not command:
         return _usage("no command given")
     # A stamp is removed before its stage runs: a STAMP argument that names any other file (a
     # config shifted into its place by a mistake in the caller) must never be deleted.
     if not stamp.name.startswith(".done"):
-        print(f"{PROG}: STAMP '{stamp}' is not a stamp file name (.done.*); refusing to run, "
-              f"nothing was removed", file=sys.stderr)
+        print(
+            f"{PROG}: STAMP '{stamp}' is not a stamp file name (.done.*); refusing to run, nothing was removed",
+            file=sys.stderr,
+        )
         return 2
     try:
         check_inputs(stamp, inputs)
@@ -193,8 +208,7 @@ def main(argv=None) -> int:
     except OSError as e:
         err = write_error(stamp, e)
         line = str(err) if err is not None else f"cannot write {stamp}: {e.strerror or e}"
-        print(f"{PROG}: {line}; the command succeeded but without its stamp the stage will be redone",
-              file=sys.stderr)
+        print(f"{PROG}: {line}; the command succeeded but without its stamp the stage will be redone", file=sys.stderr)
         return 1
     return 0
 
@@ -233,7 +247,7 @@ def run_forwarding_signals(command, lock_fd: int, env=None) -> int:
             return 127
     if rc < 0:
         rc = 128 - rc
-    if fwd.got:   # stopped by a signal: say so, whatever the queue script exited with
+    if fwd.got:  # stopped by a signal: say so, whatever the queue script exited with
         rc = 128 + fwd.got[0]
     return rc
 

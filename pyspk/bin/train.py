@@ -56,14 +56,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--train-dir", required=True, help="Kaldi data dir with feats.scp, utt2spk, utt2num_frames")
     p.add_argument("--exp-dir", required=True, help="experiment dir (checkpoints, final.pt)")
-    p.add_argument("--restart", action="store_true",
-                   help="start over even when EXP has checkpoints (run.sh passes it with --force true)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key (dotted path; the value is read as yaml); repeatable")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over even when EXP has checkpoints (run.sh passes it with --force true)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key (dotted path; the value is read as yaml); repeatable",
+    )
     args = p.parse_args(argv)
     info = dist_info_from_env()
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
-                        format=f"%(asctime)s [rank {info.rank}] %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if info.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {info.rank}] %(name)s %(levelname)s: %(message)s",
+    )
     try:
         cfg = load_config(args.config, overrides=parse_overrides(args.overrides))
         seed = cfg.train.seed if args.seed is None else args.seed

@@ -32,17 +32,31 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="encoder checkpoint (final.pt)")
     ap.add_argument("--backend-dir", default=None, help="pyspk backend output (training mean, PLDA)")
     ap.add_argument("--scores-dir", default=None, help="pyspk score output holding thresholds.json")
-    ap.add_argument("--backend", default="cosine",
-                    help="cosine, plda, or another back-end of --backend-dir that scores single pairs")
-    ap.add_argument("--threshold", type=finite_float, default=None,
-                    help="decision threshold (overrides thresholds.json)")
+    ap.add_argument(
+        "--backend",
+        default="cosine",
+        help="cosine, plda, or another back-end of --backend-dir that scores single pairs",
+    )
+    ap.add_argument(
+        "--threshold", type=finite_float, default=None, help="decision threshold (overrides thresholds.json)"
+    )
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml used for training (default: built-in)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="print one json object")
-    ap.add_argument("--enroll", action="append", default=[], metavar="FILE",
-                    help="a further enrolment file of the same speaker as wav_a (repeatable)")
-    ap.add_argument("--min-speech", type=nonnegative_float, default=None, metavar="SECONDS",
-                    help="least speech after VAD in each file (default 1 s)")
+    ap.add_argument(
+        "--enroll",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a further enrolment file of the same speaker as wav_a (repeatable)",
+    )
+    ap.add_argument(
+        "--min-speech",
+        type=nonnegative_float,
+        default=None,
+        metavar="SECONDS",
+        help="least speech after VAD in each file (default 1 s)",
+    )
     ap.add_argument("--allow-short", action="store_true", help="warn instead of refusing below --min-speech")
     ap.add_argument("wav_a")
     ap.add_argument("wav_b")
@@ -70,9 +84,11 @@ def main(argv=None) -> int:
         b = embed_file(embedder, args.wav_b, cfg, min_s, args.allow_short, warnings)
         rates = {f: file_rate(f) for f in enroll + [args.wav_b]}
         if len({r for r in rates.values() if r is not None}) > 1:
-            warnings.append("the inputs have different sample rates ("
-                            + ", ".join(f"{f}: {r} Hz" for f, r in rates.items() if r is not None)
-                            + "); channel mismatch lowers same-speaker scores")
+            warnings.append(
+                "the inputs have different sample rates ("
+                + ", ".join(f"{f}: {r} Hz" for f, r in rates.items() if r is not None)
+                + "); channel mismatch lowers same-speaker scores"
+            )
         for w in warnings:
             print(f"pyspk verify: warning: {w}", file=sys.stderr)
         score = pair_score(a, b, args.backend_dir, args.backend, n_enroll=len(enroll))
@@ -80,16 +96,28 @@ def main(argv=None) -> int:
         scores_dir = args.scores_dir or (Path(args.backend_dir).parent / "scores" if args.backend_dir else None)
         if thr is None and scores_dir is not None:
             thr = load_threshold(scores_dir, args.backend)
-            if thr is not None and not math.isfinite(thr):   # NaN would answer "different" to every pair
-                raise ValueError(f"{scores_dir}: the stored {args.backend} threshold is {thr}, not a number to "
-                                 f"decide with; rerun pyspk score or pass --threshold")
+            if thr is not None and not math.isfinite(thr):  # NaN would answer "different" to every pair
+                raise ValueError(
+                    f"{scores_dir}: the stored {args.backend} threshold is {thr}, not a number to "
+                    f"decide with; rerun pyspk score or pass --threshold"
+                )
     except (AudioError, ValueError, KeyError, OSError) as e:
         print(f"pyspk verify: error: {e}", file=sys.stderr)
         return 1
     decision = None if thr is None else ("same" if score >= thr else "different")
     if args.json:
-        print(json.dumps({"score": score, "threshold": thr, "decision": decision, "backend": args.backend,
-                          "enroll": enroll, "warnings": warnings}))
+        print(
+            json.dumps(
+                {
+                    "score": score,
+                    "threshold": thr,
+                    "decision": decision,
+                    "backend": args.backend,
+                    "enroll": enroll,
+                    "warnings": warnings,
+                }
+            )
+        )
     else:
         print(f"score {score:.6f} ({args.backend})")
         print(f"threshold {thr:.6f}" if thr is not None else "threshold none (pass --threshold or --scores-dir)")

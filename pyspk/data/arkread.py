@@ -33,8 +33,8 @@ import numpy as np
 from pyspk.data.compressed import decompress
 
 _DTYPES = {b"FM ": np.float32, b"DM ": np.float64, b"FV ": np.float32, b"DV ": np.float64}
-HEADER_BYTES = 15   # enough for the longest header below (a matrix's)
-EXTENT_BYTES = 22   # enough for every header object_extent knows (``\0BCM2 `` + 16-byte global header)
+HEADER_BYTES = 15  # enough for the longest header below (a matrix's)
+EXTENT_BYTES = 22  # enough for every header object_extent knows (``\0BCM2 `` + 16-byte global header)
 
 
 class ArkError(ValueError):
@@ -59,7 +59,7 @@ def parse_header(head: bytes) -> Optional[Tuple[bytes, np.dtype, Tuple[int, ...]
         size = 15
     else:
         shape, size = (struct.unpack("<i", head[6:10])[0],), 10
-    if min(shape) < 0:   # a corrupt header: no layout has a negative dimension
+    if min(shape) < 0:  # a corrupt header: no layout has a negative dimension
         return None
     return kind, np.dtype(_DTYPES[kind]), shape, size
 
@@ -75,11 +75,11 @@ def object_extent(head: bytes):
     if head[:2] != b"\0B":
         return f"not a binary Kaldi object (starts with {head[:8]!r}, not '\\0B')"
     for token in (b"CM ", b"CM2 ", b"CM3 "):
-        if head[2:2 + len(token)] == token:
+        if head[2 : 2 + len(token)] == token:
             start = 2 + len(token)
             if len(head) < start + 16:
                 return f"{token.decode().strip()} header cut short: the file ends inside it"
-            rows, cols = struct.unpack("<ii", head[start + 8:start + 16])
+            rows, cols = struct.unpack("<ii", head[start + 8 : start + 16])
             if rows < 0 or cols < 0:
                 return f"corrupt {token.decode().strip()} header: {rows} x {cols}"
             body = {b"CM ": cols * 8 + rows * cols, b"CM2 ": 2 * rows * cols, b"CM3 ": rows * cols}[token]
@@ -109,7 +109,7 @@ class ArkReader:
         if not sep or not offset.isdigit() or path.endswith("|"):
             return _kaldiio_load(spec, key)
         fd = self._fds.get(path)
-        if fd is None:                    # checked once per ark, not per matrix
+        if fd is None:  # checked once per ark, not per matrix
             if not os.path.isfile(path):
                 if os.path.exists(path) or os.path.isfile(spec):
                     return _kaldiio_load(spec, key)
@@ -122,10 +122,9 @@ class ArkReader:
             if head[2:4] == b"CM":
                 return self._compressed(fd, head, pos, path, offset, key)
             if len(head) < HEADER_BYTES:
-                ext = object_extent(head)      # the file ends within a header's length: say how
+                ext = object_extent(head)  # the file ends within a header's length: say how
                 if isinstance(ext, str):
-                    raise ArkError(f"{_where(path, offset, key)}: {ext} "
-                                   f"(the ark has {os.fstat(fd).st_size} bytes)")
+                    raise ArkError(f"{_where(path, offset, key)}: {ext} (the ark has {os.fstat(fd).st_size} bytes)")
             return _kaldiio_load(spec, key)
         _, dtype, shape, header_len = info
         n = dtype.itemsize
@@ -133,9 +132,11 @@ class ArkReader:
             n *= d
         data = os.pread(fd, n, pos + header_len)
         if len(data) != n:
-            raise ArkError(f"{_where(path, offset, key)}: truncated: the {'x'.join(map(str, shape))} "
-                           f"{dtype.name} object needs {n} bytes after its header, the ark ends "
-                           f"{len(data)} bytes after it")
+            raise ArkError(
+                f"{_where(path, offset, key)}: truncated: the {'x'.join(map(str, shape))} "
+                f"{dtype.name} object needs {n} bytes after its header, the ark ends "
+                f"{len(data)} bytes after it"
+            )
         return np.frombuffer(data, dtype=dtype).reshape(shape)
 
     def _compressed(self, fd: int, head: bytes, pos: int, path: str, offset: str, key: Optional[str]) -> np.ndarray:
@@ -144,13 +145,15 @@ class ArkReader:
         if isinstance(ext, str):
             raise ArkError(f"{_where(path, offset, key)}: {ext} (the ark has {os.fstat(fd).st_size} bytes)")
         kind, shape, nbytes = ext
-        start = 2 + len(kind) + 1 + 16                     # \0B, the token and its space, the global header
+        start = 2 + len(kind) + 1 + 16  # \0B, the token and its space, the global header
         body = os.pread(fd, nbytes - start, pos + start)
         if len(body) != nbytes - start:
-            raise ArkError(f"{_where(path, offset, key)}: truncated: the {'x'.join(map(str, shape))} {kind} "
-                           f"object needs {nbytes - start} bytes after its header, the ark ends "
-                           f"{len(body)} bytes after it")
-        return decompress(kind, head[start - 16:start], body)
+            raise ArkError(
+                f"{_where(path, offset, key)}: truncated: the {'x'.join(map(str, shape))} {kind} "
+                f"object needs {nbytes - start} bytes after its header, the ark ends "
+                f"{len(body)} bytes after it"
+            )
+        return decompress(kind, head[start - 16 : start], body)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -170,7 +173,9 @@ def _kaldiio_load(spec: str, key: Optional[str]) -> np.ndarray:
         return kaldiio.load_mat(spec)
     except Exception as e:
         path, sep, offset = spec.rpartition(":")
-        where = _where(path, offset, key) if sep and offset.isdigit() else \
-            (f"{spec}: key '{key}'" if key is not None else spec)
+        where = (
+            _where(path, offset, key)
+            if sep and offset.isdigit()
+            else (f"{spec}: key '{key}'" if key is not None else spec)
+        )
         raise ArkError(f"{where}: cannot read: {type(e).__name__}: {e}".rstrip(": ")) from e
-

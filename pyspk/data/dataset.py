@@ -27,9 +27,11 @@ def check_lengths(utts: Sequence[str], lengths: Mapping[str, int], crop_frames: 
     if short:
         shown = ", ".join(f"{u} ({n} frames)" for u, n in short[:20])
         more = f" and {len(short) - 20} more" if len(short) > 20 else ""
-        raise ValueError(f"{source}: {len(short)} utterance(s) shorter than the {crop_frames}-frame crop: "
-                         f"{shown}{more}; remove them (utils/subset_data_dir) or set features.short_utts: pad "
-                         f"(repeats them) or a smaller features.crop_frames")
+        raise ValueError(
+            f"{source}: {len(short)} utterance(s) shorter than the {crop_frames}-frame crop: "
+            f"{shown}{more}; remove them (utils/subset_data_dir) or set features.short_utts: pad "
+            f"(repeats them) or a smaller features.crop_frames"
+        )
 
 
 def random_crop(feats: np.ndarray, crop_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -39,11 +41,18 @@ def random_crop(feats: np.ndarray, crop_frames: int, rng: np.random.Generator) -
         feats = np.tile(feats, (int(np.ceil(crop_frames / n)), 1))
         n = feats.shape[0]
     start = int(rng.integers(0, n - crop_frames + 1))
-    return feats[start:start + crop_frames]
+    return feats[start : start + crop_frames]
 
 
-def spec_augment(feats: np.ndarray, rng: np.random.Generator, time_masks: int, time_width: int,
-                 freq_masks: int, freq_width: int, copy: bool = True) -> np.ndarray:
+def spec_augment(
+    feats: np.ndarray,
+    rng: np.random.Generator,
+    time_masks: int,
+    time_width: int,
+    freq_masks: int,
+    freq_width: int,
+    copy: bool = True,
+) -> np.ndarray:
     """SpecAugment (Park et al., 2019) without time warping: zero ``time_masks`` bands of
     0..time_width frames and ``freq_masks`` bands of 0..freq_width bins (after CMN the
     mean is 0, so zero is the neutral value). Returns a copy (``copy=False``: masks
@@ -53,11 +62,11 @@ def spec_augment(feats: np.ndarray, rng: np.random.Generator, time_masks: int, t
     for _ in range(time_masks):
         w = int(rng.integers(0, min(time_width, t) + 1))
         s = int(rng.integers(0, t - w + 1))
-        out[s:s + w, :] = 0.0
+        out[s : s + w, :] = 0.0
     for _ in range(freq_masks):
         w = int(rng.integers(0, min(freq_width, f) + 1))
         s = int(rng.integers(0, f - w + 1))
-        out[:, s:s + w] = 0.0
+        out[:, s : s + w] = 0.0
     return out
 
 
@@ -78,6 +87,11 @@ class KeyedBatches:
 def make_loader(dataset: torch.utils.data.Dataset, sampler, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """A loader yielding one whole batch per item (the sampler already batched; ``dataset``
     maps :class:`KeyedBatches` items to batches, as :class:`pyspk.train.offline.CropBatchDataset`)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=KeyedBatches(sampler),
-                                       num_workers=num_workers, persistent_workers=False,
-                                       pin_memory=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=KeyedBatches(sampler),
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=False,
+    )

@@ -24,8 +24,18 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pyspk.data.kaldi_dir import (
-    RECO_TABLES, SPK_TABLES, UTT_TABLES, DataDirError, _read_lines, _where, read_table,
-    read_trials, utt2spk_to_spk2utt, validate_data_dir, write_table, write_trials,
+    RECO_TABLES,
+    SPK_TABLES,
+    UTT_TABLES,
+    DataDirError,
+    _read_lines,
+    _where,
+    read_table,
+    read_trials,
+    utt2spk_to_spk2utt,
+    validate_data_dir,
+    write_table,
+    write_trials,
 )
 
 Tables = Dict[str, "OrderedDict[str, str]"]
@@ -199,8 +209,10 @@ def _validate_staged(tmp: Path, final, **kw) -> Dict[str, int]:
     try:
         return validate_data_dir(tmp, check_files=False, need_wav=False, **kw)
     except DataDirError as e:
-        raise DataDirError(f"{final}: the result would not be a valid data dir, nothing was changed: "
-                           + str(e).replace(str(tmp), str(final))) from None
+        raise DataDirError(
+            f"{final}: the result would not be a valid data dir, nothing was changed: "
+            + str(e).replace(str(tmp), str(final))
+        ) from None
 
 
 def fix_data_dir(path, backup: Optional[Path] = None) -> Tuple[Dict[str, int], List[str]]:
@@ -250,8 +262,10 @@ def combine_data(out, srcs: Sequence) -> Tuple[Dict[str, int], List[str]]:
         validate_data_dir(s, check_files=False, need_wav=False)
     present = [set(present_tables(s)) for s in srcs]
     if len({"segments" in p for p in present}) > 1:
-        raise DataDirError("combine_data: some sources have a segments file and some do not: "
-                           + ", ".join(f"{s} ({'segments' if 'segments' in p else 'none'})" for s, p in zip(srcs, present)))
+        raise DataDirError(
+            "combine_data: some sources have a segments file and some do not: "
+            + ", ".join(f"{s} ({'segments' if 'segments' in p else 'none'})" for s, p in zip(srcs, present))
+        )
     names = [n for n in present_tables(srcs[0]) if all(n in p for p in present)]
     merged: Tables = {n: OrderedDict() for n in names}
     origin: Dict[Tuple[str, str], Path] = {}
@@ -261,8 +275,10 @@ def combine_data(out, srcs: Sequence) -> Tuple[Dict[str, int], List[str]]:
             for k, v in read_table(s / n).items():
                 if k in merged[n] and not (shared_ok and merged[n][k] == v):
                     what = "key" if shared_ok else "utterance id"
-                    raise DataDirError(f"{s / n}: {what} '{k}' is also in {origin[(n, k)] / n}"
-                                       + (f" with a different value" if shared_ok else ""))
+                    raise DataDirError(
+                        f"{s / n}: {what} '{k}' is also in {origin[(n, k)] / n}"
+                        + (" with a different value" if shared_ok else "")
+                    )
                 merged[n][k] = v
                 origin.setdefault((n, k), s)
     with staged_dir(out, link_existing=False) as tmp:
@@ -272,8 +288,9 @@ def combine_data(out, srcs: Sequence) -> Tuple[Dict[str, int], List[str]]:
     return counts, sorted(set().union(*present) - set(names))
 
 
-def split_lines(lines: Sequence[str], n: int, utt2spk: Optional[Mapping[str, str]] = None,
-                name: str = "input") -> List[List[str]]:
+def split_lines(
+    lines: Sequence[str], n: int, utt2spk: Optional[Mapping[str, str]] = None, name: str = "input"
+) -> List[List[str]]:
     """Split scp lines into ``n`` contiguous parts of nearly equal size (order kept, so
     sorted input gives sorted parts). With ``utt2spk``, a speaker's utterances stay in
     one part (they must be consecutive in the input)."""
@@ -301,7 +318,7 @@ def split_lines(lines: Sequence[str], n: int, utt2spk: Optional[Mapping[str, str
         cum.append(cum[-1] + len(u))
     parts, start = [], 0
     for j in range(n):
-        lo, hi = start + 1, len(units) - (n - j - 1)   # leave a unit for every later part
+        lo, hi = start + 1, len(units) - (n - j - 1)  # leave a unit for every later part
         target = cum[-1] * (j + 1) / n
         end = min(max(bisect.bisect_left(cum, target), lo), hi)
         if end > lo and abs(cum[end - 1] - target) <= abs(cum[end] - target):

@@ -33,16 +33,37 @@ from pyspk.io import atomic_open
 
 # Tables that map a key to a single value (the rest of the line).
 SCALAR_TABLES = (
-    "wav.scp", "utt2spk", "feats.scp", "utt2num_frames", "utt2dur", "vad.scp",
-    "utt2lang", "utt2orig", "utt2genre", "utt2gender", "spk2gender", "segments",
-    "reco2dur", "text",
+    "wav.scp",
+    "utt2spk",
+    "feats.scp",
+    "utt2num_frames",
+    "utt2dur",
+    "vad.scp",
+    "utt2lang",
+    "utt2orig",
+    "utt2genre",
+    "utt2gender",
+    "spk2gender",
+    "segments",
+    "reco2dur",
+    "text",
 )
 TRIAL_LABELS = ("target", "nontarget")
 # Tables keyed by utterance (wav.scp too, unless a segments file maps utterances to
 # recordings), by speaker, and by recording.
 UTT_TABLES = (
-    "utt2spk", "wav.scp", "segments", "feats.scp", "utt2num_frames", "utt2dur", "vad.scp",
-    "utt2lang", "utt2orig", "utt2genre", "utt2gender", "text",
+    "utt2spk",
+    "wav.scp",
+    "segments",
+    "feats.scp",
+    "utt2num_frames",
+    "utt2dur",
+    "vad.scp",
+    "utt2lang",
+    "utt2orig",
+    "utt2genre",
+    "utt2gender",
+    "text",
 )
 SPK_TABLES = ("spk2gender",)
 RECO_TABLES = ("reco2dur",)
@@ -59,8 +80,13 @@ def _where(path: Path, lineno: int) -> str:
 # Kaldi splits lines on ASCII space and tab only; Python's str.split() also splits on
 # these (and a zero-width space or BOM is invisible), so an id holding one would be read
 # as two fields here and as one by Kaldi. They are errors, named by code point.
-_ODD_SPACE = {c for c in map(chr, range(0x3000 + 1)) if c.isspace() and c not in " \t\r\n"} | \
-    {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"}
+_ODD_SPACE = {c for c in map(chr, range(0x3000 + 1)) if c.isspace() and c not in " \t\r\n"} | {
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+}
 
 
 def odd_space(text: str) -> Optional[Tuple[int, str]]:
@@ -76,7 +102,7 @@ def _read_lines(path: Path, free_text: bool = False) -> List[Tuple[int, str]]:
     whitespace (:func:`odd_space`) anywhere, or with ``free_text`` (transcripts) in the
     first field only."""
     path = Path(path)
-    if not path.exists() or path.is_dir():   # not is_file(): /dev/stdin (a pipe) is fine
+    if not path.exists() or path.is_dir():  # not is_file(): /dev/stdin (a pipe) is fine
         raise DataDirError(f"{path}: file not found")
     raw = path.read_bytes()
     out = []
@@ -85,13 +111,15 @@ def _read_lines(path: Path, free_text: bool = False) -> List[Tuple[int, str]]:
             line = bline.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataDirError(
-                f"{_where(path, lineno)}: non-UTF-8 byte {bline[e.start:e.start + 1]!r} at column {e.start + 1}"
+                f"{_where(path, lineno)}: non-UTF-8 byte {bline[e.start : e.start + 1]!r} at column {e.start + 1}"
             ) from None
         line = line.rstrip("\r")
         odd = odd_space(line.split(" ", 1)[0].split("\t", 1)[0] if free_text else line)
         if odd:
-            raise DataDirError(f"{_where(path, lineno)}: odd whitespace {odd[1]} at column {odd[0]} "
-                               f"(ids and fields are separated by ASCII space or tab only): {line.strip()!r}")
+            raise DataDirError(
+                f"{_where(path, lineno)}: odd whitespace {odd[1]} at column {odd[0]} "
+                f"(ids and fields are separated by ASCII space or tab only): {line.strip()!r}"
+            )
         if line.strip():
             out.append((lineno, line))
     return out
@@ -113,8 +141,9 @@ def _check_order(path: Path, keys: Sequence[Tuple[int, str]]) -> None:
         prev = (lineno, key)
 
 
-def _read_keyed(path, check_sorted: bool = True, allow_empty: bool = False,
-                free_text: bool = False) -> List[Tuple[int, str, str]]:
+def _read_keyed(
+    path, check_sorted: bool = True, allow_empty: bool = False, free_text: bool = False
+) -> List[Tuple[int, str, str]]:
     """(line number, key, rest of line) for each line of a ``key value...`` table."""
     path = Path(path)
     lines = _read_lines(path, free_text)
@@ -140,7 +169,7 @@ def read_table(path, check_sorted: bool = True, allow_empty: bool = False) -> "O
 
     ``check_sorted``: keys must be in C-locale order (else only duplicates are errors).
     """
-    free_text = Path(path).name == "text"   # transcripts may hold any space in their words
+    free_text = Path(path).name == "text"  # transcripts may hold any space in their words
     return OrderedDict((k, v) for _, k, v in _read_keyed(path, check_sorted, allow_empty, free_text))
 
 
@@ -165,15 +194,21 @@ def check_table_entries(where, keys: Iterable[str] = (), paths: Iterable[object]
     """
     for k in keys:
         if not k or _has_space(k):
-            raise DataDirError(f"{where}: key {k!r} is empty or contains whitespace; a Kaldi table splits "
-                               f"lines at whitespace, so it would not be read back as written (nothing was written)")
+            raise DataDirError(
+                f"{where}: key {k!r} is empty or contains whitespace; a Kaldi table splits "
+                f"lines at whitespace, so it would not be read back as written (nothing was written)"
+            )
     for p in paths:
         if _has_space(str(p)):
-            raise DataDirError(f"{where}: path {str(p)!r} contains whitespace; a Kaldi scp splits lines at "
-                               f"whitespace, so its entries would not be read back (nothing was written)")
+            raise DataDirError(
+                f"{where}: path {str(p)!r} contains whitespace; a Kaldi scp splits lines at "
+                f"whitespace, so its entries would not be read back (nothing was written)"
+            )
         if "," in str(p):
-            raise DataDirError(f"{where}: path {str(p)!r} contains ','; a Kaldi 'ark,scp:' specifier splits "
-                               f"at commas, so it would be written elsewhere (nothing was written)")
+            raise DataDirError(
+                f"{where}: path {str(p)!r} contains ','; a Kaldi 'ark,scp:' specifier splits "
+                f"at commas, so it would be written elsewhere (nothing was written)"
+            )
 
 
 def write_table(path, table: Mapping[str, object], sort: bool = True) -> None:
@@ -240,8 +275,10 @@ def parse_segment(value: str, where: str) -> Tuple[str, float, float]:
     """
     fields = value.split()
     if len(fields) != 3:
-        raise DataDirError(f"{where}: expected 'utterance recording start end' (4 fields), got "
-                           f"{len(fields) + 1}: {value!r} after the utterance id")
+        raise DataDirError(
+            f"{where}: expected 'utterance recording start end' (4 fields), got "
+            f"{len(fields) + 1}: {value!r} after the utterance id"
+        )
     rec, times = fields[0], []
     for name, tok in (("start", fields[1]), ("end", fields[2])):
         try:
@@ -255,8 +292,9 @@ def parse_segment(value: str, where: str) -> Tuple[str, float, float]:
     if start < 0:
         raise DataDirError(f"{where}: negative start time {fields[1]}")
     if end < 0 and end != -1:
-        raise DataDirError(f"{where}: negative end time {fields[2]} (only -1, meaning the end of the "
-                           f"recording, is allowed)")
+        raise DataDirError(
+            f"{where}: negative end time {fields[2]} (only -1, meaning the end of the recording, is allowed)"
+        )
     if end != -1 and end <= start:
         raise DataDirError(f"{where}: end time {fields[2]} is not after start time {fields[1]}")
     return rec, start, end
@@ -275,8 +313,10 @@ def segment_end(start: float, end: float, duration: float) -> float:
     if end == -1:
         return duration
     if end > duration + MAX_SEGMENT_OVERSHOOT_S:
-        raise ValueError(f"end {end:g} s is {end - duration:g} s past the end of the recording ({duration:g} s); "
-                         f"up to {MAX_SEGMENT_OVERSHOOT_S:g} s past is clipped, as Kaldi does")
+        raise ValueError(
+            f"end {end:g} s is {end - duration:g} s past the end of the recording ({duration:g} s); "
+            f"up to {MAX_SEGMENT_OVERSHOOT_S:g} s past is clipped, as Kaldi does"
+        )
     return min(end, duration)
 
 
@@ -287,8 +327,9 @@ class Trial:
     target: bool
 
 
-def read_trials(path, known_enroll: Optional[Iterable[str]] = None,
-                known_test: Optional[Iterable[str]] = None) -> List[Trial]:
+def read_trials(
+    path, known_enroll: Optional[Iterable[str]] = None, known_test: Optional[Iterable[str]] = None
+) -> List[Trial]:
     """Read ``enroll test target|nontarget`` lines.
 
     ``known_enroll``/``known_test``: when given, an id outside them is an error naming
@@ -413,8 +454,12 @@ def _recording_seconds(path: Path, value: str) -> Optional[Tuple[float, str]]:
     return (info.frames / info.samplerate, fn) if info.samplerate > 0 else None
 
 
-def _check_segments(path: Path, parsed: List[Tuple[int, str, Tuple[str, float, float]]],
-                    wav: Optional[List[Tuple[int, str, str]]], check_files: bool) -> None:
+def _check_segments(
+    path: Path,
+    parsed: List[Tuple[int, str, Tuple[str, float, float]]],
+    wav: Optional[List[Tuple[int, str, str]]],
+    check_files: bool,
+) -> None:
     """Every (parsed) segments line names a recording of wav.scp (when there is one) and,
     with ``check_files``, lies within that recording as far as its file's header tells
     (:func:`segment_end`)."""
@@ -472,9 +517,11 @@ def _check_ark_entries(path: Path, name: str, rows: List[Tuple[int, str, str]]) 
                 raise DataDirError(f"{where}: {ark} at byte {off}: {ext}")
             kind, shape, nbytes = ext
             if off + nbytes > size:
-                raise DataDirError(f"{where}: {ark} at byte {off}: the {kind.strip()} object "
-                                   f"({' x '.join(map(str, shape))}) ends at byte {off + nbytes}, past the end of "
-                                   f"the file ({size} bytes): the ark is truncated")
+                raise DataDirError(
+                    f"{where}: {ark} at byte {off}: the {kind.strip()} object "
+                    f"({' x '.join(map(str, shape))}) ends at byte {off + nbytes}, past the end of "
+                    f"the file ({size} bytes): the ark is truncated"
+                )
             rows_of[key] = shape[0]
     finally:
         for fd, _ in files.values():
@@ -510,9 +557,14 @@ def _check_spk2utt(path: Path, utt2spk: Mapping[str, str]) -> "OrderedDict[str, 
     return spk2utt
 
 
-def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
-                      need_feats: bool = False, check_trials: bool = True,
-                      check_arks: Optional[bool] = None) -> Dict[str, int]:
+def validate_data_dir(
+    path,
+    check_files: bool = True,
+    need_wav: bool = True,
+    need_feats: bool = False,
+    check_trials: bool = True,
+    check_arks: Optional[bool] = None,
+) -> Dict[str, int]:
     """Validate a data directory; raise DataDirError naming file and line on the first problem.
 
     Checks: every table exists where required, is UTF-8, non-empty, sorted with unique
@@ -533,13 +585,16 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
     utt2spk: "OrderedDict[str, str]" = OrderedDict()
     for lineno, utt, spk in _read_keyed(path / "utt2spk"):
         if len(spk.split()) != 1:
-            raise DataDirError(f"{_where(path / 'utt2spk', lineno)}: utterance '{utt}' has "
-                               f"{len(spk.split())} speaker fields, expected 1")
+            raise DataDirError(
+                f"{_where(path / 'utt2spk', lineno)}: utterance '{utt}' has "
+                f"{len(spk.split())} speaker fields, expected 1"
+            )
         utt2spk[utt] = spk
     spk2utt = _check_spk2utt(path, utt2spk)
 
-    def _cover(name: str, required: bool, keys: Mapping[str, object],
-               complete: bool = True) -> Optional[List[Tuple[int, str, str]]]:
+    def _cover(
+        name: str, required: bool, keys: Mapping[str, object], complete: bool = True
+    ) -> Optional[List[Tuple[int, str, str]]]:
         p = path / name
         if not p.exists():
             if required:
@@ -548,7 +603,9 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
         rows = _read_keyed(p)
         for lineno, key, _ in rows:
             if key not in keys:
-                raise DataDirError(f"{_where(p, lineno)}: '{key}' is not in {'utt2spk' if keys is utt2spk else 'segments'}")
+                raise DataDirError(
+                    f"{_where(p, lineno)}: '{key}' is not in {'utt2spk' if keys is utt2spk else 'segments'}"
+                )
         if complete and len(rows) != len(keys):
             present = {k for _, k, _ in rows}
             missing = [u for u in keys if u not in present]
@@ -556,8 +613,10 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
         return rows
 
     segments = _cover("segments", False, utt2spk)
-    parsed = [(lineno, utt, parse_segment(value, f"{_where(path / 'segments', lineno)}: segment '{utt}'"))
-              for lineno, utt, value in segments or ()]
+    parsed = [
+        (lineno, utt, parse_segment(value, f"{_where(path / 'segments', lineno)}: segment '{utt}'"))
+        for lineno, utt, value in segments or ()
+    ]
     recordings = OrderedDict((seg[0], True) for _, _, seg in parsed) if segments else utt2spk
     # with segments, a recording missing from wav.scp is named at its segments line below
     wav = _cover("wav.scp", need_wav, recordings, complete=not segments)
@@ -575,9 +634,11 @@ def validate_data_dir(path, check_files: bool = True, need_wav: bool = True,
             vad_frames = _check_ark_entries(path, "vad.scp", vad)
             for lineno, utt, _ in vad:
                 if utt in vad_frames and utt in feat_rows and vad_frames[utt] != feat_rows[utt]:
-                    raise DataDirError(f"{_where(path / 'vad.scp', lineno)}: '{utt}' has {vad_frames[utt]} VAD "
-                                       f"frames, feats.scp's matrix has {feat_rows[utt]} frames")
-    if (path / "text").exists():   # transcripts: UTF-8, keys of utt2spk (odd spaces allowed in the words)
+                    raise DataDirError(
+                        f"{_where(path / 'vad.scp', lineno)}: '{utt}' has {vad_frames[utt]} VAD "
+                        f"frames, feats.scp's matrix has {feat_rows[utt]} frames"
+                    )
+    if (path / "text").exists():  # transcripts: UTF-8, keys of utt2spk (odd spaces allowed in the words)
         for lineno, key, _ in _read_keyed(path / "text", free_text=True):
             if key not in utt2spk:
                 raise DataDirError(f"{_where(path / 'text', lineno)}: '{key}' is not in utt2spk")

@@ -57,9 +57,16 @@ def group_by_original(utts: Sequence[str], utt2orig: Optional[Mapping[str, str]]
 
 
 class _BaseSampler:
-    def __init__(self, utt2spk: Mapping[str, str], views: int = 1,
-                 utt2orig: Optional[Mapping[str, str]] = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, steps_per_epoch: Optional[int] = None):
+    def __init__(
+        self,
+        utt2spk: Mapping[str, str],
+        views: int = 1,
+        utt2orig: Optional[Mapping[str, str]] = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_per_epoch: Optional[int] = None,
+    ):
         if views not in (1, 2):
             raise ValueError(f"views must be 1 or 2, got {views}")
         if not 0 <= rank < world_size:
@@ -125,7 +132,7 @@ class _BaseSampler:
         n = self.num_steps()
         rng = np.random.default_rng([self.seed, self.epoch])
         batches = self._epoch_batches(rng, n * self.world_size)
-        mine = batches[self.rank::self.world_size]
+        mine = batches[self.rank :: self.world_size]
         while self.position < n:
             batch = mine[self.position]
             self.position += 1
@@ -148,7 +155,7 @@ class _Cycler:
                 self.queue = [int(x) for x in self.rng.permutation(self.items)]
             x = self.queue.pop(0)
             if distinct and x in out:
-                skipped.append(x)   # a new pass began mid-batch: keep it for the next batch
+                skipped.append(x)  # a new pass began mid-batch: keep it for the next batch
                 continue
             out.append(x)
         self.queue = skipped + self.queue
@@ -158,14 +165,24 @@ class _Cycler:
 class PKSampler(_BaseSampler):
     """P speakers x K originals (x views) per batch; see the module docstring."""
 
-    def __init__(self, utt2spk: Mapping[str, str], speakers_per_batch: int, utts_per_speaker: int,
-                 views: int = 1, utt2orig: Optional[Mapping[str, str]] = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, steps_per_epoch: Optional[int] = None):
+    def __init__(
+        self,
+        utt2spk: Mapping[str, str],
+        speakers_per_batch: int,
+        utts_per_speaker: int,
+        views: int = 1,
+        utt2orig: Optional[Mapping[str, str]] = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_per_epoch: Optional[int] = None,
+    ):
         super().__init__(utt2spk, views, utt2orig, seed, rank, world_size, steps_per_epoch)
         self.P, self.K = speakers_per_batch, utts_per_speaker
         if self.P > len(self.speakers):
-            raise ValueError(f"sampler.speakers_per_batch = {self.P} but the training data has only "
-                             f"{len(self.speakers)} speakers")
+            raise ValueError(
+                f"sampler.speakers_per_batch = {self.P} but the training data has only {len(self.speakers)} speakers"
+            )
         if self.K < 1:
             raise ValueError("sampler.utts_per_speaker must be >= 1")
         self.spk_groups = [np.flatnonzero(self.group_labels == s) for s in range(len(self.speakers))]
@@ -193,9 +210,17 @@ class PKSampler(_BaseSampler):
 class ShuffleSampler(_BaseSampler):
     """Plain shuffle of the originals, ``batch_size`` per batch (x views)."""
 
-    def __init__(self, utt2spk: Mapping[str, str], batch_size: int, views: int = 1,
-                 utt2orig: Optional[Mapping[str, str]] = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, steps_per_epoch: Optional[int] = None):
+    def __init__(
+        self,
+        utt2spk: Mapping[str, str],
+        batch_size: int,
+        views: int = 1,
+        utt2orig: Optional[Mapping[str, str]] = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_per_epoch: Optional[int] = None,
+    ):
         super().__init__(utt2spk, views, utt2orig, seed, rank, world_size, steps_per_epoch)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -214,7 +239,7 @@ class ShuffleSampler(_BaseSampler):
         order: List[int] = []
         while len(order) < n * self.orig_batch:
             order.extend(int(i) for i in rng.permutation(len(self.groups)))
-        return [self._expand(order[b * self.orig_batch:(b + 1) * self.orig_batch], rng) for b in range(n)]
+        return [self._expand(order[b * self.orig_batch : (b + 1) * self.orig_batch], rng) for b in range(n)]
 
 
 # mean repetition factor from which a warning is given: half of every batch is repeats
@@ -238,16 +263,27 @@ def repetition_warning(sampler, where: str = "") -> Optional[str]:
         return None
     counts = sorted(len(g) for g in sampler.spk_groups)
     median = counts[len(counts) // 2]
-    return (f"{where}sampler.utts_per_speaker = {sampler.K} but the speakers have a median of {median} original "
-            f"utterances (fewest {counts[0]}): each batch draws their originals {factor:.1f}x on average (the same "
-            f"recordings in other crops), {factor:.1f}x the compute for the recordings it sees; "
-            f"utts_per_speaker: {max(2, median)} or less avoids it")
+    return (
+        f"{where}sampler.utts_per_speaker = {sampler.K} but the speakers have a median of {median} original "
+        f"utterances (fewest {counts[0]}): each batch draws their originals {factor:.1f}x on average (the same "
+        f"recordings in other crops), {factor:.1f}x the compute for the recordings it sees; "
+        f"utts_per_speaker: {max(2, median)} or less avoids it"
+    )
 
 
 def build_sampler(cfg, utt2spk, utt2orig=None, seed=0, rank=0, world_size=1, steps_per_epoch=None):
     """A sampler from a :class:`pyspk.train.config.SamplerConfig`."""
     if cfg.kind == "pk":
-        return PKSampler(utt2spk, cfg.speakers_per_batch, cfg.utts_per_speaker, cfg.views, utt2orig,
-                         seed, rank, world_size, steps_per_epoch)
+        return PKSampler(
+            utt2spk,
+            cfg.speakers_per_batch,
+            cfg.utts_per_speaker,
+            cfg.views,
+            utt2orig,
+            seed,
+            rank,
+            world_size,
+            steps_per_epoch,
+        )
     bs = cfg.batch_size or cfg.speakers_per_batch * cfg.utts_per_speaker
     return ShuffleSampler(utt2spk, bs, cfg.views, utt2orig, seed, rank, world_size, steps_per_epoch)

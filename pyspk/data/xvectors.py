@@ -72,15 +72,17 @@ def stack(table: Mapping[str, np.ndarray]) -> Tuple[List[str], np.ndarray]:
     return keys, np.stack([table[k] for k in keys]).astype(np.float32)
 
 
-def speaker_means(xvectors: Mapping[str, np.ndarray], spk2utt: Mapping[str, Sequence[str]],
-                  where: str = "spk2utt") -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
+def speaker_means(
+    xvectors: Mapping[str, np.ndarray], spk2utt: Mapping[str, Sequence[str]], where: str = "spk2utt"
+) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
     """Per-speaker mean x-vector and utterance count; an utterance without x-vector is an error."""
     means, counts = {}, {}
     for spk, utts in spk2utt.items():
         missing = [u for u in utts if u not in xvectors]
         if missing:
-            raise KeyError(f"{where}: speaker '{spk}': utterance '{missing[0]}' has no x-vector "
-                           f"({len(missing)} missing)")
+            raise KeyError(
+                f"{where}: speaker '{spk}': utterance '{missing[0]}' has no x-vector ({len(missing)} missing)"
+            )
         means[spk] = np.mean([xvectors[u] for u in utts], axis=0).astype(np.float32)
         counts[spk] = len(utts)
     return means, counts

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChunkConfig:
-    max_frames: int = 6000     # longer utterances (60 s at 10 ms) are chunked; 0 = always whole
-    chunk_frames: int = 3000   # window length in frames
-    chunk_hop: int = 1500      # window shift in frames
+    max_frames: int = 6000  # longer utterances (60 s at 10 ms) are chunked; 0 = always whole
+    chunk_frames: int = 3000  # window length in frames
+    chunk_hop: int = 1500  # window shift in frames
 
     def __post_init__(self):
         if self.max_frames < 0 or self.chunk_frames < 1 or self.chunk_hop < 1:
@@ -56,13 +56,19 @@ def pick_device(device: str = "auto") -> str:
 class Embedder:
     """``embed(feats)`` -> float32 embedding of one utterance's raw (ark) features."""
 
-    def __init__(self, model, features: Optional[dict] = None, chunk: Optional[ChunkConfig] = None,
-                 device: str = "cpu", batch_size: int = 32):
+    def __init__(
+        self,
+        model,
+        features: Optional[dict] = None,
+        chunk: Optional[ChunkConfig] = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ):
         self.device = pick_device(device)
         from pyspk.models.fold import for_inference
 
         self.model = model.to(self.device).eval()
-        self.infer = for_inference(self.model)    # the TDNN with its BatchNorms folded (exact)
+        self.infer = for_inference(self.model)  # the TDNN with its BatchNorms folded (exact)
         feats_cfg = dict(features or {})
         self.cmn = bool(feats_cfg.get("cmn", True))
         self.cmn_window = feats_cfg.get("cmn_window")
@@ -80,8 +86,7 @@ class Embedder:
     def prepare(self, feats: np.ndarray, vad: Optional[np.ndarray] = None) -> np.ndarray:
         from pyspk.features.reader import load_features
 
-        return load_features(feats, cmn=self.cmn, cmn_window=self.cmn_window,
-                             vad=vad if self.use_vad else None)
+        return load_features(feats, cmn=self.cmn, cmn_window=self.cmn_window, vad=vad if self.use_vad else None)
 
     def embed(self, feats: np.ndarray, vad: Optional[np.ndarray] = None, utt: str = "?") -> np.ndarray:
         """Embedding of one utterance; ValueError naming ``utt`` on bad input or NaN output."""
@@ -108,7 +113,7 @@ class Embedder:
                 raise ValueError(f"utterance '{utt}': embedding contains NaN or inf ({x.shape[0]} frames)")
         return [e.astype(np.float32) for e in out]
 
-    RAGGED_FRAMES = 16384   # frames per call of a model that takes utterances of any lengths at once
+    RAGGED_FRAMES = 16384  # frames per call of a model that takes utterances of any lengths at once
 
     def _embed_ragged(self, items) -> List[np.ndarray]:
         """Every window (a whole utterance, or the windows of a chunked one) through
@@ -120,7 +125,7 @@ class Embedder:
         for i, (_, x) in enumerate(items):
             starts, size = chunk_starts(x.shape[0], self.chunk)
             for s in starts:
-                windows.append(x[s:s + size])
+                windows.append(x[s : s + size])
                 owner.append(i)
         per_item: List[List[np.ndarray]] = [[] for _ in items]
         start = 0
@@ -143,10 +148,10 @@ class Embedder:
             if len(starts) == 1:
                 whole.setdefault(x.shape[0], []).append(i)
             else:
-                out[i] = self._forward([x[s:s + self.chunk.chunk_frames] for s in starts]).mean(axis=0)
+                out[i] = self._forward([x[s : s + self.chunk.chunk_frames] for s in starts]).mean(axis=0)
         for idx in whole.values():
             for b in range(0, len(idx), self.batch_size):
-                part = idx[b:b + self.batch_size]
+                part = idx[b : b + self.batch_size]
                 for i, e in zip(part, self._forward([items[i][1] for i in part])):
                     out[i] = e
         return out

@@ -18,8 +18,7 @@ import numpy as np
 
 from pyspk.embed.extractor import Embedder
 
-
-MIN_SPEECH_S = 1.0   # peers refuse or warn below 1-2 s of speech; an x-vector of less is noise
+MIN_SPEECH_S = 1.0  # peers refuse or warn below 1-2 s of speech; an x-vector of less is noise
 
 
 class TooLittleSpeech(ValueError):
@@ -36,8 +35,14 @@ def file_rate(path) -> Optional[int]:
         return None
 
 
-def embed_file(embedder: Embedder, path, fbank_config=None, min_speech_s: float = 0.0,
-               warn_only: bool = False, warnings: Optional[list] = None) -> np.ndarray:
+def embed_file(
+    embedder: Embedder,
+    path,
+    fbank_config=None,
+    min_speech_s: float = 0.0,
+    warn_only: bool = False,
+    warnings: Optional[list] = None,
+) -> np.ndarray:
     """Embedding of one file. Speech after VAD (frames kept x frame shift) below
     ``min_speech_s`` raises :class:`TooLittleSpeech`, or with ``warn_only`` is appended to
     ``warnings``, as is audio resampled up from below the model's rate (its upper mel
@@ -49,15 +54,19 @@ def embed_file(embedder: Embedder, path, fbank_config=None, min_speech_s: float 
     notes = warnings if warnings is not None else []
     rate = file_rate(path)
     if rate is not None and rate < cfg.sample_rate:
-        notes.append(f"{path}: {rate} Hz audio resampled up to the model's {cfg.sample_rate} Hz: mel bins above "
-                     f"{rate / 2:.0f} Hz are empty, scores are not comparable with {cfg.sample_rate} Hz audio")
+        notes.append(
+            f"{path}: {rate} Hz audio resampled up to the model's {cfg.sample_rate} Hz: mel bins above "
+            f"{rate / 2:.0f} Hz are empty, scores are not comparable with {cfg.sample_rate} Hz audio"
+        )
     wave = read_audio(Path(path).name, str(path), cfg.sample_rate)
     feats, mask = embedder.front_end(wave, cfg.sample_rate, cfg)
     frames = int(np.sum(mask)) if mask is not None else int(feats.shape[0])
     speech = frames * cfg.frame_shift_ms / 1000.0
     if speech < min_speech_s:
-        msg = (f"{path}: {speech:.2f} s of speech after VAD, less than the minimum {min_speech_s:g} s "
-               f"(--min-speech); too little to judge a speaker")
+        msg = (
+            f"{path}: {speech:.2f} s of speech after VAD, less than the minimum {min_speech_s:g} s "
+            f"(--min-speech); too little to judge a speaker"
+        )
         if not warn_only:
             raise TooLittleSpeech(msg)
         notes.append(msg)
@@ -86,5 +95,7 @@ def load_threshold(scores_dir, backend: str) -> Optional[float]:
         return None
     table = json.loads(path.read_text())
     if backend not in table:
-        raise KeyError(f"{path}: no threshold for back-end '{backend}' (have {', '.join(k for k in table if k != 'trials')})")
+        raise KeyError(
+            f"{path}: no threshold for back-end '{backend}' (have {', '.join(k for k in table if k != 'trials')})"
+        )
     return float(table[backend])

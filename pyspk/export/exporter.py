@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-CHECK_SHAPES = ((1, 37), (2, 150), (1, 401))    # (batch, frames) run by the self-check
-MIN_FRAMES = 2      # torch.export treats sizes 0 and 1 as special; 2+ frames stay symbolic
+CHECK_SHAPES = ((1, 37), (2, 150), (1, 401))  # (batch, frames) run by the self-check
+MIN_FRAMES = 2  # torch.export treats sizes 0 and 1 as special; 2+ frames stay symbolic
 TS_METADATA = "pyspk_metadata.json"
 
 
@@ -47,9 +47,9 @@ class ExportError(RuntimeError):
 class ExportResult:
     path: Path
     format: str
-    seconds: float                      # export alone (tracing/translation + writing)
+    seconds: float  # export alone (tracing/translation + writing)
     size_bytes: int
-    max_abs_diff: float                 # self-check against eager PyTorch
+    max_abs_diff: float  # self-check against eager PyTorch
     metadata: dict = field(default_factory=dict)
 
 
@@ -83,9 +83,17 @@ def _export_onnx(module: ExportModule, example: torch.Tensor, tmp: Path, metadat
     # no autograd in the graph: inference ops only (a process that trained may have set
     # train.gemm: onednn, whose training-only custom op ONNX has no counterpart for)
     with torch.no_grad():
-        torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
-                          input_names=["feats"], output_names=["embedding"],
-                          dynamic_shapes={"feats": {0: batch, 1: frames}})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=["feats"],
+            output_names=["embedding"],
+            dynamic_shapes={"feats": {0: batch, 1: frames}},
+        )
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for key, value in metadata.items():
@@ -141,8 +149,9 @@ def read_metadata(path) -> dict:
     return json.loads(extra[TS_METADATA])
 
 
-def max_abs_diff_vs_eager(module: ExportModule, path: Path, fmt: str,
-                          shapes: Sequence[tuple[int, int]] = CHECK_SHAPES, feat_dim: int = 80) -> float:
+def max_abs_diff_vs_eager(
+    module: ExportModule, path: Path, fmt: str, shapes: Sequence[tuple[int, int]] = CHECK_SHAPES, feat_dim: int = 80
+) -> float:
     """Largest |exported - eager| over embeddings of random fbank-like inputs of ``shapes``."""
     runner = onnx_session(path) if fmt == "onnx" else torch.jit.load(str(path), map_location="cpu").eval()
     worst = 0.0
@@ -157,8 +166,15 @@ def max_abs_diff_vs_eager(module: ExportModule, path: Path, fmt: str,
     return worst
 
 
-def export(model_path, out=None, fmt: str = "onnx", fbank: Optional[FbankConfig] = None,
-           language: str = "multilingual", framework: str = "wespeaker", tol: float = 1e-4) -> ExportResult:
+def export(
+    model_path,
+    out=None,
+    fmt: str = "onnx",
+    fbank: Optional[FbankConfig] = None,
+    language: str = "multilingual",
+    framework: str = "wespeaker",
+    tol: float = 1e-4,
+) -> ExportResult:
     """Export ``model_path`` (a :func:`pyspk.models.save_encoder` checkpoint) to ``out``.
 
     ``fbank`` is the front end the encoder was trained with (conf/fbank.yaml; it goes
@@ -174,14 +190,24 @@ def export(model_path, out=None, fmt: str = "onnx", fbank: Optional[FbankConfig]
     encoder = module.encoder
     feat_dim = int(getattr(encoder, "feat_dim", ckpt["encoder_kwargs"].get("feat_dim", 80)))
     if feat_dim != fbank.num_mel_bins:
-        raise ExportError(f"{model_path}: encoder takes {feat_dim}-dim features but the fbank config has "
-                          f"num_mel_bins {fbank.num_mel_bins}; pass the --fbank-config it was trained with")
+        raise ExportError(
+            f"{model_path}: encoder takes {feat_dim}-dim features but the fbank config has "
+            f"num_mel_bins {fbank.num_mel_bins}; pass the --fbank-config it was trained with"
+        )
     extra = ckpt.get("extra", {})
     features = dict(extra.get("features") or {"cmn": True})
-    metadata = build_metadata(encoder=ckpt["encoder"], encoder_kwargs=dict(ckpt["encoder_kwargs"]),
-                              embed_dim=int(encoder.embed_dim), feat_dim=feat_dim, fbank=fbank,
-                              features=features, config=extra.get("config"), checkpoint=model_path,
-                              language=language, framework=framework)
+    metadata = build_metadata(
+        encoder=ckpt["encoder"],
+        encoder_kwargs=dict(ckpt["encoder_kwargs"]),
+        embed_dim=int(encoder.embed_dim),
+        feat_dim=feat_dim,
+        fbank=fbank,
+        features=features,
+        config=extra.get("config"),
+        checkpoint=model_path,
+        language=language,
+        framework=framework,
+    )
     example = torch.from_numpy(fbank_like(2, 200, feat_dim))
     with atomic_path(out) as tmp:
         start = time.perf_counter()
@@ -194,8 +220,9 @@ def export(model_path, out=None, fmt: str = "onnx", fbank: Optional[FbankConfig]
         seconds = time.perf_counter() - start
         diff = max_abs_diff_vs_eager(module, tmp, fmt, feat_dim=feat_dim)
         if not diff <= tol:
-            raise ExportError(f"{fmt} export of {model_path} differs from PyTorch by {diff:.3g} (> tol {tol:g}); "
-                              f"not written")
+            raise ExportError(
+                f"{fmt} export of {model_path} differs from PyTorch by {diff:.3g} (> tol {tol:g}); not written"
+            )
         size = tmp.stat().st_size
     log.info("wrote %s (%s, %.1f s, %.2f MB, max abs diff vs PyTorch %.2e)", out, fmt, seconds, size / 1e6, diff)
     return ExportResult(out, fmt, seconds, size, diff, metadata)

@@ -29,7 +29,7 @@ from torch import nn
 def sliding_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Per-frame mean of (B, T, F) ``x`` over the centred window of the module docstring."""
     t = torch.arange(x.shape[1], device=x.device)
-    total = t[-1:] + 1                          # T as a (1,) tensor: no Python int of a dynamic size
+    total = t[-1:] + 1  # T as a (1,) tensor: no Python int of a dynamic size
     w = torch.clamp(total, max=window)
     start = torch.minimum(torch.clamp(t - window // 2, min=0), total - w)
     csum = torch.cumsum(x.double(), dim=1)

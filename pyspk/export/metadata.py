@@ -36,12 +36,19 @@ from pyspk.features.fbank import FbankConfig
 from pyspk.io import file_digest
 
 # sherpa-onnx FeatureExtractorConfig defaults a speaker model gets (features.h).
-SHERPA_FBANK = {"num_mel_bins": 80, "low_freq": 20.0, "high_freq_below_nyquist": 400.0,
-                "frame_length_ms": 25.0, "frame_shift_ms": 10.0, "dither": 0.0,
-                "preemph_coeff": 0.97, "remove_dc_offset": True, "window_type": "povey",
-                "snip_edges": False}
-SHERPA_KEYS = ("framework", "sample_rate", "output_dim", "normalize_samples", "language",
-               "feature_normalize_type")
+SHERPA_FBANK = {
+    "num_mel_bins": 80,
+    "low_freq": 20.0,
+    "high_freq_below_nyquist": 400.0,
+    "frame_length_ms": 25.0,
+    "frame_shift_ms": 10.0,
+    "dither": 0.0,
+    "preemph_coeff": 0.97,
+    "remove_dc_offset": True,
+    "window_type": "povey",
+    "snip_edges": False,
+}
+SHERPA_KEYS = ("framework", "sample_rate", "output_dim", "normalize_samples", "language", "feature_normalize_type")
 
 
 def config_hash(config) -> str:
@@ -58,8 +65,17 @@ def sherpa_frontend_differences(fbank: FbankConfig, features: dict) -> list[str]
     sherpa_high = fbank.sample_rate / 2 - SHERPA_FBANK["high_freq_below_nyquist"]
     if abs(high - sherpa_high) > 1e-6:
         diffs.append(f"mel high_freq {high:g} Hz (sherpa-onnx: {sherpa_high:g} Hz = Nyquist - 400)")
-    for key in ("num_mel_bins", "low_freq", "frame_length_ms", "frame_shift_ms", "dither", "preemph_coeff",
-                "remove_dc_offset", "window_type", "snip_edges"):
+    for key in (
+        "num_mel_bins",
+        "low_freq",
+        "frame_length_ms",
+        "frame_shift_ms",
+        "dither",
+        "preemph_coeff",
+        "remove_dc_offset",
+        "window_type",
+        "snip_edges",
+    ):
         ours, theirs = getattr(fbank, key), SHERPA_FBANK[key]
         if ours != theirs:
             diffs.append(f"{key} {ours!r} (sherpa-onnx: {theirs!r})")
@@ -68,19 +84,36 @@ def sherpa_frontend_differences(fbank: FbankConfig, features: dict) -> list[str]
     return diffs
 
 
-def build_metadata(*, encoder: str, encoder_kwargs: dict, embed_dim: int, feat_dim: int, fbank: FbankConfig,
-                   features: dict, config, checkpoint: Path, language: str, framework: str = "wespeaker") -> dict:
+def build_metadata(
+    *,
+    encoder: str,
+    encoder_kwargs: dict,
+    embed_dim: int,
+    feat_dim: int,
+    fbank: FbankConfig,
+    features: dict,
+    config,
+    checkpoint: Path,
+    language: str,
+    framework: str = "wespeaker",
+) -> dict:
     """All metadata strings of an export (sherpa-onnx's keys, then ``pyspk_*``)."""
     if not language:
         raise ValueError("language must be a non-empty string (sherpa-onnx refuses an empty one)")
     if framework not in ("wespeaker", "3d-speaker"):
-        raise ValueError(f"framework must be 'wespeaker' or '3d-speaker' (sherpa-onnx's general extractor), "
-                         f"got {framework!r}")
+        raise ValueError(
+            f"framework must be 'wespeaker' or '3d-speaker' (sherpa-onnx's general extractor), got {framework!r}"
+        )
     from pyspk import __version__
 
     window = features.get("cmn_window") or 0
-    cmn = ("none" if not features.get("cmn", True)
-           else f"in-graph, sliding window of {window} frames" if window > 0 else "in-graph, whole utterance")
+    cmn = (
+        "none"
+        if not features.get("cmn", True)
+        else f"in-graph, sliding window of {window} frames"
+        if window > 0
+        else "in-graph, whole utterance"
+    )
     diffs = sherpa_frontend_differences(fbank, features)
     return {
         "framework": framework,
@@ -92,7 +125,7 @@ def build_metadata(*, encoder: str, encoder_kwargs: dict, embed_dim: int, feat_d
         # subtracted the global mean anyway would change nothing (the graph's mean is then 0).
         "feature_normalize_type": "",
         "comment": f"pyspk {__version__} export of {checkpoint.name}: input raw log-mel fbank "
-                   f"(batch, frames, {feat_dim}), output embedding (batch, {embed_dim})",
+        f"(batch, frames, {feat_dim}), output embedding (batch, {embed_dim})",
         "pyspk_version": __version__,
         "pyspk_encoder": encoder,
         "pyspk_encoder_kwargs": json.dumps(encoder_kwargs, sort_keys=True),

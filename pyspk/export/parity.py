@@ -32,8 +32,9 @@ def read_waves(data_dir, sample_rate: int) -> Dict[str, np.ndarray]:
     return {utt: read_audio(utt, src, sample_rate) for utt, src in wav_scp.items()}
 
 
-def sherpa_embeddings(onnx_path, waves: Mapping[str, np.ndarray], sample_rate: int,
-                      threads: int = 1) -> Dict[str, np.ndarray]:
+def sherpa_embeddings(
+    onnx_path, waves: Mapping[str, np.ndarray], sample_rate: int, threads: int = 1
+) -> Dict[str, np.ndarray]:
     """sherpa-onnx's SpeakerEmbeddingExtractor on each wave (accept_waveform, input_finished, compute)."""
     import sherpa_onnx
 
@@ -52,8 +53,9 @@ def sherpa_embeddings(onnx_path, waves: Mapping[str, np.ndarray], sample_rate: i
     return out
 
 
-def pyspk_embeddings(model_path, waves: Mapping[str, np.ndarray], fbank: FbankConfig,
-                     vad: Optional[bool] = None) -> Dict[str, np.ndarray]:
+def pyspk_embeddings(
+    model_path, waves: Mapping[str, np.ndarray], fbank: FbankConfig, vad: Optional[bool] = None
+) -> Dict[str, np.ndarray]:
     """``pyspk embed``'s embeddings of each wave; ``vad`` None = as trained, else forced on/off."""
     from pyspk.embed.extractor import Embedder
     from pyspk.models import load_encoder
@@ -125,21 +127,31 @@ def compare(model_path, onnx_path, data_dir, fbank: Optional[FbankConfig] = None
         "pyspk": pyspk_embeddings(model_path, waves, fbank),
         "pyspk_novad": pyspk_embeddings(model_path, waves, fbank, vad=False),
     }
-    result = {"files": len(waves), "cosine": {}, "eer": {},
-              "between_files_median": between_files_median(sets["sherpa_onnx"], sets["pyspk"])}
+    result = {
+        "files": len(waves),
+        "cosine": {},
+        "eer": {},
+        "between_files_median": between_files_median(sets["sherpa_onnx"], sets["pyspk"]),
+    }
     for ref in ("pyspk", "pyspk_novad"):
         cos = cosines(sets["sherpa_onnx"], sets[ref])
         # Centred on pyspk's mean embedding: a model whose output hardly depends on the input
         # (an untrained one) has raw cosines near 1 for any pair, centred ones only when equal.
         centre = np.mean(list(sets[ref].values()), axis=0)
-        centred = cosines({u: v - centre for u, v in sets["sherpa_onnx"].items()},
-                          {u: v - centre for u, v in sets[ref].items()})
+        centred = cosines(
+            {u: v - centre for u, v in sets["sherpa_onnx"].items()}, {u: v - centre for u, v in sets[ref].items()}
+        )
         worst = min(cos, key=cos.get)
         vals, cvals = np.array(list(cos.values())), np.array(list(centred.values()))
-        result["cosine"][ref] = {"min": float(vals.min()), "median": float(np.median(vals)),
-                                 "mean": float(vals.mean()), "worst_utt": worst,
-                                 "centred_min": float(cvals.min()), "centred_median": float(np.median(cvals)),
-                                 "per_file": cos}
+        result["cosine"][ref] = {
+            "min": float(vals.min()),
+            "median": float(np.median(vals)),
+            "mean": float(vals.mean()),
+            "worst_utt": worst,
+            "centred_min": float(cvals.min()),
+            "centred_median": float(np.median(cvals)),
+            "per_file": cos,
+        }
     for name, emb in sets.items():
         result["eer"][name] = trial_eers(data_dir, emb)
     return result

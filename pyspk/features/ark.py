@@ -36,11 +36,16 @@ from pyspk.io import atomic_write_text
 def job_files(fbank_dir, job: int) -> Dict[str, Path]:
     d = Path(fbank_dir).resolve()
     return {
-        "ark": d / f"feats.{job}.ark", "scp": d / f"feats.{job}.scp",
-        "vad_ark": d / f"vad.{job}.ark", "vad_scp": d / f"vad.{job}.scp",
-        "frames": d / f"utt2num_frames.{job}", "bad": d / f"bad.{job}", "novoice": d / f"novoice.{job}",
+        "ark": d / f"feats.{job}.ark",
+        "scp": d / f"feats.{job}.scp",
+        "vad_ark": d / f"vad.{job}.ark",
+        "vad_scp": d / f"vad.{job}.scp",
+        "frames": d / f"utt2num_frames.{job}",
+        "bad": d / f"bad.{job}",
+        "novoice": d / f"novoice.{job}",
         "resampled": d / f"resampled.{job}",
-        "done": d / f".done.feats.{job}", "split": d / "split" / f"wav.{job}.scp",
+        "done": d / f".done.feats.{job}",
+        "split": d / "split" / f"wav.{job}.scp",
         "segments": d / "split" / f"segments.{job}",
     }
 
@@ -205,9 +210,14 @@ def write_arks(p: Dict[str, Path], items, vad: bool, compress: bool = False) -> 
     bad: Dict[str, str] = {}
     try:
         with contextlib.ExitStack() as stack:
-            feats_w = stack.enter_context(CompressedArkWriter(tmp["ark"], tmp["scp"]) if compress else
-                                          kaldiio.WriteHelper(f"ark,scp:{tmp['ark']},{tmp['scp']}"))
-            vad_w = stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['vad_ark']},{tmp['vad_scp']}")) if vad else None
+            feats_w = stack.enter_context(
+                CompressedArkWriter(tmp["ark"], tmp["scp"])
+                if compress
+                else kaldiio.WriteHelper(f"ark,scp:{tmp['ark']},{tmp['scp']}")
+            )
+            vad_w = (
+                stack.enter_context(kaldiio.WriteHelper(f"ark,scp:{tmp['vad_ark']},{tmp['vad_scp']}")) if vad else None
+            )
             for utt, feats, v, reason in items:
                 if reason:
                     bad[utt] = reason

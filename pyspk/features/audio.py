@@ -67,14 +67,16 @@ def _read_source(source: str) -> tuple[np.ndarray, int, str]:
         return f.read(dtype="float32"), f.samplerate, f.subtype
 
 
-def read_audio(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
-               stereo: str = "first") -> np.ndarray:
+def read_audio(
+    utt: str, source: str, target_sr: int, min_duration_s: float = 0.025, stereo: str = "first"
+) -> np.ndarray:
     """Mono float32 samples of one wav.scp entry at ``target_sr``; AudioError on bad input."""
     return read_audio_rate(utt, source, target_sr, min_duration_s, stereo)[0]
 
 
-def read_audio_rate(utt: str, source: str, target_sr: int, min_duration_s: float = 0.025,
-                    stereo: str = "first") -> Tuple[np.ndarray, int]:
+def read_audio_rate(
+    utt: str, source: str, target_sr: int, min_duration_s: float = 0.025, stereo: str = "first"
+) -> Tuple[np.ndarray, int]:
     """:func:`read_audio`'s samples and the source's own sample rate, for a caller that
     counts what was resampled (the fbank jobs' ``resampled.J``)."""
     try:
@@ -91,8 +93,12 @@ def read_audio_rate(utt: str, source: str, target_sr: int, min_duration_s: float
     if data.shape[0] == 0:
         raise AudioError(utt, source, "zero-length recording")
     if data.shape[0] < math.ceil(min_duration_s * sr):
-        raise AudioError(utt, source, f"too short: {data.shape[0]} samples = "
-                         f"{1000.0 * data.shape[0] / sr:.1f} ms < {1000.0 * min_duration_s:.0f} ms")
+        raise AudioError(
+            utt,
+            source,
+            f"too short: {data.shape[0]} samples = "
+            f"{1000.0 * data.shape[0] / sr:.1f} ms < {1000.0 * min_duration_s:.0f} ms",
+        )
     # integer PCM (wav, flac: subtype PCM_*) cannot hold NaN/inf; every other encoding is scanned
     if not subtype.startswith("PCM") and not np.isfinite(data).all():
         raise AudioError(utt, source, "NaN or inf samples")
@@ -100,17 +106,25 @@ def read_audio_rate(utt: str, source: str, target_sr: int, min_duration_s: float
         # Upsampled audio has no energy above sr/2: its upper mel bins are empty, a
         # mismatch with the rest of the corpus worth a line in the job log (once per rate).
         _UPSAMPLED.add(sr)
-        log.warning("utterance '%s' (%s): %d Hz audio resampled up to %d Hz; mel bins above %d Hz are empty "
-                    "(further %d Hz utterances of this job are not reported)", utt, source, sr, target_sr,
-                    sr // 2, sr)
+        log.warning(
+            "utterance '%s' (%s): %d Hz audio resampled up to %d Hz; mel bins above %d Hz are empty "
+            "(further %d Hz utterances of this job are not reported)",
+            utt,
+            source,
+            sr,
+            target_sr,
+            sr // 2,
+            sr,
+        )
     return resample(data, sr, target_sr), sr
 
 
 _UPSAMPLED: set = set()
 
 
-def slice_segment(utt: str, source: str, wave: np.ndarray, sr: int, start: float, end: float,
-                  min_duration_s: float = 0.0) -> np.ndarray:
+def slice_segment(
+    utt: str, source: str, wave: np.ndarray, sr: int, start: float, end: float, min_duration_s: float = 0.0
+) -> np.ndarray:
     """Samples of segment [start, end) s of the recording ``wave`` (``sr`` Hz).
 
     ``end = -1``: to the end of the recording. An AudioError (naming the utterance, the
@@ -130,6 +144,9 @@ def slice_segment(utt: str, source: str, wave: np.ndarray, sr: int, start: float
     a = int(round(start * sr))
     b = n if stop >= n / sr else min(int(round(stop * sr)), n)
     if b - a < max(1, int(math.ceil(min_duration_s * sr))):
-        raise AudioError(utt, source, f"{what} has {max(b - a, 0)} samples "
-                         f"(recording: {n}), shorter than {1000 * min_duration_s:.0f} ms")
+        raise AudioError(
+            utt,
+            source,
+            f"{what} has {max(b - a, 0)} samples (recording: {n}), shorter than {1000 * min_duration_s:.0f} ms",
+        )
     return wave[a:b]

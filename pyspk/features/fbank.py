@@ -22,13 +22,14 @@ are Lhotse's own.  ``tests/test_fbank.py`` checks both against stock Lhotse.
 from __future__ import annotations
 
 import dataclasses
-from pyspk.keys import check_keys
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from pyspk.keys import check_keys
 
 INT16_SCALE = 32768.0
 
@@ -179,8 +180,13 @@ def _forward_blocks(module, x):
     strided = _get_strided_batch(x, win._length, win._shift, win.snip_edges)
     if strided.shape[1] <= BLOCK_FRAMES:
         return module._forward_strided(*win._forward_strided(strided))
-    return torch.cat([module._forward_strided(*win._forward_strided(strided[:, i:i + BLOCK_FRAMES]))
-                      for i in range(0, strided.shape[1], BLOCK_FRAMES)], dim=1)
+    return torch.cat(
+        [
+            module._forward_strided(*win._forward_strided(strided[:, i : i + BLOCK_FRAMES]))
+            for i in range(0, strided.shape[1], BLOCK_FRAMES)
+        ],
+        dim=1,
+    )
 
 
 def num_frames(num_samples: int, config: FbankConfig | None = None) -> int:

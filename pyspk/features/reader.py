@@ -28,7 +28,7 @@ def voiced_frames(feats: np.ndarray, vad: np.ndarray | None = None, check_finite
         keep = np.flatnonzero(vad > 0.5)
         if keep.size == 0:
             raise ValueError("VAD kept no frame")
-        feats = feats.take(keep, axis=0)     # a copy, as boolean indexing made; faster
+        feats = feats.take(keep, axis=0)  # a copy, as boolean indexing made; faster
     return feats
 
 

@@ -19,8 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def compute_vad(log_energy: np.ndarray, energy_threshold: float = 5.5, energy_mean_scale: float = 0.5,
-                frames_context: int = 2, proportion_threshold: float = 0.12) -> np.ndarray:
+def compute_vad(
+    log_energy: np.ndarray,
+    energy_threshold: float = 5.5,
+    energy_mean_scale: float = 0.5,
+    frames_context: int = 2,
+    proportion_threshold: float = 0.12,
+) -> np.ndarray:
     """0/1 float32 decision per frame from raw log energies (see module docstring)."""
     e = np.asarray(log_energy, dtype=np.float64).reshape(-1)
     T = e.shape[0]
@@ -38,5 +43,10 @@ def compute_vad(log_energy: np.ndarray, energy_threshold: float = 5.5, energy_me
 
 def vad_from_config(log_energy: np.ndarray, config) -> np.ndarray:
     """compute_vad with the ``vad_*`` settings of an FbankConfig."""
-    return compute_vad(log_energy, config.vad_energy_threshold, config.vad_energy_mean_scale,
-                       config.vad_frames_context, config.vad_proportion_threshold)
+    return compute_vad(
+        log_energy,
+        config.vad_energy_threshold,
+        config.vad_energy_mean_scale,
+        config.vad_frames_context,
+        config.vad_proportion_threshold,
+    )

@@ -47,6 +47,7 @@ class PairWeights:
     """What pair weights hand to a pair loss: ω of every pair (N x N; the loss applies it to the
     negative pairs), optional weights v of the positive pairs (N x N: a weighted mean over P(i)),
     and whether ω multiplies the exp terms (``exp``) or sits inside the logits (``logit``)."""
+
     negatives: torch.Tensor
     positives: Optional[torch.Tensor] = None
     mode: str = "exp"

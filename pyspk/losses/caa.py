@@ -45,8 +45,9 @@ def caa_weights(
         raise ValueError(f"caa_weights: prototypes must be (C, {embeddings.shape[1]}), got {tuple(prototypes.shape)}")
     num_classes = prototypes.shape[0]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"caa_weights: labels must lie in [0, {num_classes}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"caa_weights: labels must lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+        )
     omega = pair_confidence(embeddings, labels, prototypes, scale).clamp(min=floor)
     same = labels.view(-1, 1) == labels.view(1, -1)
     return torch.where(same, torch.ones_like(omega), omega)
@@ -102,8 +103,11 @@ def weight_statistics(weights: torch.Tensor, labels: torch.Tensor) -> dict:
     w = weights.float()
     row_mean = (w * neg).sum(1, keepdim=True) / neg.sum(1, keepdim=True).clamp_min(1)
     vals = w[neg]
-    return {"caa_w_mean": float(vals.mean()), "caa_w_std": float(vals.std()) if vals.numel() > 1 else 0.0,
-            "caa_w_lt_half": float((w < 0.5 * row_mean)[neg].float().mean())}
+    return {
+        "caa_w_mean": float(vals.mean()),
+        "caa_w_std": float(vals.std()) if vals.numel() > 1 else 0.0,
+        "caa_w_lt_half": float((w < 0.5 * row_mean)[neg].float().mean()),
+    }
 
 
 class EmaPrototypes(nn.Module):
@@ -143,13 +147,14 @@ class EmaPrototypes(nn.Module):
 @dataclass
 class CaaSettings:
     """``pair_weights: {name: caa, ...}``: class-aware attention (module doc)."""
+
     name: str = "caa"
-    scale: float = 30.0                # s inside the class posterior a_i
-    floor: float = 0.0                 # lower bound of the weights
-    normalize: bool = True             # scale each anchor's negative weights to mean 1 (raw ones collapse)
+    scale: float = 30.0  # s inside the class posterior a_i
+    floor: float = 0.0  # lower bound of the weights
+    normalize: bool = True  # scale each anchor's negative weights to mean 1 (raw ones collapse)
     mode: str = field(default="exp", metadata={"choices": WEIGHT_MODES})  # ω on the exp terms, or inside the logits
-    start_epoch: float = 0.0           # no weights (ω = 1) before this epoch: prototypes trained first
-    positives: bool = True             # also weight positive pairs by min(a_i, a_p) (OSM-CAA)
+    start_epoch: float = 0.0  # no weights (ω = 1) before this epoch: prototypes trained first
+    positives: bool = True  # also weight positive pairs by min(a_i, a_p) (OSM-CAA)
     # where a_i's prototypes come from: the head's W (head), running class means (ema), or
     # the head when there is one (auto)
     prototypes: str = field(default="auto", metadata={"choices": ("auto", "head", "ema")})
@@ -202,8 +207,9 @@ class ClassAwareAttention:
         return PairWeights(weights, pos_w, s.mode)
 
     @torch.no_grad()
-    def after_step(self, z: torch.Tensor, labels: torch.Tensor,
-                   gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    def after_step(
+        self, z: torch.Tensor, labels: torch.Tensor, gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    ) -> None:
         """Update the EMA prototypes with this step's embeddings (``gather``: all ranks' under DDP,
         so that every rank keeps the same prototypes)."""
         if self.ema is None:

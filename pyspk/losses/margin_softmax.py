@@ -40,12 +40,14 @@ KINDS = ("aam", "am", "softmax")
 @dataclass
 class SoftmaxSettings:
     """``head: {name: softmax}``: a plain linear classifier; no settings."""
+
     name: str = "softmax"
 
 
 @dataclass
 class AmSettings:
     """``head: {name: am, ...}``: AM-softmax, ψ(θ) = cos θ − m."""
+
     name: str = "am"
     margin: float = 0.2
     scale: float = 30.0
@@ -56,6 +58,7 @@ class AmSettings:
 @dataclass
 class AamSettings:
     """``head: {name: aam, ...}``: AAM-softmax, ψ(θ) = cos(θ + m)."""
+
     name: str = "aam"
     margin: float = 0.2
     scale: float = 30.0
@@ -68,9 +71,15 @@ class AamSettings:
 @HEADS.register("aam", AamSettings)
 def build_margin_softmax(settings, embed_dim: int, num_classes: int) -> "MarginSoftmax":
     """The head ``settings.name`` (softmax, am, aam) over ``num_classes`` speakers."""
-    return MarginSoftmax(embed_dim, num_classes, kind=settings.name, margin=getattr(settings, "margin", 0.0),
-                         scale=getattr(settings, "scale", 30.0), easy_margin=getattr(settings, "easy_margin", False),
-                         margin_schedule=getattr(settings, "margin_schedule", None))
+    return MarginSoftmax(
+        embed_dim,
+        num_classes,
+        kind=settings.name,
+        margin=getattr(settings, "margin", 0.0),
+        scale=getattr(settings, "scale", 30.0),
+        easy_margin=getattr(settings, "easy_margin", False),
+        margin_schedule=getattr(settings, "margin_schedule", None),
+    )
 
 
 class MarginSoftmax(nn.Module):
@@ -90,7 +99,9 @@ class MarginSoftmax(nn.Module):
         if kind not in KINDS:
             raise ValueError(f"MarginSoftmax: unknown kind {kind!r} (valid: {', '.join(KINDS)})")
         if embed_dim <= 0 or num_classes <= 0:
-            raise ValueError(f"MarginSoftmax: embed_dim and num_classes must be positive, got {embed_dim}, {num_classes}")
+            raise ValueError(
+                f"MarginSoftmax: embed_dim and num_classes must be positive, got {embed_dim}, {num_classes}"
+            )
         self.kind = kind
         self.embed_dim = embed_dim
         self.num_classes = num_classes
@@ -98,7 +109,7 @@ class MarginSoftmax(nn.Module):
         self.easy_margin = bool(easy_margin)
         self.margin = float(margin)
         self.final_margin = float(margin)
-        self.margin_schedule = margin_schedule or MarginSchedule()   # None: the full margin throughout
+        self.margin_schedule = margin_schedule or MarginSchedule()  # None: the full margin throughout
         self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))
         nn.init.xavier_normal_(self.weight)
         self.bias = nn.Parameter(torch.zeros(num_classes)) if kind == "softmax" else None
@@ -156,5 +167,7 @@ class MarginSoftmax(nn.Module):
             return F.cross_entropy(logits, labels), logits
 
     def extra_repr(self) -> str:
-        return (f"kind={self.kind}, embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
-                f"margin={self.margin}, scale={self.scale}, easy_margin={self.easy_margin}")
+        return (
+            f"kind={self.kind}, embed_dim={self.embed_dim}, num_classes={self.num_classes}, "
+            f"margin={self.margin}, scale={self.scale}, easy_margin={self.easy_margin}"
+        )

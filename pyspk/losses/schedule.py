@@ -19,8 +19,9 @@ from dataclasses import dataclass
 @dataclass
 class MarginSchedule:
     """``margin_schedule:`` of a head or a pair loss: a linear ramp from ``start`` to its margin."""
+
     start: float = 0.0
-    warmup_epochs: float = 0.0         # 0: the full margin from the first step
+    warmup_epochs: float = 0.0  # 0: the full margin from the first step
 
     def at(self, epochs: float, margin: float) -> float:
         return margin_at(epochs, margin, self.start, self.warmup_epochs)

@@ -67,8 +67,9 @@ def _choice(value: str, choices, what: str) -> None:
         raise ValueError(f"am_supcon_loss: {what} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def margined_cosine(cos: torch.Tensor, margin: float, margin_type: str = "angular",
-                    threshold: float = math.pi / 4) -> torch.Tensor:
+def margined_cosine(
+    cos: torch.Tensor, margin: float, margin_type: str = "angular", threshold: float = math.pi / 4
+) -> torch.Tensor:
     """The margined similarity of a positive pair (before the 1/τ), elementwise; see the module doc."""
     _choice(margin_type, MARGIN_TYPES, "margin_type")
     if margin == 0.0:
@@ -106,13 +107,23 @@ def am_supcon_loss(
     Computed in float32 (float64 inputs stay float64) with log-sum-exp. Raises ValueError if
     no anchor has a positive.
     """
-    return am_supcon_and_cosines(embeddings, labels, margin, temperature, weights, margin_type, placement,
-                                 weight_mode, threshold, pos_weights)[0]
+    return am_supcon_and_cosines(
+        embeddings, labels, margin, temperature, weights, margin_type, placement, weight_mode, threshold, pos_weights
+    )[0]
 
 
-def am_supcon_and_cosines(embeddings, labels, margin=0.2, temperature=0.07, weights=None, margin_type="angular",
-                          placement="own", weight_mode="exp", threshold=math.pi / 4,
-                          pos_weights=None) -> tuple[torch.Tensor, torch.Tensor]:
+def am_supcon_and_cosines(
+    embeddings,
+    labels,
+    margin=0.2,
+    temperature=0.07,
+    weights=None,
+    margin_type="angular",
+    placement="own",
+    weight_mode="exp",
+    threshold=math.pi / 4,
+    pos_weights=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`am_supcon_loss`, the N x N cosine matrix it was computed from, in its graph)."""
     check_inputs(embeddings, labels, "am_supcon_loss")
     if temperature <= 0:
@@ -120,10 +131,18 @@ def am_supcon_and_cosines(embeddings, labels, margin=0.2, temperature=0.07, weig
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         z = F.normalize(_at_least_float32(embeddings), dim=1)
         cos = z @ z.t()
-        loss = supcon_from_cosines(cos, labels, margin, temperature,
-                                   None if weights is None else _at_least_float32(weights),
-                                   margin_type, placement, weight_mode, threshold,
-                                   None if pos_weights is None else _at_least_float32(pos_weights))
+        loss = supcon_from_cosines(
+            cos,
+            labels,
+            margin,
+            temperature,
+            None if weights is None else _at_least_float32(weights),
+            margin_type,
+            placement,
+            weight_mode,
+            threshold,
+            None if pos_weights is None else _at_least_float32(pos_weights),
+        )
         return loss, cos
 
 
@@ -131,9 +150,18 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def supcon_from_cosines(cos, labels, margin, temperature, weights=None, margin_type="angular",
-                        placement="own", weight_mode="exp", threshold=math.pi / 4,
-                        pos_weights=None) -> torch.Tensor:
+def supcon_from_cosines(
+    cos,
+    labels,
+    margin,
+    temperature,
+    weights=None,
+    margin_type="angular",
+    placement="own",
+    weight_mode="exp",
+    threshold=math.pi / 4,
+    pos_weights=None,
+) -> torch.Tensor:
     """:func:`am_supcon_loss` from the N x N cosine matrix (so its gradient per pair can be measured)."""
     _choice(placement, PLACEMENTS, "placement")
     _choice(weight_mode, WEIGHT_MODES, "weight_mode")
@@ -143,8 +171,10 @@ def supcon_from_cosines(cos, labels, margin, temperature, weights=None, margin_t
     num_pos = pos.sum(dim=1)
     anchors = num_pos > 0
     if not bool(anchors.any()):
-        raise ValueError(f"am_supcon_loss: no anchor has a positive in a batch of {n} with "
-                         f"{int(labels.unique().numel())} distinct labels (need >= 2 samples of some class)")
+        raise ValueError(
+            f"am_supcon_loss: no anchor has a positive in a batch of {n} with "
+            f"{int(labels.unique().numel())} distinct labels (need >= 2 samples of some class)"
+        )
     log_pos = margined_cosine(cos, margin, margin_type, threshold) / temperature
 
     # log of every denominator term ω_ia exp(cos θ_ia/τ) (or exp(ω_ia cos θ_ia/τ)), anchor excluded
@@ -170,8 +200,9 @@ def supcon_from_cosines(cos, labels, margin, temperature, weights=None, margin_t
         x = torch.exp(log_terms - log_s.clamp(min=torch.finfo(log_s.dtype).min))  # a zero row stays 0
         tiny = 4 * torch.finfo(x.dtype).eps
         keep = x < 1.0 - tiny
-        log_rest = torch.where(keep, log_s + torch.log1p(-torch.where(keep, x, torch.zeros_like(x))),
-                               torch.full_like(x, float("-inf")))
+        log_rest = torch.where(
+            keep, log_s + torch.log1p(-torch.where(keep, x, torch.zeros_like(x))), torch.full_like(x, float("-inf"))
+        )
         loss_pair = torch.logaddexp(log_pos, log_rest) - log_pos  # ℓ_ip for every (i, j)
     loss_pair = torch.where(pos, loss_pair, torch.zeros_like(loss_pair))
     if pos_weights is None:
@@ -208,9 +239,12 @@ def pair_statistics(cos: torch.Tensor, labels: torch.Tensor, loss: Optional[torc
     same = labels.view(-1, 1) == labels.view(1, -1)
     pos, neg = same & ~eye, ~same
     c = cos.detach().clamp(-1.0, 1.0)
-    out = {"cos_pos": float(c[pos].mean()) if bool(pos.any()) else float("nan"),
-           "cos_neg": float(c[neg].mean()) if bool(neg.any()) else float("nan"),
-           "grad_pos": float("nan"), "grad_neg": float("nan")}
+    out = {
+        "cos_pos": float(c[pos].mean()) if bool(pos.any()) else float("nan"),
+        "cos_neg": float(c[neg].mean()) if bool(neg.any()) else float("nan"),
+        "grad_pos": float("nan"),
+        "grad_neg": float("nan"),
+    }
     if loss is not None and cos.requires_grad:
         with torch.enable_grad():
             (g,) = torch.autograd.grad(loss, cos, retain_graph=True)
@@ -228,6 +262,7 @@ def _temperature_errors(temperature: float) -> list:
 @dataclass
 class SupConSettings:
     """``pair_loss: {name: supcon, ...}``: SupCon, no margin (Khosla et al. 2020, L_out)."""
+
     name: str = "supcon"
     temperature: float = 0.07
 
@@ -238,8 +273,9 @@ class SupConSettings:
 @dataclass
 class AmSupConSettings:
     """``pair_loss: {name: am_supcon, ...}``: AM-SupCon, a margin on the positive pairs."""
+
     name: str = "am_supcon"
-    margin: float = 0.2                # m on positive pairs
+    margin: float = 0.2  # m on positive pairs
     # the form of the margin (module doc): angular cos(θ+m) (the paper), additive cos θ − m (the
     # authors' later code), threshold (angular past margin_threshold rad, additive below it).
     # Default additive: docs/method.md, 'What the recipes ship, and why'
@@ -247,7 +283,7 @@ class AmSupConSettings:
     # own: the margined positive only in its own numerator and denominator term (the paper's
     # formula as written); positives: every positive entry of the logit matrix margined (the authors' code)
     margin_on: str = field(default="positives", metadata={"choices": PLACEMENTS})
-    margin_threshold: float = 0.7854   # radians (pi/4), threshold form only
+    margin_threshold: float = 0.7854  # radians (pi/4), threshold form only
     # ramp of the margin (pyspk/losses/schedule.py): from a near-collapsed random encoder the full
     # margin pulls every positive pair together faster than negatives push apart
     margin_schedule: MarginSchedule = field(default_factory=MarginSchedule)
@@ -273,13 +309,22 @@ class SupCon:
         self.settings = settings
         self.margin = 0.0
 
-    def __call__(self, z: torch.Tensor, labels: torch.Tensor, weights: Optional[PairWeights] = None,
-                 stats=None) -> torch.Tensor:
+    def __call__(
+        self, z: torch.Tensor, labels: torch.Tensor, weights: Optional[PairWeights] = None, stats=None
+    ) -> torch.Tensor:
         w = weights or PairWeights(None)
-        loss, cos = am_supcon_and_cosines(z, labels, margin=self.margin, temperature=self.settings.temperature,
-                                          weights=w.negatives, margin_type=self.margin_type,
-                                          placement=self.placement, weight_mode=w.mode,
-                                          threshold=self.threshold, pos_weights=w.positives)
+        loss, cos = am_supcon_and_cosines(
+            z,
+            labels,
+            margin=self.margin,
+            temperature=self.settings.temperature,
+            weights=w.negatives,
+            margin_type=self.margin_type,
+            placement=self.placement,
+            weight_mode=w.mode,
+            threshold=self.threshold,
+            pos_weights=w.positives,
+        )
         if stats is not None:
             stats.pairs(cos, loss)
         return loss

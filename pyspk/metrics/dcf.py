@@ -19,14 +19,14 @@ import numpy as np
 from pyspk.metrics.eer import eer_from_points, operating_points
 
 
-def compute_min_dcf(scores, labels, p_target: float, c_miss: float = 1.0,
-                    c_fa: float = 1.0) -> Tuple[float, float]:
+def compute_min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> Tuple[float, float]:
     """Return (normalised minDCF, threshold at the minimum); labels 1 = target."""
     return min_dcf_from_points(*operating_points(scores, labels), p_target, c_miss, c_fa)
 
 
-def min_dcf_from_points(p_miss, p_fa, thr, p_target: float, c_miss: float = 1.0,
-                        c_fa: float = 1.0) -> Tuple[float, float]:
+def min_dcf_from_points(
+    p_miss, p_fa, thr, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0
+) -> Tuple[float, float]:
     """:func:`compute_min_dcf` on precomputed operating points."""
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")

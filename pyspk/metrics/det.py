@@ -57,8 +57,17 @@ def _draw_det(ax, curves: Curves, styles: Optional[Dict[str, dict]], limits: Seq
         eer = compute_eer(scores, labs)[0]
         (line,) = ax.plot(dev(p_fa), dev(p_miss), lw=1.3, label=f"{label}: EER {100 * eer:.2f}%", **style)
         # the EER point: where this curve meets the diagonal
-        ax.plot([dev(eer)], [dev(eer)], marker="o", ms=5, mfc="white", mec=line.get_color(), mew=1.5,
-                linestyle="none", zorder=3)
+        ax.plot(
+            [dev(eer)],
+            [dev(eer)],
+            marker="o",
+            ms=5,
+            mfc="white",
+            mec=line.get_color(),
+            mew=1.5,
+            linestyle="none",
+            zorder=3,
+        )
     ticks = [t for t in TICKS if limits[0] <= t <= limits[1]]
     ax.set_xticks(norm.ppf(ticks))
     ax.set_xticklabels([f"{100 * t:g}" for t in ticks], fontsize=8)
@@ -82,8 +91,13 @@ def _save(fig, path) -> Path:
     return path
 
 
-def plot_det_panels(panels: Mapping[str, Curves], path, title: str = "DET",
-                    styles: Optional[Dict[str, dict]] = None, limits: Sequence[float] = (0.0005, 0.5)) -> Path:
+def plot_det_panels(
+    panels: Mapping[str, Curves],
+    path,
+    title: str = "DET",
+    styles: Optional[Dict[str, dict]] = None,
+    limits: Sequence[float] = (0.0005, 0.5),
+) -> Path:
     """A PNG with one DET panel per ``panel title -> {label -> (scores, labels)}``.
 
     Each panel's legend (label and EER) sits below its axes; the EER point of every
@@ -99,21 +113,28 @@ def plot_det_panels(panels: Mapping[str, Curves], path, title: str = "DET",
     for k, (name, curves) in enumerate(panels.items()):
         ax = fig.add_axes([(left + k * (side + gap)) / width, below / height, side / width, side / height])
         _draw_det(ax, curves, styles, limits, name)
-        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False,
-                  handlelength=2.5)
+        ax.legend(
+            fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False, handlelength=2.5
+        )
     if title:
         fig.suptitle(title, y=1 - 0.12 / height)
     return _save(fig, path)
 
 
-def plot_det(curves: Curves, path, title: str = "DET", styles: Optional[Dict[str, dict]] = None,
-             limits: Sequence[float] = (0.0005, 0.5)) -> Path:
+def plot_det(
+    curves: Curves,
+    path,
+    title: str = "DET",
+    styles: Optional[Dict[str, dict]] = None,
+    limits: Sequence[float] = (0.0005, 0.5),
+) -> Path:
     """A PNG with one DET panel holding every curve of ``label -> (scores, labels)``."""
     return plot_det_panels({title: curves}, path, title="", styles=styles, limits=limits)
 
 
-def plot_score_histograms(panels: Mapping[Tuple[str, str], Tuple[np.ndarray, np.ndarray]], path,
-                          title: str = "scores", bins: int = 50) -> Path:
+def plot_score_histograms(
+    panels: Mapping[Tuple[str, str], Tuple[np.ndarray, np.ndarray]], path, title: str = "scores", bins: int = 50
+) -> Path:
     """Target and non-target score histograms, one panel per ``(trials, backend) -> (scores, labels)``.
 
     Rows are trial lists, columns back-ends; densities (each class normalised on its own,
@@ -122,8 +143,9 @@ def plot_score_histograms(panels: Mapping[Tuple[str, str], Tuple[np.ndarray, np.
     plt = _pyplot()
     lists = sorted({t for t, _ in panels})
     backends = list(dict.fromkeys(b for _, b in panels))
-    fig, axes = plt.subplots(len(lists), len(backends), figsize=(3.6 * len(backends), 2.5 * len(lists) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(lists), len(backends), figsize=(3.6 * len(backends), 2.5 * len(lists) + 0.6), squeeze=False
+    )
     for i, trials in enumerate(lists):
         for j, backend in enumerate(backends):
             ax = axes[i][j]

@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from pyspk.provenance import header
 
-Figure = Tuple[str, str, str]          # (system, trials list, back-end)
+Figure = Tuple[str, str, str]  # (system, trials list, back-end)
 
 
 def load_run(path) -> dict:
@@ -86,9 +86,12 @@ def render(runs: List[dict], title: str, command: str, intro: str = "") -> str:
     """The page: title, how it was written, then per commit its runs' provenance and table."""
     if not runs:
         raise ValueError("no runs to tabulate")
-    lines = [f"# {title}", "",
-             f"Written by `{command}` from the runs' results.json; regenerate it with that command "
-             "rather than editing it.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Written by `{command}` from the runs' results.json; regenerate it with that command rather than editing it.",
+        "",
+    ]
     if intro.strip():
         lines += [intro.strip(), ""]
     groups: Dict[tuple, List[dict]] = {}
@@ -96,8 +99,11 @@ def render(runs: List[dict], title: str, command: str, intro: str = "") -> str:
         groups.setdefault((r.get("_label"), r["provenance"].get("commit", "unknown")), []).append(r)
     for (label, commit), group in groups.items():
         first = group[0]["provenance"]
-        lines += [f"## {label + ': ' if label else ''}commit {commit}, {first.get('date', 'unknown date')}, "
-                  f"{first.get('cpu', 'unknown CPU')}", ""]
+        lines += [
+            f"## {label + ': ' if label else ''}commit {commit}, {first.get('date', 'unknown date')}, "
+            f"{first.get('cpu', 'unknown CPU')}",
+            "",
+        ]
         lines += [f"{len(group)} run(s); mean ± sample sd over them:", ""]
         lines += [f"- {header(r['provenance'])}" for r in group]
         lines += ["", *table(group), ""]

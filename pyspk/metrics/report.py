@@ -37,8 +37,12 @@ def load_system(exp_dir: Path, system: str) -> dict:
     if not mfile.is_file():
         raise FileNotFoundError(f"system '{system}': {mfile} not found (run the score stage)")
     cfg = d / "config.yaml"
-    return {"metrics": json.loads(mfile.read_text()), "config": str(cfg) if cfg.is_file() else None,
-            "scores_dir": str(d / "scores"), "alpha": alpha_summary(d / "train.csv")}
+    return {
+        "metrics": json.loads(mfile.read_text()),
+        "config": str(cfg) if cfg.is_file() else None,
+        "scores_dir": str(d / "scores"),
+        "alpha": alpha_summary(d / "train.csv"),
+    }
 
 
 def alpha_summary(train_csv: Path) -> dict | None:
@@ -73,15 +77,19 @@ def read_scored(scores_dir: Path, trials_name: str, backend: str):
 
 
 def markdown_table(systems: Dict[str, dict]) -> List[str]:
-    rows = ["| System | Back-end | Trials | EER (%) | minDCF(0.01) | minDCF(0.001) | Cllr |",
-            "|---|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "| System | Back-end | Trials | EER (%) | minDCF(0.01) | minDCF(0.001) | Cllr |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for name, info in systems.items():
         for trials, backends in info["metrics"].items():
             for backend, m in backends.items():
                 cllr = f"{m['cllr']:.3f}" if "cllr" in m else "-"
-                rows.append(f"| {name} | {backend} | {trials} | {100 * m['eer']:.2f} | "
-                            f"{m.get('min_dcf_0.01', float('nan')):.4f} | "
-                            f"{m.get('min_dcf_0.001', float('nan')):.4f} | {cllr} |")
+                rows.append(
+                    f"| {name} | {backend} | {trials} | {100 * m['eer']:.2f} | "
+                    f"{m.get('min_dcf_0.01', float('nan')):.4f} | "
+                    f"{m.get('min_dcf_0.001', float('nan')):.4f} | {cllr} |"
+                )
     return rows
 
 
@@ -92,25 +100,48 @@ def write_report(exp_dir, systems: Sequence[str], command: str, out_path, plot: 
         raise ValueError("no systems to report")
     info = {s: load_system(exp_dir, s) for s in systems}
     record = provenance(command)
-    lines = ["# Results", "", header(record), "", *markdown_table(info), "",
-             "EER in %, minDCF normalised (c_miss = c_fa = 1); Cllr of the logistic-regression "
-             "calibrated scores (fitted on the first trials list, so optimistic there).", "",
-             f"Command: `{command}`", "", "Systems:"]
+    lines = [
+        "# Results",
+        "",
+        header(record),
+        "",
+        *markdown_table(info),
+        "",
+        "EER in %, minDCF normalised (c_miss = c_fa = 1); Cllr of the logistic-regression "
+        "calibrated scores (fitted on the first trials list, so optimistic there).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Systems:",
+    ]
     for s, i in info.items():
         a = i["alpha"]
-        alpha = (f"; MGDA alpha (classifier weight) median {a['median']:.3f}, 5-95 % "
-                 f"{a['p5']:.3f}-{a['p95']:.3f} over {a['steps']} steps") if a else ""
+        alpha = (
+            (
+                f"; MGDA alpha (classifier weight) median {a['median']:.3f}, 5-95 % "
+                f"{a['p5']:.3f}-{a['p95']:.3f} over {a['steps']} steps"
+            )
+            if a
+            else ""
+        )
         lines.append(f"- {s}: config `{i['config'] or 'missing (no config.yaml)'}`, scores `{i['scores_dir']}`{alpha}")
     dets = _plot_dets(info, out_path.parent) if plot else []
     hists = _plot_histograms(info, out_path.parent) if plot else []
     if dets:
         lines += ["", "DET curves (one panel per back-end): " + ", ".join(f"![{p.stem}]({p.name})" for p in dets)]
     if hists:
-        lines += ["", "Score histograms (target / non-target, per system): "
-                  + ", ".join(f"![{p.stem}]({p.name})" for p in hists)]
+        lines += [
+            "",
+            "Score histograms (target / non-target, per system): " + ", ".join(f"![{p.stem}]({p.name})" for p in hists),
+        ]
     atomic_write_text(out_path, "\n".join(lines) + "\n")
-    result = {"command": command, "provenance": record, "systems": info, "det": [p.name for p in dets],
-              "histograms": [p.name for p in hists]}
+    result = {
+        "command": command,
+        "provenance": record,
+        "systems": info,
+        "det": [p.name for p in dets],
+        "histograms": [p.name for p in hists],
+    }
     atomic_write_text(out_path.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     return result
 
@@ -120,8 +151,9 @@ def _plot_dets(info: Dict[str, dict], out_dir: Path) -> List[Path]:
     from pyspk.metrics.det import plot_det_panels
 
     lists = sorted({t for i in info.values() for t in i["metrics"]})
-    styles = {system: {"color": f"C{k % 10}", "linestyle": STYLES[(k // 10) % len(STYLES)]}
-              for k, system in enumerate(info)}
+    styles = {
+        system: {"color": f"C{k % 10}", "linestyle": STYLES[(k // 10) % len(STYLES)]} for k, system in enumerate(info)
+    }
     paths = []
     for n, trials in enumerate(lists):
         panels: Dict[str, dict] = {}
@@ -129,8 +161,14 @@ def _plot_dets(info: Dict[str, dict], out_dir: Path) -> List[Path]:
             for backend, scored in _scored(i, trials).items():
                 panels.setdefault(backend, {})[system] = scored
         if panels:
-            paths.append(plot_det_panels(panels, out_dir / ("det.png" if n == 0 else f"det_{trials}.png"),
-                                         title=f"DET: {trials}", styles=styles))
+            paths.append(
+                plot_det_panels(
+                    panels,
+                    out_dir / ("det.png" if n == 0 else f"det_{trials}.png"),
+                    title=f"DET: {trials}",
+                    styles=styles,
+                )
+            )
     return paths
 
 
@@ -140,8 +178,9 @@ def _plot_histograms(info: Dict[str, dict], out_dir: Path) -> List[Path]:
 
     paths = []
     for system, i in info.items():
-        panels = {(trials, backend): scored for trials in i["metrics"]
-                  for backend, scored in _scored(i, trials).items()}
+        panels = {
+            (trials, backend): scored for trials in i["metrics"] for backend, scored in _scored(i, trials).items()
+        }
         if panels:
             paths.append(plot_score_histograms(panels, out_dir / f"hist_{system}.png", title=f"scores: {system}"))
     return paths

@@ -99,7 +99,7 @@ def load_encoder(path: PathLike, map_location: Any = "cpu") -> tuple[nn.Module, 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_encoder: no checkpoint at {path}")
     try:
-        ckpt = safe_load(path, map_location)     # weights_only: a pickled object is refused, not run
+        ckpt = safe_load(path, map_location)  # weights_only: a pickled object is refused, not run
     except UnsafeCheckpoint:
         raise
     except ValueError as e:  # corrupt or truncated file
@@ -119,5 +119,14 @@ def load_encoder(path: PathLike, map_location: Any = "cpu") -> tuple[nn.Module, 
     return model.eval(), ckpt
 
 
-__all__ = ["ENCODERS", "build_encoder", "encoder_class", "encoder_kwargs", "save_encoder", "load_encoder",
-           "EcapaTdnn", "XVectorTdnn", "ResNet34"]
+__all__ = [
+    "ENCODERS",
+    "build_encoder",
+    "encoder_class",
+    "encoder_kwargs",
+    "save_encoder",
+    "load_encoder",
+    "EcapaTdnn",
+    "XVectorTdnn",
+    "ResNet34",
+]

@@ -121,8 +121,10 @@ class EcapaTdnn(nn.Module):
     ):
         super().__init__()
         if channels <= 0 or embed_dim <= 0 or feat_dim <= 0:
-            raise ValueError(f"ECAPA-TDNN: feat_dim, channels and embed_dim must be positive, got "
-                             f"{feat_dim}, {channels}, {embed_dim}")
+            raise ValueError(
+                f"ECAPA-TDNN: feat_dim, channels and embed_dim must be positive, got "
+                f"{feat_dim}, {channels}, {embed_dim}"
+            )
         # The paper uses 1536 for both C=512 and C=1024; small CPU models use 3C.
         if mfa_channels is None:
             mfa_channels = 1536 if channels >= 512 else 3 * channels
@@ -130,9 +132,7 @@ class EcapaTdnn(nn.Module):
         self.embed_dim = embed_dim
         self.sum_residuals = sum_residuals
         self.layer1 = ConvReluBn(feat_dim, channels, kernel_size=5)
-        self.blocks = nn.ModuleList(
-            SERes2Block(channels, 3, d, scale, min(se_channels, channels)) for d in dilations
-        )
+        self.blocks = nn.ModuleList(SERes2Block(channels, 3, d, scale, min(se_channels, channels)) for d in dilations)
         self.mfa = nn.Sequential(nn.Conv1d(channels * len(dilations), mfa_channels, kernel_size=1), nn.ReLU())
         self.pooling = AttentiveStatisticsPooling(mfa_channels, attention_channels, global_context)
         self.bn_pool = nn.BatchNorm1d(2 * mfa_channels)

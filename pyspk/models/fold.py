@@ -58,31 +58,33 @@ class _FoldedLayer(nn.Module):
 
     def __init__(self, conv: nn.Conv1d, a: torch.Tensor | None, b: torch.Tensor | None, tile: int):
         super().__init__()
-        w = conv.weight.detach().double()                      # (C_out, C_in, k)
+        w = conv.weight.detach().double()  # (C_out, C_in, k)
         bias = conv.bias.detach().double()
         k, d, pad = w.shape[2], conv.dilation[0], conv.padding[0]
         if conv.stride[0] != 1 or 2 * pad != d * (k - 1):
-            raise ValueError(f"folding needs a centred stride-1 convolution, got kernel {k} dilation {d} "
-                             f"padding {pad} stride {conv.stride[0]}")
+            raise ValueError(
+                f"folding needs a centred stride-1 convolution, got kernel {k} dilation {d} "
+                f"padding {pad} stride {conv.stride[0]}"
+            )
         self.k, self.pad = k, pad
-        shifts = [i * d - pad for i in range(k)]               # output frame t reads input frame t + shift
+        shifts = [i * d - pad for i in range(k)]  # output frame t reads input frame t + shift
         edge = None
         if a is not None:
             a64, b64 = a.detach().double(), b.detach().double()
-            edge = torch.einsum("oik,i->ko", w, b64)           # W_k b per tap: (k, C_out)
+            edge = torch.einsum("oik,i->ko", w, b64)  # W_k b per tap: (k, C_out)
             bias = bias + edge.sum(0)
             w = w * a64[None, :, None]
-        self.bias64 = bias                                      # c, for the next layer's folding
-        dt = conv.weight.dtype                                  # folded in float64, kept in the model's dtype
-        taps = w.permute(2, 1, 0).contiguous()                  # (k, C_in, C_out)
+        self.bias64 = bias  # c, for the next layer's folding
+        dt = conv.weight.dtype  # folded in float64, kept in the model's dtype
+        taps = w.permute(2, 1, 0).contiguous()  # (k, C_in, C_out)
         self.wino = WinogradWeights(taps.to(dt), d, tile) if k > 1 else None
         self.register_buffer("weight", taps[0].to(dt).contiguous() if k == 1 else None)
-        self.register_buffer("floor", (-bias).to(dt))          # -c: the shifted ReLU's floor
+        self.register_buffer("floor", (-bias).to(dt))  # -c: the shifted ReLU's floor
         if edge is not None and pad > 0:
             zero = torch.zeros_like(edge[0])
             left = [sum((edge[i] for i, s in enumerate(shifts) if t + s < 0), zero) for t in range(pad)]
             right = [sum((edge[i] for i, s in enumerate(shifts) if s > q), zero) for q in range(pad)]
-            self.register_buffer("edge", -torch.stack(left + right).to(dt))   # (2 pad, C_out), negated
+            self.register_buffer("edge", -torch.stack(left + right).to(dt))  # (2 pad, C_out), negated
         else:
             self.register_buffer("edge", None)
 
@@ -95,13 +97,14 @@ class _FoldedLayer(nn.Module):
         index is into the Winograd output's own row order (:func:`conv_rows_padded`)."""
         p = self.pad
         t = torch.arange(p, device=starts.device)
-        keep = t[None] < lengths[:, None]                               # utterances shorter than pad
-        out_rows = torch.cat([(starts[:, None] + t[None])[keep],
-                              (starts[:, None] + lengths[:, None] - 1 - t[None])[keep]])
+        keep = t[None] < lengths[:, None]  # utterances shorter than pad
+        out_rows = torch.cat(
+            [(starts[:, None] + t[None])[keep], (starts[:, None] + lengths[:, None] - 1 - t[None])[keep]]
+        )
         terms = t[None].expand_as(keep)[keep]
         w = self.wino
         j = w.tiles(rows - p)
-        t_out = out_rows - p                                            # = d * (m * tile + i) + phase
+        t_out = out_rows - p  # = d * (m * tile + i) + phase
         tile, i, phase = t_out // (w.d * w.m), (t_out // w.d) % w.m, t_out % w.d
         return (i * j + tile) * w.d + phase, torch.cat([terms, terms + p])
 
@@ -112,14 +115,14 @@ class _FoldedLayer(nn.Module):
             return torch.mm(x, self.weight).clamp_min_(self.floor)
         w = self.wino
         j = w.tiles(rows - self.pad)
-        y = conv_rows_padded(x, w, j)                                   # (J, m, d, C_out) view
+        y = conv_rows_padded(x, w, j)  # (J, m, d, C_out) view
         if edges is not None:
             idx, term = edges
-            y.permute(1, 0, 2, 3).view(-1, y.shape[-1]).index_add_(0, idx, self.edge[term])   # in place
+            y.permute(1, 0, 2, 3).view(-1, y.shape[-1]).index_add_(0, idx, self.edge[term])  # in place
         out = x.new_empty(x.shape[0], y.shape[-1])
         end = self.pad + w.d * w.m * j
-        torch.clamp_min(y, self.floor, out=out[self.pad:end].view(y.shape))
-        out[:self.pad].zero_()                  # gap rows either way: finite, whatever reads them
+        torch.clamp_min(y, self.floor, out=out[self.pad : end].view(y.shape))
+        out[: self.pad].zero_()  # gap rows either way: finite, whatever reads them
         out[end:].zero_()
         return out
 
@@ -134,7 +137,7 @@ class FoldedTdnn(nn.Module):
     convolution or one GEMM) and the zero gaps are every utterance's padding, zeroed again before
     each convolution that reads them. The maths is the per-utterance model's (tests/test_fold.py)."""
 
-    TILES = {5: 4, 3: 6}     # Winograd outputs per tile by kernel size: F(4, 5), F(6, 3), 8 rows each
+    TILES = {5: 4, 3: 6}  # Winograd outputs per tile by kernel size: F(4, 5), F(6, 3), 8 rows each
 
     def __init__(self, model: XVectorTdnn, tiles: dict | None = None):
         super().__init__()
@@ -145,7 +148,7 @@ class FoldedTdnn(nn.Module):
             k = layer.conv.kernel_size[0]
             layers.append(_FoldedLayer(layer.conv, *(prev if prev else (None, None)), (tiles or self.TILES).get(k, 2)))
             a, b = (v.detach().double() for v in _bn_affine(layer.bn))
-            prev = a, a * layers[-1].bias64 + b         # y = a relu(h + c) + b = a r' + (a c + b)
+            prev = a, a * layers[-1].bias64 + b  # y = a relu(h + c) + b = a r' + (a c + b)
         if layers[-1].k != 1:
             raise ValueError(f"folding expects the x-vector's kernel-1 last frame layer, got kernel {layers[-1].k}")
         self.frame_layers = nn.ModuleList(layers)
@@ -159,8 +162,8 @@ class FoldedTdnn(nn.Module):
         self.register_buffer("w_mean", w_mean.t().to(dt).contiguous())
         self.register_buffer("w_std", w_std.t().to(dt).contiguous())
         bias = model.segment6.bias.detach().double() + w[:, :c] @ b
-        dead = a == 0            # gamma = 0: the channel is the constant b, its std the floor's root
-        bias = bias + w[:, c:][:, dead].sum(1) * _VAR_FLOOR ** 0.5
+        dead = a == 0  # gamma = 0: the channel is the constant b, its std the floor's root
+        bias = bias + w[:, c:][:, dead].sum(1) * _VAR_FLOOR**0.5
         floor = torch.where(dead, torch.ones_like(a), _VAR_FLOOR / torch.where(dead, torch.ones_like(a), a).pow(2))
         self.register_buffer("bias", bias.to(dt))
         self.register_buffer("var_floor", floor.to(dt))
@@ -182,7 +185,7 @@ class FoldedTdnn(nn.Module):
         g, ref = self.gap, xs[0]
         lengths = torch.tensor([x.shape[0] for x in xs], device=ref.device)
         starts = g + torch.cumsum(lengths + g, 0) - (lengths + g)
-        rows = int(starts[-1] + lengths[-1]) + g                          # the gap after the last one
+        rows = int(starts[-1] + lengths[-1]) + g  # the gap after the last one
         total = rows + self.tail
         zeros = ref.new_zeros(g, self.feat_dim)
         parts = [zeros]
@@ -191,13 +194,14 @@ class FoldedTdnn(nn.Module):
         parts.append(ref.new_zeros(total - rows, self.feat_dim))
         x = torch.cat(parts)
         valid = torch.zeros(total, dtype=torch.bool, device=ref.device)
-        frame_rows = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) \
-            + torch.arange(int(lengths.sum()), device=ref.device)
+        frame_rows = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(
+            int(lengths.sum()), device=ref.device
+        )
         valid[frame_rows] = True
         gaps = (~valid).nonzero().squeeze(1)
         for layer, after in zip(self.frame_layers[:-1], self.frame_layers[1:]):
             x = layer(x, rows, None if layer.edge is None else layer.edge_rows(starts, lengths, rows))
-            if after.k > 1:                       # the padding of the next convolution
+            if after.k > 1:  # the padding of the next convolution
                 x.index_fill_(0, gaps, 0)
         # the last (kernel-1) layer one utterance at a time, its statistics taken while its
         # output is still in cache (faster than one GEMM over the buffer in an interleaved
@@ -205,7 +209,7 @@ class FoldedTdnn(nn.Module):
         last = self.frame_layers[-1]
         means, variances = [], []
         for s, t in zip(starts.tolist(), lengths.tolist()):
-            frames = torch.mm(x[s:s + t], last.weight).clamp_min_(last.floor)
+            frames = torch.mm(x[s : s + t], last.weight).clamp_min_(last.floor)
             means.append(frames.sum(dim=0).div_(t))
             variances.append((frames - means[-1]).pow_(2).sum(dim=0).div_(t))
         mean, var = torch.stack(means), torch.stack(variances)

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 GEMM_BACKENDS = ("mkl", "onednn")
 _backend = "mkl"
 
@@ -77,8 +76,14 @@ _dnn_rows.register_autograd(_dnn_rows_backward, setup_context=_dnn_rows_setup)
 def gemm(x: torch.Tensor, w: torch.Tensor, b=None) -> torch.Tensor:
     """``F.linear(x, w, b)`` over the last axis, by the library :func:`set_gemm_backend` chose
     (oneDNN only when autograd records the product; inference stays in ``F.linear``)."""
-    if _backend == "onednn" and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad) \
-            and x.dtype == torch.float32 and w.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+    if (
+        _backend == "onednn"
+        and torch.is_grad_enabled()
+        and (x.requires_grad or w.requires_grad)
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    ):
         y = _dnn_rows(x.reshape(-1, x.shape[-1]).contiguous(), w).view(*x.shape[:-1], w.shape[0])
         return y if b is None else y + b
     return F.linear(x, w, b)
@@ -116,9 +121,9 @@ def conv_rows(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     w = conv.weight
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         xp = F.pad(x, (0, 0, pad, pad))
-        cols = torch.cat([xp[:, i * d:i * d + t] for i in range(k)], dim=-1)
+        cols = torch.cat([xp[:, i * d : i * d + t] for i in range(k)], dim=-1)
         return gemm(cols, w.permute(0, 2, 1).reshape(conv.out_channels, k * c), conv.bias)
-    taps = [(i, i * d - pad) for i in range(k)]   # frame s of tap i reads input frame s + shift
+    taps = [(i, i * d - pad) for i in range(k)]  # frame s of tap i reads input frame s + shift
     if x.shape[0] == 1 and pad == d * (k - 1) // 2 and k % 2 == 1:
         x2 = x[0]
         centre = k // 2
@@ -126,13 +131,13 @@ def conv_rows(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         for i, shift in taps:
             lo, hi = tap_range(shift, t)
             if i != centre and hi > lo:
-                out[lo:hi].addmm_(x2[lo + shift:hi + shift], w[:, :, i].t())
+                out[lo:hi].addmm_(x2[lo + shift : hi + shift], w[:, :, i].t())
         return out.unsqueeze(0)
     cols = x.new_empty(x.shape[0], t, k * c)
     for i, shift in taps:
         lo, hi = tap_range(shift, t)
-        dst = cols[:, :, i * c:(i + 1) * c]
-        dst[:, lo:hi] = x[:, lo + shift:hi + shift]
+        dst = cols[:, :, i * c : (i + 1) * c]
+        dst[:, lo:hi] = x[:, lo + shift : hi + shift]
         dst[:, :lo] = 0
         dst[:, hi:] = 0
     return F.linear(cols, w.permute(0, 2, 1).reshape(conv.out_channels, k * c), conv.bias)
@@ -161,5 +166,5 @@ class ConvReluBn(nn.Module):
     def forward_btc(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer on (B, T, C) input and output: one GEMM (:func:`conv_rows`)."""
         h = conv_rows(self.conv, x)
-        h = torch.relu(h) if h.requires_grad else torch.relu_(h)   # in place when nothing keeps h
+        h = torch.relu(h) if h.requires_grad else torch.relu_(h)  # in place when nothing keeps h
         return bn_last(self.bn, h)

@@ -45,7 +45,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -74,8 +76,10 @@ class ResNet34(nn.Module):
     ):
         super().__init__()
         if min(feat_dim, base_channels, embed_dim) <= 0 or len(num_blocks) != 4 or min(num_blocks) <= 0:
-            raise ValueError(f"ResNet34: bad sizes feat_dim={feat_dim} base_channels={base_channels} "
-                             f"embed_dim={embed_dim} num_blocks={num_blocks} (want 4 positive stage depths)")
+            raise ValueError(
+                f"ResNet34: bad sizes feat_dim={feat_dim} base_channels={base_channels} "
+                f"embed_dim={embed_dim} num_blocks={num_blocks} (want 4 positive stage depths)"
+            )
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         c = base_channels

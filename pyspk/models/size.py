@@ -67,12 +67,17 @@ def _check_types(name: str, kwargs: dict) -> None:
     valid = encoder_kwargs(name)
     for key, value in kwargs.items():
         if key not in valid:
-            raise EncoderConfigError(key, f"encoder {name!r} has no option {key!r}; did you mean "
-                                          f"{_nearest(key, valid)!r}? (valid: {', '.join(valid)})")
+            raise EncoderConfigError(
+                key,
+                f"encoder {name!r} has no option {key!r}; did you mean "
+                f"{_nearest(key, valid)!r}? (valid: {', '.join(valid)})",
+            )
         default = params[key].default
         if isinstance(value, str) and _looks_numeric(value):
-            raise EncoderConfigError(key, f"{value!r} is a string, not a number (yaml reads 1e8 and 1.0e8 as "
-                                          f"text); write the number in digits")
+            raise EncoderConfigError(
+                key,
+                f"{value!r} is a string, not a number (yaml reads 1e8 and 1.0e8 as text); write the number in digits",
+            )
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise EncoderConfigError(key, f"expected true or false, got {value!r}")
@@ -106,13 +111,16 @@ def check_encoder_config(name: str, kwargs: dict, feat_dim: int = 80, memory: Op
     _check_types(name, kwargs)
     try:
         n = count_parameters(name, feat_dim, **kwargs)
-    except (ValueError, TypeError) as e:   # the encoder's own checks (ECAPA: channels divisible by scale)
+    except (ValueError, TypeError) as e:  # the encoder's own checks (ECAPA: channels divisible by scale)
         raise EncoderConfigError(next(iter(kwargs), "name"), str(e)) from None
     memory = physical_memory() if memory is None else memory
     need = n * TRAIN_BYTES_PER_PARAM
     if memory is not None and need > memory:
         key = _largest_option(name, kwargs, feat_dim, n)
-        raise EncoderConfigError(key, f"{kwargs.get(key, '(default)')} makes an encoder of {n:.3g} parameters, "
-                                      f"about {format_gb(need)} to train (weights, gradients, Adam state); "
-                                      f"this machine has {format_gb(memory)} of memory")
+        raise EncoderConfigError(
+            key,
+            f"{kwargs.get(key, '(default)')} makes an encoder of {n:.3g} parameters, "
+            f"about {format_gb(need)} to train (weights, gradients, Adam state); "
+            f"this machine has {format_gb(memory)} of memory",
+        )
     return n

@@ -47,8 +47,10 @@ class XVectorTdnn(nn.Module):
     def __init__(self, feat_dim: int = 80, channels: int = 512, stats_channels: int = 1500, embed_dim: int = 512):
         super().__init__()
         if min(feat_dim, channels, stats_channels, embed_dim) <= 0:
-            raise ValueError(f"TDNN: widths must be positive, got feat_dim={feat_dim} channels={channels} "
-                             f"stats_channels={stats_channels} embed_dim={embed_dim}")
+            raise ValueError(
+                f"TDNN: widths must be positive, got feat_dim={feat_dim} channels={channels} "
+                f"stats_channels={stats_channels} embed_dim={embed_dim}"
+            )
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         widths = [feat_dim] + [channels] * 4 + [stats_channels]

@@ -59,14 +59,16 @@ def toom_cook(m: int, r: int, points: Tuple = None) -> Tuple[list, list, list]:
     n = m + r - 1
     if points is None and n - 1 > len(POINTS):
         raise ValueError(f"F({m}, {r}) needs {n - 1} points; the default set has {len(POINTS)} (n <= 8)")
-    pts = [Fraction(p) for p in (POINTS[:n - 1] if points is None else points)]
+    pts = [Fraction(p) for p in (POINTS[: n - 1] if points is None else points)]
     if len(pts) != n - 1 or len(set(pts)) != len(pts):
         raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points, got {list(points)}")
+
     def powers(p, count):
         out = [Fraction(1)]
         for _ in range(count - 1):
             out.append(out[-1] * p)
         return out
+
     eu = [powers(p, m) for p in pts] + [[Fraction(int(i == m - 1)) for i in range(m)]]
     eg = [powers(p, r) for p in pts] + [[Fraction(int(k == r - 1)) for k in range(r)]]
     c = [[Fraction(0)] * n for _ in range(n)]
@@ -99,8 +101,9 @@ class WinogradWeights(nn.Module):
         super().__init__()
         r, self.c_in, self.c_out = taps.shape
         self.r, self.d, self.m, self.n = r, dilation, m, m + r - 1
-        at, g, bt = (torch.tensor([[float(v) for v in row] for row in mat], dtype=torch.float64)
-                     for mat in toom_cook(m, r))
+        at, g, bt = (
+            torch.tensor([[float(v) for v in row] for row in mat], dtype=torch.float64) for mat in toom_cook(m, r)
+        )
         dt, dev = taps.dtype, taps.device
         # Gw[j] = sum_k G[j, k] W_k, folded in float64
         self.register_buffer("gw", torch.einsum("jk,kio->jio", g, taps.double().cpu()).to(dev, dt).contiguous())
@@ -122,9 +125,9 @@ def conv_rows_padded(x: torch.Tensor, w: WinogradWeights, tiles: int) -> torch.T
     finite rows (a non-finite row read by a tile spoils the whole tile). Returns a
     (tiles, m, d, C_out) view in row order: row t = d * (m * tile + i) + phase."""
     m, n, d, j = w.m, w.n, w.d, tiles
-    xs = x[:w.input_rows(j)].view(m * j + w.r - 1, d * w.c_in)      # [s, phase * C_in + c]
-    taps = torch.stack([xs[p:p + m * j:m] for p in range(n)])        # (n, J, d * C_in)
+    xs = x[: w.input_rows(j)].view(m * j + w.r - 1, d * w.c_in)  # [s, phase * C_in + c]
+    taps = torch.stack([xs[p : p + m * j : m] for p in range(n)])  # (n, J, d * C_in)
     u = torch.mm(w.bt, taps.view(n, -1)).view(n, j * d, w.c_in)
-    prod = torch.bmm(u, w.gw)                                         # (n, J * d, C_out)
+    prod = torch.bmm(u, w.gw)  # (n, J * d, C_out)
     y = torch.mm(w.at, prod.view(n, -1)).view(m, j, d, w.c_out)
     return y.permute(1, 0, 2, 3)

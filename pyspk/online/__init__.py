@@ -39,6 +39,7 @@ __all__ = ["OnlineConfig", "OnlineTrainData", "load_online_data", "online_finger
 @dataclass
 class OnlineTrainData:
     """What the trainer reads from :class:`pyspk.train.data.TrainData`, for the online sources."""
+
     speakers: List[str]
     sampler: object
     dataset: object
@@ -62,8 +63,10 @@ def noise_context(aug, dc: OnlineConfig, seed: int, sample_rate: int, work_dir=N
     where = dc.rir_dir or work_dir
     need_place = (aug.reverb and not dc.rirs_root) or ((aug.noise or aug.music) and not dc.musan_root)
     if need_place and where is None:
-        raise ValueError("data.rir_dir: the simulated RIR pool and noise bank need a directory (or give "
-                         "data.rirs_root and data.musan_root)")
+        raise ValueError(
+            "data.rir_dir: the simulated RIR pool and noise bank need a directory (or give "
+            "data.rirs_root and data.musan_root)"
+        )
     if aug.reverb:
         if dc.rirs_root:
             ctx["rirs"] = rir.list_rirs(dc.rirs_root)
@@ -93,23 +96,35 @@ def make_maker(dc: OnlineConfig, features, seed: int, work_dir=None, source: str
     for key in ("fbank_config", "augment_config", "musan_root", "rirs_root"):
         path = getattr(dc, key)
         if path and not Path(path).exists():
-            raise ValueError(f"{source}: key 'data.{key}': {path} does not exist (relative paths are read from "
-                             f"{Path.cwd()})")
+            raise ValueError(
+                f"{source}: key 'data.{key}': {path} does not exist (relative paths are read from {Path.cwd()})"
+            )
     fbank = load_config(dc.fbank_config)
     aug = AugmentConfig.from_yaml(dc.augment_config) if dc.augment_config else None
     probs = check_online_config(dc, aug, source)
     augmenter = None
     if aug is not None:
         kinds = view_kinds(aug)
-        augmenter = OnlineAugmenter(aug, kinds, probs, fbank.sample_rate,
-                                    noise_context(aug, dc, seed, fbank.sample_rate, work_dir))
-    maker = ExampleMaker(fbank, features.crop_frames, features.cmn, features.cmn_window, features.vad,
-                         features.spec_augment, augmenter, dc.scope, dc.vad_margin)
+        augmenter = OnlineAugmenter(
+            aug, kinds, probs, fbank.sample_rate, noise_context(aug, dc, seed, fbank.sample_rate, work_dir)
+        )
+    maker = ExampleMaker(
+        fbank,
+        features.crop_frames,
+        features.cmn,
+        features.cmn_window,
+        features.vad,
+        features.spec_augment,
+        augmenter,
+        dc.scope,
+        dc.vad_margin,
+    )
     return maker, aug
 
 
-def load_online_data(train_dir, cfg, seed: int, rank: int = 0, world_size: int = 1, source: str = "<config>",
-                     work_dir=None) -> OnlineTrainData:
+def load_online_data(
+    train_dir, cfg, seed: int, rank: int = 0, world_size: int = 1, source: str = "<config>", work_dir=None
+) -> OnlineTrainData:
     """The online counterpart of :func:`pyspk.train.data.load_train_data`.
 
     ``cfg`` has the training config's sections ``data`` (:class:`OnlineConfig`), ``features``,
@@ -136,24 +151,35 @@ def _audio_data(train_dir: Path, cfg, seed, rank, world_size, source, work_dir) 
 
     for name in ("aug.scp", "utt2orig"):
         if (train_dir / name).is_file():
-            raise DataDirError(f"{train_dir / name}: {train_dir} holds offline augmented copies; online training "
-                               f"reads the clean set (data/<train>) and augments it itself")
+            raise DataDirError(
+                f"{train_dir / name}: {train_dir} holds offline augmented copies; online training "
+                f"reads the clean set (data/<train>) and augments it itself"
+            )
     maker, aug = make_maker(cfg.data, cfg.features, seed, work_dir, source)
     fb = maker.fbank
     table = AudioTable(train_dir, fb.sample_rate, fb.stereo, fb.min_duration_s)
     utt2spk = read_table(train_dir / "utt2spk")
     missing = [u for u in utt2spk if u not in table.index]
     if missing:
-        raise DataDirError(f"{train_dir}: {len(missing)} utterance(s) of utt2spk have no audio in wav.scp/segments, "
-                           f"e.g. '{missing[0]}'; run utils/fix_data_dir")
+        raise DataDirError(
+            f"{train_dir}: {len(missing)} utterance(s) of utt2spk have no audio in wav.scp/segments, "
+            f"e.g. '{missing[0]}'; run utils/fix_data_dir"
+        )
     fc = cfg.features
     if fc.short_utts == "error":
         lengths = _known_frames(train_dir, fb)
         if lengths:
             check_lengths(sorted(utt2spk), lengths, fc.crop_frames, f"{train_dir}/{lengths.source}")
     prefixes = speed_prefixes(aug)
-    sampler = build_sampler(cfg.sampler, with_speed_speakers(utt2spk, prefixes), None, seed=seed, rank=rank,
-                            world_size=world_size, steps_per_epoch=cfg.train.steps_per_epoch)
+    sampler = build_sampler(
+        cfg.sampler,
+        with_speed_speakers(utt2spk, prefixes),
+        None,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+    )
     note = repetition_warning(sampler, f"{source}: {train_dir}: ")
     if note and rank == 0:
         log.warning("%s", note)
@@ -161,14 +187,21 @@ def _audio_data(train_dir: Path, cfg, seed, rank, world_size, source, work_dir) 
     if aug is not None and aug.babble and "babble" in maker.aug.kinds:
         spk_index = {s: i for i, s in enumerate(sorted(set(utt2spk.values())))}
         spk_of_row = np.array([spk_index.get(utt2spk.get(u), -1) for u in table.utts], dtype=np.int64)
-        spk_of_row[spk_of_row < 0] = len(spk_index)     # rows without a speaker: never babble
+        spk_of_row[spk_of_row < 0] = len(spk_index)  # rows without a speaker: never babble
         babble = BabblePool(table, spk_of_row, aug.babble_max_speakers)
     dataset = AudioBatchDataset(table, sampler.utts, sampler.labels, maker, seed, rank, prefixes, babble)
     nw = cfg.train.num_workers
-    log.info("%s: %d utterances, %d speakers, online from audio (%s scope; kinds %s)", train_dir, len(utt2spk),
-             len(sampler.speakers), cfg.data.scope, ", ".join(maker.aug.kinds) if maker.aug else "clean")
-    return OnlineTrainData(sampler.speakers, sampler, dataset, maker.feat_dim, nw,
-                           lambda: make_loader(dataset, sampler, nw))
+    log.info(
+        "%s: %d utterances, %d speakers, online from audio (%s scope; kinds %s)",
+        train_dir,
+        len(utt2spk),
+        len(sampler.speakers),
+        cfg.data.scope,
+        ", ".join(maker.aug.kinds) if maker.aug else "clean",
+    )
+    return OnlineTrainData(
+        sampler.speakers, sampler, dataset, maker.feat_dim, nw, lambda: make_loader(dataset, sampler, nw)
+    )
 
 
 class _Lengths(dict):
@@ -200,8 +233,10 @@ def _shard_data(shards_dir: Path, cfg, seed, rank, world_size, source, work_dir)
     index = read_index(shards_dir)
     maker, aug = make_maker(dc, cfg.features, seed, work_dir, source)
     if index["sample_rate"] != maker.fbank.sample_rate:
-        raise ValueError(f"{shards_dir}: shards hold {index['sample_rate']} Hz audio, the fbank config asks for "
-                         f"{maker.fbank.sample_rate} Hz; rewrite them with its --fbank-config")
+        raise ValueError(
+            f"{shards_dir}: shards hold {index['sample_rate']} Hz audio, the fbank config asks for "
+            f"{maker.fbank.sample_rate} Hz; rewrite them with its --fbank-config"
+        )
     base = list(index["speakers"])
     speed = []
     if aug is not None and aug.speed and aug.speed_new_speakers:
@@ -209,26 +244,37 @@ def _shard_data(shards_dir: Path, cfg, seed, rank, world_size, source, work_dir)
     names = set(base) | {f"sp{f:g}-{s}" for f in speed for s in base}
     speakers = sorted(names, key=str.encode)
     labels = {s: i for i, s in enumerate(speakers)}
-    contrastive = getattr(cfg, "pair_loss", None) is not None or \
-        getattr(getattr(cfg, "loss", None), "con", "none") != "none"
+    contrastive = (
+        getattr(cfg, "pair_loss", None) is not None or getattr(getattr(cfg, "loss", None), "con", "none") != "none"
+    )
     if contrastive and smp.views < 2:
-        raise ValueError(f"{source}: key 'sampler.views': shards give a contrastive loss its positives as two views "
-                         f"of each utterance (pyspk.online.stream); set sampler.views: 2")
-    originals = smp.batch_size if (smp.kind == "shuffle" and smp.batch_size) else \
-        smp.speakers_per_batch * smp.utts_per_speaker
+        raise ValueError(
+            f"{source}: key 'sampler.views': shards give a contrastive loss its positives as two views "
+            f"of each utterance (pyspk.online.stream); set sampler.views: 2"
+        )
+    originals = (
+        smp.batch_size if (smp.kind == "shuffle" and smp.batch_size) else smp.speakers_per_batch * smp.utts_per_speaker
+    )
     if smp.kind == "pk" and rank == 0:
-        log.info("shards: batches of %d utterances x %d views from shuffle buffers (sampler.speakers_per_batch x "
-                 "utts_per_speaker utterances; P x K speaker balance needs data.source: audio)", originals, smp.views)
+        log.info(
+            "shards: batches of %d utterances x %d views from shuffle buffers (sampler.speakers_per_batch x "
+            "utts_per_speaker utterances; P x K speaker balance needs data.source: audio)",
+            originals,
+            smp.views,
+        )
     plan = ShardPlan(index, seed, world_size, dc.streams, originals)
     epochs = ShardEpochs(plan, seed, cfg.train.steps_per_epoch)
     if len(epochs) == 0:
-        raise ValueError(f"{shards_dir}: {len(plan.sizes)} shards of at most {max(plan.sizes)} utterances give some "
-                         f"of the {world_size} rank(s) fewer than one batch of {originals} utterances per epoch; "
-                         f"write smaller shards (pyspk shards --shard-size) or use smaller batches")
+        raise ValueError(
+            f"{shards_dir}: {len(plan.sizes)} shards of at most {max(plan.sizes)} utterances give some "
+            f"of the {world_size} rank(s) fewer than one batch of {originals} utterances per epoch; "
+            f"write smaller shards (pyspk shards --shard-size) or use smaller batches"
+        )
     nw = cfg.train.num_workers
     if nw > dc.streams or (nw and dc.streams % nw):
-        log.warning("train.num_workers = %d does not divide data.streams = %d: some workers do more of the work",
-                    nw, dc.streams)
+        log.warning(
+            "train.num_workers = %d does not divide data.streams = %d: some workers do more of the work", nw, dc.streams
+        )
     loader = ShardLoader(shards_dir, plan, epochs, maker, labels, rank, smp.views, dc.shuffle_buffer, nw, speed)
     return OnlineTrainData(speakers, epochs, loader, maker.feat_dim, nw, lambda: loader)
 

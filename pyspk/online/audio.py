@@ -49,7 +49,7 @@ class EntryError(AudioError):
     def __str__(self) -> str:
         return self.args[0]
 
-    def __reduce__(self):                  # picklable across processes (shard writer pools)
+    def __reduce__(self):  # picklable across processes (shard writer pools)
         return (EntryError, (self.where, self.utt, self.source, self.reason))
 
 
@@ -67,8 +67,17 @@ class _Span:
 class Audio:
     """One utterance: ``open()`` gives its exact length in samples, ``read(start, n)`` the samples."""
 
-    def __init__(self, utt: str, source, where: str, sample_rate: int, segment: Optional[Tuple[float, float]] = None,
-                 stereo: str = "first", min_duration_s: float = 0.025, data: Optional[bytes] = None):
+    def __init__(
+        self,
+        utt: str,
+        source,
+        where: str,
+        sample_rate: int,
+        segment: Optional[Tuple[float, float]] = None,
+        stereo: str = "first",
+        min_duration_s: float = 0.025,
+        data: Optional[bytes] = None,
+    ):
         self.utt, self.source, self.where = utt, source, where
         self.sample_rate, self.segment, self.stereo = sample_rate, segment, stereo
         self.min_duration_s, self.data = min_duration_s, data
@@ -94,8 +103,10 @@ class Audio:
         if f.format not in SEEKABLE or f.samplerate != self.sample_rate:
             f.close()
             if self.data is not None:
-                raise self._fail(f"shard audio is {f.format} at {f.samplerate} Hz, not seekable audio at "
-                                 f"{self.sample_rate} Hz; rewrite the shards with this fbank config")
+                raise self._fail(
+                    f"shard audio is {f.format} at {f.samplerate} Hz, not seekable audio at "
+                    f"{self.sample_rate} Hz; rewrite the shards with this fbank config"
+                )
             return self._open_whole()
         if f.samplerate not in SUPPORTED_RATES:
             f.close()
@@ -111,7 +122,7 @@ class Audio:
         if n == 0:
             f.close()
             if self.data is None:
-                return self._open_whole()      # a header without a length (a streamed FLAC): decode it
+                return self._open_whole()  # a header without a length (a streamed FLAC): decode it
             raise self._fail("zero-length recording")
         lo, hi = 0, n
         if self.segment is not None:
@@ -123,8 +134,10 @@ class Audio:
             lo, hi = s.start, s.stop
         elif n < math.ceil(self.min_duration_s * self.sample_rate):
             f.close()
-            raise self._fail(f"too short: {n} samples = {1000.0 * n / self.sample_rate:.1f} ms < "
-                             f"{1000.0 * self.min_duration_s:.0f} ms")
+            raise self._fail(
+                f"too short: {n} samples = {1000.0 * n / self.sample_rate:.1f} ms < "
+                f"{1000.0 * self.min_duration_s:.0f} ms"
+            )
         self._file, self._offset, self.num_samples = f, lo, hi - lo
         return self.num_samples
 
@@ -226,5 +239,12 @@ class AudioTable:
         return self._wheres[row]
 
     def audio(self, row: int) -> Audio:
-        return Audio(self.utts[row], self._sources[row], self._wheres[row], self.sample_rate, self._segments[row],
-                     self.stereo, self.min_duration_s)
+        return Audio(
+            self.utts[row],
+            self._sources[row],
+            self._wheres[row],
+            self.sample_rate,
+            self._segments[row],
+            self.stereo,
+            self.min_duration_s,
+        )

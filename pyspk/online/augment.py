@@ -43,16 +43,18 @@ from pyspk.augment.apply import RecipeApplier
 from pyspk.augment.recipes import _recipe
 from pyspk.augment.signals import fit_length, snr_gain
 
-SPEED_MARGIN = 256     # input samples decoded beyond a speed-perturbed region (the resampler's support)
-_SPECTRA_MAX = 256     # cached RIR spectra per process (RIRs x FFT sizes)
-BANK_NOISE_S = 60.0    # seconds of synthesised noise per beta
+SPEED_MARGIN = 256  # input samples decoded beyond a speed-perturbed region (the resampler's support)
+_SPECTRA_MAX = 256  # cached RIR spectra per process (RIRs x FFT sizes)
+BANK_NOISE_S = 60.0  # seconds of synthesised noise per beta
 BANK_MUSIC = (16, 30.0)  # synthesised melodies x seconds
 
 
 def bank_paths(where, sample_rate: int, seed: int) -> Tuple[Path, Path]:
     where = Path(where).resolve()
-    return (where / f"synth_noise.sr{sample_rate}.seed{seed}.npy",
-            where / f"synth_music.sr{sample_rate}.seed{seed}.npy")
+    return (
+        where / f"synth_noise.sr{sample_rate}.seed{seed}.npy",
+        where / f"synth_music.sr{sample_rate}.seed{seed}.npy",
+    )
 
 
 def make_bank(where, cfg, sample_rate: int, seed: int) -> dict:
@@ -70,8 +72,9 @@ def make_bank(where, cfg, sample_rate: int, seed: int) -> dict:
             np.save(f, bank.astype(np.float32))
     if not music_path.is_file():
         k, sec = BANK_MUSIC
-        bank = np.stack([synth_music(int(sec * sample_rate), sample_rate, np.random.default_rng([seed, 2, i]))
-                         for i in range(k)])
+        bank = np.stack(
+            [synth_music(int(sec * sample_rate), sample_rate, np.random.default_rng([seed, 2, i])) for i in range(k)]
+        )
         with atomic_path(music_path) as tmp, open(tmp, "wb") as f:
             np.save(f, bank.astype(np.float32))
     return {"noise": str(noise_path), "betas": betas, "music": str(music_path)}
@@ -83,7 +86,7 @@ def _piece(bank: np.ndarray, seed: int, n: int) -> np.ndarray:
     if n >= length:
         return fit_length(np.asarray(bank), n, seed % length)
     off = seed % (length - n + 1)
-    return bank[off:off + n]
+    return bank[off : off + n]
 
 
 class OnlineAugmenter(RecipeApplier):
@@ -104,11 +107,18 @@ class OnlineAugmenter(RecipeApplier):
     def draw_kind(self, rng: np.random.Generator) -> str:
         if len(self.kinds) == 1:
             return self.kinds[0]
-        return self.kinds[min(int(np.searchsorted(self.cum, rng.random() * self.cum[-1], side="right")),
-                              len(self.kinds) - 1)]
+        return self.kinds[
+            min(int(np.searchsorted(self.cum, rng.random() * self.cum[-1], side="right")), len(self.kinds) - 1)
+        ]
 
-    def recipe(self, kind: str, utt: str, rng: np.random.Generator, duration_s: float,
-               babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None) -> Optional[dict]:
+    def recipe(
+        self,
+        kind: str,
+        utt: str,
+        rng: np.random.Generator,
+        duration_s: float,
+        babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None,
+    ) -> Optional[dict]:
         """Stage 2's recipe of ``kind`` for a region of ``duration_s``; None for ``clean`` (and for
         babble without MUSAN speech when ``babble_pool`` is None: nobody to mix)."""
         if kind == "clean":
@@ -116,14 +126,17 @@ class OnlineAugmenter(RecipeApplier):
         if kind.startswith("sp"):
             return {"kind": "speed", "factor": float(kind[2:])}
         if kind == "babble" and babble_pool is None and not self.context.get("musan", {}).get("speech"):
-            return None      # no other speaker within reach (a shard stream of one speaker): clean
-        ctx = dict(self.context, utt_dur=lambda _u: duration_s,
-                   babble_pool=lambda _u: babble_pool(rng) if babble_pool is not None else [])
+            return None  # no other speaker within reach (a shard stream of one speaker): clean
+        ctx = dict(
+            self.context,
+            utt_dur=lambda _u: duration_s,
+            babble_pool=lambda _u: babble_pool(rng) if babble_pool is not None else [],
+        )
         r = _recipe(kind, utt, rng, self.cfg, ctx)
         if kind == "babble":
             for b in r["background"]:
                 if "source" in b:
-                    b["at"] = float(rng.random())   # where in the other utterance its piece starts
+                    b["at"] = float(rng.random())  # where in the other utterance its piece starts
         return r
 
     # ------------------------------------------------------------------ reverb
@@ -145,7 +158,7 @@ class OnlineAugmenter(RecipeApplier):
                     self._rirs[r["rir"]] = read_audio("rir", r["rir"], self.sample_rate, 0.0)
                 h = self._rirs[r["rir"]]
             h = np.asarray(h, dtype=np.float64)
-            h = h / max(np.sqrt(np.sum(h ** 2)), 1e-12)
+            h = h / max(np.sqrt(np.sum(h**2)), 1e-12)
             got = (h.astype(np.float32), int(np.argmax(np.abs(h))))
             self._unit[key] = got
         return key, got[0], got[1]
@@ -168,8 +181,8 @@ class OnlineAugmenter(RecipeApplier):
         power of the dry ``x[a:b]`` (:func:`pyspk.augment.rir.reverberate`, on the region)."""
         key, h, delay = self.unit_rir(r)
         full = self.convolve(np.ascontiguousarray(x, dtype=np.float32), key, h)
-        y = full[a + delay - base: b + delay - base]
-        dry = x[a - base: b - base]
+        y = full[a + delay - base : b + delay - base]
+        dry = x[a - base : b - base]
         py = _power(y)
         if py > 0:
             y = y * np.float32(np.sqrt(_power(dry) / py))
@@ -188,8 +201,11 @@ class OnlineAugmenter(RecipeApplier):
             spec = self.context.get("synth_bank")
             if spec is None:
                 raise ValueError("synthesised noise or music needs the bank of pyspk.online.augment.make_bank")
-            self._bank = {"noise": np.load(spec["noise"], mmap_mode="r"), "betas": list(spec["betas"]),
-                          "music": np.load(spec["music"], mmap_mode="r")}
+            self._bank = {
+                "noise": np.load(spec["noise"], mmap_mode="r"),
+                "betas": list(spec["betas"]),
+                "music": np.load(spec["music"], mmap_mode="r"),
+            }
         return self._bank
 
     def _noise(self, utt, wave, r):
@@ -206,13 +222,13 @@ class OnlineAugmenter(RecipeApplier):
                 beta = float(s["beta"])
                 if beta in bank["betas"]:
                     part = _piece(bank["noise"][bank["betas"].index(beta)], int(s["seed"]), length)
-                else:           # a beta outside the bank's (another config): generate it, as offline
+                else:  # a beta outside the bank's (another config): generate it, as offline
                     from pyspk.augment.signals import coloured_noise
 
                     part = coloured_noise(length, beta, np.random.default_rng(int(s["seed"])))
             else:  # only the part that fits (a MUSAN noise may be minutes long); its power sets the gain
-                part = self._read_segment(utt, ev["path"], 0.0, n - start, loop=False)[:n - start]
-            out[start:start + part.shape[0]] += np.float32(snr_gain(ps, _power(part), float(ev["snr"]))) * part
+                part = self._read_segment(utt, ev["path"], 0.0, n - start, loop=False)[: n - start]
+            out[start : start + part.shape[0]] += np.float32(snr_gain(ps, _power(part), float(ev["snr"]))) * part
         return out
 
     def _music(self, utt, wave, r):

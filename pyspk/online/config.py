@@ -38,9 +38,9 @@ class OnlineConfig:
     # (reverb, noise, music, babble, and sp<f> when speed copies keep their speaker); a kind
     # left out weighs 1, so {} draws uniformly, as views: 1 does over the offline combined set
     kind_weights: Dict[str, float] = field(default_factory=dict)
-    musan_root: Optional[str] = None     # MUSAN noise/music/speech (else synthesised / other speakers)
-    rirs_root: Optional[str] = None      # RIRS_NOISES (else a pool simulated once, seeded)
-    rir_dir: Optional[str] = None        # where the simulated pool is kept (None: the caller's work dir)
+    musan_root: Optional[str] = None  # MUSAN noise/music/speech (else synthesised / other speakers)
+    rirs_root: Optional[str] = None  # RIRS_NOISES (else a pool simulated once, seeded)
+    rir_dir: Optional[str] = None  # where the simulated pool is kept (None: the caller's work dir)
     # crop: decode, augment and featurise the crop only (VAD and CMN over the decoded window);
     # utterance: the whole utterance, exactly the offline path's VAD/CMN, then the crop
     scope: str = field(default="crop", metadata={"choices": SCOPES})
@@ -56,8 +56,9 @@ class OnlineConfig:
         for f in dataclasses.fields(cls):
             choices = f.metadata.get("choices")
             if choices and getattr(cfg, f.name) not in choices:
-                raise ValueError(f"{source}: key 'data.{f.name}': '{getattr(cfg, f.name)}' is not one of "
-                                 f"{', '.join(choices)}")
+                raise ValueError(
+                    f"{source}: key 'data.{f.name}': '{getattr(cfg, f.name)}' is not one of {', '.join(choices)}"
+                )
         return cfg
 
 
@@ -75,6 +76,7 @@ def view_kinds(aug) -> List[str]:
 
 def check_online_config(cfg: OnlineConfig, aug, where: str = "data") -> List[float]:
     """Semantic checks; returns the draw probability of each of :func:`view_kinds` ``(aug)``."""
+
     def fail(key, msg):
         raise ValueError(f"{where}: key 'data.{key}': {msg}")
 

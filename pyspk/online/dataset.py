@@ -51,7 +51,7 @@ class BabblePool:
     def __init__(self, table: AudioTable, spk_of_row: np.ndarray, max_speakers: int):
         self.table, self.spk, self.want = table, spk_of_row, 4 * max_speakers
         counts = np.bincount(spk_of_row)
-        self.others = len(spk_of_row) - counts      # utterances of other speakers, per speaker
+        self.others = len(spk_of_row) - counts  # utterances of other speakers, per speaker
 
     def draw(self, row: int, rng: np.random.Generator) -> List[str]:
         """Up to ``4 x babble_max_speakers`` distinct rows of other speakers, drawn with ``rng``."""
@@ -63,7 +63,7 @@ class BabblePool:
         cand = cand[self.spk[cand] != spk]
         _, first = np.unique(cand, return_index=True)
         picked = cand[np.sort(first)][:want]
-        if picked.size == 0:        # a speaker holding nearly all utterances: take the others directly
+        if picked.size == 0:  # a speaker holding nearly all utterances: take the others directly
             picked = np.flatnonzero(self.spk != spk)[:want]
         return [f"#{int(r)}" for r in picked]
 
@@ -81,9 +81,17 @@ class AudioBatchDataset(torch.utils.data.Dataset):
     featurised (:meth:`ExampleMaker.end`).
     """
 
-    def __init__(self, table: AudioTable, utts: Sequence[str], labels: Sequence[int], maker: ExampleMaker,
-                 seed: int = 0, rank: int = 0, prefixes: Optional[Dict[str, float]] = None,
-                 babble: Optional[BabblePool] = None):
+    def __init__(
+        self,
+        table: AudioTable,
+        utts: Sequence[str],
+        labels: Sequence[int],
+        maker: ExampleMaker,
+        seed: int = 0,
+        rank: int = 0,
+        prefixes: Optional[Dict[str, float]] = None,
+        babble: Optional[BabblePool] = None,
+    ):
         self.table, self.utts = table, list(utts)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.maker, self.seed, self.rank = maker, seed, rank
@@ -96,8 +104,8 @@ class AudioBatchDataset(torch.utils.data.Dataset):
         if row is not None:
             return row, None
         for p, f in self.prefixes.items():
-            if utt.startswith(p) and utt[len(p):] in self.table.index:
-                return self.table.index[utt[len(p):]], f
+            if utt.startswith(p) and utt[len(p) :] in self.table.index:
+                return self.table.index[utt[len(p) :]], f
         raise KeyError(f"{self.table.data_dir}: no audio for utterance '{utt}'")
 
     def __getitem__(self, key: Tuple[int, int, Tuple[int, ...]]):
@@ -136,7 +144,7 @@ class AudioBatchDataset(torch.utils.data.Dataset):
         if token.startswith("#b"):
             src = views[int(token[2:])].src
             start = int(at * max(0, src.shape[0] - n))
-            return src[start:start + n]
+            return src[start : start + n]
         return self.babble.read(token, n, at)
 
     def __len__(self) -> int:  # not used for sampling; the sampler drives the loader

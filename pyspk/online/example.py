@@ -50,9 +50,18 @@ class ExampleMaker:
     """Makes one view's ``(crop_frames, num_mel_bins)`` matrix (module docstring): the training
     ``features`` settings (crop, CMN, VAD, SpecAugment), the FbankConfig and the augmenter."""
 
-    def __init__(self, fbank: FbankConfig, crop_frames: int, cmn: bool = True, cmn_window: Optional[int] = None,
-                 vad: bool = True, spec_cfg=None, augmenter: Optional[OnlineAugmenter] = None,
-                 scope: str = "crop", vad_margin: float = 0.25):
+    def __init__(
+        self,
+        fbank: FbankConfig,
+        crop_frames: int,
+        cmn: bool = True,
+        cmn_window: Optional[int] = None,
+        vad: bool = True,
+        spec_cfg=None,
+        augmenter: Optional[OnlineAugmenter] = None,
+        scope: str = "crop",
+        vad_margin: float = 0.25,
+    ):
         self.fbank, self.crop_frames = fbank, int(crop_frames)
         self.cmn, self.cmn_window = cmn, cmn_window
         self.vad = bool(vad and fbank.vad)
@@ -63,7 +72,7 @@ class ExampleMaker:
         self.shift = fbank.frame_shift_samples
         self.length = int(round(sr * fbank.frame_length_ms / 1000.0))
         self.pad_left = 0 if fbank.snip_edges else (self.length - self.shift) // 2
-        self.context = -(-self.pad_left // self.shift)      # frames before s the segment starts at
+        self.context = -(-self.pad_left // self.shift)  # frames before s the segment starts at
 
     @property
     def feat_dim(self) -> int:
@@ -83,14 +92,26 @@ class ExampleMaker:
         return a, b, m
 
     # ------------------------------------------------------------------ the example
-    def __call__(self, utt: str, audio, rng: np.random.Generator, speed: Optional[float] = None,
-                 babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None,
-                 out: Optional[np.ndarray] = None) -> np.ndarray:
+    def __call__(
+        self,
+        utt: str,
+        audio,
+        rng: np.random.Generator,
+        speed: Optional[float] = None,
+        babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None,
+        out: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """The example of ``utt`` (errors name its table line, the utterance and the source)."""
         return self.end(self.begin(utt, audio, rng, speed, babble_pool), out)
 
-    def begin(self, utt: str, audio, rng: np.random.Generator, speed: Optional[float] = None,
-              babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None) -> "View":
+    def begin(
+        self,
+        utt: str,
+        audio,
+        rng: np.random.Generator,
+        speed: Optional[float] = None,
+        babble_pool: Optional[Callable[[np.random.Generator], List[str]]] = None,
+    ) -> "View":
         """Phase 1: draw the kind, the window and the recipe; decode the dry region (its margins
         included) and apply speed. ``view.src`` (the region's own samples) can then serve as
         another view's babble before phase 2 (:meth:`end`) augments and featurises it."""
@@ -141,15 +162,15 @@ class ExampleMaker:
             if factor == 1.0:
                 c0, c1 = max(0, lo), min(n_in, hi)
                 x, base = audio.read(c0, c1 - c0), c0
-                src = x[a - base: b - base]
+                src = x[a - base : b - base]
             else:
                 c0 = max(0, int(math.floor(lo * factor)) - SPEED_MARGIN)
                 c1 = min(n_in, int(math.ceil(hi * factor)) + SPEED_MARGIN)
                 raw = audio.read(c0, c1 - c0)
-                src = raw[int(math.floor(a * factor)) - c0: min(n_in, int(math.ceil(b * factor))) - c0]
+                src = raw[int(math.floor(a * factor)) - c0 : min(n_in, int(math.ceil(b * factor))) - c0]
                 x = aug._speed(utt, raw, {"factor": factor})
                 base = int(round(c0 / factor))
-        b = min(b, base + x.shape[0])           # a region cut short by the end of the (perturbed) audio
+        b = min(b, base + x.shape[0])  # a region cut short by the end of the (perturbed) audio
         return View(utt, audio, rng, recipe, x, base, a, b, m, src)
 
     def _end(self, v: "View", out) -> np.ndarray:
@@ -162,12 +183,17 @@ class ExampleMaker:
             y = self.aug(v.utt, y, r)
         feats, energy = fbank_energy(y, cfg)
         if v.m is not None:
-            feats = feats[v.m:v.m + self.window]
-            energy = energy[v.m:v.m + self.window] if energy is not None else None
+            feats = feats[v.m : v.m + self.window]
+            energy = energy[v.m : v.m + self.window] if energy is not None else None
         return self.finish(feats, energy, v.rng, out)
 
-    def finish(self, feats: np.ndarray, energy: Optional[np.ndarray], rng: np.random.Generator,
-               out: Optional[np.ndarray] = None) -> np.ndarray:
+    def finish(
+        self,
+        feats: np.ndarray,
+        energy: Optional[np.ndarray],
+        rng: np.random.Generator,
+        out: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """VAD, CMN, the crop and SpecAugment of a window's (or utterance's) fbank (module doc, 5)."""
         if self.vad and energy is not None and feats.shape[0] > 0:
             keep = np.flatnonzero(vad_from_config(energy, self.fbank) > 0.5)
@@ -205,7 +231,7 @@ class View:
     @property
     def dry(self) -> np.ndarray:
         """The region's samples before reverb and additive noise."""
-        return self.x[self.a - self.base: self.b - self.base]
+        return self.x[self.a - self.base : self.b - self.base]
 
 
 def _named(e: Exception, audio, utt: str) -> Exception:

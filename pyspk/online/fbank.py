@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from pyspk.features.fbank import BLOCK_FRAMES, FbankConfig, INT16_SCALE, _get_extractor, compute_fbank_energy
+from pyspk.features.fbank import BLOCK_FRAMES, INT16_SCALE, FbankConfig, _get_extractor, compute_fbank_energy
 
 
 def fbank_energy(wave: np.ndarray, config: FbankConfig) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -49,7 +49,7 @@ def fbank_energy(wave: np.ndarray, config: FbankConfig) -> Tuple[np.ndarray, Opt
         c = win.preemph_coeff
         if c != 0.0:
             y = torch.empty_like(frames)
-            torch.mul(frames[:, :-1], c, out=y[:, 1:])          # Lhotse's rounding: x - (c x_prev)
+            torch.mul(frames[:, :-1], c, out=y[:, 1:])  # Lhotse's rounding: x - (c x_prev)
             torch.sub(frames[:, 1:], y[:, 1:], out=y[:, 1:])
             torch.sub(frames[:, 0], frames[:, 0] * c, out=y[:, 0])
             frames = y

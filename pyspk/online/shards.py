@@ -82,8 +82,10 @@ def plan_shards(data_dir, shard_size: int, seed: int, fbank=None) -> Tuple[Audio
     utt2spk = read_table(data_dir / "utt2spk")
     missing = [u for u in utt2spk if u not in table.index]
     if missing:
-        raise DataDirError(f"{data_dir}: {len(missing)} utterance(s) of utt2spk have no audio "
-                           f"(wav.scp/segments), e.g. '{missing[0]}'; run utils/fix_data_dir")
+        raise DataDirError(
+            f"{data_dir}: {len(missing)} utterance(s) of utt2spk have no audio "
+            f"(wav.scp/segments), e.g. '{missing[0]}'; run utils/fix_data_dir"
+        )
     utts = sorted(utt2spk, key=str.encode)
     order = np.random.default_rng(seed).permutation(len(utts))
     rows = []
@@ -91,9 +93,10 @@ def plan_shards(data_dir, shard_size: int, seed: int, fbank=None) -> Tuple[Audio
         u = utts[int(i)]
         r = table.index[u]
         seg = table.segment(r)
-        rows.append(Planned(u, utt2spk[u], table.source(r),
-                            None if seg is None else [table.recording(r), seg[0], seg[1]]))
-    return table, [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
+        rows.append(
+            Planned(u, utt2spk[u], table.source(r), None if seg is None else [table.recording(r), seg[0], seg[1]])
+        )
+    return table, [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
 
 
 def _cut_dict(p: Planned, num_samples: int, sample_rate: int, subtype: str) -> dict:
@@ -101,11 +104,23 @@ def _cut_dict(p: Planned, num_samples: int, sample_rate: int, subtype: str) -> d
     from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
 
     dur = num_samples / sample_rate
-    rec = Recording(id=p.utt, sources=[AudioSource(type="shar", channels=[0], source="")],
-                    sampling_rate=sample_rate, num_samples=num_samples, duration=dur)
+    rec = Recording(
+        id=p.utt,
+        sources=[AudioSource(type="shar", channels=[0], source="")],
+        sampling_rate=sample_rate,
+        num_samples=num_samples,
+        duration=dur,
+    )
     sup = SupervisionSegment(id=p.utt, recording_id=p.utt, start=0.0, duration=dur, channel=0, speaker=p.spk)
-    cut = MonoCut(id=p.utt, start=0.0, duration=dur, channel=0, recording=rec, supervisions=[sup],
-                  custom={"source": p.source, "segment": p.segment, "flac": subtype})
+    cut = MonoCut(
+        id=p.utt,
+        start=0.0,
+        duration=dur,
+        channel=0,
+        recording=rec,
+        supervisions=[sup],
+        custom={"source": p.source, "segment": p.segment, "flac": subtype},
+    )
     return cut.to_dict()
 
 
@@ -129,9 +144,12 @@ def shard_is_done(out_dir: Path, k: int, planned: Sequence[Planned], sample_rate
         have = read_cuts(cuts)
     except (OSError, ValueError, EOFError):
         return False
-    return (len(have) == len(planned)
-            and all(_planned_of(d) == p.key() and d["recording"]["sampling_rate"] == sample_rate
-                    and (d.get("custom") or {}).get("flac") == subtype for d, p in zip(have, planned)))
+    return len(have) == len(planned) and all(
+        _planned_of(d) == p.key()
+        and d["recording"]["sampling_rate"] == sample_rate
+        and (d.get("custom") or {}).get("flac") == subtype
+        for d, p in zip(have, planned)
+    )
 
 
 def write_shard(out_dir: Path, k: int, planned: Sequence[Planned], table: AudioTable, subtype: str) -> dict:
@@ -159,8 +177,13 @@ def write_shard(out_dir: Path, k: int, planned: Sequence[Planned], table: AudioT
 
 def shard_entry(out_dir: Path, k: int, num_utts: int, samples: int) -> dict:
     cuts, rec = shard_files(k)
-    return {"cuts": cuts, "recording": rec, "num_utts": num_utts, "num_samples": samples,
-            "bytes": (out_dir / rec).stat().st_size + (out_dir / cuts).stat().st_size}
+    return {
+        "cuts": cuts,
+        "recording": rec,
+        "num_utts": num_utts,
+        "num_samples": samples,
+        "bytes": (out_dir / rec).stat().st_size + (out_dir / cuts).stat().st_size,
+    }
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -191,8 +214,9 @@ def _job(k: int) -> dict:
     return write_shard(out_dir, k, j["shards"][k], j["table"], j["subtype"])
 
 
-def write_shards(data_dir, out_dir, shard_size: int = 1000, seed: int = 777, fbank=None, nj: int = 1,
-                 subtype: str = "PCM_16") -> dict:
+def write_shards(
+    data_dir, out_dir, shard_size: int = 1000, seed: int = 777, fbank=None, nj: int = 1, subtype: str = "PCM_16"
+) -> dict:
     """Write (or complete) the shards of ``data_dir`` in ``out_dir``; return the index written.
 
     ``fbank`` (a FbankConfig) gives the sample rate, the stereo policy and the minimum length;
@@ -204,17 +228,18 @@ def write_shards(data_dir, out_dir, shard_size: int = 1000, seed: int = 777, fba
     out_dir = Path(out_dir)
     (out_dir / SHAR).mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / SHAR).glob(".*.tmp*"):
-        stale.unlink()          # left by a killed run (Lhotse would read it as a field)
+        stale.unlink()  # left by a killed run (Lhotse would read it as a field)
     table, shards = plan_shards(data_dir, shard_size, seed, fbank)
     digest = plan_digest(shards, fbank.sample_rate, subtype)
     index_path = out_dir / INDEX
     if index_path.is_file():
         old = json.loads(index_path.read_text(encoding="utf-8"))
-        if old.get("plan") == digest and all((out_dir / s[n]).is_file() for s in old["shards"]
-                                             for n in ("cuts", "recording")):
+        if old.get("plan") == digest and all(
+            (out_dir / s[n]).is_file() for s in old["shards"] for n in ("cuts", "recording")
+        ):
             log.info("%s: %d shards up to date", out_dir, len(shards))
             return old
-        index_path.unlink()     # the directory is unfinished until the new index is written
+        index_path.unlink()  # the directory is unfinished until the new index is written
     _JOB.update(out_dir=out_dir, shards=shards, table=table, sample_rate=fbank.sample_rate, subtype=subtype)
     try:
         if nj > 1 and len(shards) > 1:
@@ -230,19 +255,35 @@ def write_shards(data_dir, out_dir, shard_size: int = 1000, seed: int = 777, fba
     keep = {e[n] for e in entries for n in ("cuts", "recording")}
     for stale in sorted((out_dir / SHAR).glob("cuts.*.jsonl.gz")) + sorted((out_dir / SHAR).glob("recording.*.tar")):
         if f"{SHAR}/{stale.name}" not in keep:
-            stale.unlink()      # a shard of an earlier, longer plan
+            stale.unlink()  # a shard of an earlier, longer plan
     counts: Dict[str, int] = {}
     for s in shards:
         for p in s:
             counts[p.spk] = counts.get(p.spk, 0) + 1
-    index = {"format": FORMAT, "writer": "pyspk shards", "data_dir": str(Path(data_dir).resolve()),
-             "seed": seed, "shard_size": shard_size, "sample_rate": fbank.sample_rate, "flac": subtype,
-             "plan": digest, "num_utts": sum(e["num_utts"] for e in entries),
-             "num_samples": sum(e["num_samples"] for e in entries),
-             "speakers": dict(sorted(counts.items(), key=lambda kv: kv[0].encode())), "shards": entries}
+    index = {
+        "format": FORMAT,
+        "writer": "pyspk shards",
+        "data_dir": str(Path(data_dir).resolve()),
+        "seed": seed,
+        "shard_size": shard_size,
+        "sample_rate": fbank.sample_rate,
+        "flac": subtype,
+        "plan": digest,
+        "num_utts": sum(e["num_utts"] for e in entries),
+        "num_samples": sum(e["num_samples"] for e in entries),
+        "speakers": dict(sorted(counts.items(), key=lambda kv: kv[0].encode())),
+        "shards": entries,
+    }
     atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
-    log.info("%s: %d shards (%d written, %d reused), %d utterances, %.1f h", out_dir, len(entries),
-             len(entries) - reused, reused, index["num_utts"], index["num_samples"] / fbank.sample_rate / 3600)
+    log.info(
+        "%s: %d shards (%d written, %d reused), %d utterances, %.1f h",
+        out_dir,
+        len(entries),
+        len(entries) - reused,
+        reused,
+        index["num_utts"],
+        index["num_samples"] / fbank.sample_rate / 3600,
+    )
     return index
 
 
@@ -260,8 +301,10 @@ def read_index(shards_dir) -> dict:
     """``shards.json`` of a finished shard directory; errors name the directory and what is wrong."""
     path = Path(shards_dir) / INDEX
     if not path.is_file():
-        raise DataDirError(f"{path}: missing; {shards_dir} is not a finished shard directory "
-                           f"(write it with 'pyspk shards DATA_DIR {shards_dir}')")
+        raise DataDirError(
+            f"{path}: missing; {shards_dir} is not a finished shard directory "
+            f"(write it with 'pyspk shards DATA_DIR {shards_dir}')"
+        )
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
@@ -287,11 +330,18 @@ def iter_shard(shards_dir, entry: dict) -> Iterator[ShardItem]:
             if member.name.endswith(".json"):
                 if pending is None or n >= len(cuts) or pending[0] != cuts[n]["id"]:
                     want = cuts[n]["id"] if n < len(cuts) else "(none: the cuts are exhausted)"
-                    raise DataDirError(f"{rec_path}: member '{member.name}' does not follow the audio of cut "
-                                       f"{n + 1} of {cuts_path} ('{want}')")
+                    raise DataDirError(
+                        f"{rec_path}: member '{member.name}' does not follow the audio of cut "
+                        f"{n + 1} of {cuts_path} ('{want}')"
+                    )
                 d = cuts[n]
-                yield ShardItem(d["id"], d["supervisions"][0]["speaker"], int(d["recording"]["num_samples"]),
-                                pending[1], entry["recording"])
+                yield ShardItem(
+                    d["id"],
+                    d["supervisions"][0]["speaker"],
+                    int(d["recording"]["num_samples"]),
+                    pending[1],
+                    entry["recording"],
+                )
                 n, pending = n + 1, None
             else:
                 pending = (member.name.rsplit(".", 1)[0], data)

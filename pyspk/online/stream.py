@@ -53,7 +53,7 @@ from pyspk.online.shards import ShardItem, iter_shard
 
 log = logging.getLogger(__name__)
 
-RECENT = 64    # utterances a stream keeps after they leave it, as babble for the next ones
+RECENT = 64  # utterances a stream keeps after they leave it, as babble for the next ones
 
 
 class ShardPlan:
@@ -76,7 +76,7 @@ class ShardPlan:
     def steps(self) -> int:
         """Batches per epoch on every rank: what the rank with the fewest utterances can make
         whatever the shuffle (the ``floor(#shards / W)`` smallest shards)."""
-        fewest = sum(sorted(self.sizes)[:len(self.sizes) // self.world_size])
+        fewest = sum(sorted(self.sizes)[: len(self.sizes) // self.world_size])
         return fewest // self.batch_size
 
 
@@ -95,8 +95,19 @@ class ShardStreams(torch.utils.data.IterableDataset):
     ``feats`` (views, T, F), ``label``, ``utt``, ``shard``, ``worker``.
     """
 
-    def __init__(self, shards_dir, plan: ShardPlan, maker: ExampleMaker, labels: Dict[str, int], epoch: int,
-                 rank: int, skip: Sequence[int], views: int, buffer: int, speed: Sequence[float] = ()):
+    def __init__(
+        self,
+        shards_dir,
+        plan: ShardPlan,
+        maker: ExampleMaker,
+        labels: Dict[str, int],
+        epoch: int,
+        rank: int,
+        skip: Sequence[int],
+        views: int,
+        buffer: int,
+        speed: Sequence[float] = (),
+    ):
         self.shards_dir, self.plan, self.maker = Path(shards_dir), plan, maker
         self.labels, self.epoch, self.rank = labels, epoch, rank
         self.skip, self.views, self.buffer, self.speed = list(skip), views, buffer, list(speed)
@@ -152,8 +163,9 @@ class ShardStreams(torch.utils.data.IterableDataset):
         if p.src is None:
             seed, e, r = self.plan.seed, self.epoch, self.rank
             rng = np.random.default_rng([seed, e, r, p.i, p.t, 0])
-            p.src = self.maker.source(p.item.utt, _shard_audio(p.item, self.maker), rng,
-                                      self._identity(p.i, p.t, p.item)[1])
+            p.src = self.maker.source(
+                p.item.utt, _shard_audio(p.item, self.maker), rng, self._identity(p.i, p.t, p.item)[1]
+            )
         return p.src
 
     def _emit(self, buf: List[ShardItem], recent: deque, rng, i: int, t: int, worker: int) -> Optional[dict]:
@@ -173,20 +185,30 @@ class ShardStreams(torch.utils.data.IterableDataset):
             others = [p for p in past if p.item.spk != item.spk]
             if others:
                 aug.babble_source = lambda token, n, at: _cut(self._source(others[int(token[1:])]), n, at)
-            else:       # the start of a stream: the buffer's utterances of other speakers, decoded
+            else:  # the start of a stream: the buffer's utterances of other speakers, decoded
                 others = [b for b in buf if b.spk != item.spk]
                 aug.babble_source = lambda token, n, at: _read_piece(others[int(token[1:])], self.maker, n, at)
             if others:
                 pool = lambda g: _buffer_pool(others, g, aug.cfg.babble_max_speakers)  # noqa: E731
-        views = [self.maker.begin(item.utt, _shard_audio(item, self.maker),
-                                  np.random.default_rng([seed, e, r, i, t, v]), factor, pool)
-                 for v in range(self.views)]
+        views = [
+            self.maker.begin(
+                item.utt, _shard_audio(item, self.maker), np.random.default_rng([seed, e, r, i, t, v]), factor, pool
+            )
+            for v in range(self.views)
+        ]
         entry.src = views[0].src
         feats = np.empty((self.views, self.maker.crop_frames, self.maker.feat_dim), np.float32)
         for v, view in enumerate(views):
             self.maker.end(view, out=feats[v])
-        return {"i": i, "t": t, "feats": feats, "label": self.labels[spk], "utt": item.utt,
-                "shard": item.shard, "worker": worker}
+        return {
+            "i": i,
+            "t": t,
+            "feats": feats,
+            "label": self.labels[spk],
+            "utt": item.utt,
+            "shard": item.shard,
+            "worker": worker,
+        }
 
 
 class _Past:
@@ -200,7 +222,7 @@ class _Past:
 
 def _cut(src: np.ndarray, n: int, at: float) -> np.ndarray:
     start = int(at * max(0, src.shape[0] - n))
-    return src[start:start + n]
+    return src[start : start + n]
 
 
 def _shard_audio(item: ShardItem, maker: ExampleMaker) -> Audio:
@@ -232,8 +254,12 @@ class ShardEpochs:
         bound = plan.steps()
         self.steps = bound if steps_per_epoch is None else min(int(steps_per_epoch), bound)
         if steps_per_epoch is not None and steps_per_epoch > bound:
-            log.warning("train.steps_per_epoch = %d but the shards give every rank %d batches per epoch; "
-                        "training %d", steps_per_epoch, bound, bound)
+            log.warning(
+                "train.steps_per_epoch = %d but the shards give every rank %d batches per epoch; training %d",
+                steps_per_epoch,
+                bound,
+                bound,
+            )
         self.epoch, self.position, self._resumed = 0, 0, False
         self.batch_size = plan.batch_size
 
@@ -258,9 +284,19 @@ class ShardLoader:
     """Iterating gives the current epoch's remaining batches ``(feats (B V, T, F), labels (B V,))``
     of this rank, B utterances x V views, utterance-major; advances ``epochs.position``."""
 
-    def __init__(self, shards_dir, plan: ShardPlan, epochs: ShardEpochs, maker: ExampleMaker,
-                 labels: Dict[str, int], rank: int, views: int, buffer: int, num_workers: int = 0,
-                 speed: Sequence[float] = ()):
+    def __init__(
+        self,
+        shards_dir,
+        plan: ShardPlan,
+        epochs: ShardEpochs,
+        maker: ExampleMaker,
+        labels: Dict[str, int],
+        rank: int,
+        views: int,
+        buffer: int,
+        num_workers: int = 0,
+        speed: Sequence[float] = (),
+    ):
         self.shards_dir, self.plan, self.epochs, self.maker = shards_dir, plan, epochs, maker
         self.labels, self.rank, self.views, self.buffer = labels, rank, views, buffer
         self.num_workers, self.speed = num_workers, list(speed)
@@ -273,11 +309,24 @@ class ShardLoader:
         skip = [0] * len(counts)
         for i, _ in keys[:start]:
             skip[i] += 1
-        ds = ShardStreams(self.shards_dir, self.plan, self.maker, self.labels, epoch, self.rank, skip, self.views,
-                          self.buffer, self.speed)
+        ds = ShardStreams(
+            self.shards_dir,
+            self.plan,
+            self.maker,
+            self.labels,
+            epoch,
+            self.rank,
+            skip,
+            self.views,
+            self.buffer,
+            self.speed,
+        )
         if self.num_workers > 0:
-            source = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.num_workers,
-                                                      collate_fn=_identity, persistent_workers=False))
+            source = iter(
+                torch.utils.data.DataLoader(
+                    ds, batch_size=None, num_workers=self.num_workers, collate_fn=_identity, persistent_workers=False
+                )
+            )
         else:
             source = iter(ds)
         pending: Dict[tuple, dict] = {}

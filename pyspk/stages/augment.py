@@ -29,10 +29,22 @@ from pyspk.stages.fbank import make_fbank
 log = logging.getLogger(__name__)
 
 
-def make_augmented(data_dir, fbank_root, out_dir, cfg: AugmentConfig, fbank_config: Optional[str],
-                   nj: int, cmd: str, seed: int, musan_root: Optional[str] = None,
-                   rirs_root: Optional[str] = None, force: bool = False, skip_bad: bool = False,
-                   compress: Optional[bool] = None, subset: int = 0) -> dict:
+def make_augmented(
+    data_dir,
+    fbank_root,
+    out_dir,
+    cfg: AugmentConfig,
+    fbank_config: Optional[str],
+    nj: int,
+    cmd: str,
+    seed: int,
+    musan_root: Optional[str] = None,
+    rirs_root: Optional[str] = None,
+    force: bool = False,
+    skip_bad: bool = False,
+    compress: Optional[bool] = None,
+    subset: int = 0,
+) -> dict:
     """Run the stage; return the combined directory's counts. ``compress`` overrides the fbank
     config's; ``subset`` > 0: only that many augmented utterances, drawn over every copy."""
     data_dir, fbank_root, out_dir = Path(data_dir), Path(fbank_root), Path(out_dir)
@@ -41,14 +53,18 @@ def make_augmented(data_dir, fbank_root, out_dir, cfg: AugmentConfig, fbank_conf
     sample_rate = load_config(fbank_config).sample_rate
     base = data_dir.name
     ctx = make_context(data_dir, cfg, seed, fbank_root / f"{base}_rirs", sample_rate, musan_root, rirs_root)
-    keep = None       # copy -> its utterances drawn; None: all of them
+    keep = None  # copy -> its utterances drawn; None: all of them
     if subset:
         copies = {kind: copy_utts(data_dir, kind, cfg) for kind in cfg.kinds()}
         total = sum(map(len, copies.values()))
         if subset < total:
             keep = draw_subset(copies, subset, seed)
-            log.info("subset: %d of the %d augmented utterances (%s)", subset, total,
-                     ", ".join(f"{kind} {len(utts)}" for kind, utts in keep.items()))
+            log.info(
+                "subset: %d of the %d augmented utterances (%s)",
+                subset,
+                total,
+                ", ".join(f"{kind} {len(utts)}" for kind, utts in keep.items()),
+            )
         else:
             log.warning("subset %d: the copies have %d utterances in all; every one is used", subset, total)
     parts = [data_dir]

@@ -54,8 +54,13 @@ def jobs_of(out_dir) -> JobSet:
 def job_files(out_dir, job: int, audio: bool = False) -> Dict[str, Path]:
     d, jobs = Path(out_dir), jobs_of(out_dir)
     split = d / "split" / (f"audio.{job}.scp" if audio else f"feats.{job}.scp")
-    return {"split": split, "ark": d / f"xvector.{job}.ark",
-            "scp": d / f"xvector.{job}.scp", "done": jobs.stamp(job), "log": jobs.log(job)}
+    return {
+        "split": split,
+        "ark": d / f"xvector.{job}.ark",
+        "scp": d / f"xvector.{job}.scp",
+        "done": jobs.stamp(job),
+        "log": jobs.log(job),
+    }
 
 
 def job_signature(model_digest: str, split_text: str, chunk: ChunkConfig, fbank=None) -> str:
@@ -123,7 +128,7 @@ def verify_job(out_dir, job: int, signature: str) -> str:
     return why
 
 
-WINDOW = 512   # utterances read, length-sorted and embedded together by one job
+WINDOW = 512  # utterances read, length-sorted and embedded together by one job
 
 
 def length_order(data_dir, utts: List[str]) -> List[str]:
@@ -138,11 +143,19 @@ def length_order(data_dir, utts: List[str]) -> List[str]:
     def frames(u):
         v = lengths.get(u, "")
         return int(v) if v.isdigit() else big
+
     return sorted(utts, key=frames)
 
 
-def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device: str = "auto",
-            fbank_config: Optional[str] = None) -> int:
+def run_job(
+    model_path,
+    data_dir,
+    out_dir,
+    job: int,
+    chunk: ChunkConfig,
+    device: str = "auto",
+    fbank_config: Optional[str] = None,
+) -> int:
     """Embed the utterances of split ``job``; writes ark/scp then the stamp. Returns #utts."""
     from tqdm import tqdm
 
@@ -175,7 +188,7 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
     bar = tqdm(total=len(order), desc=f"extract job {job}", disable=not sys.stderr.isatty())
     for w in range(0, len(order), WINDOW):
         items = []
-        for utt in order[w:w + WINDOW]:
+        for utt in order[w : w + WINDOW]:
             try:
                 x = embedder.prepare(reader(feats[utt]), None if vad is None else reader(vad[utt]))
             except (ValueError, OSError) as e:
@@ -186,7 +199,7 @@ def run_job(model_path, data_dir, out_dir, job: int, chunk: ChunkConfig, device:
         bar.update(len(items))
     bar.close()
     reader.close()
-    out = {utt: out[utt] for utt in feats}           # the split's order, as before
+    out = {utt: out[utt] for utt in feats}  # the split's order, as before
     write_vectors(p["ark"], p["scp"], out)
     jobs.finish(job, sig)
     log.info("extract job %d: %d utterances on %s", job, len(out), embedder.device)
@@ -219,17 +232,37 @@ def _run_audio_job(embedder, data_dir, p, job: int, fbank, jobs, sig) -> int:
     return len(out)
 
 
-def _job_argv(model_path, data_dir, out_dir, chunk: ChunkConfig, device: str,
-              fbank_config: Optional[str] = None) -> List[str]:
+def _job_argv(
+    model_path, data_dir, out_dir, chunk: ChunkConfig, device: str, fbank_config: Optional[str] = None
+) -> List[str]:
     fb = ["--fbank-config", str(Path(fbank_config).resolve())] if fbank_config else []
-    return ["--max-frames", str(chunk.max_frames), "--chunk-frames", str(chunk.chunk_frames),
-            "--chunk-hop", str(chunk.chunk_hop), "--device", device, *fb,
-            str(Path(model_path).resolve()), str(Path(data_dir).resolve()), str(Path(out_dir).resolve())]
+    return [
+        "--max-frames",
+        str(chunk.max_frames),
+        "--chunk-frames",
+        str(chunk.chunk_frames),
+        "--chunk-hop",
+        str(chunk.chunk_hop),
+        "--device",
+        device,
+        *fb,
+        str(Path(model_path).resolve()),
+        str(Path(data_dir).resolve()),
+        str(Path(out_dir).resolve()),
+    ]
 
 
-def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
-            chunk: Optional[ChunkConfig] = None, device: str = "auto", force: bool = False,
-            fbank_config: Optional[str] = None) -> Dict[str, object]:
+def extract(
+    model_path,
+    data_dir,
+    out_dir,
+    nj: int = 1,
+    cmd: str = "",
+    chunk: Optional[ChunkConfig] = None,
+    device: str = "auto",
+    force: bool = False,
+    fbank_config: Optional[str] = None,
+) -> Dict[str, object]:
     """Run the whole stage; returns {"jobs_run": [...], "jobs_reused": [...], "num_utts": n}.
     ``fbank_config``: read audio and make the features in memory instead of reading feats.scp."""
     chunk = chunk or ChunkConfig()
@@ -253,8 +286,9 @@ def extract(model_path, data_dir, out_dir, nj: int = 1, cmd: str = "",
     texts = write_splits(data_dir, out_dir, nj, audio)
     model_digest = file_digest(model_path)
     jobs = jobs_of(out_dir)
-    pending = jobs.pending([job_signature(model_digest, t, chunk, fbank) for t in texts], force,
-                           lambda j, sig: verify_job(out_dir, j, sig))
+    pending = jobs.pending(
+        [job_signature(model_digest, t, chunk, fbank) for t in texts], force, lambda j, sig: verify_job(out_dir, j, sig)
+    )
     reused = [j for j in range(1, nj + 1) if j not in pending]
     log.info("extraction: %d job(s) to run, %d reused", len(pending), len(reused))
     if pending:

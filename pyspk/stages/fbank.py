@@ -33,8 +33,14 @@ import numpy as np
 
 from pyspk.augment.apply import RecipeApplier, read_recipes, recipe_lines
 from pyspk.data.dir_edit import commit_staged, staged_dir
-from pyspk.data.kaldi_dir import (DataDirError, check_table_entries, read_table, utt2spk_to_spk2utt,
-                                  validate_data_dir, write_table)
+from pyspk.data.kaldi_dir import (
+    DataDirError,
+    check_table_entries,
+    read_table,
+    utt2spk_to_spk2utt,
+    validate_data_dir,
+    write_table,
+)
 from pyspk.features.ark import check_outputs, job_files, novoice_utts, read_split, write_arks
 from pyspk.features.audio import AudioError, read_audio_rate, slice_segment
 from pyspk.features.fbank import FbankConfig, compute_fbank_energy
@@ -47,8 +53,18 @@ __all__ = ["StageError", "job_signature", "make_fbank", "merge", "run_job", "ver
 
 log = logging.getLogger(__name__)
 
-PER_UTT_TABLES = ("wav.scp", "segments", "utt2spk", "utt2lang", "utt2orig", "utt2genre", "utt2dur", "utt2gender",
-                  "text", "aug.scp")
+PER_UTT_TABLES = (
+    "wav.scp",
+    "segments",
+    "utt2spk",
+    "utt2lang",
+    "utt2orig",
+    "utt2genre",
+    "utt2dur",
+    "utt2gender",
+    "text",
+    "aug.scp",
+)
 
 
 def jobs_of(fbank_dir) -> JobSet:
@@ -114,9 +130,11 @@ def merge(data_dir: Path, fbank_dir: Path, nj: int, vad: bool) -> Dict[str, str]
                     (tmp / "vad.scp").unlink()
                 validate_data_dir(tmp, check_files=False, need_wav=False, need_feats=True, check_trials=False)
             except DataDirError as e:
-                raise StageError(f"{data_dir}: after skipping {len(bad)} bad utterance(s) (first: "
-                                 f"{next(iter(bad))}: {next(iter(bad.values())).strip()}) it would not be a valid "
-                                 f"data dir; nothing was changed: {str(e).replace(str(tmp), str(data_dir))}") from None
+                raise StageError(
+                    f"{data_dir}: after skipping {len(bad)} bad utterance(s) (first: "
+                    f"{next(iter(bad))}: {next(iter(bad.values())).strip()}) it would not be a valid "
+                    f"data dir; nothing was changed: {str(e).replace(str(tmp), str(data_dir))}"
+                ) from None
             commit_staged(tmp, data_dir)
     for name, text in texts.items():
         if name == "bad_utts" and not text:
@@ -143,8 +161,16 @@ def _drop_utts(data_dir: Path, bad: set) -> None:
     write_table(data_dir / "spk2utt", utt2spk_to_spk2utt(utt2spk))
 
 
-def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: str,
-               force: bool = False, skip_bad: bool = False, compress: Optional[bool] = None) -> Dict[str, str]:
+def make_fbank(
+    data_dir,
+    fbank_dir,
+    config_path: Optional[str],
+    nj: int,
+    cmd: str,
+    force: bool = False,
+    skip_bad: bool = False,
+    compress: Optional[bool] = None,
+) -> Dict[str, str]:
     """Run the whole fbank stage; return the skipped utterances {utt: reason}. ``compress``
     (``--compress-feats``), when given, overrides the config's ``compress``."""
     data_dir, fbank_dir = Path(data_dir), Path(fbank_dir).resolve()
@@ -165,9 +191,12 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     jobs = jobs_of(fbank_dir)
     pending = jobs.pending(sigs, force, lambda j, sig: verify_job(fbank_dir, j, sig, config.vad))
     if pending:
-        argv = (["--config", str(Path(config_path).resolve())] if config_path else []) + \
-            (["--compress-feats", str(compress).lower()] if compress is not None else []) + \
-            (["--skip-bad"] if skip_bad else []) + [str(data_dir.resolve()), str(fbank_dir)]
+        argv = (
+            (["--config", str(Path(config_path).resolve())] if config_path else [])
+            + (["--compress-feats", str(compress).lower()] if compress is not None else [])
+            + (["--skip-bad"] if skip_bad else [])
+            + [str(data_dir.resolve()), str(fbank_dir)]
+        )
         jobs.run(cmd, pending, argv)
     bad = merge(data_dir, fbank_dir, nj, config.vad)
     for utt, reason in bad.items():
@@ -176,9 +205,15 @@ def make_fbank(data_dir, fbank_dir, config_path: Optional[str], nj: int, cmd: st
     # said these in their logs only
     report_resampled(fbank_dir, nj, config.sample_rate)
     silent = novoice_utts(data_dir) if config.vad else []
-    if silent:   # these utterances train nothing
-        log.warning("%d utterance(s) of %s have no voiced frame (VAD kept none), e.g. '%s'; they are kept in "
-                    "feats.scp/vad.scp, listed in %s/novoice.*", len(silent), data_dir, silent[0], fbank_dir)
+    if silent:  # these utterances train nothing
+        log.warning(
+            "%d utterance(s) of %s have no voiced frame (VAD kept none), e.g. '%s'; they are kept in "
+            "feats.scp/vad.scp, listed in %s/novoice.*",
+            len(silent),
+            data_dir,
+            silent[0],
+            fbank_dir,
+        )
     return bad
 
 
@@ -187,7 +222,7 @@ def report_resampled(fbank_dir, nj: int, sample_rate: int, logger: Optional[logg
     many utterances each lower sample rate brought, from the jobs' ``resampled.J`` lists.
     Returns the lines warned (none for jobs from before those lists were written)."""
     fbank_dir = Path(fbank_dir)
-    counts: Dict[int, List[int]] = {}       # rate -> [utterances, first job]
+    counts: Dict[int, List[int]] = {}  # rate -> [utterances, first job]
     for j in range(1, nj + 1):
         path = job_files(fbank_dir, j)["resampled"]
         if not path.is_file():
@@ -196,9 +231,11 @@ def report_resampled(fbank_dir, nj: int, sample_rate: int, logger: Optional[logg
             if line.strip():
                 rate = int(line.split()[1])
                 counts.setdefault(rate, [0, j])[0] += 1
-    lines = [f"{n} utterance(s) were resampled from {rate} Hz to {sample_rate} Hz; their mel bins above "
-             f"{rate // 2} Hz are empty, unlike the rest (see {fbank_dir / 'log' / f'fbank.{j}.log'})"
-             for rate, (n, j) in sorted(counts.items())]
+    lines = [
+        f"{n} utterance(s) were resampled from {rate} Hz to {sample_rate} Hz; their mel bins above "
+        f"{rate // 2} Hz are empty, unlike the rest (see {fbank_dir / 'log' / f'fbank.{j}.log'})"
+        for rate, (n, j) in sorted(counts.items())
+    ]
     for line in lines:
         (logger or log).warning("%s", line)
     return lines
@@ -224,9 +261,9 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     for stale in p["ark"].parent.glob(f".*.{job}.*.tmp*"):  # left by a killed run of this job
         stale.unlink()
     applier = RecipeApplier(config.sample_rate)
-    novoice: List[str] = []   # utterances kept with no voiced frame (a warning, not an error, here)
+    novoice: List[str] = []  # utterances kept with no voiced frame (a warning, not an error, here)
 
-    upsampled: Dict[str, int] = {}   # utt -> the lower rate its audio was resampled up from
+    upsampled: Dict[str, int] = {}  # utt -> the lower rate its audio was resampled up from
 
     # (source, samples, the source's sample rate): consecutive segments share a recording
     last: list = [None, None, None]
@@ -246,8 +283,9 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     def items():
         from tqdm import tqdm
 
-        for utt, source, start, end in tqdm(entries, desc=f"fbank job {job}", unit="utt",
-                                             disable=not sys.stderr.isatty()):
+        for utt, source, start, end in tqdm(
+            entries, desc=f"fbank job {job}", unit="utt", disable=not sys.stderr.isatty()
+        ):
             try:
                 wave = load(utt, source, start, end)
                 if utt in recipes:
@@ -272,8 +310,13 @@ def run_job(data_dir, fbank_dir, job: int, config: FbankConfig, skip_bad: bool =
     atomic_write_text(p["resampled"], "".join(f"{u} {r}\n" for u, r in upsampled.items() if u in frames))
     atomic_write_text(p["bad"], "".join(f"{u} {r}\n" for u, r in bad.items()))
     if novoice:
-        log.warning("job %d: %d utterance(s) with no voiced frame (VAD kept none), e.g. '%s'; listed in %s",
-                    job, len(novoice), novoice[0], p["novoice"])
+        log.warning(
+            "job %d: %d utterance(s) with no voiced frame (VAD kept none), e.g. '%s'; listed in %s",
+            job,
+            len(novoice),
+            novoice[0],
+            p["novoice"],
+        )
     atomic_write_text(p["novoice"], "".join(f"{u}\n" for u in novoice))
     jobs.finish(job, sig)
     log.info("job %d: %d utterances, %d skipped", job, len(frames), len(bad))

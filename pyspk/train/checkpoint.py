@@ -53,14 +53,18 @@ def latest_checkpoint(exp_dir) -> Optional[Path]:
 def _numpy_state(legacy: tuple) -> dict:
     """``np.random.get_state()`` (name, uint32 keys, pos, has_gauss, cached_gaussian) as plain values."""
     name, keys, pos, has_gauss, gauss = legacy
-    return {"bit_generator": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {
+        "bit_generator": str(name),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
 
 
 def rng_state() -> dict:
     """Every RNG training draws from, as tensors and plain values (a weights-only load reads it)."""
-    state = {"python": random.getstate(), "numpy": _numpy_state(np.random.get_state()),
-             "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": _numpy_state(np.random.get_state()), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -70,8 +74,9 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["bit_generator"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["bit_generator"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -79,7 +84,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, state: dict) -> None:
     check_plain(state, "state", f"checkpoint {path}")
-    with atomic_path(path, payload_nbytes(state)) as tmp:   # a full disk: one line with the space needed
+    with atomic_path(path, payload_nbytes(state)) as tmp:  # a full disk: one line with the space needed
         torch.save(state, tmp)
 
 

@@ -56,39 +56,40 @@ def _choice(*values, default):
 
 @dataclass
 class EncoderConfig:
-    name: str = "ecapa_tdnn"           # a name of pyspk.models.ENCODERS: ecapa_tdnn | tdnn | resnet34
+    name: str = "ecapa_tdnn"  # a name of pyspk.models.ENCODERS: ecapa_tdnn | tdnn | resnet34
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SpecAugmentConfig:
     """SpecAugment (Park et al. 2019) on each crop: zeroed time and frequency bands."""
+
     enabled: bool = True
     time_masks: int = 1
-    time_width: int = 20               # each mask covers 0..time_width frames
+    time_width: int = 20  # each mask covers 0..time_width frames
     freq_masks: int = 1
-    freq_width: int = 8                # each mask covers 0..freq_width bins
+    freq_width: int = 8  # each mask covers 0..freq_width bins
 
 
 @dataclass
 class FeaturesConfig:
-    cmn: bool = True                   # mean normalisation at read time (pyspk.features.reader)
-    cmn_window: Optional[int] = None   # None: whole utterance; N: sliding window of N frames
-    vad: bool = True                   # keep only voiced frames when vad.scp exists
-    crop_frames: int = 200             # random crop length (2 s at 10 ms)
+    cmn: bool = True  # mean normalisation at read time (pyspk.features.reader)
+    cmn_window: Optional[int] = None  # None: whole utterance; N: sliding window of N frames
+    vad: bool = True  # keep only voiced frames when vad.scp exists
+    crop_frames: int = 200  # random crop length (2 s at 10 ms)
     short_utts: str = _choice("error", "pad", default="error")  # shorter than the crop: error or repeat
     in_memory: str = _choice("auto", "always", "never", default="auto")
-    memory_limit_mb: int = 4096        # "auto" loads all features into RAM below this size
+    memory_limit_mb: int = 4096  # "auto" loads all features into RAM below this size
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
 
 @dataclass
 class SamplerConfig:
     kind: str = _choice("pk", "shuffle", default="pk")
-    speakers_per_batch: int = 32       # P
-    utts_per_speaker: int = 2          # K (original utterances per speaker)
-    views: int = 1                     # copies of each original drawn via utt2orig (1 or 2)
-    batch_size: Optional[int] = None   # shuffle only; None: P * K originals
+    speakers_per_batch: int = 32  # P
+    utts_per_speaker: int = 2  # K (original utterances per speaker)
+    views: int = 1  # copies of each original drawn via utt2orig (1 or 2)
+    batch_size: Optional[int] = None  # shuffle only; None: P * K originals
 
 
 @dataclass
@@ -98,9 +99,9 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 2e-5
-    warmup_steps: int = 0              # linear ramp from 0 to lr
+    warmup_steps: int = 0  # linear ramp from 0 to lr
     decay: str = _choice("none", "epoch", "step", default="epoch")  # exponential decay granularity
-    final_lr: float = 1e-5             # lr reached at the end of training
+    final_lr: float = 1e-5  # lr reached at the end of training
     grad_clip: Optional[float] = None  # max global grad norm; None: off
     # the update's kernel, same maths: fused (one kernel over every tensor, PyTorch's fused
     # Adam/SGD; faster than loop on CPU: one pass instead of one per tensor, docs/speed.md),
@@ -115,7 +116,7 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: Optional[int] = None  # None: one pass over the original utterances
     num_workers: int = 0
-    amp: bool = True                   # CUDA only (float16 autocast + grad scaling); ignored on CPU
+    amp: bool = True  # CUDA only (float16 autocast + grad scaling); ignored on CPU
     # CUDA autocast's type: float16 (with gradient scaling) or bfloat16 (same range as float32,
     # no scaling needed; GPUs from Ampere on)
     amp_dtype: str = _choice("float16", "bfloat16", default="float16")
@@ -128,12 +129,12 @@ class TrainConfig:
     # Its EER effect: docs/results/loss-study.md.
     cpu_amp: bool = field(default=False, metadata={"or": ("auto",)})
     log_interval: int = 20
-    average_last: int = 1              # final.pt = mean of the last N epoch checkpoints
-    seed: int = 777                    # --seed on the command line overrides it
+    average_last: int = 1  # final.pt = mean of the last N epoch checkpoints
+    seed: int = 777  # --seed on the command line overrides it
     device: str = _choice("auto", "cpu", "cuda", default="auto")
-    init_from: Optional[str] = None    # fine-tune from a checkpoint or final.pt
-    threads: Optional[int] = None      # torch.set_num_threads per process; None: torch default
-    compile: bool = False              # torch.compile the encoder (inductor): same maths, fused passes
+    init_from: Optional[str] = None  # fine-tune from a checkpoint or final.pt
+    threads: Optional[int] = None  # torch.set_num_threads per process; None: torch default
+    compile: bool = False  # torch.compile the encoder (inductor): same maths, fused passes
     # Which library runs the frames-as-rows encoders' (ECAPA-TDNN, TDNN) float32 GEMMs in
     # training: mkl (F.linear) or onednn (the rows read as a channels-last image times a 1x1
     # kernel; its input gradient the same way, the weight gradient in MKL). On AMD EPYC oneDNN's
@@ -144,11 +145,19 @@ class TrainConfig:
 
 # keys that change how fast a run goes or what it logs, never what it computes (beyond float
 # rounding: thread counts and optimiser kernels sum in other orders)
-SPEED_KEYS = frozenset({"train.num_workers", "train.threads", "train.compile", "train.log_interval",
-                        "train.gemm", "optim.impl"})
+SPEED_KEYS = frozenset(
+    {"train.num_workers", "train.threads", "train.compile", "train.log_interval", "train.gemm", "optim.impl"}
+)
 # train.* keys that may change between a run and its resumption (those, more epochs, devices)
-RESUMABLE = SPEED_KEYS | {"train.epochs", "train.amp", "train.amp_dtype", "train.cpu_amp", "train.average_last", "train.device",
-                          "train.init_from"}
+RESUMABLE = SPEED_KEYS | {
+    "train.epochs",
+    "train.amp",
+    "train.amp_dtype",
+    "train.cpu_amp",
+    "train.average_last",
+    "train.device",
+    "train.init_from",
+}
 
 
 def _component(registry: str):
@@ -161,10 +170,10 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     # the objective (pyspk/train/objective.py): the settings dataclass of the named component
-    head: Optional[Any] = _component("pyspk.losses:HEADS")                # softmax | am | aam
-    pair_loss: Optional[Any] = _component("pyspk.losses:PAIR_LOSSES")     # supcon | am_supcon
+    head: Optional[Any] = _component("pyspk.losses:HEADS")  # softmax | am | aam
+    pair_loss: Optional[Any] = _component("pyspk.losses:PAIR_LOSSES")  # supcon | am_supcon
     pair_weights: Optional[Any] = _component("pyspk.losses:PAIR_WEIGHTS")  # caa
-    balance: Optional[Any] = _component("pyspk.balance:BALANCERS")        # fixed | mgda
+    balance: Optional[Any] = _component("pyspk.balance:BALANCERS")  # fixed | mgda
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -196,9 +205,11 @@ def _convert(value, tp, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         args = typing.get_args(tp)
-        if len(args) == 2 and args[1] in (int, float, bool, str):   # typed values: each one checked
-            return {k: _convert(v, args[1], f"{where[:-1]}.{k}'" if where.endswith("'") else f"{where}.{k}")
-                    for k, v in value.items()}
+        if len(args) == 2 and args[1] in (int, float, bool, str):  # typed values: each one checked
+            return {
+                k: _convert(v, args[1], f"{where[:-1]}.{k}'" if where.endswith("'") else f"{where}.{k}")
+                for k, v in value.items()
+            }
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -211,7 +222,7 @@ def _convert(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):    # yaml reads .nan and .inf as floats; no setting takes them
+        if not math.isfinite(value):  # yaml reads .nan and .inf as floats; no setting takes them
             raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if tp is str:
@@ -247,7 +258,7 @@ def _build(cls, data: dict, prefix: str, source: str):
             kwargs[f.name] = _build(tp, data[k], f"{prefix}{k}.", source)
             continue
         if data[k] in f.metadata.get("or", ()) and isinstance(data[k], str):
-            kwargs[f.name] = data[k]          # a bool key that also takes a word (cpu_amp: auto)
+            kwargs[f.name] = data[k]  # a bool key that also takes a word (cpu_amp: auto)
             continue
         try:
             value = _convert(data[k], tp, where)
@@ -267,6 +278,7 @@ def _build(cls, data: dict, prefix: str, source: str):
 @dataclass
 class NoSettings:
     """The block of a component registered without settings: its name alone."""
+
     name: str = ""
 
 
@@ -283,11 +295,14 @@ def _build_component(spec: str, data, prefix: str, source: str):
     reg = registry(spec)
     block = prefix[:-1]
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{block}' must be a mapping with a name (one of {', '.join(reg.names())}) "
-                          f"or null, got {data!r}")
+        raise ConfigError(
+            f"{source}: '{block}' must be a mapping with a name (one of {', '.join(reg.names())}) or null, got {data!r}"
+        )
     if "name" not in data:
-        raise ConfigError(f"{source}: key '{prefix}name' is missing: which {reg.kind}? "
-                          f"({', '.join(reg.names())}; leave '{block}' out for none)")
+        raise ConfigError(
+            f"{source}: key '{prefix}name' is missing: which {reg.kind}? "
+            f"({', '.join(reg.names())}; leave '{block}' out for none)"
+        )
     name = data["name"]
     if not isinstance(name, str):
         raise ConfigError(f"{source}: key '{prefix}name': expected a string, got {name!r}")
@@ -299,8 +314,10 @@ def _build_component(spec: str, data, prefix: str, source: str):
         raise ConfigError(f"{source}: key '{prefix}name': {e}") from None
     settings = entry.settings or NoSettings
     if not dataclasses.is_dataclass(settings) or "name" not in {f.name for f in dataclasses.fields(settings)}:
-        raise ConfigError(f"{source}: key '{prefix}name': the settings of {reg.kind} '{name}' "
-                          f"({settings!r}) must be a dataclass with a 'name' field")
+        raise ConfigError(
+            f"{source}: key '{prefix}name': the settings of {reg.kind} '{name}' "
+            f"({settings!r}) must be a dataclass with a 'name' field"
+        )
     return _build(settings, data, prefix, source)
 
 
@@ -315,9 +332,13 @@ def config_from_dict(data: dict, source: str = "<config>", warn: bool = True) ->
         data = migrate_data(data, source)
         if warn:
             how = f"pyspk migrate-config {source}" if Path(source).is_file() else "pyspk migrate-config FILE"
-            log.warning("%s: old config layout (a 'loss:' block, 'balance.kind'), read as the same settings in "
-                        "the new one (head, pair_loss, pair_weights, balance: docs/method.md); "
-                        "update it with: %s", source, how)
+            log.warning(
+                "%s: old config layout (a 'loss:' block, 'balance.kind'), read as the same settings in "
+                "the new one (head, pair_loss, pair_weights, balance: docs/method.md); "
+                "update it with: %s",
+                source,
+                how,
+            )
     return _build(Config, data, "", source)
 
 
@@ -359,12 +380,12 @@ def config_files(path) -> List[Path]:
             return chain
         here = chain[-1]
         if not isinstance(base, str) or not base.strip():
-            raise ConfigError(f"{here}: key 'base': expected the path of a config file (relative to "
-                              f"{here.parent}), got {base!r}")
+            raise ConfigError(
+                f"{here}: key 'base': expected the path of a config file (relative to {here.parent}), got {base!r}"
+            )
         nxt = Path(os.path.normpath(here.parent / base))
         if not nxt.is_file():
-            raise ConfigError(f"{here}: key 'base': {nxt} not found (a path relative to the directory "
-                              f"of {here.name})")
+            raise ConfigError(f"{here}: key 'base': {nxt} not found (a path relative to the directory of {here.name})")
         seen = [p.resolve() for p in chain]
         if nxt.resolve() in seen:
             loop = chain[seen.index(nxt.resolve())]
@@ -424,6 +445,7 @@ def dump_config(cfg) -> str:
 # --------------------------------------------------------------------------- semantics
 OBJECTIVE_BLOCKS = ("head", "pair_loss", "pair_weights", "balance")
 
+
 def check_encoder(cfg: Config, source: str = "<config>", feat_dim: int = 80) -> None:
     """``encoder.kwargs`` checked without building the encoder (:mod:`pyspk.models.size`):
     options, their types, and whether training it fits in this machine's memory."""
@@ -442,6 +464,7 @@ def validate_config(cfg: Config, source: str = "<config>") -> None:
     """Checks that need no data: the encoder's name, options and size (:func:`check_encoder`),
     each objective block's own checks (its settings' ``errors(config)``), how the blocks fit
     together, sampler and optimiser consistency."""
+
     def fail(key, msg):
         raise ConfigError(f"{source}: key '{key}': {msg}")
 
@@ -455,19 +478,26 @@ def validate_config(cfg: Config, source: str = "<config>") -> None:
     check_encoder(cfg, source)
     head, pair, bal, smp = cfg.head, cfg.pair_loss, cfg.balance, cfg.sampler
     if head is None and pair is None:
-        fail("head", "no head and no pair_loss: nothing to train (add head: {name: aam} or "
-             "pair_loss: {name: supcon}; configs of the old layout trained AAM when they named no loss)")
+        fail(
+            "head",
+            "no head and no pair_loss: nothing to train (add head: {name: aam} or "
+            "pair_loss: {name: supcon}; configs of the old layout trained AAM when they named no loss)",
+        )
     if bal is not None and (head is None or pair is None):
-        fail("balance.name", f"'{bal.name}' balances two losses; configure both a head and a pair_loss "
-             "(or leave balance out)")
+        fail(
+            "balance.name",
+            f"'{bal.name}' balances two losses; configure both a head and a pair_loss (or leave balance out)",
+        )
     if bal is None and head is not None and pair is not None:
-        fail("balance", "two losses are configured (head and pair_loss); add balance: {name: fixed} "
-             "or balance: {name: mgda}")
+        fail(
+            "balance",
+            "two losses are configured (head and pair_loss); add balance: {name: fixed} or balance: {name: mgda}",
+        )
     if cfg.pair_weights is not None and pair is None:
         fail("pair_weights", f"'{cfg.pair_weights.name}' weights the pairs of a pair loss; add a pair_loss")
     for block in OBJECTIVE_BLOCKS:
         errors = getattr(getattr(cfg, block), "errors", None)
-        for key, msg in (errors(cfg) if errors else ()):
+        for key, msg in errors(cfg) if errors else ():
             fail(f"{block}.{key}", msg)
     if smp.speakers_per_batch < 1:
         fail("sampler.speakers_per_batch", "must be >= 1")
@@ -477,8 +507,11 @@ def validate_config(cfg: Config, source: str = "<config>") -> None:
         fail("sampler.views", "must be 1 or 2")
     if pair is not None:
         if smp.kind == "pk" and smp.utts_per_speaker * smp.views < 2:
-            fail("sampler.utts_per_speaker", "a contrastive loss needs K >= 2 utterances (or views: 2) "
-                 "per speaker so that every anchor has a positive")
+            fail(
+                "sampler.utts_per_speaker",
+                "a contrastive loss needs K >= 2 utterances (or views: 2) "
+                "per speaker so that every anchor has a positive",
+            )
         if smp.kind == "shuffle" and smp.views < 2:
             fail("sampler.views", "a contrastive loss with the shuffle sampler needs views: 2")
     if smp.batch_size is not None and smp.batch_size < 2:

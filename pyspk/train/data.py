@@ -94,18 +94,26 @@ def _drop_silent(train_dir: Path, utt2spk: Dict[str, str], rank: int) -> Dict[st
     if not silent:
         return utt2spk
     if len(silent) == len(utt2spk):
-        raise DataDirError(f"{train_dir}/vad.scp: VAD found no voiced frame in any of the {len(silent)} "
-                           f"utterances; check the audio or the vad settings of conf/fbank.yaml")
+        raise DataDirError(
+            f"{train_dir}/vad.scp: VAD found no voiced frame in any of the {len(silent)} "
+            f"utterances; check the audio or the vad settings of conf/fbank.yaml"
+        )
     if rank == 0:
         shown = ", ".join(silent[:3]) + (", ..." if len(silent) > 3 else "")
-        log.warning("%s/vad.scp: %d of %d utterance(s) have no voiced frame after VAD (%s); training leaves "
-                    "them out", train_dir, len(silent), len(utt2spk), shown)
+        log.warning(
+            "%s/vad.scp: %d of %d utterance(s) have no voiced frame after VAD (%s); training leaves them out",
+            train_dir,
+            len(silent),
+            len(utt2spk),
+            shown,
+        )
     dropped = set(silent)
     return {u: s for u, s in utt2spk.items() if u not in dropped}
 
 
-def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size: int = 1,
-                    source: str = "<config>") -> TrainData:
+def load_train_data(
+    train_dir, cfg: Config, seed: int, rank: int = 0, world_size: int = 1, source: str = "<config>"
+) -> TrainData:
     """Read and check ``train_dir``; build the feature store, sampler and dataset."""
     train_dir = Path(train_dir)
     feats_scp = _read(train_dir, "feats.scp")
@@ -115,35 +123,48 @@ def load_train_data(train_dir, cfg: Config, seed: int, rank: int = 0, world_size
     utt2orig = _read(train_dir, "utt2orig", required=False)
     missing = [u for u in utt2spk if u not in feats_scp]
     if missing:
-        raise DataDirError(f"{train_dir}/feats.scp: no features for {len(missing)} utterance(s) of utt2spk, "
-                           f"e.g. '{missing[0]}'; run utils/fix_data_dir")
+        raise DataDirError(
+            f"{train_dir}/feats.scp: no features for {len(missing)} utterance(s) of utt2spk, "
+            f"e.g. '{missing[0]}'; run utils/fix_data_dir"
+        )
     utt2spk = {u: s for u, s in utt2spk.items()}
     if vad_scp:
         utt2spk = _drop_silent(train_dir, utt2spk, rank)
     fc = cfg.features
     if fc.short_utts == "error":
         check_lengths(sorted(utt2spk), u2nf, fc.crop_frames, f"{train_dir}/utt2num_frames")
-    nbytes = sum(u2nf.get(u, 0) for u in utt2spk) * FEAT_DIM_GUESS * 2   # float16 in RAM
+    nbytes = sum(u2nf.get(u, 0) for u in utt2spk) * FEAT_DIM_GUESS * 2  # float16 in RAM
     in_memory = fc.in_memory == "always" or (fc.in_memory == "auto" and nbytes <= fc.memory_limit_mb * 2**20)
-    log.info("%s: %d utterances, %d speakers, %.0f MB of features (%s)", train_dir, len(utt2spk),
-             len(set(utt2spk.values())), nbytes / 2**20, "in memory" if in_memory else "read on demand")
-    store = FeatureStore({u: feats_scp[u] for u in utt2spk}, vad_scp, fc.cmn, fc.cmn_window, in_memory,
-                         source=f"{train_dir}/feats.scp")
+    log.info(
+        "%s: %d utterances, %d speakers, %.0f MB of features (%s)",
+        train_dir,
+        len(utt2spk),
+        len(set(utt2spk.values())),
+        nbytes / 2**20,
+        "in memory" if in_memory else "read on demand",
+    )
+    store = FeatureStore(
+        {u: feats_scp[u] for u in utt2spk}, vad_scp, fc.cmn, fc.cmn_window, in_memory, source=f"{train_dir}/feats.scp"
+    )
     if in_memory and fc.short_utts == "error" and vad_scp:
         after_vad = {u: store.num_frames(u) for u in utt2spk}
         check_lengths(sorted(utt2spk), after_vad, fc.crop_frames, f"{train_dir}/feats.scp (after VAD)")
     n_spk = len(set(utt2spk.values()))
     smp = cfg.sampler
     if smp.kind == "pk" and smp.speakers_per_batch > n_spk:
-        raise ConfigError(f"{source}: key 'sampler.speakers_per_batch' = {smp.speakers_per_batch} but "
-                          f"{train_dir} has only {n_spk} speakers")
-    sampler = build_sampler(smp, utt2spk, utt2orig, seed=seed, rank=rank, world_size=world_size,
-                            steps_per_epoch=cfg.train.steps_per_epoch)
+        raise ConfigError(
+            f"{source}: key 'sampler.speakers_per_batch' = {smp.speakers_per_batch} but "
+            f"{train_dir} has only {n_spk} speakers"
+        )
+    sampler = build_sampler(
+        smp, utt2spk, utt2orig, seed=seed, rank=rank, world_size=world_size, steps_per_epoch=cfg.train.steps_per_epoch
+    )
     note = repetition_warning(sampler, f"{source}: {train_dir}: ")
     if note and rank == 0:
         log.warning("%s", note)
     first = sampler.utts[0]
     feat_dim = int(store[first].shape[1])
-    dataset = CropBatchDataset(store, sampler.utts, sampler.labels, fc.crop_frames, fc.spec_augment,
-                               seed=seed, rank=rank)
+    dataset = CropBatchDataset(
+        store, sampler.utts, sampler.labels, fc.crop_frames, fc.spec_augment, seed=seed, rank=rank
+    )
     return TrainData(sampler.speakers, sampler, dataset, feat_dim, cfg.train.num_workers)

@@ -48,6 +48,7 @@ class _Schedule:
 @dataclass
 class LossConfig:
     """The old ``loss:`` block (its keys, types, choices and defaults), for reading old configs."""
+
     cls: str = _choice("none", "softmax", "am", "aam", default="aam")
     margin: float = 0.2
     scale: float = 30.0
@@ -74,6 +75,7 @@ class LossConfig:
 @dataclass
 class BalanceConfig:
     """The old ``balance:`` block."""
+
     kind: str = _choice("none", "fixed", "mgda", default="none")
     lambda_: float = field(default=1.0, metadata={"key": "lambda"})
     head_grad: str = _choice("full", "alpha", default="full")
@@ -111,12 +113,16 @@ RENAMES: Dict[Tuple[str, str], Tuple[str, str]] = {
     ("balance", "combine"): ("balance", "combine"),
 }
 # the keys each component of the old layout used (the others could not act)
-_ACTS = {"softmax": (), "am": ("margin", "scale", "margin_schedule"),
-         "aam": ("margin", "scale", "easy_margin", "margin_schedule"),
-         "supcon": ("temperature",),
-         "am_supcon": ("margin", "margin_type", "margin_on", "margin_threshold", "margin_schedule", "temperature"),
-         "caa": ("scale", "floor", "normalize", "mode", "start_epoch", "positives", "prototypes", "ema_momentum"),
-         "fixed": ("lambda",), "mgda": ("head_grad", "normalize", "combine")}
+_ACTS = {
+    "softmax": (),
+    "am": ("margin", "scale", "margin_schedule"),
+    "aam": ("margin", "scale", "easy_margin", "margin_schedule"),
+    "supcon": ("temperature",),
+    "am_supcon": ("margin", "margin_type", "margin_on", "margin_threshold", "margin_schedule", "temperature"),
+    "caa": ("scale", "floor", "normalize", "mode", "start_epoch", "positives", "prototypes", "ema_momentum"),
+    "fixed": ("lambda",),
+    "mgda": ("head_grad", "normalize", "combine"),
+}
 NEW_BLOCKS = ("head", "pair_loss", "pair_weights", "balance")
 
 
@@ -134,30 +140,40 @@ def migrate_data(data: dict, source: str = "<config>") -> dict:
     if isinstance(data.get("balance"), dict) and "name" in data["balance"]:
         mixed.append("balance.name")
     if mixed:
-        raise ConfigError(f"{source}: mixes the old layout (a 'loss:' block, 'balance.kind') with the new one "
-                          f"({', '.join(mixed)}); write one of them (pyspk migrate-config rewrites the old one)")
+        raise ConfigError(
+            f"{source}: mixes the old layout (a 'loss:' block, 'balance.kind') with the new one "
+            f"({', '.join(mixed)}); write one of them (pyspk migrate-config rewrites the old one)"
+        )
     raw = {"loss": data.get("loss") or {}, "balance": data.get("balance") or {}}
-    typed = {"loss": _build(LossConfig, raw["loss"], "loss.", source),
-             "balance": _build(BalanceConfig, raw["balance"], "balance.", source)}
+    typed = {
+        "loss": _build(LossConfig, raw["loss"], "loss.", source),
+        "balance": _build(BalanceConfig, raw["balance"], "balance.", source),
+    }
     loss, bal = typed["loss"], typed["balance"]
-    names = {"head": None if loss.cls == "none" else loss.cls,
-             "pair_loss": None if loss.con == "none" else loss.con,
-             "pair_weights": "caa" if loss.caa else None,
-             "balance": None if bal.kind == "none" else bal.kind}
+    names = {
+        "head": None if loss.cls == "none" else loss.cls,
+        "pair_loss": None if loss.con == "none" else loss.con,
+        "pair_weights": "caa" if loss.caa else None,
+        "balance": None if bal.kind == "none" else bal.kind,
+    }
     blocks: Dict[str, Optional[dict]] = {b: ({"name": n} if n else None) for b, n in names.items()}
     for (sec, old), (block, new) in RENAMES.items():
         if new == "name" or old not in raw[sec] or blocks[block] is None or new not in _ACTS[names[block]]:
             continue
         value = getattr(typed[sec], "lambda_" if old == "lambda" else old)
-        if hasattr(value, "__dataclass_fields__"):       # a schedule: the keys given, typed
+        if hasattr(value, "__dataclass_fields__"):  # a schedule: the keys given, typed
             value = {k: getattr(value, k) for k in (raw[sec][old] or {})}
         blocks[block][new] = value
     if names["pair_loss"] == "supcon" and loss.con_margin_on == "own":
         # SupCon is AM-SupCon with m = 0; only AM-SupCon has the placement
-        blocks["pair_loss"] = {"name": "am_supcon", "margin": 0.0, "margin_on": "own",
-                               **({"temperature": loss.temperature} if "temperature" in raw["loss"] else {})}
+        blocks["pair_loss"] = {
+            "name": "am_supcon",
+            "margin": 0.0,
+            "margin_on": "own",
+            **({"temperature": loss.temperature} if "temperature" in raw["loss"] else {}),
+        }
     out = {}
-    for k, v in data.items():            # the new blocks where the old ones were, the rest in order
+    for k, v in data.items():  # the new blocks where the old ones were, the rest in order
         if k in ("loss", "balance"):
             out.update({b: blocks[b] for b in NEW_BLOCKS if blocks[b] is not None and b not in out})
         else:
@@ -186,7 +202,7 @@ def _spans(lines: List[str]) -> List[Tuple[int, int]]:
         while j < len(lines) and (not lines[j].strip() or lines[j][0] in " \t#"):
             j += 1
         while j > i + 1 and (not lines[j - 1].strip() or lines[j - 1].startswith("#")):
-            j -= 1                        # blank and column-0 comment lines belong to what follows
+            j -= 1  # blank and column-0 comment lines belong to what follows
         out.append((i, j))
     return out
 
@@ -197,13 +213,13 @@ def _key_comments(lines: List[str], spans, section_of) -> Dict[Tuple[str, str], 
     for i, j in spans:
         sec = section_of[i]
         indent = None
-        for line in lines[i + 1:j]:
+        for line in lines[i + 1 : j]:
             m = _KEY_LINE.match(line.rstrip("\n"))
             if not m or m.group(2).startswith("#"):
                 continue
             indent = m.group(1) if indent is None else indent
             if m.group(1) != indent:
-                continue                  # a key of a nested mapping
+                continue  # a key of a nested mapping
             c = re.search(r"\s#\s?(.*)$", m.group(3))
             if c:
                 out[(sec, m.group(2))] = c.group(1).strip()
@@ -263,7 +279,7 @@ def migrate_file(path) -> bool:
     from pyspk.train.config import read_yaml
 
     path = Path(path)
-    read_yaml(path)                       # a missing, empty or invalid file: the loader's errors
+    read_yaml(path)  # a missing, empty or invalid file: the loader's errors
     new = migrate_text(path.read_text(), str(path))
     if new is None:
         return False

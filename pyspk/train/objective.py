@@ -59,7 +59,7 @@ class SpeakerModel(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, feats: torch.Tensor, labels: torch.Tensor):
-        z = self.encoder(feats).float()     # under autocast: the losses see float32 embeddings
+        z = self.encoder(feats).float()  # under autocast: the losses see float32 embeddings
         if self.head is None:
             return z, None, None
         with torch.autocast(device_type=z.device.type, enabled=False):
@@ -97,7 +97,7 @@ class StepStats:
         out = {k: float("nan") for k in STAT_COLUMNS}
         if self.cos is not None:
             out.update(pair_statistics(self.cos, self.labels, self.loss))
-        else:                             # no pair loss: the cosines of the batch alone
+        else:  # no pair loss: the cosines of the batch alone
             out.update(pair_statistics(pair_cosines(z), self.labels))
         if self.weights is not None:
             out.update(weight_statistics(self.weights, self.labels))
@@ -110,14 +110,18 @@ class Objective:
     ``cfg``: a :class:`pyspk.train.config.Config` (its ``head``, ``pair_loss``, ``pair_weights``
     and ``balance`` blocks); ``head``: the module built from ``cfg.head`` (:func:`build_head`)."""
 
-    def __init__(self, cfg, num_classes: int, embed_dim: int, head: Optional[nn.Module] = None,
-                 distributed: bool = False):
+    def __init__(
+        self, cfg, num_classes: int, embed_dim: int, head: Optional[nn.Module] = None, distributed: bool = False
+    ):
         self.cfg, self.head, self.distributed = cfg, head, distributed
         if (cfg.head is None) != (head is None):
             raise ValueError("Objective: the head module must be the one cfg.head names (both or neither)")
         self.pair_loss = PAIR_LOSSES.get(cfg.pair_loss.name).obj(cfg.pair_loss) if cfg.pair_loss else None
-        self.pair_weights = (PAIR_WEIGHTS.get(cfg.pair_weights.name).obj(cfg.pair_weights, num_classes, embed_dim,
-                                                                           head) if cfg.pair_weights else None)
+        self.pair_weights = (
+            PAIR_WEIGHTS.get(cfg.pair_weights.name).obj(cfg.pair_weights, num_classes, embed_dim, head)
+            if cfg.pair_weights
+            else None
+        )
         self.balancer = BALANCERS.get(cfg.balance.name).obj(cfg.balance) if cfg.balance else None
         if head is None and self.pair_loss is None:
             raise ValueError("Objective: no head and no pair loss: nothing to train")
@@ -145,9 +149,10 @@ class Objective:
         """The margin a component trains with now, for train.csv (NaN when it has none)."""
         return float(getattr(component, "margin", math.nan)) if hasattr(settings, "margin") else math.nan
 
-    def __call__(self, z: torch.Tensor, loss_cls: Optional[torch.Tensor],
-                 labels: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        shared = z              # the tensor the head saw; under AMP z.float() is a new node
+    def __call__(
+        self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        shared = z  # the tensor the head saw; under AMP z.float() is a new node
         z = z.float()
         stats = StepStats(labels)
         loss_con = None
@@ -157,17 +162,25 @@ class Objective:
         columns = stats.columns(z)
         alpha = float("nan")
         if loss_cls is not None and loss_con is not None:
-            total, alpha, logged = self.balancer(loss_cls, loss_con, shared, lambda x: self.head(x, labels)[0],
-                                                 D.all_reduce_sum if self.distributed else None)
+            total, alpha, logged = self.balancer(
+                loss_cls,
+                loss_con,
+                shared,
+                lambda x: self.head(x, labels)[0],
+                D.all_reduce_sum if self.distributed else None,
+            )
         else:
             total = loss_cls if loss_cls is not None else loss_con
             logged = float(total.detach())
-        parts = {"loss": logged if math.isfinite(logged) else float("nan"),
-                 "loss_cls": float(loss_cls.detach()) if loss_cls is not None else float("nan"),
-                 "loss_con": float(loss_con.detach()) if loss_con is not None else float("nan"),
-                 "alpha": float(alpha),
-                 "margin": self._margin(self.cfg.head, self.head),
-                 "con_margin": self._margin(self.cfg.pair_loss, self.pair_loss), **columns}
+        parts = {
+            "loss": logged if math.isfinite(logged) else float("nan"),
+            "loss_cls": float(loss_cls.detach()) if loss_cls is not None else float("nan"),
+            "loss_con": float(loss_con.detach()) if loss_con is not None else float("nan"),
+            "alpha": float(alpha),
+            "margin": self._margin(self.cfg.head, self.head),
+            "con_margin": self._margin(self.cfg.pair_loss, self.pair_loss),
+            **columns,
+        }
         return total, parts
 
     @torch.no_grad()
@@ -181,11 +194,14 @@ class Objective:
     _STATEFUL = ("pair_loss", "pair_weights", "balancer")
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in self._STATEFUL
-                if hasattr(getattr(self, name), "state_dict")}
+        return {
+            name: getattr(self, name).state_dict()
+            for name in self._STATEFUL
+            if hasattr(getattr(self, name), "state_dict")
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        if "prototypes" in state:         # checkpoints before the registries: CAA's EMA prototypes
+        if "prototypes" in state:  # checkpoints before the registries: CAA's EMA prototypes
             state = {"pair_weights": {"prototypes": state["prototypes"]}}
         for name in self._STATEFUL:
             c = getattr(self, name)

@@ -31,9 +31,15 @@ from pyspk.features.reader import apply_cmn, utterance_mean, voiced_frames
 class FeatureStore:
     """utt -> processed feature matrix (frames, dim) float32."""
 
-    def __init__(self, feats_scp: Mapping[str, str], vad_scp: Optional[Mapping[str, str]] = None,
-                 cmn: bool = True, cmn_window: Optional[int] = None, in_memory: bool = True,
-                 source: str = "feats.scp"):
+    def __init__(
+        self,
+        feats_scp: Mapping[str, str],
+        vad_scp: Optional[Mapping[str, str]] = None,
+        cmn: bool = True,
+        cmn_window: Optional[int] = None,
+        in_memory: bool = True,
+        source: str = "feats.scp",
+    ):
         self.feats_scp, self.vad_scp = dict(feats_scp), dict(vad_scp) if vad_scp else None
         self.cmn, self.cmn_window, self.source = cmn, cmn_window, source
         self.cache: Dict[str, np.ndarray] = {}
@@ -78,8 +84,9 @@ class FeatureStore:
         m = self.cache.get(utt)
         return m.astype(np.float32) if m is not None else self._read(utt)
 
-    def crop(self, utt: str, crop_frames: int, rng: np.random.Generator,
-             out: Optional[np.ndarray] = None) -> np.ndarray:
+    def crop(
+        self, utt: str, crop_frames: int, rng: np.random.Generator, out: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         """``random_crop(self[utt], crop_frames, rng)``, the same numbers from the same draws,
         written to ``out`` (or a new float32 array) without converting or normalising the
         frames outside the crop: a matrix kept in memory is cropped before its float16 ->
@@ -110,8 +117,16 @@ class FeatureStore:
 class CropBatchDataset(torch.utils.data.Dataset):
     """Map a key ``(epoch, batch_no, utt_indices)`` to ``(feats (B,T,F), labels (B,))``."""
 
-    def __init__(self, store: FeatureStore, utts: Sequence[str], labels: Sequence[int], crop_frames: int,
-                 spec_cfg=None, seed: int = 0, rank: int = 0):
+    def __init__(
+        self,
+        store: FeatureStore,
+        utts: Sequence[str],
+        labels: Sequence[int],
+        crop_frames: int,
+        spec_cfg=None,
+        seed: int = 0,
+        rank: int = 0,
+    ):
         self.store, self.utts = store, list(utts)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.crop_frames, self.spec_cfg = crop_frames, spec_cfg
@@ -121,10 +136,10 @@ class CropBatchDataset(torch.utils.data.Dataset):
         epoch, batch_no, indices = key
         rng = np.random.default_rng([self.seed, epoch, batch_no, self.rank])
         sa = self.spec_cfg if self.spec_cfg is not None and self.spec_cfg.enabled else None
-        first = self.store.crop(self.utts[indices[0]], self.crop_frames, rng)   # its shape sizes the batch
+        first = self.store.crop(self.utts[indices[0]], self.crop_frames, rng)  # its shape sizes the batch
         batch = np.empty((len(indices),) + first.shape, np.float32)
         batch[0] = first
-        for j, i in enumerate(indices):   # each crop is written into the batch once, then masked there
+        for j, i in enumerate(indices):  # each crop is written into the batch once, then masked there
             if j:
                 self.store.crop(self.utts[i], self.crop_frames, rng, out=batch[j])
             if sa is not None:

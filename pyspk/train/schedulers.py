@@ -18,8 +18,7 @@ from __future__ import annotations
 
 
 class LrSchedule:
-    def __init__(self, lr: float, final_lr: float, warmup_steps: int, decay: str,
-                 epochs: int, steps_per_epoch: int):
+    def __init__(self, lr: float, final_lr: float, warmup_steps: int, decay: str, epochs: int, steps_per_epoch: int):
         if decay not in ("none", "epoch", "step"):
             raise ValueError(f"unknown decay '{decay}' (none, epoch, step)")
         self.lr, self.final_lr, self.warmup_steps = lr, final_lr, warmup_steps
@@ -50,4 +49,3 @@ class LrSchedule:
     def load_state_dict(self, state: dict) -> None:
         """Settings come from the config; a checkpoint's are only checked for drift."""
         return None
-

@@ -20,9 +20,26 @@ log = logging.getLogger("pyspk.train")
 # cos_pos/cos_neg: mean cosine of positive/negative pairs in the batch; grad_pos/grad_neg: the
 # contrastive loss's angular force on them per anchor (pyspk.losses.supcon.pair_statistics);
 # caa_w_*: the CAA weights of negative pairs (pyspk.losses.caa.weight_statistics)
-COLUMNS = ("epoch", "step", "loss", "loss_cls", "loss_con", "alpha", "lr", "margin", "con_margin", "acc",
-           "frames_per_s", "cos_pos", "cos_neg", "grad_pos", "grad_neg", "caa_w_mean", "caa_w_std",
-           "caa_w_lt_half")
+COLUMNS = (
+    "epoch",
+    "step",
+    "loss",
+    "loss_cls",
+    "loss_con",
+    "alpha",
+    "lr",
+    "margin",
+    "con_margin",
+    "acc",
+    "frames_per_s",
+    "cos_pos",
+    "cos_neg",
+    "grad_pos",
+    "grad_neg",
+    "caa_w_mean",
+    "caa_w_std",
+    "caa_w_lt_half",
+)
 
 
 class StepLog:
@@ -60,8 +77,10 @@ def _f(x: float, fmt: str) -> str:
 
 def format_row(r: Dict[str, float], steps_per_epoch: int) -> str:
     in_epoch = (r["step"] - 1) % steps_per_epoch + 1
-    return (f"epoch {r['epoch']} step {in_epoch}/{steps_per_epoch} (global {r['step']}) "
-            f"loss {_f(r['loss'], '.4f')} cls {_f(r['loss_cls'], '.4f')} con {_f(r['loss_con'], '.4f')} "
-            f"alpha {_f(r['alpha'], '.3f')} lr {r['lr']:.3g} margin {_f(r['margin'], '.3f')} "
-            f"con_margin {_f(r['con_margin'], '.3f')} "
-            f"acc {_f(r['acc'] * 100, '.1f')}% {r['frames_per_s']:.0f} frames/s")
+    return (
+        f"epoch {r['epoch']} step {in_epoch}/{steps_per_epoch} (global {r['step']}) "
+        f"loss {_f(r['loss'], '.4f')} cls {_f(r['loss_cls'], '.4f')} con {_f(r['loss_con'], '.4f')} "
+        f"alpha {_f(r['alpha'], '.3f')} lr {r['lr']:.3g} margin {_f(r['margin'], '.3f')} "
+        f"con_margin {_f(r['con_margin'], '.3f')} "
+        f"acc {_f(r['acc'] * 100, '.1f')}% {r['frames_per_s']:.0f} frames/s"
+    )

@@ -57,11 +57,16 @@ class TrainingDiverged(RuntimeError):
 def build_optimizer(optim_cfg, params):
     """Adam or SGD with ``optim_cfg.impl`` as the kernel (fused, foreach or loop): the same
     update, one kernel over every tensor (fused) instead of a Python loop over them."""
-    impl = {"fused": {"fused": True}, "foreach": {"foreach": True},
-            "loop": {"foreach": False}}[optim_cfg.impl]
+    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[optim_cfg.impl]
     if optim_cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                               nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay, **impl)
+        return torch.optim.SGD(
+            params,
+            lr=optim_cfg.lr,
+            momentum=optim_cfg.momentum,
+            nesterov=optim_cfg.nesterov,
+            weight_decay=optim_cfg.weight_decay,
+            **impl,
+        )
     return torch.optim.Adam(params, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **impl)
 
 
@@ -79,13 +84,19 @@ def resolve_cpu_amp(setting) -> bool:
     (docs/speed.md)."""
     native = cpu_has_bf16()
     if setting == "auto":
-        log.info("train.cpu_amp: auto -> %s", "bfloat16 (the CPU has bfloat16 GEMMs)" if native
-                 else "float32 (no bfloat16 GEMMs in this CPU: avx512_bf16 or AMX)")
+        log.info(
+            "train.cpu_amp: auto -> %s",
+            "bfloat16 (the CPU has bfloat16 GEMMs)"
+            if native
+            else "float32 (no bfloat16 GEMMs in this CPU: avx512_bf16 or AMX)",
+        )
         return native
     if setting and not native:
-        log.warning("train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
-                    "bfloat16 will be emulated and much slower than float32 (docs/speed.md; cpu_amp: "
-                    "auto would train in float32 here)")
+        log.warning(
+            "train.cpu_amp: this CPU has no bfloat16 matrix instructions (avx512_bf16/AMX); "
+            "bfloat16 will be emulated and much slower than float32 (docs/speed.md; cpu_amp: "
+            "auto would train in float32 here)"
+        )
     return bool(setting)
 
 
@@ -109,33 +120,41 @@ def compile_encoder(encoder: torch.nn.Module) -> bool:
         return False
     import torch._dynamo
 
-    torch._dynamo.config.suppress_errors = True   # a failed compile falls back to eager, with a warning
+    torch._dynamo.config.suppress_errors = True  # a failed compile falls back to eager, with a warning
     encoder.compile()
     return True
 
 
 class Trainer:
-    def __init__(self, cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
-                 source: str = "<config>", restart: bool = False):
+    def __init__(
+        self,
+        cfg: Config,
+        train_dir,
+        exp_dir,
+        seed: int,
+        dist: Optional[D.DistInfo] = None,
+        source: str = "<config>",
+        restart: bool = False,
+    ):
         self.cfg, self.exp_dir, self.seed, self.restart = cfg, Path(exp_dir), seed, restart
         self.train_dir = Path(train_dir)
         self.dist = dist or D.DistInfo()
         self.cfg.train.seed = seed
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        keep_freed_memory()          # no page faults on the step's large activations (pyspk/malloc.py)
+        keep_freed_memory()  # no page faults on the step's large activations (pyspk/malloc.py)
         self.gemm = default_gemm_backend() if cfg.train.gemm == "auto" else cfg.train.gemm
         set_gemm_backend(self.gemm)
         log.info("train.gemm: %s -> %s", cfg.train.gemm, self.gemm)
         self.device = D.choose_device(cfg.train.device, self.dist)
         if cfg.data.source == "features":
             self.data_id = data_fingerprint(train_dir)
-            self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size,
-                                                   source)
-        else:   # audio or shards: augmentation and features on the fly
+            self.data: TrainData = load_train_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source)
+        else:  # audio or shards: augmentation and features on the fly
             self.data_id = online_fingerprint(train_dir, cfg.data)
-            self.data = load_online_data(train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source,
-                                         work_dir=self.exp_dir)
+            self.data = load_online_data(
+                train_dir, cfg, seed, self.dist.rank, self.dist.world_size, source, work_dir=self.exp_dir
+            )
         D.init_process_group(self.dist, self.device)
         seed_everything(seed)
         enc = build_encoder(cfg.encoder.name, feat_dim=self.data.feat_dim, **cfg.encoder.kwargs)
@@ -143,8 +162,9 @@ class Trainer:
         self.model = SpeakerModel(enc, head).to(self.device)
         if cfg.train.compile:
             compile_encoder(self.model.encoder)
-        self.objective = Objective(cfg, len(self.data.speakers), enc.embed_dim, head=self.model.head,
-                                   distributed=self.dist.enabled).to(self.device)
+        self.objective = Objective(
+            cfg, len(self.data.speakers), enc.embed_dim, head=self.model.head, distributed=self.dist.enabled
+        ).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.steps_per_epoch = len(self.data.sampler)
         o = cfg.optim
@@ -160,23 +180,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"model": self.model.encoder.state_dict(),
-                "head": self.model.head.state_dict() if self.model.head is not None else None,
-                "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
-                "sampler": self.data.sampler.state_dict(), "rng": C.rng_state(),
-                "epoch": self.epoch, "step": self.step, "speakers": self.data.speakers,
-                "config": config_to_dict(self.cfg), "data_id": self.data_id}
+        return {
+            "model": self.model.encoder.state_dict(),
+            "head": self.model.head.state_dict() if self.model.head is not None else None,
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.data.sampler.state_dict(),
+            "rng": C.rng_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "speakers": self.data.speakers,
+            "config": config_to_dict(self.cfg),
+            "data_id": self.data_id,
+        }
 
     def resume(self, path, st: Optional[dict] = None) -> None:
         st = C.load_checkpoint(path, map_location=self.device) if st is None else st
         if st["speakers"] != self.data.speakers:
-            raise ValueError(f"{path}: trained on other speakers than this --train-dir; "
-                             f"use a new exp dir (or train.init_from to fine-tune)")
+            raise ValueError(
+                f"{path}: trained on other speakers than this --train-dir; "
+                f"use a new exp dir (or train.init_from to fine-tune)"
+            )
         changed = config_changes(recorded_config(st.get("config", {}), path), config_to_dict(self.cfg))
         if changed:
-            raise ValueError(f"{path} was trained with another config ({'; '.join(changed[:5])}); "
-                             f"start over with --restart (run.sh: --force true), or use another --exp-dir")
+            raise ValueError(
+                f"{path} was trained with another config ({'; '.join(changed[:5])}); "
+                f"start over with --restart (run.sh: --force true), or use another --exp-dir"
+            )
         self.model.encoder.load_state_dict(st["model"])
         if self.model.head is not None:
             self.model.head.load_state_dict(st["head"])
@@ -199,8 +231,12 @@ class Trainer:
             self.model.head.load_state_dict(head_state)
             log.info("init_from %s: encoder and head loaded", path)
         else:
-            log.info("init_from %s: encoder loaded; head re-initialised (%s -> %d speakers)", path,
-                     len(spks) if spks else "no", len(self.data.speakers))
+            log.info(
+                "init_from %s: encoder loaded; head re-initialised (%s -> %d speakers)",
+                path,
+                len(spks) if spks else "no",
+                len(self.data.speakers),
+            )
 
     # ------------------------------------------------------------------ loop
     def _retire_checkpoints(self, why: str) -> None:
@@ -222,8 +258,10 @@ class Trainer:
             if why is None:
                 st = C.load_checkpoint(latest, map_location=self.device)
                 if st.get("data_id") != self.data_id:
-                    why = (f"{latest} was trained on other data than {self.train_dir} now holds: "
-                           "its features, labels or augmented copies changed")
+                    why = (
+                        f"{latest} was trained on other data than {self.train_dir} now holds: "
+                        "its features, labels or augmented copies changed"
+                    )
             if why is not None:
                 self._retire_checkpoints(why)
                 latest = st = None
@@ -255,8 +293,13 @@ class Trainer:
         cfg, n = self.cfg, self.steps_per_epoch
         self.data.sampler.set_epoch(epoch)
         model.train()
-        bar = tqdm(total=n, initial=self.data.sampler.position, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
+        bar = tqdm(
+            total=n,
+            initial=self.data.sampler.position,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=not (self.dist.is_main and sys.stderr.isatty()),
+            leave=False,
+        )
         t0 = time.perf_counter()
         for i, (feats, labels) in enumerate(self.data.loader()):
             row = self._train_step(model, feats, labels, epoch, i)
@@ -283,7 +326,8 @@ class Trainer:
             last = C.latest_checkpoint(self.exp_dir)
             raise TrainingDiverged(
                 f"loss is {parts['loss']} at step {self.step + 1} (epoch {epoch + 1}, batch {i + 1}); "
-                f"stopped before updating; last good checkpoint: {last or 'none (no epoch completed)'}")
+                f"stopped before updating; last good checkpoint: {last or 'none (no epoch completed)'}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if cfg.optim.grad_clip:
@@ -306,12 +350,15 @@ class Trainer:
         if self.data.feat_dim != 80:
             kwargs["feat_dim"] = self.data.feat_dim
         fc = self.cfg.features
-        extra = {"features": {"cmn": fc.cmn, "cmn_window": fc.cmn_window, "vad": fc.vad},
-                 "config": config_to_dict(self.cfg), "speakers": list(self.data.speakers),
-                 # what the encoder trained in (the last session of a resumed run): cpu_amp: auto
-                 # resolves per machine, so the config alone does not say
-                 "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32",
-                 "train_gemm": self.gemm}
+        extra = {
+            "features": {"cmn": fc.cmn, "cmn_window": fc.cmn_window, "vad": fc.vad},
+            "config": config_to_dict(self.cfg),
+            "speakers": list(self.data.speakers),
+            # what the encoder trained in (the last session of a resumed run): cpu_amp: auto
+            # resolves per machine, so the config alone does not say
+            "train_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32",
+            "train_gemm": self.gemm,
+        }
         save_encoder(path, enc, self.cfg.encoder.name, kwargs, extra)
         log.info("wrote %s (mean of the last %d checkpoint(s))", path, n)
 
@@ -338,8 +385,15 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list:
     return out
 
 
-def train(cfg: Config, train_dir, exp_dir, seed: int, dist: Optional[D.DistInfo] = None,
-          source: str = "<config>", restart: bool = False) -> Path:
+def train(
+    cfg: Config,
+    train_dir,
+    exp_dir,
+    seed: int,
+    dist: Optional[D.DistInfo] = None,
+    source: str = "<config>",
+    restart: bool = False,
+) -> Path:
     """Train (or resume) one system; returns the path of ``final.pt``.
 
     Resumes from the latest checkpoint of ``exp_dir`` when it was trained on the same data

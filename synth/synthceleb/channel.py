@@ -39,8 +39,9 @@ def to_16k(x_int16: np.ndarray, sr: int = 22050) -> np.ndarray:
     return signal.resample_poly(x, up, down, window=_resample_filter(up, down)).astype(np.float32, copy=False)
 
 
-def trim_silence(x: np.ndarray, rng: np.random.Generator, threshold: float = 1e-3,
-                 pad_s: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
+def trim_silence(
+    x: np.ndarray, rng: np.random.Generator, threshold: float = 1e-3, pad_s: tuple[float, float] = (0.05, 0.25)
+) -> np.ndarray:
     """Cut leading/trailing samples below ``threshold``, keeping a random pad of silence each side."""
     idx = np.flatnonzero(np.abs(x) > threshold)
     if idx.size == 0:
@@ -86,8 +87,9 @@ def _parseval_power(spec: np.ndarray, nfft: int) -> float:
     return float(total) / nfft**2
 
 
-def noise_spectrum(kind: str, rng: np.random.Generator, nfft: int, babble_bank: np.ndarray | None,
-                   talkers: tuple[int, int] = (3, 7)) -> np.ndarray:
+def noise_spectrum(
+    kind: str, rng: np.random.Generator, nfft: int, babble_bank: np.ndarray | None, talkers: tuple[int, int] = (3, 7)
+) -> np.ndarray:
     """rfft (length ``nfft``) of ``white`` | ``pink`` | ``babble`` noise.
 
     White: i.i.d. complex Gaussian bins; pink: the same with amplitude 1/sqrt(f) (power 1/f),
@@ -101,7 +103,7 @@ def noise_spectrum(kind: str, rng: np.random.Generator, nfft: int, babble_bank: 
         starts = rng.integers(0, babble_bank.shape[1] - nfft + 1, size=k)
         mix = np.zeros(nfft, np.float32)
         for r, s0 in zip(rows, starts):
-            mix += babble_bank[r, s0:s0 + nfft]
+            mix += babble_bank[r, s0 : s0 + nfft]
         return sfft.rfft(mix)
     if kind not in ("white", "pink", "babble"):
         raise ValueError(f"unknown noise kind '{kind}' (white, pink, babble)")
@@ -119,11 +121,18 @@ def speech_power(x: np.ndarray, frame: int = 320) -> float:
     if frames.shape[0] < 2:
         return _rms(x) ** 2
     p = np.mean(np.square(frames, dtype=np.float64), axis=1)
-    return float(np.mean(np.sort(p)[p.size // 2:]))
+    return float(np.mean(np.sort(p)[p.size // 2 :]))
 
 
-def noise_and_channel(x: np.ndarray, noise_kind: str, snr_db: float, rng: np.random.Generator,
-                      babble_bank: np.ndarray | None, talkers: tuple[int, int], response_fn) -> np.ndarray:
+def noise_and_channel(
+    x: np.ndarray,
+    noise_kind: str,
+    snr_db: float,
+    rng: np.random.Generator,
+    babble_bank: np.ndarray | None,
+    talkers: tuple[int, int],
+    response_fn,
+) -> np.ndarray:
     """y = IRFFT( (X + g N) H ), with g^2 = P_speech / (P_noise 10^(snr/10)), in one FFT pass.
 
     ``response_fn(freqs_hz)`` gives the channel magnitude |H(f)| (zero phase).
@@ -139,8 +148,9 @@ def noise_and_channel(x: np.ndarray, noise_kind: str, snr_db: float, rng: np.ran
     return sfft.irfft((spec + g * noise) * response, nfft)[:n].astype(np.float32)
 
 
-def channel_response(freqs: np.ndarray, low_hz: float, high_hz: float, tilt_db_per_oct: float,
-                     peaks: np.ndarray) -> np.ndarray:
+def channel_response(
+    freqs: np.ndarray, low_hz: float, high_hz: float, tilt_db_per_oct: float, peaks: np.ndarray
+) -> np.ndarray:
     """Magnitude response H(f) of a session channel.
 
     Band-limiting: 4th-order Butterworth-like edges |H|^2 = 1 / (1 + (low/f)^8) / (1 + (f/high)^8).

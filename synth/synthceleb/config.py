@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from pyspk.keys import check_keys
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from pyspk.keys import check_keys
 
 KNOWN_LANGUAGES = ("en", "cmn")
 NOISE_KINDS = ("white", "pink", "babble")
@@ -33,19 +34,19 @@ class SynthConfig:
     num_test_spk: int = 40
     utts_per_lang: int = 20
     languages: List[str] = field(default_factory=lambda: list(KNOWN_LANGUAGES))
-    min_dur: float = 2.0          # seconds, after silence trimming
+    min_dur: float = 2.0  # seconds, after silence trimming
     max_dur: float = 8.0
-    trials_per_list: int = 8000   # half target, half non-target (fewer if targets run out)
-    difficulty: float = 1.0       # scales every session-variability range below
+    trials_per_list: int = 8000  # half target, half non-target (fewer if targets run out)
+    difficulty: float = 1.0  # scales every session-variability range below
     snr_db: List[float] = field(default_factory=lambda: [8.0, 30.0])
     noise_kinds: List[str] = field(default_factory=lambda: list(NOISE_KINDS))
-    reverb_prob: float = 0.4      # x difficulty, capped at 1
+    reverb_prob: float = 0.4  # x difficulty, capped at 1
     rt60: List[float] = field(default_factory=lambda: [0.15, 0.7])
-    eq_tilt_db: float = 1.5       # std of the spectral tilt, dB/octave, x difficulty
-    eq_peak_db: float = 3.5       # std of each of 3 peaking bands, dB, x difficulty
+    eq_tilt_db: float = 1.5  # std of the spectral tilt, dB/octave, x difficulty
+    eq_peak_db: float = 3.5  # std of each of 3 peaking bands, dB, x difficulty
     level_dbfs: List[float] = field(default_factory=lambda: [-35.0, -15.0])
     babble_talkers: List[int] = field(default_factory=lambda: [3, 7])
-    num_crowd: int = 16           # babble voices (not corpus speakers)
+    num_crowd: int = 16  # babble voices (not corpus speakers)
     # fraction of training utterances assigned to a wrong speaker (synth_train/label_noise lists
     # them); tables only, so the audio (and its digest) does not depend on it
     label_noise: float = 0.0
@@ -91,20 +92,29 @@ def validate(cfg: SynthConfig) -> SynthConfig:
     for lang in cfg.languages:
         if lang not in KNOWN_LANGUAGES:
             near = difflib.get_close_matches(lang, KNOWN_LANGUAGES, n=1)
-            _fail("languages", f"unknown language '{lang}'" + (f" (did you mean '{near[0]}'?)" if near else "")
-                  + f"; known: {', '.join(KNOWN_LANGUAGES)}")
+            _fail(
+                "languages",
+                f"unknown language '{lang}'"
+                + (f" (did you mean '{near[0]}'?)" if near else "")
+                + f"; known: {', '.join(KNOWN_LANGUAGES)}",
+            )
     if len(set(cfg.languages)) != len(cfg.languages):
         _fail("languages", f"repeated language in {cfg.languages}")
     for kind in cfg.noise_kinds:
         if kind not in NOISE_KINDS:
             _fail("noise_kinds", f"unknown noise kind '{kind}'; known: {', '.join(NOISE_KINDS)}")
     if not (0.5 <= cfg.min_dur < cfg.max_dur <= 30.0):
-        _fail("min_dur" if cfg.min_dur < 0.5 else "max_dur",
-              f"need 0.5 <= min_dur < max_dur <= 30 seconds, got {cfg.min_dur}, {cfg.max_dur}")
+        _fail(
+            "min_dur" if cfg.min_dur < 0.5 else "max_dur",
+            f"need 0.5 <= min_dur < max_dur <= 30 seconds, got {cfg.min_dur}, {cfg.max_dur}",
+        )
     if not (0.0 <= cfg.difficulty <= 5.0):
         _fail("difficulty", f"must lie in [0, 5], got {cfg.difficulty}")
-    if isinstance(cfg.label_noise, bool) or not isinstance(cfg.label_noise, (int, float)) \
-            or not 0.0 <= cfg.label_noise < 0.5:
+    if (
+        isinstance(cfg.label_noise, bool)
+        or not isinstance(cfg.label_noise, (int, float))
+        or not 0.0 <= cfg.label_noise < 0.5
+    ):
         _fail("label_noise", f"must be a fraction in [0, 0.5), got {cfg.label_noise!r}")
     if not (0.0 <= cfg.reverb_prob <= 1.0):
         _fail("reverb_prob", f"must lie in [0, 1], got {cfg.reverb_prob}")

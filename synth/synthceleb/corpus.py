@@ -58,8 +58,10 @@ class SpeakerTask:
 
 
 def speaker_ids(cfg: SynthConfig) -> Tuple[List[str], List[str]]:
-    return ([f"tr{i:04d}" for i in range(1, cfg.num_train_spk + 1)],
-            [f"te{i:04d}" for i in range(1, cfg.num_test_spk + 1)])
+    return (
+        [f"tr{i:04d}" for i in range(1, cfg.num_train_spk + 1)],
+        [f"te{i:04d}" for i in range(1, cfg.num_test_spk + 1)],
+    )
 
 
 def plan_speakers(cfg: SynthConfig, seed: int) -> List[SpeakerTask]:
@@ -82,8 +84,9 @@ def _crowd_voices(cfg: SynthConfig, seed: int) -> List[Voice]:
 def _engine_for(voices: List[Voice], languages: List[str]):
     """An espeak-ng engine on a temporary data overlay holding these voices' variants."""
     with tempfile.TemporaryDirectory(prefix="synthceleb-espeak-") as tmp:
-        data = espeak.make_data_overlay(Path(tmp) / "espeak-ng-data", {v.name: v.variant_text() for v in voices},
-                                        languages)
+        data = espeak.make_data_overlay(
+            Path(tmp) / "espeak-ng-data", {v.name: v.variant_text() for v in voices}, languages
+        )
         yield espeak.get_engine(data)
 
 
@@ -105,8 +108,12 @@ def _crowd_rows(eng, cfg: SynthConfig, seed: int) -> List[np.ndarray]:
         parts = []
         for lang in cfg.languages:
             text = sentence_for(lang, rng, (cfg.max_dur + 1.0) / len(cfg.languages) + 1.0, voice.rate_wpm)
-            x = eng.synth(text, f"{lang}+{voice.name}", rate=int(voice.rate_wpm),
-                          seed=stable_seed(seed, "crowd-espeak", voice.name, lang) & 0x7FFFFFFF)
+            x = eng.synth(
+                text,
+                f"{lang}+{voice.name}",
+                rate=int(voice.rate_wpm),
+                seed=stable_seed(seed, "crowd-espeak", voice.name, lang) & 0x7FFFFFFF,
+            )
             parts.append(channel.trim_silence(channel.to_16k(x), rng, pad_s=(0.0, 0.05)))
         row = np.concatenate(parts)
         row = np.tile(row, int(np.ceil(width / max(len(row), 1))))[:width]
@@ -114,8 +121,9 @@ def _crowd_rows(eng, cfg: SynthConfig, seed: int) -> List[np.ndarray]:
     return rows
 
 
-def generate_speaker(task: SpeakerTask, cfg: SynthConfig, seed: int, audio_dir: Path,
-                     bank: Optional[np.ndarray]) -> str:
+def generate_speaker(
+    task: SpeakerTask, cfg: SynthConfig, seed: int, audio_dir: Path, bank: Optional[np.ndarray]
+) -> str:
     """Make every utterance of one speaker (run in a fresh process; see module docstring)."""
     spk_dir = audio_dir / task.spk
     spk_dir.mkdir(parents=True, exist_ok=True)
@@ -134,12 +142,12 @@ def generate_speaker(task: SpeakerTask, cfg: SynthConfig, seed: int, audio_dir: 
     return task.spk
 
 
-def _speak_all(eng, task: SpeakerTask, cfg: SynthConfig, seed: int, spk_dir: Path,
-               bank: Optional[np.ndarray]) -> None:
+def _speak_all(eng, task: SpeakerTask, cfg: SynthConfig, seed: int, spk_dir: Path, bank: Optional[np.ndarray]) -> None:
     for utt, lang in task.utts:
         p = plan_utterance(cfg, seed, task.voice, utt, lang)
-        clean = eng.synth(p.text, f"{lang}+{task.spk}", rate=p.rate, pitch=p.pitch,
-                          pitch_range=p.pitch_range, seed=p.espeak_seed)
+        clean = eng.synth(
+            p.text, f"{lang}+{task.spk}", rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range, seed=p.espeak_seed
+        )
         out = spk_dir / f"{utt}.flac"
         if out.is_file():
             continue
@@ -204,8 +212,9 @@ def write_data_dirs(out_dir: Path, cfg: SynthConfig, seed: int, tasks: List[Spea
                 if t.spk in test_set:
                     for utt, lang in t.utts:
                         by_spk.setdefault(t.spk, {}).setdefault(lang, []).append(utt)
-            for tname, trials in trial_lists(by_spk, cfg.languages, cfg.trials_per_list,
-                                             stable_rng(seed, "trials")).items():
+            for tname, trials in trial_lists(
+                by_spk, cfg.languages, cfg.trials_per_list, stable_rng(seed, "trials")
+            ).items():
                 write_trials(path / tname, trials)
         summary[name] = validate_data_dir(path)
     return summary
@@ -236,8 +245,14 @@ def make_corpus(out_dir, cfg: SynthConfig, seed: int, nj: int = 1) -> Dict[str, 
         with _pool(1) as pool:
             pool.apply(_run_bank, ((cfg, seed, bank_path),))
     pending = [t for t in tasks if not _is_done(audio_dir / t.spk / ".done", t.digest)]
-    log.info("SynthCeleb: %d speakers (%d to make), %d utterances each, nj=%d, out %s",
-             len(tasks), len(pending), len(tasks[0].utts), nj, out_dir)
+    log.info(
+        "SynthCeleb: %d speakers (%d to make), %d utterances each, nj=%d, out %s",
+        len(tasks),
+        len(pending),
+        len(tasks[0].utts),
+        nj,
+        out_dir,
+    )
     if pending:
         _JOB.update(cfg=cfg, seed=seed, audio_dir=audio_dir, bank=np.load(bank_path))
         try:

@@ -49,8 +49,7 @@ def wheel_paths() -> tuple[Path, Path]:
 _CORE_DATA = ("phondata", "phonindex", "phontab", "intonations", "lang")
 
 
-def make_data_overlay(dst: Path, variants: dict[str, str], languages=("en", "cmn"),
-                      src: Optional[Path] = None) -> Path:
+def make_data_overlay(dst: Path, variants: dict[str, str], languages=("en", "cmn"), src: Optional[Path] = None) -> Path:
     """Build a private espeak-ng data directory at ``dst`` holding ``variants``.
 
     The wheel's phoneme data, intonations, language definitions (``lang/``) and the
@@ -85,8 +84,16 @@ class Engine:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 1000, str(self.data_path).encode(), 0)
         if rate != SAMPLE_RATE:
             raise EspeakError(f"espeak_Initialize({self.data_path}) returned {rate}, expected {SAMPLE_RATE} Hz")
@@ -99,8 +106,9 @@ class Engine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0
 
-    def synth(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              seed: int = 0) -> np.ndarray:
+    def synth(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+    ) -> np.ndarray:
         """Speak ``text`` with ``voice`` (e.g. ``"en+spk001"``); return int16 samples at 22050 Hz.
 
         ``rate`` is in words per minute (80..450); ``pitch``/``pitch_range`` are espeak's

@@ -49,8 +49,7 @@ def choose_flips(utt2spk: Mapping[str, str], fraction: float, seed: int) -> Dict
     return flips
 
 
-def noisy_labels(utt2spk: Mapping[str, str], utt2orig: Mapping[str, str] | None,
-                 fraction: float, seed: int):
+def noisy_labels(utt2spk: Mapping[str, str], utt2orig: Mapping[str, str] | None, fraction: float, seed: int):
     """(new utt2spk, flips of the originals) for a dir's tables; see the module doc."""
     if utt2orig is None:
         orig_spk = dict(utt2spk)

@@ -33,8 +33,32 @@ together outside inside quietly gladly rarely""".split()
 PREPOSITIONS = "near behind under over beside across from into toward past".split()
 CONJUNCTIONS = "and but while because so".split()
 
-INITIALS = ["", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x",
-            "zh", "ch", "sh", "r", "z", "c", "s", "y", "w"]
+INITIALS = [
+    "",
+    "b",
+    "p",
+    "m",
+    "f",
+    "d",
+    "t",
+    "n",
+    "l",
+    "g",
+    "k",
+    "h",
+    "j",
+    "q",
+    "x",
+    "zh",
+    "ch",
+    "sh",
+    "r",
+    "z",
+    "c",
+    "s",
+    "y",
+    "w",
+]
 # finals allowed after each initial group (a simplified but valid subset of pinyin)
 _FINALS_COMMON = ["a", "ai", "an", "ang", "ao", "e", "ei", "en", "eng", "ou", "u", "uo", "ong"]
 _FINALS_J = ["i", "ia", "ian", "iang", "iao", "ie", "in", "ing", "iu", "iong", "u", "ue", "uan", "un"]
@@ -77,15 +101,21 @@ def english_sentence(rng: np.random.Generator, num_words: int) -> str:
         if words:
             words[-1] += ","
             words.append(str(rng.choice(CONJUNCTIONS)))
-        clause = [rng.choice(DETERMINERS), rng.choice(ADJECTIVES), rng.choice(NOUNS),
-                  rng.choice(VERBS), rng.choice(DETERMINERS), rng.choice(NOUNS)]
+        clause = [
+            rng.choice(DETERMINERS),
+            rng.choice(ADJECTIVES),
+            rng.choice(NOUNS),
+            rng.choice(VERBS),
+            rng.choice(DETERMINERS),
+            rng.choice(NOUNS),
+        ]
         tail = rng.random()
         if tail < 0.4:
             clause.append(rng.choice(ADVERBS))
         elif tail < 0.7:
             clause += [rng.choice(PREPOSITIONS), rng.choice(DETERMINERS), rng.choice(NOUNS)]
         words += [str(w) for w in clause]
-    return " ".join(words[:max(num_words, 3)]).rstrip(",") + "."
+    return " ".join(words[: max(num_words, 3)]).rstrip(",") + "."
 
 
 def mandarin_sentence(rng: np.random.Generator, num_syllables: int) -> str:

@@ -15,8 +15,13 @@ import numpy as np
 Trial = Tuple[str, str, bool]
 
 
-def make_trials(utts: Mapping[str, Mapping[str, Sequence[str]]], enroll_lang: str, test_lang: str,
-                num_trials: int, rng: np.random.Generator) -> List[Trial]:
+def make_trials(
+    utts: Mapping[str, Mapping[str, Sequence[str]]],
+    enroll_lang: str,
+    test_lang: str,
+    num_trials: int,
+    rng: np.random.Generator,
+) -> List[Trial]:
     """``utts[spk][lang]`` -> up to ``num_trials`` trials, half target, sorted by (enroll, test)."""
     speakers = sorted(utts)
     same = enroll_lang == test_lang
@@ -57,8 +62,9 @@ def make_trials(utts: Mapping[str, Mapping[str, Sequence[str]]], enroll_lang: st
     return sorted(trials, key=lambda x: (x[0].encode(), x[1].encode()))
 
 
-def trial_lists(utts: Mapping[str, Mapping[str, Sequence[str]]], languages: Sequence[str],
-                num_trials: int, rng: np.random.Generator) -> Dict[str, List[Trial]]:
+def trial_lists(
+    utts: Mapping[str, Mapping[str, Sequence[str]]], languages: Sequence[str], num_trials: int, rng: np.random.Generator
+) -> Dict[str, List[Trial]]:
     """``trials_en``, ``trials_cmn`` (same language) and ``trials_cross`` (en enrol, cmn test)."""
     lists: Dict[str, List[Trial]] = {}
     for lang in languages:

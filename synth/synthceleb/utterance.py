@@ -46,7 +46,10 @@ def plan_utterance(cfg: SynthConfig, seed: int, voice: Voice, utt: str, lang: st
     duration = float(np.exp(rng.uniform(np.log(cfg.min_dur), np.log(cfg.max_dur))))
     rate = float(np.clip(voice.rate_wpm * np.exp(rng.normal(0.0, 0.08 * d)), 80, 450))
     return UttPlan(
-        utt=utt, lang=lang, text=sentence_for(lang, rng, duration, rate), duration=duration,
+        utt=utt,
+        lang=lang,
+        text=sentence_for(lang, rng, duration, rate),
+        duration=duration,
         rate=int(round(rate)),
         pitch=int(np.clip(round(50 + rng.normal(0.0, 8.0 * d)), 0, 100)),
         pitch_range=int(np.clip(round(50 + rng.normal(0.0, 12.0 * d)), 0, 100)),
@@ -68,8 +71,9 @@ def fit_duration(x: np.ndarray, rng: np.random.Generator, min_dur: float, max_du
     return x
 
 
-def render(clean_22k: np.ndarray, cfg: SynthConfig, seed: int, utt: str,
-           babble_bank: Optional[np.ndarray]) -> np.ndarray:
+def render(
+    clean_22k: np.ndarray, cfg: SynthConfig, seed: int, utt: str, babble_bank: Optional[np.ndarray]
+) -> np.ndarray:
     """Clean espeak-ng int16 samples (22050 Hz) -> the corpus' int16 samples at 16 kHz."""
     rng = stable_rng(seed, "session", utt)
     d = cfg.difficulty
@@ -82,9 +86,21 @@ def render(clean_22k: np.ndarray, cfg: SynthConfig, seed: int, utt: str,
     low = rng.uniform(20.0, 20.0 + 280.0 * d)
     high = rng.uniform(max(3400.0, 7900.0 - 4500.0 * d), 7900.0)
     tilt = rng.normal(0.0, cfg.eq_tilt_db * d)
-    peaks = np.stack([np.exp(rng.uniform(np.log(150.0), np.log(6000.0), 3)),
-                      rng.normal(0.0, cfg.eq_peak_db * d, 3) if d > 0 else np.zeros(3),
-                      rng.uniform(0.3, 1.5, 3)], axis=1)
-    x = channel.noise_and_channel(x, kind, snr, rng, babble_bank, tuple(cfg.babble_talkers),
-                                  lambda f: channel.channel_response(f, low, high, tilt, peaks))
+    peaks = np.stack(
+        [
+            np.exp(rng.uniform(np.log(150.0), np.log(6000.0), 3)),
+            rng.normal(0.0, cfg.eq_peak_db * d, 3) if d > 0 else np.zeros(3),
+            rng.uniform(0.3, 1.5, 3),
+        ],
+        axis=1,
+    )
+    x = channel.noise_and_channel(
+        x,
+        kind,
+        snr,
+        rng,
+        babble_bank,
+        tuple(cfg.babble_talkers),
+        lambda f: channel.channel_response(f, low, high, tilt, peaks),
+    )
     return channel.to_int16(x, rng.uniform(*cfg.level_dbfs))

@@ -63,17 +63,25 @@ class Voice:
 
     def variant_text(self) -> str:
         """The espeak-ng voice variant file (voices/!v/<name>) for this voice."""
-        lines = ["language variant", f"// synthceleb class {self.klass} alpha {self.alpha:.3f}", f"name {self.name}",
-                 f"gender {'male' if self.gender == 'm' else 'female'}",
-                 f"pitch {self.pitch_base} {self.pitch_top}"]
+        lines = [
+            "language variant",
+            f"// synthceleb class {self.klass} alpha {self.alpha:.3f}",
+            f"name {self.name}",
+            f"gender {'male' if self.gender == 'm' else 'female'}",
+            f"pitch {self.pitch_base} {self.pitch_top}",
+        ]
         lines += [f"formant {k} {f} {s} {w}" for k, (f, s, w) in enumerate(self.formants)]
         if any(self.breath):
             lines.append("breath " + " ".join(str(b) for b in self.breath))
-        lines += [f"roughness {self.roughness}", f"flutter {self.flutter}",
-                  "tone " + "  ".join(f"{f} {a}" for f, a in self.tone),
-                  f"voicing {self.voicing}", f"consonants {self.consonants[0]} {self.consonants[1]}",
-                  f"intonation {self.intonation}",
-                  "stressAdd " + " ".join(str(s) for s in self.stress_add)]
+        lines += [
+            f"roughness {self.roughness}",
+            f"flutter {self.flutter}",
+            "tone " + "  ".join(f"{f} {a}" for f, a in self.tone),
+            f"voicing {self.voicing}",
+            f"consonants {self.consonants[0]} {self.consonants[1]}",
+            f"intonation {self.intonation}",
+            "stressAdd " + " ".join(str(s) for s in self.stress_add),
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -92,14 +100,24 @@ def draw_voice(seed: int, spk: str) -> Voice:
     top = base * rng.uniform(1.25, 1.9)
     breathy = rng.random() < 0.35
     breath = [int(round(b)) for b in rng.uniform(0, 12, size=8)] if breathy else [0] * 8
-    tone = [(int(rng.uniform(400, 800)), int(rng.uniform(140, 220))),
-            (int(rng.uniform(1000, 1600)), int(rng.uniform(100, 170))),
-            (int(rng.uniform(1800, 3000)), int(rng.uniform(70, 140)))]
+    tone = [
+        (int(rng.uniform(400, 800)), int(rng.uniform(140, 220))),
+        (int(rng.uniform(1000, 1600)), int(rng.uniform(100, 170))),
+        (int(rng.uniform(1800, 3000)), int(rng.uniform(70, 140))),
+    ]
     return Voice(
-        name=spk, klass=klass, gender=gender, alpha=alpha, formants=formants,
-        pitch_base=int(round(base)), pitch_top=int(round(top)),
+        name=spk,
+        klass=klass,
+        gender=gender,
+        alpha=alpha,
+        formants=formants,
+        pitch_base=int(round(base)),
+        pitch_top=int(round(top)),
         rate_wpm=float(np.clip(rng.normal(165.0, 20.0), 115.0, 230.0)),
-        breath=breath, roughness=int(rng.integers(0, 5)), flutter=int(rng.integers(0, 21)), tone=tone,
+        breath=breath,
+        roughness=int(rng.integers(0, 5)),
+        flutter=int(rng.integers(0, 21)),
+        tone=tone,
         voicing=int(rng.uniform(80, 120)),
         consonants=(int(rng.uniform(70, 130)), int(rng.uniform(70, 130))),
         intonation=int(rng.integers(1, 4)),

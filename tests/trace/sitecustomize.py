@@ -7,6 +7,7 @@ run shares it). STAMP is the stage the process runs for (PYSPK_STAMP, set by
 utils/stamped.sh for its command and inherited by its jobs), "-" outside any stage.
 Not used by the toolkit itself.
 """
+
 import os
 import sys
 
@@ -31,8 +32,9 @@ if _out:
         try:
             if event == "open":
                 path, mode, flags = args
-                write = (mode is not None and any(c in mode for c in "wax+")) or \
-                        (mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+                write = (mode is not None and any(c in mode for c in "wax+")) or (
+                    mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+                )
                 _rec("W" if write else "R", path)
             elif event in ("os.rename", "os.replace"):
                 _rec("W", args[1])
