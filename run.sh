@@ -340,10 +340,14 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for sys in $systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
+    # online from the clean set: its tables are the input, not the directory, whose feature stamp
+    # (from an earlier offline run) training does not read
+    inputs3=($train_data)
+    $online && ! $shards && inputs3=($train_data/{wav.scp,segments,utt2spk,spk2utt})
     online3=(); $online && online3=($augment_config conf/fbank.yaml "$(stamp $data stage0_$corpus)")
     $shards && online3+=("$(stamp $train_data shards)")
     args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
-      "$(stamp $exp/$sys train)" ${config3[$sys]} $train_data ${online3[@]+"${online3[@]}"} --
+      "$(stamp $exp/$sys train)" ${config3[$sys]} ${inputs3[@]} ${online3[@]+"${online3[@]}"} --
       env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
         utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
           --train-dir $train_data --exp-dir $exp/$sys ${restart3} ${online_args[@]+"${online_args[@]}"})

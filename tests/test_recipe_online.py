@@ -26,3 +26,17 @@ def test_online_recipe_runs_end_to_end_and_stores_no_features(tmp_path, shards):
     again = t.run(*extra, "--dry-run", "true")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "would redo" not in again.stderr and "would be redone" not in again.stderr, again.stderr[-2000:]
+
+
+def test_online_training_ignores_the_feature_stamps_an_offline_run_left(tmp_path):
+    """A tree first run offline (stage 1) whose features were then deleted to save disk trains
+    online: stage 3 reads the clean set's tables, not the stale feature stamp in its directory."""
+    import shutil
+
+    t = Tree(tmp_path)
+    p = t.run("--stop-stage", "1")
+    assert p.returncode == 0, p.stderr[-3000:]
+    shutil.rmtree(t.root / "fbank")
+    p = t.run("--online", "true", "--stage", "3", "--stop-stage", "3")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert (t.root / "exp" / "proposed" / "final.pt").is_file()
