@@ -92,8 +92,9 @@ def test_report_stage_records_provenance(tmp_path):
 def test_labelled_runs_are_grouped_by_label(tmp_path):
     a = _run(tmp_path / "a", "aaaaaaa", 0.1, 1)
     b = _run(tmp_path / "b", "aaaaaaa", 0.3, 2)
+    c = _run(tmp_path / "c", "bbbbbbb", 0.5, 3)
     out = tmp_path / "page.md"
-    assert main(["--title", "T", "--out", str(out), f"offline={a}", f"online={b}"]) == 0
+    assert main(["--title", "T", "--out", str(out), f"offline={a}", f"online={b}", f"online={c}"]) == 0
     text = out.read_text()
-    assert "## offline: commit aaaaaaa" in text and "## online: commit aaaaaaa" in text
-    assert "| proposed | trials_en | cosine | 30.00 | 0.5000 | 1 |" in text
+    assert "## offline: commit aaaaaaa," in text and "## online: commit aaaaaaa, bbbbbbb," in text
+    assert "| proposed | trials_en | cosine | 40.00 ± 14.14 | 0.5000 ± 0.0000 | 2 |" in text

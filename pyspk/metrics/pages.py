@@ -4,7 +4,7 @@ A page under ``docs/results/`` is never pasted by hand: ``pyspk results-page`` w
 runs' ``results.json`` files, each of which records its commit, date, CPU class and command
 (:mod:`pyspk.provenance`). The page is headed by those records and by the command that wrote
 the page, so anyone can regenerate or reproduce it. Runs are grouped by their commit: one table
-per commit (and per label, when runs are given as ``LABEL=PATH``), each figure the mean and
+per commit (or per label, when runs are given as ``LABEL=PATH``), each figure the mean and
 sample standard deviation over that group's runs.
 """
 
@@ -94,13 +94,14 @@ def render(runs: List[dict], title: str, command: str, intro: str = "") -> str:
     ]
     if intro.strip():
         lines += [intro.strip(), ""]
-    groups: Dict[tuple, List[dict]] = {}
-    for r in runs:
-        groups.setdefault((r.get("_label"), r["provenance"].get("commit", "unknown")), []).append(r)
-    for (label, commit), group in groups.items():
-        first = group[0]["provenance"]
+    groups: Dict[str, List[dict]] = {}
+    for r in runs:  # a label groups its runs whatever their commits (each run's is listed below)
+        groups.setdefault(r.get("_label") or r["provenance"].get("commit", "unknown"), []).append(r)
+    for group in groups.values():
+        first, label = group[0]["provenance"], group[0].get("_label")
+        commits = ", ".join(dict.fromkeys(r["provenance"].get("commit", "unknown") for r in group))
         lines += [
-            f"## {label + ': ' if label else ''}commit {commit}, {first.get('date', 'unknown date')}, "
+            f"## {label + ': ' if label else ''}commit {commits}, {first.get('date', 'unknown date')}, "
             f"{first.get('cpu', 'unknown CPU')}",
             "",
         ]
