@@ -3,18 +3,27 @@
 Training batches of 8 speakers x 2 utterances x 2 views of 200-frame crops (VAD, CMN and
 SpecAugment as conf/synth configs; conf/fbank.yaml; conf/augment.yaml's kinds with a 10-room
 simulated RIR pool) from a data dir of 16-bit FLAC speech-like recordings of 8 s (VoxCeleb2's
-mean), through pyspk.online.load_online_data and the DataLoader the trainer uses, at 1 and 2
-workers: decode + fbank only, each augmentation kind alone, and all of them (a uniform draw of
-clean, reverb, noise, music, babble, as views: 1 draws over the offline combined set; + speed
-0.9/1.1 kept as the same speaker). The shards row reads the same utterances written by
-``pyspk shards``. Two figures per cell:
+mean), through pyspk.online.load_online_data and the DataLoader the trainer uses (with the
+trainer's allocator setting, :func:`pyspk.malloc.keep_freed_memory`), at 1 and 2 workers:
+decode + fbank only, each augmentation kind alone, and all of them (a uniform draw of clean,
+reverb, noise, music, babble, as views: 1 draws over the offline combined set; + speed 0.9/1.1
+kept as the same speaker). The shards rows read the same utterances written by ``pyspk shards``
+as FLAC (the default) and as WAV (``write_shards(fmt="wav")``). Two figures per cell:
 
 * **wall**: frames/s of the loader divided by its workers (what a trainer sees; on a shared or
   oversubscribed machine it understates a worker's speed);
-* **cpu**: frames per CPU-second of the worker processes (user + system time from
-  /proc/PID/stat), which another job on the machine does not dilute.
+* **cpu**: frames per CPU-second of the worker processes (their user + system time), which
+  another job on the machine does not dilute.
 
-The first batch (worker start-up, the RIR pool and noise bank made or mapped) is not timed.
+Both are a worker's steady state, taken as a difference: each cell runs two epochs, a short one
+of one batch per worker and a long one of ``steps`` more (for shards: all of a 16-utterance shard
+dir, one batch, then all of the full one), each consumed to its end so that the loader joins its
+workers and every batch they made is counted with its time. The frames, the wall time and the
+workers' CPU time (``getrusage(RUSAGE_CHILDREN)``, fork to exit) of the short epoch are subtracted
+from the long one's: what a worker pays once (its start, its first batch's one-off costs, its
+exit) cancels out, as a long training epoch amortises it. One batch made in this process before
+the workers fork fills the caches a worker builds once (the fbank extractor, the RIR pool and its
+spectra, the noise bank, the resampling kernels).
 Prints one markdown table headed by commit, date and CPU.
 
     python bench/bench_online.py [--quick]      (--quick: fewer batches and recordings)
@@ -24,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +44,7 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 import soundfile as sf
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,7 +63,8 @@ ROWS = [
     ("speed 0.9 / 1.1", "speed", {}),
     ("all: clean, reverb, noise, music, babble", "all", {}),
     ("all + speed", "all+speed", {}),
-    ("shards, all + speed", "all+speed", {"source": "shards"}),
+    ("shards (FLAC), all + speed", "all+speed", {"source": "shards", "format": "flac"}),
+    ("shards (WAV), all + speed", "all+speed", {"source": "shards", "format": "wav"}),
 ]
 
 
@@ -74,6 +87,18 @@ def make_data(root: Path, speakers: int, per_spk: int, seconds: float, files: in
     return d
 
 
+def subset(data: Path, out: Path, speakers: int, per_spk: int) -> Path:
+    """The first ``per_spk`` utterances of the first ``speakers`` speakers of ``data``."""
+    out.mkdir(parents=True, exist_ok=True)
+    utt2spk = [line.split() for line in (data / "utt2spk").read_text().splitlines()]
+    spks = sorted({s for _, s in utt2spk})[:speakers]
+    keep = [u for s in spks for u in sorted(u for u, t in utt2spk if t == s)[:per_spk]]
+    for name in ("wav.scp", "utt2spk"):
+        table = dict(line.split(" ", 1) for line in (data / name).read_text().splitlines())
+        (out / name).write_text("".join(f"{u} {table[u]}\n" for u in keep))
+    return out
+
+
 def weights(which):
     if which is None:
         return {k: (1.0 if k == "clean" else 0.0) for k in KINDS}
@@ -86,21 +111,19 @@ def weights(which):
     return {k: (1.0 if k == which else 0.0) for k in KINDS}
 
 
-def cpu_seconds(pids) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / tick
+def children_cpu() -> float:
+    """User + system seconds of this process's joined children (the loader's workers)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-def measure(train_dir: Path, root: Path, which, workers: int, steps: int):
-    from pyspk.online import OnlineConfig, load_online_data
+def online_config(root: Path, which, workers: int, steps, source: str):
+    from pyspk.online import OnlineConfig
 
-    cfg = NS(
+    shards = source == "shards"
+    return NS(
         data=OnlineConfig(
-            source="audio",
+            source=source,
             fbank_config=str(REPO / "conf/fbank.yaml"),
             augment_config=str(root / "augment.yaml"),
             rir_dir=str(root / "rirs"),
@@ -116,73 +139,55 @@ def measure(train_dir: Path, root: Path, which, workers: int, steps: int):
             short_utts="pad",
             spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8),
         ),
-        sampler=NS(kind="pk", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=None),
-        train=NS(num_workers=workers, steps_per_epoch=steps + 1),
-    )
-    td = load_online_data(train_dir, cfg, seed=1)
-    td.sampler.set_epoch(0)
-    it = iter(td.loader())
-    pids = [w.pid for w in it._workers]
-    first = next(it)
-    frames_per_batch = first[0].shape[0] * first[0].shape[1]
-    c0, t0 = cpu_seconds(pids), time.perf_counter()
-    n = sum(1 for _ in range(steps) if next(it) is not None)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
-    del it
-    return n * frames_per_batch / wall / workers, n * frames_per_batch / max(cpu, 1e-9)
-
-
-def _child_pids():
-    me = os.getpid()
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
-                    out.append(int(p.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def measure_shards(train_dir: Path, root: Path, which, workers: int, steps: int):
-    from pyspk.online import OnlineConfig, load_online_data
-
-    cfg = NS(
-        data=OnlineConfig(
-            source="shards",
-            fbank_config=str(REPO / "conf/fbank.yaml"),
-            augment_config=str(root / "augment.yaml"),
-            rir_dir=str(root / "rirs"),
-            kind_weights=weights(which),
-            streams=2,
-            shuffle_buffer=16,
+        sampler=NS(
+            kind="shuffle" if shards else "pk",
+            speakers_per_batch=8,
+            utts_per_speaker=2,
+            views=2,
+            batch_size=16 if shards else None,
         ),
-        features=NS(
-            cmn=True,
-            cmn_window=None,
-            vad=True,
-            crop_frames=200,
-            short_utts="pad",
-            spec_augment=NS(enabled=True, time_masks=1, time_width=20, freq_masks=1, freq_width=8),
-        ),
-        sampler=NS(kind="shuffle", speakers_per_batch=8, utts_per_speaker=2, views=2, batch_size=16),
-        train=NS(num_workers=workers, steps_per_epoch=None),
+        train=NS(num_workers=workers, steps_per_epoch=steps),
     )
-    td = load_online_data(train_dir, cfg, seed=1)
+
+
+def warm_up(td) -> None:
+    """One batch in this process, so that the forked workers start with its caches filled."""
+    from pyspk.data.dataset import KeyedBatches
+
     td.sampler.set_epoch(0)
-    it = iter(td.loader())
-    first = next(it)
-    pids = _child_pids()
-    frames_per_batch = first[0].shape[0] * first[0].shape[1]
-    c0, t0 = cpu_seconds(pids), time.perf_counter()
-    n = 0
-    for _ in range(min(steps, len(td.sampler) - 1)):
-        next(it)
-        n += 1
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
-    it.close()
-    return n * frames_per_batch / wall / workers, n * frames_per_batch / max(cpu, 1e-9)
+    if isinstance(td.dataset, torch.utils.data.Dataset):
+        td.dataset[next(iter(KeyedBatches(td.sampler)))]
+    else:  # shards: the loader itself, in this process
+        workers, td.dataset.num_workers = td.dataset.num_workers, 0
+        next(iter(td.dataset))
+        td.dataset.num_workers = workers
+    td.sampler.set_epoch(0)
+
+
+def run_epoch(train_dir: Path, root: Path, which, workers: int, steps, source: str):
+    """(frames, wall seconds, workers' CPU seconds) of one epoch of ``steps`` batches (None: all)."""
+    from pyspk.online import load_online_data
+
+    td = load_online_data(train_dir, online_config(root, which, workers, steps, source), seed=1)
+    warm_up(td)
+    gc.collect()
+    c0, t0, frames = children_cpu(), time.perf_counter(), 0
+    for feats, _ in td.loader():  # to its end: the loader joins its workers
+        frames += feats.shape[0] * feats.shape[1]
+    gc.collect()
+    return frames, time.perf_counter() - t0, children_cpu() - c0
+
+
+def measure(train_dir: Path, root: Path, which, workers: int, steps, source: str = "audio", short_dir=None):
+    """(wall, cpu) frames/s per worker in a steady state (module docstring): an epoch of ``steps``
+    batches more than a short one of a batch per worker, less that short one; for shards, the
+    epoch of ``train_dir`` less the epoch of ``short_dir`` (``steps`` unused)."""
+    if source == "shards":
+        runs = ((short_dir, None), (train_dir, None))
+    else:
+        runs = ((train_dir, workers), (train_dir, workers + steps))
+    (f0, w0, c0), (f1, w1, c1) = (run_epoch(d, root, which, workers, n, source) for d, n in runs)
+    return (f1 - f0) / max(w1 - w0, 1e-9) / workers, (f1 - f0) / max(c1 - c0, 1e-9)
 
 
 def cpu_name() -> str:
@@ -199,15 +204,21 @@ def main() -> int:
     args = ap.parse_args()
     import logging
 
+    from pyspk.malloc import keep_freed_memory
+
     logging.basicConfig(level=logging.WARNING)
-    speakers, per_spk, files, steps = (12, 8, 32, 5) if args.quick else (24, 16, 128, 20)
+    keep_freed_memory()  # as the trainer does before its loader forks the workers
+    speakers, per_spk, files, steps = (12, 8, 32, 6) if args.quick else (24, 16, 128, 20)
     with tempfile.TemporaryDirectory(prefix="bench_online.") as tmp:
         root = Path(tmp)
         data = make_data(root, speakers, per_spk, 8.0, files)
         (root / "augment.yaml").write_text("num_rooms: 10\nspeed: true\nspeed_new_speakers: false\n")
         from pyspk.online.shards import write_shards
 
-        write_shards(data, root / "shards", shard_size=8, seed=1)
+        short = subset(data, root / "data_short", 8, 2)  # 16 utterances of 8 speakers: one batch
+        for fmt in ("flac", "wav"):
+            write_shards(data, root / f"shards_{fmt}", shard_size=8, seed=1, fmt=fmt)
+            write_shards(short, root / f"shards_short_{fmt}", shard_size=8, seed=1, fmt=fmt)
         rev = (
             subprocess.run(
                 ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -226,7 +237,10 @@ def main() -> int:
             cells = []
             for workers in (1, 2):
                 if extra.get("source") == "shards":
-                    wall, cpu = measure_shards(root / "shards", root, which, workers, steps)
+                    fmt = extra["format"]
+                    wall, cpu = measure(
+                        root / f"shards_{fmt}", root, which, workers, None, "shards", root / f"shards_short_{fmt}"
+                    )
                 else:
                     wall, cpu = measure(data, root, which, workers, steps)
                 cells += [f"{wall:,.0f}", f"{cpu:,.0f}"]

@@ -290,6 +290,115 @@ def test_reverb_of_the_crop_equals_the_crop_of_the_reverberant_utterance(corpus)
     np.testing.assert_allclose(y, ref, rtol=1e-3, atol=2e-5)
 
 
+# ---------------------------------------------------------------------- the loader's fast paths
+def test_fast_fbank_equals_the_offline_fbank():
+    """pyspk.online.fbank: its buffers, framing and banded mel product give the offline features
+    up to float32 summation order, and the same log energies, at every length and edge."""
+    from pyspk.features.fbank import FbankConfig, compute_fbank_energy, load_config
+    from pyspk.online.fbank import fbank_energy
+
+    x = tone(9.0, 130, 5)
+    x[20000:24000] = 0.0  # digital silence: the eps floor
+    configs = [load_config("conf/fbank.yaml"), FbankConfig(num_mel_bins=40, vad=True), FbankConfig(preemph_coeff=0.0)]
+    configs.append(FbankConfig(remove_dc_offset=False, vad=True, int16_scale=False))
+    for cfg in configs:
+        for start, n in [(0, 40240), (19000, 8000), (777, 401), (5, 560), (3000, 16159), (0, x.shape[0])]:
+            wave = x[start : start + n]
+            want, want_e = compute_fbank_energy(wave, SR, cfg)
+            got, got_e = fbank_energy(wave, cfg)
+            assert got.shape == want.shape and got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+            if cfg.vad:
+                np.testing.assert_array_equal(got_e, want_e)
+            else:
+                assert got_e is None
+
+
+def test_online_speed_and_vad_equal_the_reference_ones(corpus):
+    """Speed: Lhotse's resampler kernel as one product; VAD: fewer array calls; the same values."""
+    from lhotse.augmentation import Speed
+
+    from pyspk.features.vad import vad_from_config
+
+    maker = load_online_data(corpus.data, config(corpus), seed=1, work_dir=corpus.root).dataset.maker
+    x = tone(3.1, 170, 6)
+    for factor in (0.9, 1.1, 0.95):
+        want = Speed(factor=factor)(x[None, :], SR)[0]
+        got = maker.aug._speed("u", x, {"factor": factor})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    g = np.random.default_rng(3)
+    for frames in [1, 3, 4, 5, 6, 60, 250]:
+        for _ in range(20):
+            e = (g.standard_normal(frames) * 4 + g.uniform(0, 15)).astype(np.float32)
+            want = np.flatnonzero(vad_from_config(e, maker.fbank) > 0.5)
+            np.testing.assert_array_equal(maker._voiced(e), want)
+
+
+def test_reverb_convolution_of_a_span_equals_the_linear_convolution(corpus):
+    from scipy.signal import fftconvolve
+
+    from pyspk.online.augment import fft_size
+
+    aug = load_online_data(corpus.data, config(corpus), seed=1, work_dir=corpus.root).dataset.maker.aug
+    g = np.random.default_rng(4)
+    for k in range(30):
+        taps, n = int(g.integers(20, 5000)), int(g.integers(5000, 50000))
+        x = g.standard_normal(n).astype(np.float32)
+        h = (g.standard_normal(taps) * np.exp(-np.arange(taps) / 400)).astype(np.float32)
+        want = fftconvolve(x.astype(np.float64), h.astype(np.float64))
+        lo = int(g.integers(0, want.shape[0]))
+        hi = int(g.integers(lo, want.shape[0] + 1))
+        got = aug.convolve(x, f"h{k}", h, lo, hi)
+        assert got.shape == (hi - lo,)
+        np.testing.assert_allclose(got, want[lo:hi], rtol=0, atol=1e-5 * np.abs(want).max())
+    for n in [1, 100, 4097, 45240, 50239, 65537]:
+        m = fft_size(n)
+        q = m // 256 if n > 4096 else m
+        for p in (2, 3, 5):
+            while q % p == 0:
+                q //= p
+        assert m >= n and q == 1
+
+
+def test_views_of_one_utterance_decode_once_and_equal_views_made_alone(corpus):
+    """begin_views reads the union of the views' regions; each view is what begin makes alone."""
+    maker = load_online_data(corpus.data, config(corpus, speed=True), seed=1, work_dir=corpus.root).dataset.maker
+    table = AudioTable(corpus.data, SR)
+    row = table.index["s2-u2"]
+    speeds = [None, None, 1.1, None, 0.9, None]
+
+    def rng(k):
+        return np.random.default_rng([5, k])
+
+    together = maker.begin_views("s2-u2", table.audio(row), [rng(k) for k in range(6)], speeds, [None] * 6)
+    for k, v in enumerate(together):
+        alone = maker.begin("s2-u2", table.audio(row), rng(k), speeds[k])
+        assert (v.base, v.a, v.b, v.m, v.recipe) == (alone.base, alone.a, alone.b, alone.m, alone.recipe)
+        np.testing.assert_array_equal(v.x, alone.x)
+        np.testing.assert_array_equal(v.src, alone.src)
+
+
+def test_wav_bytes_are_read_in_place_only_when_plain(tmp_path):
+    import io
+
+    from pyspk.online.audio import wav_pcm16
+
+    x = tone(1.0, 200, 7)
+
+    def wav(data, rate=SR, subtype="PCM_16"):
+        buf = io.BytesIO()
+        sf.write(buf, data, rate, format="WAV", subtype=subtype)
+        return buf.getvalue()
+
+    got = wav_pcm16(wav(x), SR)
+    np.testing.assert_array_equal(got.astype(np.float32) / 32768, sf.read(io.BytesIO(wav(x)), dtype="float32")[0])
+    assert wav_pcm16(wav(x), 8000) is None  # another rate: libsndfile, then the rate check
+    assert wav_pcm16(wav(np.stack([x, x], 1)), SR) is None  # stereo: the stereo policy
+    assert wav_pcm16(wav(x, subtype="FLOAT"), SR) is None
+    assert wav_pcm16(b"RIFF\0\0\0\0WAVEjunk", SR) is None
+
+
 # ---------------------------------------------------------------------- shards
 @pytest.fixture(scope="module")
 def shards(corpus):
@@ -300,10 +409,22 @@ def shards(corpus):
     return out
 
 
-def test_shards_round_trip(corpus, shards):
+@pytest.fixture(scope="module")
+def wav_shards(corpus):
+    from pyspk.online.shards import write_shards
+
+    out = corpus.root / "shards_wav"
+    write_shards(corpus.data, out, shard_size=2, seed=4, fmt="wav")
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_shards_round_trip(corpus, shards, wav_shards, fmt):
     from pyspk.online.shards import iter_shard, read_index
 
+    shards = shards if fmt == "flac" else wav_shards
     index = read_index(shards)
+    assert index["audio_format"] == fmt
     got = {}
     for entry in index["shards"]:
         for item in iter_shard(shards, entry):
@@ -313,10 +434,14 @@ def test_shards_round_trip(corpus, shards):
     wav = dict(line.split() for line in (corpus.data / "wav.scp").read_text().splitlines())
     assert set(got) == set(utt2spk) and index["num_utts"] == len(utt2spk) == 12 and len(index["shards"]) == 6
     for utt, item in got.items():
-        assert item.spk == utt2spk[utt]
-        audio = sf.read(__import__("io").BytesIO(item.flac), dtype="float32")[0]
+        assert item.spk == utt2spk[utt] and item.ext == fmt
+        audio = sf.read(__import__("io").BytesIO(item.data), dtype="float32")[0]
         np.testing.assert_array_equal(audio, sf.read(wav[utt], dtype="float32")[0])
         assert item.num_samples == audio.shape[0]
+        with Audio(utt, f"{item.shard}:{utt}.{fmt}", item.shard, SR, data=item.data) as a:  # the loader's read
+            np.testing.assert_array_equal(a.whole(), audio)
+            np.testing.assert_array_equal(a.read(1000, 3000), audio[1000:4000])
+            assert (a._pcm is not None) == (fmt == "wav")  # WAV in place, FLAC through libsndfile
     from lhotse import CutSet  # Lhotse reads them too (no torchaudio)
 
     cuts = list(CutSet.from_shar(in_dir=shards / "shar"))
@@ -360,6 +485,15 @@ def test_shard_batches_identical_with_0_and_2_workers_and_after_resume(corpus, s
     td.sampler.load_state_dict({"epoch": 0, "position": 1, "seed": 9})
     same(a[1:], epoch_batches(td))
     assert not torch.equal(a[0][0], epoch_batches(load(0), epoch=1)[0][0])  # epochs differ
+
+
+def test_wav_shards_give_the_batches_of_flac_shards(corpus, shards, wav_shards):
+    def load(d):
+        return load_online_data(
+            d, config(corpus, source="shards", streams=2, shuffle_buffer=3), seed=9, work_dir=corpus.root
+        )
+
+    same(epoch_batches(load(shards)), epoch_batches(load(wav_shards)))
 
 
 def test_shard_babble_sources_after_resume(corpus, shards):
@@ -475,3 +609,20 @@ def test_online_config_nests_in_the_training_config_parser(corpus):
     assert probs == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6])
     with pytest.raises(ValueError, match="'revreb' is not a kind .*did you mean 'reverb'"):
         check_online_config(OnlineConfig(kind_weights={"revreb": 1.0}), AugmentConfig(), "x.yaml")
+
+
+def test_shards_cli_writes_wav_members_when_asked(corpus, tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    out = tmp_path / "wav_shards"
+    p = subprocess.run(
+        [sys.executable, "-m", "pyspk.bin.shards", "--shard-size", "6", "--format", "wav", str(corpus.data), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    names = [m for t in sorted((out / "shar").glob("recording.*.tar")) for m in tarfile.open(t).getnames()]
+    audio = [n for n in names if not n.endswith(".json")]
+    assert len(audio) == 12 and all(n.endswith(".wav") for n in audio), names[:4]

@@ -1,7 +1,7 @@
-"""pyspk shards: a data dir's audio as training shards (Lhotse Shar: FLAC in tar + cuts jsonl.gz).
+"""pyspk shards: a data dir's audio as training shards (Lhotse Shar: FLAC or WAV in tar + cuts jsonl.gz).
 
     pyspk shards [--shard-size 1000] [--seed 777] [--fbank-config conf/fbank.yaml] [--nj N]
-        [--bits 16|24] DATA_DIR OUT_DIR
+        [--bits 16|24] [--format flac|wav] DATA_DIR OUT_DIR
 
 Writes OUT_DIR/shar/{cuts.NNNNNN.jsonl.gz,recording.NNNNNN.tar} (utterances shuffled with the
 seed, --shard-size per shard, audio at the fbank config's sample rate) and OUT_DIR/shards.json
@@ -27,7 +27,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fbank-config", default=None, help="conf/fbank.yaml: sample rate, stereo policy, minimum length")
     ap.add_argument("--nj", type=positive_int, default=1, help="shards written at once (processes, >= 1)")
     ap.add_argument(
-        "--bits", type=int, choices=(16, 24), default=16, help="FLAC sample size (16: lossless for 16-bit audio)"
+        "--bits", type=int, choices=(16, 24), default=16, help="sample size (16: lossless for 16-bit audio)"
+    )
+    ap.add_argument(
+        "--format",
+        choices=("flac", "wav"),
+        default="flac",
+        help="member audio: flac (about half the disk) or wav (read in place, no decoding per view)",
     )
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
@@ -46,6 +52,7 @@ def main(argv=None) -> int:
             load_config(args.fbank_config),
             args.nj,
             f"PCM_{args.bits}",
+            args.format,
         )
     except (AudioError, ValueError, OSError) as e:
         logging.getLogger("pyspk.shards").error("%s", e)

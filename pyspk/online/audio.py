@@ -1,12 +1,14 @@
 """Random access to one utterance's audio: decode only the samples a crop needs.
 
 :class:`Audio` opens a wav.scp entry (a file or a ``command |`` pipe), a ``segments`` slice of
-one, or FLAC bytes of a shard, and reads samples ``[start, start + n)`` at the training sample
-rate. A WAV or FLAC file at that rate is read with a soundfile seek (libsndfile seeks FLAC by its
-seek table or a bisection of its frames, WAV by arithmetic), so a 2 s crop of a 20 s recording
-decodes 2 s; pipes, other formats and files at another sample rate are decoded whole (and
-resampled) by :func:`pyspk.features.audio.read_audio`, then sliced. Either way the samples equal
-those of the offline path's full decode (``tests/test_online.py``).
+one, or the FLAC or WAV bytes of a shard member, and reads samples ``[start, start + n)`` at the
+training sample rate. A WAV or FLAC file at that rate is read with a soundfile seek (libsndfile
+seeks FLAC by its seek table or a bisection of its frames, WAV by arithmetic), so a 2 s crop of a
+20 s recording decodes 2 s; the bytes of a 16-bit mono WAV member are read in place, with no
+decoder (:func:`wav_pcm16`); pipes, other formats and files at another sample rate are decoded
+whole (and resampled) by :func:`pyspk.features.audio.read_audio`, then sliced. Either way the
+samples equal those of the offline path's full decode (``tests/test_online.py``). Nested ``with``
+blocks keep one opened file: the views of an utterance in a batch share it.
 
 The length of an utterance comes from the audio itself when it is opened for its crop: the
 header of a seekable file (exact, no extra I/O since the crop read uses the same handle), the
@@ -83,7 +85,9 @@ class Audio:
         self.min_duration_s, self.data = min_duration_s, data
         self._file: Optional[sf.SoundFile] = None
         self._wave: Optional[np.ndarray] = None
+        self._pcm: Optional[np.ndarray] = None  # 16-bit samples of WAV bytes, read in place
         self._offset, self.num_samples = 0, None
+        self._depth = 0  # nested ``with`` blocks: the file closes when the outermost one ends
 
     def _fail(self, reason: str) -> EntryError:
         return EntryError(self.where, self.utt, str(self.source), reason)
@@ -91,11 +95,16 @@ class Audio:
     # ------------------------------------------------------------------ open
     def open(self) -> int:
         """Open (once) and return the number of samples at the training rate."""
-        if self.num_samples is not None:
+        if self.num_samples is not None and (self._file is not None or self._wave is not None or self._pcm is not None):
             return self.num_samples
         src = str(self.source)
         if self.data is None and src.rstrip().endswith("|"):
             return self._open_whole()
+        if self.data is not None and self.segment is None:
+            pcm = wav_pcm16(self.data, self.sample_rate)
+            if pcm is not None and pcm.shape[0] >= max(1, math.ceil(self.min_duration_s * self.sample_rate)):
+                self._pcm, self.num_samples = pcm, int(pcm.shape[0])
+                return self.num_samples
         try:
             f = sf.SoundFile(io.BytesIO(self.data) if self.data is not None else src)
         except Exception as e:
@@ -165,9 +174,12 @@ class Audio:
             return np.zeros(0, np.float32)
         if self._wave is not None:
             return self._wave[start:stop]
+        if self._pcm is not None:  # libsndfile's conversion: int16 x 2^-15, exact in float32
+            return np.multiply(self._pcm[start:stop], np.float32(1.0 / 32768.0), dtype=np.float32)
         try:
             self._file.seek(self._offset + start)
-            data = self._file.read(stop - start, dtype="float32", always_2d=True)
+            # into an array of the right size: soundfile then skips its length check (two more seeks)
+            data = self._file.read(out=np.empty((stop - start, self._file.channels), np.float32))
         except Exception as e:
             raise self._fail(f"cannot read samples {start}-{stop}: {e}") from None
         return np.ascontiguousarray(data[:, 0])
@@ -181,10 +193,43 @@ class Audio:
             self._file = None
 
     def __enter__(self) -> "Audio":
+        self._depth += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self._depth -= 1
+        if self._depth <= 0:
+            self._depth = 0
+            self.close()
+
+
+def wav_pcm16(data: bytes, sample_rate: int) -> Optional[np.ndarray]:
+    """The samples of ``data``, a RIFF/WAVE file in memory, as an int16 view of its bytes when it
+    is mono 16-bit PCM at ``sample_rate`` (what ``write_shards(fmt="wav")`` writes); else None
+    (then libsndfile reads it). Walks the chunks once: no copy, no decoder."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, fmt_ok = 12, False
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            if size < 16:
+                return None
+            tag, channels, rate = (
+                int.from_bytes(data[body + i : body + j], "little") for i, j in ((0, 2), (2, 4), (4, 8))
+            )
+            bits = int.from_bytes(data[body + 14 : body + 16], "little")
+            fmt_ok = tag == 1 and channels == 1 and rate == sample_rate and bits == 16
+            if not fmt_ok:
+                return None
+        elif cid == b"data":
+            if not fmt_ok:
+                return None
+            n = min(size, len(data) - body) // 2
+            return np.frombuffer(data, dtype="<i2", count=n, offset=body)
+        pos = body + size + (size & 1)
+    return None
 
 
 class AudioTable:

@@ -112,10 +112,20 @@ class AudioBatchDataset(torch.utils.data.Dataset):
         epoch, batch_no, indices = key
         maker, aug = self.maker, self.maker.aug
         rows = [self.base(self.utts[i]) for i in indices]
-        views = []
-        for j, (row, factor) in enumerate(rows):
-            rng = np.random.default_rng([self.seed, epoch, batch_no, self.rank, j])
-            views.append(maker.begin(self.table.utts[row], self.table.audio(row), rng, factor, self._pool(j, rows)))
+        groups: Dict[int, List[int]] = {}  # table row -> its rows in the batch (views of one utterance)
+        for j, (row, _) in enumerate(rows):
+            groups.setdefault(row, []).append(j)
+        views: list = [None] * len(rows)
+        for row, js in groups.items():
+            made = maker.begin_views(
+                self.table.utts[row],
+                self.table.audio(row),
+                [np.random.default_rng([self.seed, epoch, batch_no, self.rank, j]) for j in js],
+                [rows[j][1] for j in js],
+                [self._pool(j, rows) for j in js],
+            )
+            for j, v in zip(js, made):
+                views[j] = v
         if aug is not None:
             aug.babble_source = lambda token, n, at: self._babble_read(views, token, n, at)
         batch = np.empty((len(indices), maker.crop_frames, maker.feat_dim), np.float32)

@@ -28,13 +28,15 @@ batch holds for a precomputed utterance:
    toolkit that crops before featurising.
 
 Steps 1-2 are :meth:`ExampleMaker.begin` and 3-5 :meth:`ExampleMaker.end`, so that a batch can
-decode every view's dry region first and use the other speakers' regions as babble.
+decode every view's dry region first and use the other speakers' regions as babble; the views of
+one utterance begin together (:meth:`ExampleMaker.begin_views`), so that where their regions
+overlap the recording is decoded once.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -44,6 +46,10 @@ from pyspk.features.fbank import FbankConfig, num_frames
 from pyspk.features.vad import vad_from_config
 from pyspk.online.augment import SPEED_MARGIN, OnlineAugmenter
 from pyspk.online.fbank import fbank_energy
+
+# input samples between two views' regions of one recording below which one read covers both:
+# about a FLAC block, whose decoding costs less than the seek a second read would make
+READ_GAP = 4096
 
 
 class ExampleMaker:
@@ -73,6 +79,8 @@ class ExampleMaker:
         self.length = int(round(sr * fbank.frame_length_ms / 1000.0))
         self.pad_left = 0 if fbank.snip_edges else (self.length - self.shift) // 2
         self.context = -(-self.pad_left // self.shift)  # frames before s the segment starts at
+        self._vad_need: dict = {}  # frames -> proportion_threshold x window size, per frame
+        self._vad_ones = np.ones(2 * max(0, int(fbank.vad_frames_context)) + 1, np.int32)
 
     @property
     def feat_dim(self) -> int:
@@ -115,8 +123,36 @@ class ExampleMaker:
         """Phase 1: draw the kind, the window and the recipe; decode the dry region (its margins
         included) and apply speed. ``view.src`` (the region's own samples) can then serve as
         another view's babble before phase 2 (:meth:`end`) augments and featurises it."""
+        return self.begin_views(utt, audio, [rng], [speed], [babble_pool])[0]
+
+    def begin_views(
+        self,
+        utt: str,
+        audio,
+        rngs: Sequence[np.random.Generator],
+        speeds: Sequence[Optional[float]],
+        babble_pools: Sequence[Optional[Callable[[np.random.Generator], List[str]]]],
+    ) -> List["View"]:
+        """:meth:`begin` for several views of one utterance, each with its own generator, speed and
+        babble pool: every view draws first, then the samples they need are decoded once where
+        their regions overlap or nearly meet (:data:`READ_GAP`), so two crops of one recording
+        decode their union, once. The samples are those of separate reads."""
         try:
-            return self._begin(utt, audio, rng, speed, babble_pool)
+            with audio:
+                plans = [self._plan(utt, audio, *args) for args in zip(rngs, speeds, babble_pools)]
+                spans = sorted({(p.c0, p.c1) for p in plans})
+                reads = []  # merged [lo, hi) spans and their samples
+                for c0, c1 in spans:
+                    if reads and c0 <= reads[-1][1] + READ_GAP:
+                        reads[-1][1] = max(reads[-1][1], c1)
+                    else:
+                        reads.append([c0, c1])
+                chunks = [(lo, audio.read(lo, hi - lo)) for lo, hi in reads]
+            views = []
+            for p in plans:
+                lo, chunk = next((lo, x) for lo, x in reversed(chunks) if lo <= p.c0)
+                views.append(self._fill(p, chunk[p.c0 - lo : p.c1 - lo]))
+            return views
         except Exception as e:
             named = _named(e, audio, utt)
             if named is e:
@@ -152,26 +188,32 @@ class ExampleMaker:
             lo, hi = int(math.floor(a * factor)), min(n_in, int(math.ceil(b * factor)))
             return audio.read(lo, hi - lo)
 
-    def _begin(self, utt, audio, rng, speed, babble_pool) -> "View":
-        cfg, aug = self.fbank, self.aug
-        with audio:
-            kind, factor, n_in, n, a, b, m = self._window(utt, audio, rng, speed)
-            recipe = aug.recipe(kind, utt, rng, (b - a) / cfg.sample_rate, babble_pool) if kind != "clean" else None
-            pre, post = aug.margins(recipe) if aug is not None else (0, 0)
-            lo, hi = a - pre, b + post
-            if factor == 1.0:
-                c0, c1 = max(0, lo), min(n_in, hi)
-                x, base = audio.read(c0, c1 - c0), c0
-                src = x[a - base : b - base]
-            else:
-                c0 = max(0, int(math.floor(lo * factor)) - SPEED_MARGIN)
-                c1 = min(n_in, int(math.ceil(hi * factor)) + SPEED_MARGIN)
-                raw = audio.read(c0, c1 - c0)
-                src = raw[int(math.floor(a * factor)) - c0 : min(n_in, int(math.ceil(b * factor))) - c0]
-                x = aug._speed(utt, raw, {"factor": factor})
-                base = int(round(c0 / factor))
+    def _plan(self, utt, audio, rng, speed, babble_pool) -> "_Plan":
+        """A view's draws (kind, window, recipe) and the input samples ``[c0, c1)`` it decodes."""
+        aug = self.aug
+        kind, factor, n_in, n, a, b, m = self._window(utt, audio, rng, speed)
+        recipe = aug.recipe(kind, utt, rng, (b - a) / self.fbank.sample_rate, babble_pool) if kind != "clean" else None
+        pre, post = aug.margins(recipe) if aug is not None else (0, 0)
+        lo, hi = a - pre, b + post
+        if factor == 1.0:
+            c0, c1 = max(0, lo), min(n_in, hi)
+        else:
+            c0 = max(0, int(math.floor(lo * factor)) - SPEED_MARGIN)
+            c1 = min(n_in, int(math.ceil(hi * factor)) + SPEED_MARGIN)
+        return _Plan(utt, audio, rng, recipe, factor, n_in, a, b, m, c0, c1)
+
+    def _fill(self, p: "_Plan", raw: np.ndarray) -> "View":
+        """The view of plan ``p`` from ``raw``, its decoded input samples ``[c0, c1)``: speed applied."""
+        a, b, factor = p.a, p.b, p.factor
+        if factor == 1.0:
+            x, base = raw, p.c0
+            src = x[a - base : b - base]
+        else:
+            src = raw[int(math.floor(a * factor)) - p.c0 : min(p.n_in, int(math.ceil(b * factor))) - p.c0]
+            x = self.aug._speed(p.utt, raw, {"factor": factor})
+            base = int(round(p.c0 / factor))
         b = min(b, base + x.shape[0])  # a region cut short by the end of the (perturbed) audio
-        return View(utt, audio, rng, recipe, x, base, a, b, m, src)
+        return View(p.utt, p.audio, p.rng, p.recipe, x, base, a, b, p.m, src)
 
     def _end(self, v: "View", out) -> np.ndarray:
         cfg, r = self.fbank, v.recipe
@@ -196,23 +238,63 @@ class ExampleMaker:
     ) -> np.ndarray:
         """VAD, CMN, the crop and SpecAugment of a window's (or utterance's) fbank (module doc, 5)."""
         if self.vad and energy is not None and feats.shape[0] > 0:
-            keep = np.flatnonzero(vad_from_config(energy, self.fbank) > 0.5)
+            keep = self._voiced(energy)
             if 0 < keep.size < feats.shape[0]:
                 feats = feats.take(keep, axis=0)
-        if feats.shape[0] == 0:
+        n = feats.shape[0]
+        if n == 0:
             raise ValueError("no frames")
-        if not np.isfinite(feats.sum()):
-            raise ValueError("features contain NaN or inf")
-        if self.cmn:
-            feats = apply_cmn(feats, self.cmn_window)
-        x = random_crop(feats, self.crop_frames, rng)
         if out is None:
-            out = np.empty(x.shape, np.float32)
-        out[...] = x
+            out = np.empty((self.crop_frames, feats.shape[1]), np.float32)
+        if self.cmn and not self.cmn_window and n >= self.crop_frames:
+            # apply_cmn then random_crop, fused: the same mean (utterance_mean's float64 column
+            # sums, by the reduction ndarray.sum calls, which also show a NaN or inf), subtracted
+            # from the cropped rows only
+            sums = np.add.reduce(feats.astype(np.float64), axis=0, keepdims=True)
+            if not np.logical_and.reduce(np.isfinite(sums), axis=None):
+                raise ValueError("features contain NaN or inf")
+            start = int(rng.integers(0, n - self.crop_frames + 1))
+            np.subtract(feats[start : start + self.crop_frames], (sums / n).astype(feats.dtype), out=out)
+        else:
+            if not np.isfinite(feats.sum()):
+                raise ValueError("features contain NaN or inf")
+            if self.cmn:
+                feats = apply_cmn(feats, self.cmn_window)
+            out[...] = random_crop(feats, self.crop_frames, rng)
         if self.spec is not None:
             s = self.spec
             spec_augment(out, rng, s.time_masks, s.time_width, s.freq_masks, s.freq_width, copy=False)
         return out
+
+    def _voiced(self, energy: np.ndarray) -> np.ndarray:
+        """Indices of the voiced frames: :func:`pyspk.features.vad.vad_from_config` with fewer
+        array calls (the context counts as one ``convolve``; ``proportion x |window|`` per frame
+        kept per length), the same decisions."""
+        cfg, T = self.fbank, energy.shape[0]
+        c = int(cfg.vad_frames_context)
+        if T < 2 * c + 1 or c < 0:
+            return np.flatnonzero(vad_from_config(energy, cfg) > 0.5)
+        need = self._vad_need.get(T)
+        if need is None:
+            t = np.arange(T)
+            den = np.minimum(t + c + 1, T) - np.maximum(t - c, 0)
+            need = self._vad_need[T] = cfg.vad_proportion_threshold * den
+        e = energy.astype(np.float64)
+        scale = cfg.vad_energy_mean_scale
+        mean = np.add.reduce(e) / T  # e.mean(), without its Python wrapper
+        threshold = cfg.vad_energy_threshold + (scale * mean if scale != 0 else 0.0)
+        num = np.convolve((e > threshold).view(np.int8), self._vad_ones, "same")
+        return np.flatnonzero(num >= need)
+
+
+class _Plan:
+    """A view drawn but not decoded: :meth:`ExampleMaker.begin_views` reads ``[c0, c1)`` for it."""
+
+    __slots__ = ("utt", "audio", "rng", "recipe", "factor", "n_in", "a", "b", "m", "c0", "c1")
+
+    def __init__(self, utt, audio, rng, recipe, factor, n_in, a, b, m, c0, c1):
+        self.utt, self.audio, self.rng, self.recipe, self.factor = utt, audio, rng, recipe, factor
+        self.n_in, self.a, self.b, self.m, self.c0, self.c1 = n_in, a, b, m, c0, c1
 
 
 class View:

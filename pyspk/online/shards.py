@@ -3,21 +3,29 @@
 Format: **Lhotse Shar** (``OUT/shar/cuts.NNNNNN.jsonl.gz`` + ``OUT/shar/recording.NNNNNN.tar``
 per shard), so ``OUT/shar`` is also a Lhotse ``CutSet.from_shar(in_dir=...)`` with loadable
 audio (our index, ``OUT/shards.json``, stays outside it: Lhotse takes every file of that
-directory for a field). Checked to
-work here without torchaudio: the audio is FLAC written and read by soundfile (libsndfile),
-which is Lhotse's own backend when torchaudio is absent (``tests/test_online.py`` reads our
-shards back through Lhotse). Chosen over WeSpeaker-style tars because it is a documented format
-that another toolkit reads, with the same property that matters on a network filesystem: one
-sequential read per shard. Lhotse's ``SharWriter`` itself is not used: it opens its shards
-under their final names (a killed run leaves a truncated shard that looks finished) and cannot
-skip finished ones, so each shard is written here under a temporary name and renamed, in the
-layout ``SharWriter`` produces (tar members ``<id>.flac`` then ``<id>.json``, the recording's
-Shar placeholder; a cuts line per member pair).
+directory for a field). Checked to work here without torchaudio: the audio is FLAC (or WAV)
+written and read by soundfile (libsndfile), which is Lhotse's own backend when torchaudio is
+absent (``tests/test_online.py`` reads our shards back through Lhotse). Chosen over
+WeSpeaker-style tars because it is a documented format that another toolkit reads, with the
+same property that matters on a network filesystem: one sequential read per shard. Lhotse's
+``SharWriter`` itself is not used: it opens its shards under their final names (a killed run
+leaves a truncated shard that looks finished) and cannot skip finished ones, so each shard is
+written here under a temporary name and renamed, in the layout ``SharWriter`` produces (tar
+members ``<id>.flac`` or ``<id>.wav`` then ``<id>.json``, the recording's Shar placeholder; a
+cuts line per member pair).
+
+Audio format (``fmt`` of :func:`write_shards`): **FLAC** (the default) or **WAV**, both 16-bit
+PCM unless ``subtype`` says otherwise. The trade is disk against loader CPU: on speech FLAC takes
+roughly half of WAV's bytes (16-bit WAV is 32,000 bytes per second of 16 kHz audio), but every
+view the loader makes from a FLAC member pays libFLAC's decoding of its region (and a seek into
+the member), on every epoch; a 16-bit mono WAV member is read in place, its samples an int16 view
+of the shard's bytes (:func:`pyspk.online.audio.wav_pcm16`), the same values libsndfile gives.
+Lhotse reads both (tar members ``<id>.wav``).
 
 A cut is the utterance whole: its id, ``supervisions[0].speaker``, ``recording.num_samples``
 at the fbank config's sample rate, and ``custom``: ``source`` (the wav.scp entry), ``segment``
-([recording, start, end] or null) and ``flac`` (the subtype), from which a rerun knows a
-shard is still what the data dir asks for.
+([recording, start, end] or null) and ``flac`` or ``wav`` (the format, holding the subtype), from
+which a rerun knows a shard is still what the data dir asks for.
 
 Order: the utterances are shuffled once with ``default_rng(seed)`` and cut into shards of
 ``shard_size`` (the last one shorter), so every shard mixes speakers. ``shards.json`` (the
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 INDEX = "shards.json"
 FORMAT = "lhotse-shar"
+AUDIO_FORMATS = ("flac", "wav")
 
 
 SHAR = "shar"
@@ -99,7 +108,7 @@ def plan_shards(data_dir, shard_size: int, seed: int, fbank=None) -> Tuple[Audio
     return table, [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
 
 
-def _cut_dict(p: Planned, num_samples: int, sample_rate: int, subtype: str) -> dict:
+def _cut_dict(p: Planned, num_samples: int, sample_rate: int, subtype: str, fmt: str = "flac") -> dict:
     """The Lhotse MonoCut (Shar placeholder recording) of one utterance, as a dict."""
     from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
 
@@ -119,7 +128,7 @@ def _cut_dict(p: Planned, num_samples: int, sample_rate: int, subtype: str) -> d
         channel=0,
         recording=rec,
         supervisions=[sup],
-        custom={"source": p.source, "segment": p.segment, "flac": subtype},
+        custom={"source": p.source, "segment": p.segment, fmt: subtype},
     )
     return cut.to_dict()
 
@@ -135,8 +144,10 @@ def read_cuts(path) -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def shard_is_done(out_dir: Path, k: int, planned: Sequence[Planned], sample_rate: int, subtype: str) -> bool:
-    """Both files of shard ``k`` exist and its cuts are ``planned`` at this rate and subtype."""
+def shard_is_done(
+    out_dir: Path, k: int, planned: Sequence[Planned], sample_rate: int, subtype: str, fmt: str = "flac"
+) -> bool:
+    """Both files of shard ``k`` exist and its cuts are ``planned`` at this rate, format and subtype."""
     cuts, rec = (out_dir / n for n in shard_files(k))
     if not (cuts.is_file() and rec.is_file()):
         return False
@@ -147,12 +158,14 @@ def shard_is_done(out_dir: Path, k: int, planned: Sequence[Planned], sample_rate
     return len(have) == len(planned) and all(
         _planned_of(d) == p.key()
         and d["recording"]["sampling_rate"] == sample_rate
-        and (d.get("custom") or {}).get("flac") == subtype
+        and (d.get("custom") or {}).get(fmt) == subtype
         for d, p in zip(have, planned)
     )
 
 
-def write_shard(out_dir: Path, k: int, planned: Sequence[Planned], table: AudioTable, subtype: str) -> dict:
+def write_shard(
+    out_dir: Path, k: int, planned: Sequence[Planned], table: AudioTable, subtype: str, fmt: str = "flac"
+) -> dict:
     """Write shard ``k`` (temporary names, renamed: the recording tar first, its cuts last)."""
     cuts_name, rec_name = shard_files(k)
     sample_rate = table.sample_rate
@@ -163,9 +176,9 @@ def write_shard(out_dir: Path, k: int, planned: Sequence[Planned], table: AudioT
                 with table.audio(table.index[p.utt]) as audio:
                     wave = audio.whole()
                 buf = io.BytesIO()
-                sf.write(buf, wave, sample_rate, format="FLAC", subtype=subtype)
-                d = _cut_dict(p, int(wave.shape[0]), sample_rate, subtype)
-                _add(tar, f"{p.utt}.flac", buf.getvalue())
+                sf.write(buf, wave, sample_rate, format=fmt.upper(), subtype=subtype)
+                d = _cut_dict(p, int(wave.shape[0]), sample_rate, subtype, fmt)
+                _add(tar, f"{p.utt}.{fmt}", buf.getvalue())
                 _add(tar, f"{p.utt}.json", (json.dumps(d["recording"]) + "\n").encode())
                 lines.append(json.dumps(d))
                 samples += int(wave.shape[0])
@@ -193,8 +206,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def plan_digest(shards: Sequence[Sequence[Planned]], sample_rate: int, subtype: str) -> str:
-    h = hashlib.sha256(f"{sample_rate}\0{subtype}\0".encode())
+def plan_digest(shards: Sequence[Sequence[Planned]], sample_rate: int, subtype: str, fmt: str = "flac") -> str:
+    fmt_tag = "" if fmt == "flac" else f"{fmt}\0"  # FLAC's digest is that of the indexes written before WAV
+    h = hashlib.sha256(f"{sample_rate}\0{subtype}\0{fmt_tag}".encode())
     for k, s in enumerate(shards):
         h.update(f"#{k}\n".encode())
         for p in s:
@@ -208,21 +222,32 @@ _JOB: dict = {}
 def _job(k: int) -> dict:
     j = _JOB
     out_dir = j["out_dir"]
-    if shard_is_done(out_dir, k, j["shards"][k], j["sample_rate"], j["subtype"]):
+    if shard_is_done(out_dir, k, j["shards"][k], j["sample_rate"], j["subtype"], j["fmt"]):
         s = sum(d["recording"]["num_samples"] for d in read_cuts(out_dir / shard_files(k)[0]))
         return dict(shard_entry(out_dir, k, len(j["shards"][k]), s), reused=True)
-    return write_shard(out_dir, k, j["shards"][k], j["table"], j["subtype"])
+    return write_shard(out_dir, k, j["shards"][k], j["table"], j["subtype"], j["fmt"])
 
 
 def write_shards(
-    data_dir, out_dir, shard_size: int = 1000, seed: int = 777, fbank=None, nj: int = 1, subtype: str = "PCM_16"
+    data_dir,
+    out_dir,
+    shard_size: int = 1000,
+    seed: int = 777,
+    fbank=None,
+    nj: int = 1,
+    subtype: str = "PCM_16",
+    fmt: str = "flac",
 ) -> dict:
     """Write (or complete) the shards of ``data_dir`` in ``out_dir``; return the index written.
 
     ``fbank`` (a FbankConfig) gives the sample rate, the stereo policy and the minimum length;
-    ``nj`` shards are written at once (processes of this machine).
+    ``nj`` shards are written at once (processes of this machine); ``fmt`` is the members' audio
+    format, ``flac`` or ``wav`` (module docstring), ``subtype`` its sample format.
     """
     from pyspk.features.fbank import FbankConfig
+
+    if fmt not in AUDIO_FORMATS:
+        raise ValueError(f"shard audio format '{fmt}' is not one of {', '.join(AUDIO_FORMATS)}")
 
     fbank = fbank or FbankConfig()
     out_dir = Path(out_dir)
@@ -230,7 +255,7 @@ def write_shards(
     for stale in (out_dir / SHAR).glob(".*.tmp*"):
         stale.unlink()  # left by a killed run (Lhotse would read it as a field)
     table, shards = plan_shards(data_dir, shard_size, seed, fbank)
-    digest = plan_digest(shards, fbank.sample_rate, subtype)
+    digest = plan_digest(shards, fbank.sample_rate, subtype, fmt)
     index_path = out_dir / INDEX
     if index_path.is_file():
         old = json.loads(index_path.read_text(encoding="utf-8"))
@@ -240,7 +265,7 @@ def write_shards(
             log.info("%s: %d shards up to date", out_dir, len(shards))
             return old
         index_path.unlink()  # the directory is unfinished until the new index is written
-    _JOB.update(out_dir=out_dir, shards=shards, table=table, sample_rate=fbank.sample_rate, subtype=subtype)
+    _JOB.update(out_dir=out_dir, shards=shards, table=table, sample_rate=fbank.sample_rate, subtype=subtype, fmt=fmt)
     try:
         if nj > 1 and len(shards) > 1:
             import multiprocessing as mp
@@ -267,7 +292,8 @@ def write_shards(
         "seed": seed,
         "shard_size": shard_size,
         "sample_rate": fbank.sample_rate,
-        "flac": subtype,
+        "audio_format": fmt,
+        fmt: subtype,
         "plan": digest,
         "num_utts": sum(e["num_utts"] for e in entries),
         "num_samples": sum(e["num_samples"] for e in entries),
@@ -293,8 +319,9 @@ class ShardItem:
     utt: str
     spk: str
     num_samples: int
-    flac: bytes
+    data: bytes  # the member's audio file (FLAC or WAV), as stored
     shard: str
+    ext: str = "flac"  # the member's extension, its format
 
 
 def read_index(shards_dir) -> dict:
@@ -323,10 +350,12 @@ def iter_shard(shards_dir, entry: dict) -> Iterator[ShardItem]:
     except (OSError, ValueError, EOFError) as e:
         raise DataDirError(f"{cuts_path}: cannot read: {e}") from None
     n = 0
-    with open(rec_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        pending: Optional[Tuple[str, bytes]] = None
+    # tarfile parses the headers; each audio member is then one read of its bytes from the file
+    # (the stream mode's copies through its record buffer cost more than the rest of the read),
+    # and the recordings' JSON placeholders are skipped over, not read
+    with open(rec_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+        pending: Optional[Tuple[str, bytes, str]] = None
         for member in tar:
-            data = tar.extractfile(member).read() if member.isfile() else b""
             if member.name.endswith(".json"):
                 if pending is None or n >= len(cuts) or pending[0] != cuts[n]["id"]:
                     want = cuts[n]["id"] if n < len(cuts) else "(none: the cuts are exhausted)"
@@ -341,9 +370,15 @@ def iter_shard(shards_dir, entry: dict) -> Iterator[ShardItem]:
                     int(d["recording"]["num_samples"]),
                     pending[1],
                     entry["recording"],
+                    pending[2],
                 )
                 n, pending = n + 1, None
             else:
-                pending = (member.name.rsplit(".", 1)[0], data)
+                data = b""
+                if member.isfile():
+                    raw.seek(member.offset_data)
+                    data = raw.read(member.size)
+                stem, _, ext = member.name.rpartition(".")
+                pending = (stem, data, ext)
     if n != len(cuts):
         raise DataDirError(f"{rec_path}: {n} utterances, {cuts_path} lists {len(cuts)}")

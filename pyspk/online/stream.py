@@ -190,12 +190,13 @@ class ShardStreams(torch.utils.data.IterableDataset):
                 aug.babble_source = lambda token, n, at: _read_piece(others[int(token[1:])], self.maker, n, at)
             if others:
                 pool = lambda g: _buffer_pool(others, g, aug.cfg.babble_max_speakers)  # noqa: E731
-        views = [
-            self.maker.begin(
-                item.utt, _shard_audio(item, self.maker), np.random.default_rng([seed, e, r, i, t, v]), factor, pool
-            )
-            for v in range(self.views)
-        ]
+        views = self.maker.begin_views(
+            item.utt,
+            _shard_audio(item, self.maker),
+            [np.random.default_rng([seed, e, r, i, t, v]) for v in range(self.views)],
+            [factor] * self.views,
+            [pool] * self.views,
+        )
         entry.src = views[0].src
         feats = np.empty((self.views, self.maker.crop_frames, self.maker.feat_dim), np.float32)
         for v, view in enumerate(views):
@@ -226,7 +227,7 @@ def _cut(src: np.ndarray, n: int, at: float) -> np.ndarray:
 
 
 def _shard_audio(item: ShardItem, maker: ExampleMaker) -> Audio:
-    return Audio(item.utt, f"{item.shard}:{item.utt}.flac", item.shard, maker.fbank.sample_rate, data=item.flac)
+    return Audio(item.utt, f"{item.shard}:{item.utt}.{item.ext}", item.shard, maker.fbank.sample_rate, data=item.data)
 
 
 def _read_piece(item: ShardItem, maker: ExampleMaker, n: int, at: float) -> np.ndarray:
