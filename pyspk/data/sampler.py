@@ -56,7 +56,30 @@ def group_by_original(utts: Sequence[str], utt2orig: Optional[Mapping[str, str]]
     return OrderedDict((o, sorted(groups[o])) for o in sorted(groups))
 
 
-class _BaseSampler:
+class EpochState:
+    """Where a sampler stands: ``epoch``, ``position`` (batches consumed) and ``seed``, saved in
+    checkpoints and restored on resume. Subclasses set ``seed`` and call :meth:`reset_state`."""
+
+    def reset_state(self) -> None:
+        self.epoch, self.position, self._resumed = 0, 0, False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` at position 0, or, right after :meth:`load_state_dict`
+        of a state in that same epoch, at the loaded position."""
+        if not (self._resumed and epoch == self.epoch):
+            self.epoch, self.position = epoch, 0
+        self._resumed = False
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.seed = int(state.get("seed", self.seed))
+        self._resumed = True
+
+
+class _BaseSampler(EpochState):
     def __init__(
         self,
         utt2spk: Mapping[str, str],
@@ -87,23 +110,7 @@ class _BaseSampler:
         self.views, self.seed = views, seed
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = steps_per_epoch
-        self.epoch, self.position, self._resumed = 0, 0, False
-
-    # ---- state
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` at position 0, or, right after :meth:`load_state_dict`
-        of a state in that same epoch, at the loaded position."""
-        if not (self._resumed and epoch == self.epoch):
-            self.epoch, self.position = epoch, 0
-        self._resumed = False
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.seed = int(state.get("seed", self.seed))
-        self._resumed = True
+        self.reset_state()
 
     # ---- iteration
     def __len__(self) -> int:

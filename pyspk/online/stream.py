@@ -47,6 +47,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
+from pyspk.data.sampler import EpochState
 from pyspk.online.audio import Audio
 from pyspk.online.example import ExampleMaker
 from pyspk.online.shards import ShardItem, iter_shard
@@ -247,7 +248,7 @@ def _identity(x):
     return x
 
 
-class ShardEpochs:
+class ShardEpochs(EpochState):
     """The sampler the trainer sees for shards: epoch, position (batches consumed), seed, length."""
 
     def __init__(self, plan: ShardPlan, seed: int, steps_per_epoch: Optional[int] = None):
@@ -261,21 +262,8 @@ class ShardEpochs:
                 bound,
                 bound,
             )
-        self.epoch, self.position, self._resumed = 0, 0, False
+        self.reset_state()
         self.batch_size = plan.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        if not (self._resumed and epoch == self.epoch):
-            self.epoch, self.position = epoch, 0
-        self._resumed = False
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.seed = int(state.get("seed", self.seed))
-        self._resumed = True
 
     def __len__(self) -> int:
         return self.steps
