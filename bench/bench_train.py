@@ -49,6 +49,12 @@ Prints TSV rows ``figure<TAB>value<TAB>unit<TAB>note``:
   32 MiB mmapped and unmapped, so every step faults its activations in again) against what the
   trainer sets (``pyspk/malloc.py``: large blocks kept in the heap), with the system time and
   minor page faults per step. This process, and so every other row, runs with the trainer's setting.
+* ``balance_step_ratio_<encoder>_<balancer>``: the proposed objective's whole step (forward,
+  losses, balance, backward, Adam) with each balancer, over the same step with the fixed sum:
+  ``mgda_embeddings`` (MGDA-UB, gradients of the embeddings), ``mgda_parameters`` and
+  ``nash_mtl_parameters`` (gradients of the encoder's parameters: one more backward through the
+  encoder). The speechocean762 recipe's TDNN and ECAPA-TDNN C=512, 128 x 200 (32 with --quick),
+  bfloat16 autocast where the CPU has it.
 * ``peak_rss_synth_train``: peak resident memory (VmHWM) of a child process that trains
   conf/synth/proposed.yaml for a few steps on a generated dir of SynthCeleb's size
   (200 speakers, 80-dim features, features read on demand as the config says).
@@ -109,7 +115,7 @@ def make_step(encoder, kwargs, loss_cfg, batch, frames, seed=0, mode="eager"):
     elif mode == "autotune":
         enc.compile(mode="max-autotune-no-cudagraphs")
     model = SpeakerModel(enc, build_head(cfg.head, enc.embed_dim, NUM_SPK))
-    objective = Objective(cfg, NUM_SPK, enc.embed_dim, head=model.head)
+    objective = Objective(cfg, NUM_SPK, enc.embed_dim, head=model.head, encoder=enc)
     opt = build_optimizer(cfg.optim, model.parameters())
     x = torch.randn(batch, frames, 80)
     labels = torch.arange(batch) // 4
@@ -576,6 +582,49 @@ def bench_overhead(batch, steps):
     )
 
 
+BALANCERS = {
+    "fixed": {"name": "fixed", "lambda": 1.0},
+    "mgda_embeddings": {"name": "mgda"},
+    "mgda_parameters": {"name": "mgda", "level": "parameters", "normalize": "none"},
+    "nash_mtl_parameters": {"name": "nash_mtl"},
+}
+
+
+def bench_balancers(batch, steps, encoders):
+    """The proposed objective's step with each balancer, per encoder: what the weighing costs.
+    Steps of the variants alternate (load changes hit all alike); median per variant."""
+    bf16 = default_cpu_bf16()
+    for name, kwargs in encoders.items():
+        fns = {
+            k: make_step(name, kwargs, {**PROPOSED, "balance": b}, batch, 200, mode="eager_bf16" if bf16 else "eager")
+            for k, b in BALANCERS.items()
+        }
+        for fn in fns.values():
+            fn()
+        times = {k: [] for k in fns}
+        for _ in range(steps):
+            for k, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        base = statistics.median(times["fixed"])
+        for k, ts in times.items():
+            m = statistics.median(ts)
+            row(
+                f"balance_step_ratio_{name}_{k}",
+                f"{m / base:.2f}",
+                "x fixed",
+                f"{m:.3f} s per step against fixed's {base:.3f} s; {batch}x200, eager"
+                f"{', bfloat16 autocast' if bf16 else ''}, median of {steps} alternated steps",
+            )
+
+
+def default_cpu_bf16() -> bool:
+    from pyspk.train.trainer import resolve_cpu_amp
+
+    return resolve_cpu_amp("auto")
+
+
 def bench_peak_memory(steps):
     from toydata import make_toy_train_dir
 
@@ -634,7 +683,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--rows",
-        default="throughput,optimizer,side_by_side,real_loop,compressed,overhead,memory,allocator",
+        default="throughput,optimizer,side_by_side,real_loop,compressed,overhead,balancers,memory,allocator",
         help="which groups of rows, comma-separated (default: all)",
     )
     p.add_argument("--encoders", default=None, help="comma-separated subset of " + ",".join(ENCODERS))
@@ -685,6 +734,11 @@ def main(argv=None) -> int:
         bench_compressed_loader(batches=10 if args.quick else 40)
     if "overhead" in rows:
         bench_overhead(batch=32 if args.quick else 128, steps=2 if args.quick else 4)
+    if "balancers" in rows:
+        encs = {"tdnn": {"channels": 128, "stats_channels": 384, "embed_dim": 128}, "ecapa_tdnn": {"channels": 512}}
+        if args.encoders:
+            encs = {k: v for k, v in encs.items() if k in args.encoders.split(",")}
+        bench_balancers(batch=32 if args.quick else 128, steps=2 if args.quick else 5, encoders=encs)
     if "memory" in rows:
         bench_peak_memory(steps=3 if args.quick else 10)
     if "allocator" in rows:

@@ -42,7 +42,8 @@ def run_torchrun(nproc, cfg_path, train_dir, exp_dir, timeout=120):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
-def test_two_process_torchrun_trains_and_writes_final(tmp_path):
+@pytest.mark.parametrize("balance", [{"name": "mgda"}, {"name": "nash_mtl", "level": "parameters"}])
+def test_two_process_torchrun_trains_and_writes_final(tmp_path, balance):
     toy = make_toy_train_dir(
         tmp_path / "train", num_speakers=6, utts_per_speaker=4, num_frames=80, feat_dim=12, copies=1
     )
@@ -50,7 +51,7 @@ def test_two_process_torchrun_trains_and_writes_final(tmp_path):
         "tdnn",
         pair_loss={"name": "am_supcon"},
         pair_weights={"name": "caa"},
-        balance={"name": "mgda"},
+        balance=balance,
         sampler={"speakers_per_batch": 3, "utts_per_speaker": 2},
         features={"crop_frames": 40},
         train={"epochs": 2, "steps_per_epoch": 2, "log_interval": 1},

@@ -96,6 +96,26 @@ def test_every_ablation_system_learns(toy, tmp_path, name):
     assert yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text()) == extra["config"]
 
 
+@pytest.mark.parametrize(
+    "balance",
+    [
+        {"name": "mgda", "level": "parameters", "normalize": "none"},
+        {"name": "nash_mtl"},
+        {"name": "nash_mtl", "scale": "unit_sum", "level": "embeddings"},
+    ],
+)
+def test_balancers_whose_weights_move_learn(toy, tmp_path, balance):
+    cfg = system_config("proposed")
+    cfg = config_from_dict({**config_to_dict(cfg), "balance": balance}, "moving")
+    torch.manual_seed(1)
+    untrained = utterance_eer(Trainer(cfg, toy, tmp_path / "x", seed=1).model.encoder, toy)
+    final = train(cfg, toy, tmp_path / "exp", seed=1)
+    assert utterance_eer(load_encoder(final)[0], toy) < untrained
+    alphas = [float(r["alpha"]) for r in csv.DictReader(open(tmp_path / "exp" / "train.csv"))]
+    assert len(alphas) == 24 and all(0.0 <= a <= 1.0 for a in alphas)
+    assert len({round(a, 6) for a in alphas}) > 12  # a weight per step, not a constant
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path, monkeypatch, native):
     """cpu_amp: auto trains in bfloat16 only where the CPU has bfloat16 GEMMs (emulated ones are

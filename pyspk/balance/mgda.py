@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 
 from pyspk.balance import BALANCERS
+from pyspk.balance.gradients import HEAD_GRADS, LEVELS, TaskGradients, task_gradients
 
 NORMALIZATIONS = ("none", "l2", "loss", "authors")
 COMBINES = ("raw", "scaled")
@@ -90,6 +91,23 @@ def min_norm_alpha(g1: torch.Tensor, g2: torch.Tensor) -> float:
     return alpha_from_inner_products(g11, g12, g22)
 
 
+def mgda_alpha(prods: tuple, normalize: str, loss_cls: float, loss_con: float) -> tuple:
+    """(α, c1, c2) from the inner products (g1·g1, g1·g2, g2·g2) and the normalisation of the
+    module doc (the scales c_t are Python floats)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"mgda: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    g11, g12, g22 = prods
+    c1 = c2 = 1.0
+    if normalize == "l2":
+        c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
+    elif normalize == "loss":
+        c1, c2 = 1.0 / max(loss_cls, 1e-12), 1.0 / max(loss_con, 1e-12)
+    alpha = alpha_from_inner_products(
+        c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22, denominator="norm" if normalize == "authors" else "square"
+    )
+    return alpha, c1, c2
+
+
 def mgda_combine(
     loss_cls: torch.Tensor,
     loss_con: torch.Tensor,
@@ -122,35 +140,22 @@ def mgda_combine(
         raise ValueError(f"mgda_combine: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     if combine not in COMBINES:
         raise ValueError(f"mgda_combine: combine must be one of {', '.join(COMBINES)}, got {combine!r}")
-    if not shared.requires_grad:
-        raise ValueError("mgda_combine: `shared` (the embedding batch) must require grad")
-    grads = []
-    for loss in (loss_cls, loss_con):
-        (g,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        grads.append(torch.zeros_like(shared) if g is None else g)
-    prods = inner_products(grads[0], grads[1])
-    if all_reduce is not None:
-        prods = all_reduce(prods)
-    g11, g12, g22 = prods.tolist()
-    c1 = c2 = 1.0
-    if normalize == "l2":
-        c1, c2 = 1.0 / max(g11, 1e-24) ** 0.5, 1.0 / max(g22, 1e-24) ** 0.5
-    elif normalize == "loss":
-        c1, c2 = 1.0 / max(float(loss_cls.detach()), 1e-12), 1.0 / max(float(loss_con.detach()), 1e-12)
-    alpha = alpha_from_inner_products(
-        c1 * c1 * g11, c1 * c2 * g12, c2 * c2 * g22, denominator="norm" if normalize == "authors" else "square"
-    )
+    grads = TaskGradients.at_embeddings(loss_cls, loss_con, shared, all_reduce)
+    alpha, c1, c2 = mgda_alpha(grads.products(), normalize, float(loss_cls.detach()), float(loss_con.detach()))
     if combine == "raw":
         c1 = c2 = 1.0
-    total = alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con
-    return total, alpha
+    return alpha * c1 * loss_cls + (1.0 - alpha) * c2 * loss_con, alpha
 
 
 @dataclass
 class MgdaSettings:
-    """``balance: {name: mgda, ...}``: MGDA-UB and its variants (module doc)."""
+    """``balance: {name: mgda, ...}``: MGDA and its variants (module doc)."""
 
     name: str = "mgda"
+    # where the gradients are taken (pyspk/balance/gradients.py): embeddings (MGDA-UB: the batch of
+    # embeddings, one cheap backward through the heads per task) or parameters (the encoder's
+    # parameters, Sener & Koltun's exact problem: one backward through the encoder per task)
+    level: str = field(default="embeddings", metadata={"choices": LEVELS})
     # gradient normalisation before the min-norm solve (Sener & Koltun's code): none, l2
     # (g_t / ||g_t||), loss (g_t / L_t); authors: Li et al.'s MTL.py, alpha divided by ||g1 - g2||
     # instead of its square
@@ -160,25 +165,33 @@ class MgdaSettings:
     combine: str = field(default="raw", metadata={"choices": COMBINES})
     # "full" trains the head's own weights with the whole dL_cls/dW (Sener & Koltun 2018, Alg. 2:
     # task-specific parameters follow their own loss); "alpha": with alpha * dL_cls/dW
-    head_grad: str = field(default="full", metadata={"choices": ("full", "alpha")})
+    head_grad: str = field(default="full", metadata={"choices": HEAD_GRADS})
 
 
 @BALANCERS.register("mgda", MgdaSettings)
 class Mgda:
-    """α from the min-norm point of the two gradients (:func:`mgda_combine`); with
-    ``head_grad: full``, plus (1 − α)·L_cls(sg(Z)) so that the head's W follows all of ∂L_cls/∂W
-    while the encoder's gradient stays α·g1 + (1 − α)·g2."""
+    """α from the min-norm point of the two gradients at the settings' level; the step follows
+    α·g1 + (1 − α)·g2 (:class:`pyspk.balance.gradients.TaskGradients`), the head its own loss
+    with ``head_grad: full``."""
+
+    level = property(lambda self: self.settings.level)
 
     def __init__(self, settings: MgdaSettings):
         self.settings = settings
 
-    def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None):
+    def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None, **context):
         s = self.settings
-        total, alpha = mgda_combine(
-            loss_cls, loss_con, shared, normalize=s.normalize, combine=s.combine, all_reduce=all_reduce
-        )
-        logged = alpha * loss_cls.detach() + (1.0 - alpha) * loss_con.detach()  # unnormalised
-        logged = float(logged) if math.isfinite(float(total.detach())) else float("nan")
-        if s.head_grad == "full" and alpha < 1.0:
-            total = total + (1.0 - alpha) * head_loss(shared.detach().float())
+        grads = task_gradients(s.level, loss_cls, loss_con, shared, all_reduce, context)
+        l1, l2 = float(loss_cls.detach()), float(loss_con.detach())
+        if s.level == "parameters" and not grads.finite():
+            if context.get("loss_scale", 1.0) == 1.0:
+                raise FloatingPointError("mgda: non-finite encoder gradient (NaN or inf)")
+            alpha, c1, c2 = 0.5, 1.0, 1.0  # float16 overflow: the scaler skips this step
+        else:
+            alpha, c1, c2 = mgda_alpha(grads.products(), s.normalize, l1, l2)
+        if s.combine == "raw":
+            c1 = c2 = 1.0
+        total = grads.total(alpha * c1, (1.0 - alpha) * c2, s.head_grad, head_loss, shared)
+        logged = alpha * l1 + (1.0 - alpha) * l2  # unnormalised
+        logged = logged if math.isfinite(float(total.detach())) else float("nan")
         return total, alpha, logged

@@ -173,7 +173,7 @@ class Config:
     head: Optional[Any] = _component("pyspk.losses:HEADS")  # softmax | am | aam
     pair_loss: Optional[Any] = _component("pyspk.losses:PAIR_LOSSES")  # supcon | am_supcon
     pair_weights: Optional[Any] = _component("pyspk.losses:PAIR_WEIGHTS")  # caa
-    balance: Optional[Any] = _component("pyspk.balance:BALANCERS")  # fixed | mgda
+    balance: Optional[Any] = _component("pyspk.balance:BALANCERS")  # fixed | mgda | nash_mtl
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

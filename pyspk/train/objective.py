@@ -6,7 +6,7 @@ Per step, with Z the batch of embeddings and y the speaker labels:
     w     = pair_weights(Z, y)                           (pair_weights: caa; no gradient)
     L_con = pair_loss(Z, y, w)                           (pair_loss: supcon / am_supcon)
     L     = L_cls | L_con                                (one loss: no balance)
-          = balance(L_cls, L_con, Z)                     (two: fixed, mgda)
+          = balance(L_cls, L_con, Z)                     (two: fixed, mgda, nash_mtl)
 
 The components come from their registries (:mod:`pyspk.losses`, :mod:`pyspk.balance`), each
 built from its block of the config; :class:`Objective` only wires them. Each component owns
@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from pyspk.balance import BALANCERS
+from pyspk.balance.gradients import ParamGroups
 from pyspk.losses import HEADS, PAIR_LOSSES, PAIR_WEIGHTS
 from pyspk.losses.caa import weight_statistics
 from pyspk.losses.supcon import pair_cosines, pair_statistics
@@ -108,12 +109,20 @@ class Objective:
     """The pair loss, pair weights and balancer a config names, around its head; see the module doc.
 
     ``cfg``: a :class:`pyspk.train.config.Config` (its ``head``, ``pair_loss``, ``pair_weights``
-    and ``balance`` blocks); ``head``: the module built from ``cfg.head`` (:func:`build_head`)."""
+    and ``balance`` blocks); ``head``: the module built from ``cfg.head`` (:func:`build_head`);
+    ``encoder``: the module whose parameters a ``level: parameters`` balancer differentiates."""
 
     def __init__(
-        self, cfg, num_classes: int, embed_dim: int, head: Optional[nn.Module] = None, distributed: bool = False
+        self,
+        cfg,
+        num_classes: int,
+        embed_dim: int,
+        head: Optional[nn.Module] = None,
+        distributed: bool = False,
+        encoder: Optional[nn.Module] = None,
+        world_size: int = 1,
     ):
-        self.cfg, self.head, self.distributed = cfg, head, distributed
+        self.cfg, self.head, self.distributed, self.world_size = cfg, head, distributed, world_size
         if (cfg.head is None) != (head is None):
             raise ValueError("Objective: the head module must be the one cfg.head names (both or neither)")
         self.pair_loss = PAIR_LOSSES.get(cfg.pair_loss.name).obj(cfg.pair_loss) if cfg.pair_loss else None
@@ -127,6 +136,18 @@ class Objective:
             raise ValueError("Objective: no head and no pair loss: nothing to train")
         if head is not None and self.pair_loss is not None and self.balancer is None:
             raise ValueError("Objective: a head and a pair loss need a balance")
+        self.params = None
+        if getattr(self.balancer, "level", None) == "parameters":
+            if encoder is None:
+                raise ValueError("Objective: balance.level parameters needs the encoder")
+            own = [
+                p
+                for c in (head, self.pair_loss, self.pair_weights)
+                if isinstance(c, nn.Module)
+                for p in c.parameters()
+                if p.requires_grad
+            ]
+            self.params = ParamGroups(list(encoder.parameters()), own)
         self.progress = 0.0
 
     def components(self):
@@ -150,8 +171,10 @@ class Objective:
         return float(getattr(component, "margin", math.nan)) if hasattr(settings, "margin") else math.nan
 
     def __call__(
-        self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor
+        self, z: torch.Tensor, loss_cls: Optional[torch.Tensor], labels: torch.Tensor, loss_scale: float = 1.0
     ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """(the loss to back-propagate, train.csv's columns). ``loss_scale``: float16's gradient
+        scale of this step (1 otherwise), for balancers that differentiate the losses themselves."""
         shared = z  # the tensor the head saw; under AMP z.float() is a new node
         z = z.float()
         stats = StepStats(labels)
@@ -162,12 +185,16 @@ class Objective:
         columns = stats.columns(z)
         alpha = float("nan")
         if loss_cls is not None and loss_con is not None:
+            context = {}
+            if self.params is not None:
+                context = {"params": self.params, "world_size": self.world_size, "loss_scale": loss_scale}
             total, alpha, logged = self.balancer(
                 loss_cls,
                 loss_con,
                 shared,
                 lambda x: self.head(x, labels)[0],
                 D.all_reduce_sum if self.distributed else None,
+                **context,
             )
         else:
             total = loss_cls if loss_cls is not None else loss_con

@@ -13,7 +13,8 @@
 Per step: the objective's components set their schedules from the training position
 (:meth:`pyspk.train.objective.Objective.set_progress`); Z = encoder(crops); L_cls from the
 head; the pair loss, its weights and the balance in :class:`pyspk.train.objective.Objective`;
-one backward. A non-finite loss stops training with :class:`TrainingDiverged` naming the step
+one backward (a balancer at ``level: parameters`` runs one more inside the objective,
+pyspk/balance/gradients.py). A non-finite loss stops training with :class:`TrainingDiverged` naming the step
 and the last good checkpoint, before any update or write. Under ``torchrun`` the model
 (encoder + head) is wrapped in DDP and only rank 0 writes files.
 """
@@ -163,7 +164,13 @@ class Trainer:
         if cfg.train.compile:
             compile_encoder(self.model.encoder)
         self.objective = Objective(
-            cfg, len(self.data.speakers), enc.embed_dim, head=self.model.head, distributed=self.dist.enabled
+            cfg,
+            len(self.data.speakers),
+            enc.embed_dim,
+            head=self.model.head,
+            distributed=self.dist.enabled,
+            encoder=self.model.encoder,
+            world_size=self.dist.world_size,
         ).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.steps_per_epoch = len(self.data.sampler)
@@ -318,7 +325,8 @@ class Trainer:
         feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             z, loss_cls, logits = model(feats, labels)
-        total, parts = self.objective(z, loss_cls, labels)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        total, parts = self.objective(z, loss_cls, labels, loss_scale=scale)
         bad = not math.isfinite(parts["loss"])
         if self.dist.enabled:
             bad = D.any_rank(bad, self.device)
