@@ -39,6 +39,9 @@ online=false            # true: training reads the clean set's audio and augment
 shards=false            # with --online true: stage 2 packs the training set into shards (pyspk shards)
                         # that training reads sequentially (network filesystems, clusters)
 shard_size=1000         # utterances per shard
+lmft=false              # true: stage 3 also fine-tunes every system with large margins (docs/recipe.md,
+                        # 'Large-margin fine-tuning') into <system>_lmft, which stages 4-7 score beside it
+lmft_config=            # empty = conf/<corpus>/lmft.yaml if there is one, else conf/lmft.yaml
 backend_set=clean       # stages 4-5 fit the back-end on: clean (the training speakers' own recordings,
                         # Kaldi's convention) | training (the set stage 3 trains on: augmented copies,
                         # speed copies as new speakers)
@@ -73,7 +76,7 @@ done
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 [ "$stop_stage" -le $last_stage ] || stop_stage=$last_stage
 for opt in force:"$force" dry-run:"$dry_run" augment:"$augment" online:"$online" shards:"$shards" \
-           compress-feats:"$compress_feats"; do
+           compress-feats:"$compress_feats" lmft:"$lmft"; do
   case ${opt#*:} in true|false) ;; *) echo "$0: --${opt%%:*} takes true or false, got '${opt#*:}'" >&2; exit 1 ;; esac
 done
 
@@ -109,7 +112,8 @@ check_word() {  # check_word WHAT VALUE: exit 1 with one line if VALUE cannot be
     -*) echo "$0: $1 '$2' starts with '-' and would be read as an option; nothing was done" >&2; exit 1 ;;
   esac
 }
-for opt in data:"$data" exp:"$exp" fbank-dir:"$fbank_dir" config:"$config" augment-config:"$augment_config"; do
+for opt in data:"$data" exp:"$exp" fbank-dir:"$fbank_dir" config:"$config" augment-config:"$augment_config" \
+           lmft-config:"$lmft_config"; do
   [ -z "${opt#*:}" ] || check_word "--${opt%%:*}" "${opt#*:}"
 done
 for opt in nj:"$nj" nproc:"$nproc"; do
@@ -165,6 +169,16 @@ for sys in $systems; do
   esac
 done
 system_config() { if [ -n "$config" ]; then echo "$config"; else echo "$conf_dir/$1.yaml"; fi; }
+# --lmft true: every system has a fine-tuned twin <system>_lmft (stage 3), scored beside it (stages 4-7)
+eval_systems=$systems
+if $lmft; then
+  if [ -z "$lmft_config" ]; then
+    lmft_config=conf/lmft.yaml
+    [ -f "$conf_dir/lmft.yaml" ] && lmft_config=$conf_dir/lmft.yaml
+  fi
+  [ -f "$lmft_config" ] || { echo "$0: --lmft-config $lmft_config does not exist" >&2; exit 1; }
+  for sys in $systems; do eval_systems+=" ${sys}_lmft"; done
+fi
 # A missing system config is found now, not after hours of stages 0-2.
 for sys in $systems; do
   [ -f "$(system_config $sys)" ] || { echo "$0: config $(system_config $sys) (system $sys) does not exist" >&2; exit 1; }
@@ -354,9 +368,24 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
   done
   wait_bg
+  # large-margin fine-tuning: from each trained system's last checkpoint, into <system>_lmft
+  lmft_systems=; $lmft && lmft_systems=$systems
+  for sys in $lmft_systems; do
+    [ $jobs3 -gt 1 ] && bg_slot $jobs3
+    echo "stage 3: large-margin fine-tuning of $sys ($lmft_config) -> $exp/${sys}_lmft"
+    args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
+      "$(stamp $exp/${sys}_lmft train)" "$(stamp $exp/$sys train)" $lmft_config ${config3[$sys]} ${inputs3[@]}
+      ${online3[@]+"${online3[@]}"} --
+      env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/${sys}_lmft/log/train.log
+        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
+          --train-dir $train_data --exp-dir $exp/${sys}_lmft --lmft $lmft_config --lmft-from $exp/$sys ${restart3}
+          ${online_args[@]+"${online_args[@]}"})
+    if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
+  done
+  wait_bg
   # Training runs under the queue script, so its warnings (a sampler that repeats utterances,
   # utterances without speech left out) are in train.log; repeat those of this run here.
-  for sys in $systems; do
+  for sys in $eval_systems; do
     log3=$exp/$sys/log/train.log
     if [ -f "$log3" ] && [ "$log3" -nt "$t0_3" ]; then grep -h "WARNING" "$log3" | sed "s|^|$sys: |" >&2 || true; fi
   done
@@ -364,7 +393,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  for sys in $systems; do
+  for sys in $eval_systems; do
     for set in $backend_name $test_set; do
       echo "stage 4: x-vectors of $set with $sys -> $exp/$sys/xvectors_$set"
       if $online; then   # no stored features: the jobs make them from the audio
@@ -382,7 +411,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  for sys in $systems; do
+  for sys in $eval_systems; do
     echo "stage 5: back-ends (mean, LDA, PLDA, AS-norm cohort) for $sys -> $exp/$sys/backend"
     stamped --stage 5 "$(stamp $exp/$sys/backend backend)" $exp/$sys/xvectors_$backend_name \
         $data/$backend_name/{utt2spk,spk2utt} conf/backend.yaml -- \
@@ -391,7 +420,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  for sys in $systems; do
+  for sys in $eval_systems; do
     echo "stage 6: scoring $data/$test_set/trials* with $sys (cosine, AS-norm, PLDA) -> $exp/$sys/scores"
     stamped --stage 6 "$(stamp $exp/$sys/scores score)" $exp/$sys/backend $exp/$sys/xvectors_$test_set \
         "$data/$test_set/trials*" -- \
@@ -403,8 +432,8 @@ fi
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   echo "stage 7: report -> $exp/results.md $exp/results.json $exp/det.png"
   report_inputs=()
-  for sys in $systems; do report_inputs+=($exp/$sys/scores $exp/$sys/config.yaml $exp/$sys/train.csv); done
-  stamped --stage 7 --param systems="$systems" "$(stamp $exp report)" "${report_inputs[@]}" -- \
-    pyspk report --exp-dir $exp --systems "$systems" --command "$cmdline" --out $exp/results.md
+  for sys in $eval_systems; do report_inputs+=($exp/$sys/scores $exp/$sys/config.yaml $exp/$sys/train.csv); done
+  stamped --stage 7 --param systems="$eval_systems" "$(stamp $exp report)" "${report_inputs[@]}" -- \
+    pyspk report --exp-dir $exp --systems "$eval_systems" --command "$cmdline" --out $exp/results.md
 fi
 if $dry_run; then echo "$0: dry run, nothing was run (stages $stage..$stop_stage)"; else echo "$0: done (stages $stage..$stop_stage)"; fi

@@ -46,6 +46,8 @@ def run_sh(tmp_path, *args):
         (["--augment-subset", "1e6"], "--augment-subset takes a whole number, got '1e6'"),
         (["--online", "true", "--augment-subset", "100"], "--online true stores none"),
         (["--online", "true", "--compress-feats", "true"], "--online true stores none"),
+        (["--lmft", "yes"], "--lmft takes true or false, got 'yes'"),
+        (["--lmft", "true", "--lmft-config", "conf/nope.yaml"], "--lmft-config conf/nope.yaml does not exist"),
     ],
 )
 def test_bad_arguments_fail_before_any_stage(tmp_path, args, message):
@@ -105,6 +107,7 @@ FAKE_TRAIN = """#!/usr/bin/env bash
 log=$1; shift
 exp=$(dirname "$(dirname "$log")")
 mkdir -p "$(dirname "$log")"
+echo "$@" > "$exp/args"
 echo "start $(date +%s.%N) ${OMP_NUM_THREADS:-unset}" > "$exp/ran"
 sleep 1.5
 echo "end $(date +%s.%N)" >> "$exp/ran"
@@ -187,3 +190,29 @@ def test_a_failed_system_fails_stage3_and_stops_the_rest(tmp_path):
     assert "a stage-3 job failed" in r.stderr, r.stderr
     assert not (tmp_path / "exp" / "aam" / ".done.train").exists()
     assert not (tmp_path / "exp" / "proposed" / "ran").exists(), "the third system started after a failure"
+
+
+def test_lmft_fine_tunes_each_trained_system_and_scores_both(tmp_path):
+    """--lmft true: after the systems train, each is fine-tuned into <system>_lmft from its own
+    exp dir with the corpus's lmft config (stamped; a rerun skips it), and stages 4-7 score both."""
+    r = _stage3(tmp_path, ["aam", "proposed"], "--train-jobs", "1", "--lmft", "true")
+    assert r.returncode == 0, r.stdout + r.stderr
+    starts = {}
+    for s in ("aam", "proposed"):
+        starts[s] = _ran(tmp_path, s + "_lmft")[0]
+        assert starts[s] >= _ran(tmp_path, "proposed")[1] - 0.05, "fine-tuning started before training ended"
+        assert (tmp_path / "exp" / f"{s}_lmft" / ".done.train").exists()
+        args = (tmp_path / "exp" / f"{s}_lmft" / "args").read_text()
+        assert f"--config conf/synth/{s}.yaml" in args
+        assert f"--lmft conf/synth/lmft.yaml --lmft-from {tmp_path}/exp/{s}" in args
+        assert "--lmft" not in (tmp_path / "exp" / s / "args").read_text()
+        assert f"large-margin fine-tuning of {s} (conf/synth/lmft.yaml) -> {tmp_path}/exp/{s}_lmft" in r.stdout
+    r = _stage3(tmp_path, ["aam", "proposed"], "--train-jobs", "1", "--lmft", "true")
+    assert r.returncode == 0, r.stderr
+    assert {s: _ran(tmp_path, s + "_lmft")[0] for s in starts} == starts, "a stamped fine-tuning was redone"
+    dry = run_sh(
+        tmp_path, "--stage", "4", "--stop-stage", "4", "--dry-run", "true", "--systems", "aam", "--lmft", "true"
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "x-vectors of synth_test with aam ->" in dry.stdout
+    assert "x-vectors of synth_test with aam_lmft ->" in dry.stdout

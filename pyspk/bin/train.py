@@ -12,6 +12,10 @@ each process is one DDP rank (RANK/WORLD_SIZE/LOCAL_RANK from the environment).
 ``--set KEY=VALUE`` (repeatable) overrides one key of the config, e.g. ``--set data.source=audio``
 (the value is read as yaml: ``2``, ``true``, ``null``, a string); the key is checked like a key of
 the file, so a misspelled one is an error naming the nearest.
+
+``--lmft FILE --lmft-from DIR``: large-margin fine-tuning (:mod:`pyspk.train.lmft`) of the system
+trained in DIR: the config with FILE's changes (longer crops, margins raised, low learning rate,
+a few epochs), initialised from DIR's last checkpoint (encoder and head).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import yaml
 
 from pyspk.data.kaldi_dir import DataDirError
 from pyspk.io import WriteError
-from pyspk.train.config import ConfigError, load_config
+from pyspk.train.config import ConfigError, config_from_dict, config_to_dict, load_config, validate_config
 from pyspk.train.distributed import dist_info_from_env
+from pyspk.train.lmft import lmft_config, read_lmft
 from pyspk.train.trainer import TrainingDiverged, train
 
 
@@ -69,7 +74,11 @@ def main(argv=None) -> int:
         metavar="KEY=VALUE",
         help="override one config key (dotted path; the value is read as yaml); repeatable",
     )
+    p.add_argument("--lmft", default=None, metavar="FILE", help="large-margin fine-tuning settings (conf/lmft.yaml)")
+    p.add_argument("--lmft-from", default=None, metavar="DIR", help="with --lmft: the trained system's exp dir")
     args = p.parse_args(argv)
+    if (args.lmft is None) != (args.lmft_from is None):
+        p.error("--lmft and --lmft-from go together")
     info = dist_info_from_env()
     logging.basicConfig(
         level=logging.INFO if info.is_main else logging.WARNING,
@@ -77,6 +86,10 @@ def main(argv=None) -> int:
     )
     try:
         cfg = load_config(args.config, overrides=parse_overrides(args.overrides))
+        if args.lmft:
+            source = f"{args.config} + {args.lmft}"
+            cfg = config_from_dict(lmft_config(config_to_dict(cfg), read_lmft(args.lmft), args.lmft_from), source)
+            validate_config(cfg, source)
         seed = cfg.train.seed if args.seed is None else args.seed
         final = train(cfg, args.train_dir, args.exp_dir, seed, info, source=args.config, restart=args.restart)
     except (ConfigError, DataDirError, TrainingDiverged, ValueError, WriteError) as e:

@@ -229,7 +229,13 @@ class Trainer:
         log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.step)
 
     def init_from(self, path) -> None:
-        """Fine-tune: load encoder weights; the head only when the speakers match."""
+        """Fine-tune: load encoder weights; the head only when the speakers match. ``path``: a
+        checkpoint, a final.pt, or an experiment dir (its latest epoch checkpoint, which has the head)."""
+        if Path(path).is_dir():
+            latest = C.latest_checkpoint(Path(path))
+            if latest is None:
+                raise ValueError(f"train.init_from: {path} has no checkpoints/epoch_N.pt (train that system first)")
+            path = latest
         st = C.load_checkpoint(path, map_location=self.device)
         enc_state = st["model"] if "model" in st else st["state_dict"]
         self.model.encoder.load_state_dict(enc_state)
