@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "synth"))
+sys.path.insert(2, str(ROOT / "local"))  # corpus_common: trials
 
 from pyspk.io import atomic_write_text  # noqa: E402
 from pyspk.provenance import provenance  # noqa: E402
@@ -56,6 +58,7 @@ from pyspk.train.config import (  # noqa: E402
     resolve_dict,
     validate_config,
 )
+from pyspk.train.lmft import lmft_config, read_lmft  # noqa: E402
 from pyspk.train.migrate import is_old_layout  # noqa: E402
 from pyspk.yamlio import safe_load  # noqa: E402
 
@@ -85,6 +88,11 @@ class Variant:
     # (run.sh stage 5, Kaldi's convention) or "training", the set the
     # encoder trained on (speed copies as new speakers, noisy copies)
     trained_by: str = ""  # a variant whose trained model this one reuses (back-end variants)
+    # "dev": trained without the development speakers and scored on them (dev_dirs), for tuning;
+    # "test": the recipe's training set and test set
+    split: str = "test"
+    tuned: bool = False  # balance.lambda picked on the development speakers (pick_lambda)
+    lmft_of: str = ""  # large-margin fine-tuning of this variant's model (conf/<corpus>/lmft.yaml)
 
 
 def _pair(**kw) -> dict:
@@ -313,13 +321,71 @@ def variants() -> List[Variant]:
                     train_set=ts,
                 )
             )
+    # the fixed sum's lambda tuned on development speakers (never the test speakers), the
+    # baseline the balancers whose weights move must beat
+    for lam in LAMBDAS:
+        v.append(
+            Variant(
+                f"dev.fixed.l{lam:g}",
+                "aam_am_supcon_caa_fixed",
+                "lambda",
+                f"AAM + AM-SupCon + CAA, L_cls + {lam:g} L_con, trained without the development "
+                "speakers and scored on them",
+                {"balance": {"name": "fixed", "lambda": lam}},
+                split="dev",
+            )
+        )
+    v.append(
+        Variant(
+            "fixed.tuned",
+            "aam_am_supcon_caa_fixed",
+            "balance",
+            "AAM + AM-SupCon + CAA, L_cls + lambda L_con with the lambda of the lowest mean "
+            "development EER (cosine and PLDA, over the seeds; group lambda)",
+            tuned=True,
+        )
+    )
+    balancers = {
+        "mgda_params": (
+            "MGDA on the encoder's parameters (raw gradients)",
+            {"level": "parameters", "normalize": "none"},
+        ),
+        "mgda_params_loss": (
+            "MGDA on the encoder's parameters, loss-normalised gradients",
+            {"level": "parameters", "normalize": "loss"},
+        ),
+        "nash_mtl": ("Nash-MTL on the encoder's parameters", {"name": "nash_mtl"}),
+        "nash_mtl_unit": (
+            "Nash-MTL's weights divided by their sum (IMTL-G), encoder's parameters",
+            {"name": "nash_mtl", "scale": "unit_sum"},
+        ),
+        "nash_mtl_emb": ("Nash-MTL on the gradients of the embeddings", {"name": "nash_mtl", "level": "embeddings"}),
+    }
+    for key, (what, bal) in balancers.items():
+        bal = {"name": "mgda", "combine": "raw", **bal}
+        if bal["name"] != "mgda":
+            bal.pop("combine")
+        v.append(Variant(f"proposed.{key}", "proposed", "balance", f"proposed, {what}", {"balance": bal}))
+    for r in ROWS:
+        v.append(Variant(f"lmft.{r}", r, "lmft", f"{r} as shipped, then large-margin fine-tuning", lmft_of=r))
     return v
 
 
+LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# development speakers held out of training for tuning (dev_dirs); the rest train
+DEV_SPEAKERS = {"synth": 40, "speechocean762": 20}
+
+
 # --------------------------------------------------------------------------- helpers
-def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
+def resolved_config(corpus: str, var: Variant, threads: Optional[int], out: Optional[Path] = None) -> dict:
+    """The variant's training config (plain yaml data). A ``tuned`` variant needs the study's
+    ``out`` (its lambda is read from pick_lambda's record there); an ``lmft_of`` variant's is its
+    parent's with conf/<corpus>/lmft.yaml's changes (train.init_from: the parent's exp dir)."""
     path = ROOT / "conf" / corpus / f"{var.base}.yaml"
-    data = merge_overrides(read_config_data(path), var.overrides)  # its base: merged in
+    overrides = var.overrides
+    if var.tuned:
+        overrides = merge_overrides(overrides, {"balance": {"name": "fixed", "lambda": tuned_lambda(out, corpus)}})
+    data = merge_overrides(read_config_data(path), overrides)  # its base: merged in
     if var.budget != 1:
         t = data.setdefault("train", {})
         if not t.get("steps_per_epoch"):
@@ -327,9 +393,60 @@ def resolved_config(corpus: str, var: Variant, threads: Optional[int]) -> dict:
         t["steps_per_epoch"] = int(t["steps_per_epoch"]) * var.budget
     if threads:
         data.setdefault("train", {})["threads"] = threads
+    if var.lmft_of:
+        data = lmft_config(resolve_dict(data), read_lmft(lmft_file(corpus)), "<the parent's exp dir>")
     cfg = config_from_dict(data, f"{path} + variant {var.name}")
     validate_config(cfg, f"{path} + variant {var.name}")
     return data
+
+
+def lmft_file(corpus: str) -> Path:
+    f = ROOT / "conf" / corpus / "lmft.yaml"
+    return f if f.is_file() else ROOT / "conf" / "lmft.yaml"
+
+
+def tuned_lambda(out: Optional[Path], corpus: str) -> float:
+    record = None if out is None else out / corpus / "tuned_lambda.json"
+    if record is None or not record.is_file():
+        raise ValueError(
+            f"variant fixed.tuned: no tuned lambda yet ({record}); run the group 'lambda' first "
+            "(studies/study_losses.sh --groups lambda,balance does both, in order)"
+        )
+    return float(json.loads(record.read_text())["lambda"])
+
+
+def _tuned_text(out: Path, corpus: str) -> str:
+    try:
+        return f"{tuned_lambda(out, corpus):g} (picked on the development speakers: tuned_lambda.json)"
+    except ValueError:
+        return "not picked yet"
+
+
+def pick_lambda(corpus: str, seeds: List[int], out: Path) -> Optional[float]:
+    """The lambda of the dev.fixed.* variant with the lowest development EER, the mean over seeds
+    of the cosine and PLDA EERs (every seed must have finished); written with every lambda's
+    figure to OUT/<corpus>/tuned_lambda.json. None while a run is missing."""
+    figures = {}
+    for var in variants():
+        if var.group != "lambda":
+            continue
+        eers = []
+        for s in seeds:
+            m = out / corpus / var.name / f"s{s}" / "scores" / "metrics.json"
+            if not m.is_file():
+                return None
+            got = json.loads(m.read_text())["trials"]
+            eers += [got["cosine"]["eer"], got["plda"]["eer"]]
+        figures[var.overrides["balance"]["lambda"]] = statistics.fmean(eers)
+    best = min(figures, key=lambda lam: (figures[lam], lam))
+    record = {
+        "lambda": best,
+        "mean_dev_eer": {f"{k:g}": v for k, v in sorted(figures.items())},
+        "seeds": seeds,
+        "criterion": "mean over seeds of the cosine and PLDA EER on the development speakers' trials",
+    }
+    atomic_write_text(out / corpus / "tuned_lambda.json", json.dumps(record, indent=1) + "\n")
+    return best
 
 
 def _resolved(data: dict) -> dict:
@@ -383,6 +500,7 @@ def semantic(d: Optional[dict]) -> Optional[dict]:
     if isinstance(bal, dict) and bal.get("name") == "mgda" and bal.get("normalize") in ("none", "authors"):
         bal = d["balance"] = dict(bal)
         bal.pop("combine", None)  # scales c_t = 1: raw and scaled are one loss
+    d.get("train", {}).pop("init_from", None)  # where a fine-tuning started: the variant names it
     for key in SPEED_KEYS:  # threads, compile, ...: how fast, not what is trained
         sec, _, name = key.partition(".")
         d.get(sec, {}).pop(name, None)
@@ -499,6 +617,41 @@ def training_dir(data: Path, train: str, train_set: str) -> Path:
     return out
 
 
+def dev_dirs(data: Path, train: str, corpus: str, train_dir: Path) -> tuple[Path, Path, Path]:
+    """(training dir, back-end dir, test dir) for tuning: DEV_SPEAKERS[corpus] of the clean
+    training speakers (drawn with the recipe's seed) are held out of ``train_dir`` with every copy
+    of their utterances (utt2orig: augmented and speed copies); their clean utterances are the
+    test set, with seeded trials (every target pair, as many non-target pairs). Made once."""
+    from corpus_common import make_trials
+
+    from pyspk.data.dir_edit import subset_data_dir
+    from pyspk.data.kaldi_dir import read_table, write_trials
+
+    n = DEV_SPEAKERS[corpus]
+    clean = data / train
+    names = (f"{train_dir.name}_nodev", f"{train}_nodev", f"{train}_dev")
+    outs = tuple(data / x for x in names)
+    key = _hash(_tables_hash(clean), _tables_hash(train_dir), n, RECIPE_SEED)
+
+    def make() -> None:
+        utt2spk = read_table(clean / "utt2spk")
+        speakers = sorted(set(utt2spk.values()))
+        if n >= len(speakers):
+            raise ValueError(f"{clean}: {len(speakers)} speakers, too few to hold out {n} for development")
+        dev = set(np.random.default_rng(RECIPE_SEED).choice(speakers, size=n, replace=False).tolist())
+        orig = read_table(train_dir / "utt2orig") if (train_dir / "utt2orig").is_file() else {}
+        train_utts = read_table(train_dir / "utt2spk")
+        keep = [u for u in train_utts if utt2spk.get(orig.get(u, u)) not in dev]
+        subset_data_dir(train_dir, outs[0], keep)
+        subset_data_dir(clean, outs[1], [u for u, spk in utt2spk.items() if spk not in dev])
+        dev_utts = {u: spk for u, spk in utt2spk.items() if spk in dev}
+        subset_data_dir(clean, outs[2], list(dev_utts))
+        write_trials(outs[2] / "trials", make_trials(dev_utts, RECIPE_SEED))
+
+    _step(data / f".study_dev_{train_dir.name}", key, make)
+    return outs
+
+
 # --------------------------------------------------------------------------- one system
 _LOCKS: Dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -526,6 +679,10 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
     elif var.backend_set != "clean":
         raise ValueError(f"variant {var.name}: unknown backend_set '{var.backend_set}' (clean, training)")
     test_dir = data / test
+    if var.split == "dev":
+        train_dir, backend_dir, test_dir = dev_dirs(data, train, corpus, train_dir)
+    elif var.split != "test":
+        raise ValueError(f"variant {var.name}: unknown split '{var.split}' (test, dev)")
     exp = out / corpus / var.name / f"s{seed}"
     exp.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -550,7 +707,9 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
             xv_test=src / "xvectors_test",
         )
         return note_provenance(exp, corpus, var, seed)
-    cfg = resolved_config(corpus, var, threads)
+    if var.lmft_of:
+        return _run_lmft(corpus, var, seed, out, threads, train_dir, backend_dir, test_dir, exp, env)
+    cfg = resolved_config(corpus, var, threads, out)
     cfg_path = exp / "study_config.yaml"
     text = yaml.safe_dump(cfg, sort_keys=False)
     # the identity of a system is its *resolved* config: a key written out with its default
@@ -579,6 +738,44 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
                 str(train_dir),
                 "--exp-dir",
                 str(exp),
+            ]
+            + restart_args(started, k_train),
+            exp / "log" / "train.log",
+            env,
+        ),
+    )
+    score_system(exp, k_train, exp / "final.pt", backend_dir, test_dir, env)
+    return note_provenance(exp, corpus, var, seed)
+
+
+def _run_lmft(corpus, var, seed, out, threads, train_dir, backend_dir, test_dir, exp, env) -> Path:
+    """Large-margin fine-tuning of the parent variant's model (trained first if need be), then
+    extraction, back-end and scoring, as for any system."""
+    parent = next(v for v in variants() if v.name == var.lmft_of)
+    src = run_system(corpus, parent, seed, out, threads)
+    lmft = lmft_file(corpus)
+    k_train = _hash((src / ".study.train").read_text(), lmft.read_text())
+    started = exp / ".study.train.started"
+    _step(
+        exp / ".study.train",
+        k_train,
+        lambda: _run(
+            [
+                sys.executable,
+                "-m",
+                "pyspk.bin.train",
+                "--config",
+                str(src / "study_config.yaml"),
+                "--seed",
+                str(seed),
+                "--train-dir",
+                str(train_dir),
+                "--exp-dir",
+                str(exp),
+                "--lmft",
+                str(lmft),
+                "--lmft-from",
+                str(src),
             ]
             + restart_args(started, k_train),
             exp / "log" / "train.log",
@@ -734,7 +931,10 @@ def collect(corpus: str, chosen: List[Variant], seeds: List[int], out: Path) -> 
         if not (ROOT / "conf" / corpus / f"{var.base}.yaml").is_file():
             continue  # a variant of the other corpus only (ecapa.*)
         per_seed = []
-        want = semantic(_resolved(resolved_config(corpus, var, None)))
+        try:
+            want = semantic(_resolved(resolved_config(corpus, var, None, out)))
+        except ValueError:  # fixed.tuned before its lambda is picked
+            continue
         for s in seeds:
             exp = out / corpus / var.name / f"s{s}"
             m = exp / "scores" / "metrics.json"
@@ -824,6 +1024,9 @@ def write_table(corpus: str, chosen: List[Variant], seeds: List[int], out: Path,
         + (f", {v.budget}x steps" if v.budget != 1 else "")
         + (f", training set '{v.train_set}'" if v.train_set != "recipe" else "")
         + (f", back-end fitted on the '{v.backend_set}' set" if v.backend_set != "clean" else "")
+        + (", trained without the development speakers, scored on them" if v.split == "dev" else "")
+        + (f", lambda {_tuned_text(out, corpus)}" if v.tuned else "")
+        + (f", then fine-tuned with `{lmft_file(corpus).relative_to(ROOT)}`" if v.lmft_of else "")
         for v in chosen
     ]
     path = out / corpus / "study.md"
@@ -897,7 +1100,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--groups",
         default="rows,margin,noise,caa,mgda,pick,long",
-        help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug, backend",
+        help="comma-separated: rows, margin, noise, caa, mgda, pick, ecapa, long, aug, backend, lambda, balance, lmft",
     )
     p.add_argument("--variants", default="", help="comma-separated variant names (overrides --groups)")
     p.add_argument("--seeds", default="1,2,3")
@@ -931,10 +1134,13 @@ def main(argv=None) -> int:
         return 0
     command = "studies/study_losses.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     for v in chosen:  # fail early on a bad variant, before hours of training
-        resolved_config(args.corpus, v, args.threads)
+        if not v.tuned:  # its lambda comes from the development runs
+            resolved_config(args.corpus, v, args.threads)
+    failed = []
     if not args.table_only:
-        jobs = [(v, s) for s in seeds for v in chosen]
-        failed = []
+        # the development runs first: fixed.tuned trains with the lambda they pick
+        dev = [v for v in chosen if v.split == "dev"]
+        rest = [v for v in chosen if v.split != "dev"]
 
         def one(job):
             v, s = job
@@ -947,8 +1153,12 @@ def main(argv=None) -> int:
                 print(f"study: {args.corpus} {v.name} seed {s} FAILED: {e}", flush=True)
             write_table(args.corpus, chosen, seeds, out, command)
 
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(one, jobs))
+        for phase in (dev, rest):
+            with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                list(pool.map(one, [(v, s) for s in seeds for v in phase]))
+            lam = pick_lambda(args.corpus, seeds, out)
+            if phase is dev and lam is not None:
+                print(f"study: {args.corpus}: tuned lambda {lam:g} (OUT/{args.corpus}/tuned_lambda.json)", flush=True)
         if failed:
             print("study: failed:\n  " + "\n  ".join(failed), file=sys.stderr)
     path = write_table(args.corpus, chosen, seeds, out, command)

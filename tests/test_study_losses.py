@@ -3,6 +3,7 @@ trainer's schema, and a run recorded before a config key existed is compared wit
 old value, so it is reused only when it trained like the variant asks."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -22,14 +23,17 @@ def study():
     return mod
 
 
-def test_every_variant_resolves_for_its_corpora(study):
+def test_every_variant_resolves_for_its_corpora(study, tmp_path):
     names = [v.name for v in study.variants()]
     assert len(names) == len(set(names)), "variant names must be unique"
+    for corpus in ("synth", "speechocean762"):  # fixed.tuned reads its lambda from the study's output
+        (tmp_path / corpus).mkdir()
+        (tmp_path / corpus / "tuned_lambda.json").write_text('{"lambda": 2.0}')
     for v in study.variants():
         corpora = ["speechocean762"] if v.group == "ecapa" else ["synth", "speechocean762"]
         for corpus in corpora:
             if (REPO / "conf" / corpus / f"{v.base}.yaml").is_file():
-                study.resolved_config(corpus, v, threads=1)  # raises on a misspelled key
+                study.resolved_config(corpus, v, threads=1, out=tmp_path)  # raises on a misspelled key
     rows = [v for v in study.variants() if v.group == "rows"]
     assert [v.name for v in rows] == list(study.ROWS) and all(not v.overrides for v in rows)
 
@@ -146,3 +150,102 @@ def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch
     assert len(calls) == n
     want = study.semantic(study._resolved(study.resolved_config("speechocean762", child, None)))
     assert study.semantic(study.trained_as(exp)) == want
+
+
+def _speaker_dirs(data: Path, n_spk=24, utts=3):
+    """A clean training dir and its combined dir (clean + speed copies as new speakers, utt2orig)."""
+    clean, comb = data / "so762_train", data / "so762_train_combined"
+    for d in (clean, comb):
+        d.mkdir(parents=True)
+    u2s = {f"s{i:02d}u{j}": f"s{i:02d}" for i in range(n_spk) for j in range(utts)}
+    comb_u2s = dict(u2s)
+    comb_u2s.update({f"sp0.9-{u}": f"sp0.9-{s}" for u, s in u2s.items()})
+
+    def write(d, table):
+        (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(table.items())))
+        (d / "wav.scp").write_text("".join(f"{u} /dev/null\n" for u in sorted(table)))
+        spk = {}
+        for u, s in sorted(table.items()):
+            spk.setdefault(s, []).append(u)
+        (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk.items())))
+
+    write(clean, u2s)
+    write(comb, comb_u2s)
+    (comb / "utt2orig").write_text("".join(f"{u} {u.removeprefix('sp0.9-')}\n" for u in sorted(comb_u2s)))
+    return clean, comb, u2s
+
+
+def test_development_speakers_leave_training_with_every_copy(study, tmp_path):
+    data = tmp_path / "data_so762"
+    clean, comb, u2s = _speaker_dirs(data)
+    train_dir, backend_dir, dev_dir = study.dev_dirs(data, "so762_train", "speechocean762", comb)
+    table = lambda d: dict(line.split() for line in (d / "utt2spk").read_text().splitlines())  # noqa: E731
+    dev = set(table(dev_dir).values())
+    assert len(dev) == study.DEV_SPEAKERS["speechocean762"]
+    assert set(table(dev_dir)) == {u for u, s in u2s.items() if s in dev}  # their clean utterances
+    orig = dict(line.split() for line in (comb / "utt2orig").read_text().splitlines())
+    trained = table(train_dir)
+    assert trained and not any(u2s[orig[u]] in dev for u in trained)  # no copy of a dev speaker
+    assert len(trained) == 2 * 3 * (24 - len(dev))
+    assert set(table(backend_dir).values()) == set(u2s.values()) - dev
+    trials = [line.split() for line in (dev_dir / "trials").read_text().splitlines()]
+    assert {t[2] for t in trials} == {"target", "nontarget"}
+    assert all(a in table(dev_dir) and b in table(dev_dir) for a, b, _ in trials)
+    again = study.dev_dirs(data, "so762_train", "speechocean762", comb)  # made once, the same speakers
+    assert set(table(again[2]).values()) == dev
+
+
+def test_the_tuned_lambda_is_picked_on_development_runs_only(study, tmp_path):
+    out = tmp_path / "out"
+    dev_eer = {0.25: 0.12, 0.5: 0.10, 1.0: 0.09, 2.0: 0.11, 4.0: 0.13}
+
+    def finish(lam, seed, eer):
+        d = out / "synth" / f"dev.fixed.l{lam:g}" / f"s{seed}" / "scores"
+        d.mkdir(parents=True, exist_ok=True)
+        m = {"eer": eer, "min_dcf_0.01": 0.5}
+        (d / "metrics.json").write_text(json.dumps({"trials": {"cosine": m, "plda": m}}))
+
+    for lam, eer in dev_eer.items():
+        finish(lam, 1, eer)
+    assert study.pick_lambda("synth", [1, 2], out) is None  # seed 2 has not finished
+    for lam, eer in dev_eer.items():
+        finish(lam, 2, eer + (0.05 if lam == 1.0 else 0.0))  # seed 2 prefers 0.5 on the mean
+    assert study.pick_lambda("synth", [1, 2], out) == 0.5
+    record = json.loads((out / "synth" / "tuned_lambda.json").read_text())
+    assert record["lambda"] == 0.5 and record["mean_dev_eer"]["1"] == pytest.approx(0.115)
+    tuned = next(v for v in study.variants() if v.name == "fixed.tuned")
+    assert study.resolved_config("synth", tuned, None, out)["balance"] == {"name": "fixed", "lambda": 0.5}
+    with pytest.raises(ValueError, match="group 'lambda' first"):
+        study.resolved_config("synth", tuned, None, tmp_path / "elsewhere")
+
+
+def test_an_lmft_variant_fine_tunes_its_parents_model(study, tmp_path, monkeypatch):
+    data = tmp_path / "data_so762"
+    for d, spk in (("so762_train", "a"), ("so762_train_combined", "b"), ("so762_test", "c")):
+        (data / d).mkdir(parents=True)
+        (data / d / "utt2spk").write_text(f"u1 {spk}\n")
+    (data / "so762_test" / "trials").write_text("u1 u1 target\n")
+    (tmp_path / "conf").symlink_to(REPO / "conf")
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    calls = []
+
+    def fake_run(cmd, log, env):
+        calls.append(cmd)
+        if cmd[2] == "pyspk.bin.train":
+            exp = Path(cmd[cmd.index("--exp-dir") + 1])
+            (exp / "final.pt").write_text("model")
+
+    monkeypatch.setattr(study, "_run", fake_run)
+    var = next(v for v in study.variants() if v.name == "lmft.aam")
+    exp = study.run_system("speechocean762", var, 1, tmp_path / "out", threads=1)
+    parent = tmp_path / "out" / "speechocean762" / "aam" / "s1"
+    trains = [c for c in calls if c[2] == "pyspk.bin.train"]
+    assert len(trains) == 2 and "--lmft" not in trains[0]
+    ft = trains[1]
+    assert ft[ft.index("--exp-dir") + 1] == str(exp) and ft[ft.index("--lmft-from") + 1] == str(parent)
+    assert ft[ft.index("--lmft") + 1] == str(tmp_path / "conf" / "speechocean762" / "lmft.yaml")
+    assert ft[ft.index("--config") + 1] == str(parent / "study_config.yaml")
+    assert any(c[2:4] == ["pyspk.bin.main", "score"] and str(exp) in c[-1] for c in calls)
+    n = len(calls)
+    study.run_system("speechocean762", var, 1, tmp_path / "out", threads=1)
+    assert len(calls) == n  # stamped: a rerun does nothing
