@@ -242,7 +242,7 @@ def test_every_shipped_config_resolves_through_its_base():
     from pyspk.train.config import config_files
 
     for conf in sorted((REPO / "conf").glob("*/*.yaml")):
-        if conf.name in ("augment.yaml", "base.yaml"):
+        if conf.name in ("augment.yaml", "base.yaml", "lmft.yaml"):  # not systems
             continue
         files = config_files(conf)
         assert files[-1].name == "base.yaml", conf

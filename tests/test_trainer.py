@@ -215,9 +215,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(toy, tmp_path, monkeypatch):
     real_call = objective_mod.Objective.__call__
     steps = {"n": 0}
 
-    def nan_at_step_5(self, z, loss_cls, labels):
+    def nan_at_step_5(self, z, loss_cls, labels, **kw):
         steps["n"] += 1
-        total, parts = real_call(self, z, loss_cls, labels)
+        total, parts = real_call(self, z, loss_cls, labels, **kw)
         if steps["n"] == 5:
             total = total * float("nan")
             parts["loss"] = float("nan")
