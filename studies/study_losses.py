@@ -688,7 +688,6 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    py = sys.executable
     if var.trained_by:
         # the parent's model (trained here first if need be) and its test x-vectors; only the
         # back-end's training set differs
@@ -720,24 +719,30 @@ def _run_system(corpus: str, var: Variant, seed: int, out: Path, threads: Option
         k_train = stamp.read_text()  # trained under an equivalent config (older key scheme)
     if not cfg_path.is_file() or cfg_path.read_text() != text:
         atomic_write_text(cfg_path, text)
-    started = exp / ".study.train.started"  # this system's checkpoints: a rerun resumes from them
+    return train_and_score(exp, k_train, cfg_path, seed, train_dir, backend_dir, test_dir, env, corpus, var)
 
+
+def train_and_score(exp, k_train, config, seed, train_dir, backend_dir, test_dir, env, corpus, var, extra=()) -> Path:
+    """Train (stamped with ``k_train``; a killed training resumes from its own checkpoints),
+    then extraction, back-end and scoring. ``extra``: more arguments of ``pyspk train``."""
+    started = exp / ".study.train.started"
     _step(
         exp / ".study.train",
         k_train,
         lambda: _run(
             [
-                py,
+                sys.executable,
                 "-m",
                 "pyspk.bin.train",
                 "--config",
-                str(cfg_path),
+                str(config),
                 "--seed",
                 str(seed),
                 "--train-dir",
                 str(train_dir),
                 "--exp-dir",
                 str(exp),
+                *extra,
             ]
             + restart_args(started, k_train),
             exp / "log" / "train.log",
@@ -755,35 +760,9 @@ def _run_lmft(corpus, var, seed, out, threads, train_dir, backend_dir, test_dir,
     src = run_system(corpus, parent, seed, out, threads)
     lmft = lmft_file(corpus)
     k_train = _hash((src / ".study.train").read_text(), lmft.read_text())
-    started = exp / ".study.train.started"
-    _step(
-        exp / ".study.train",
-        k_train,
-        lambda: _run(
-            [
-                sys.executable,
-                "-m",
-                "pyspk.bin.train",
-                "--config",
-                str(src / "study_config.yaml"),
-                "--seed",
-                str(seed),
-                "--train-dir",
-                str(train_dir),
-                "--exp-dir",
-                str(exp),
-                "--lmft",
-                str(lmft),
-                "--lmft-from",
-                str(src),
-            ]
-            + restart_args(started, k_train),
-            exp / "log" / "train.log",
-            env,
-        ),
-    )
-    score_system(exp, k_train, exp / "final.pt", backend_dir, test_dir, env)
-    return note_provenance(exp, corpus, var, seed)
+    extra = ("--lmft", str(lmft), "--lmft-from", str(src))
+    config = src / "study_config.yaml"
+    return train_and_score(exp, k_train, config, seed, train_dir, backend_dir, test_dir, env, corpus, var, extra)
 
 
 def note_provenance(exp: Path, corpus: str, var: Variant, seed: int) -> Path:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from test_mgda import LABELS, _toy_problem
 
 from pyspk.balance import BALANCERS
 from pyspk.balance.gradients import ParamGroups, TaskGradients
@@ -15,19 +16,8 @@ from pyspk.balance.nash import NashMtl, NashMtlSettings, nash_weights
 
 
 def _problem(seed=0):
-    torch.manual_seed(seed)
-    encoder = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4))
-    head = torch.nn.Linear(4, 3, bias=False)
-    x = torch.randn(8, 6)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-
-    def losses():
-        z = encoder(x)
-        loss_cls = torch.nn.functional.cross_entropy(head(z), labels)
-        loss_con = (z.pow(2).sum(1) - 1).pow(2).mean()
-        return z, loss_cls, loss_con
-
-    return encoder, head, labels, losses
+    encoder, head, losses = _toy_problem(seed, deep=True)
+    return encoder, head, LABELS, losses
 
 
 def _direct(encoder, head, losses):

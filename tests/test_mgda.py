@@ -66,12 +66,20 @@ def test_non_finite_gradient_raises():
         min_norm_alpha(torch.ones(3), torch.ones(4))
 
 
-def _toy_problem():
-    torch.manual_seed(0)
-    encoder = torch.nn.Linear(6, 4)
-    head = torch.nn.Linear(4, 3)
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+
+def _toy_problem(seed=0, deep=False):
+    """(encoder, head, losses): ``losses()`` runs the batch through both and returns (Z, L_cls,
+    L_con). ``deep``: a two-layer encoder, whose parameter gradients are not linear in Z's."""
+    torch.manual_seed(seed)
+    if deep:
+        encoder = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4))
+    else:
+        encoder = torch.nn.Linear(6, 4)
+    head = torch.nn.Linear(4, 3, bias=not deep)
     x = torch.randn(8, 6)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    labels = LABELS
 
     def losses():
         z = encoder(x)

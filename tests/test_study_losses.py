@@ -106,17 +106,16 @@ def test_the_table_has_every_backend_run_sh_scores(study, tmp_path, monkeypatch)
     assert row[2:7:2] == ["11.00 ± 1.41", "8.00", "6.50 ± 0.71"]  # EER % per back-end
 
 
-def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch):
-    """ecapa.long2.proposed.bk_training trains nothing: it takes the parent's final.pt and test
-    x-vectors (training the parent first when it is missing), extracts its own back-end set (the
-    encoder's training set, not the clean speakers) and scores with all three back-ends."""
+def _fake_study(study, tmp_path, monkeypatch) -> list:
+    """A one-utterance speechocean762 tree under tmp_path (the study's ROOT), and a ``_run`` that
+    records each command and, for a training, writes final.pt and the config as the trainer
+    records it (resolved). Returns the list the commands go to."""
     data = tmp_path / "data_so762"
     for d, spk in (("so762_train", "a"), ("so762_train_combined", "b"), ("so762_test", "c")):
         (data / d).mkdir(parents=True)
         (data / d / "utt2spk").write_text(f"u1 {spk}\n")
     (data / "so762_test" / "trials").write_text("u1 u1 target\n")
-    for sub in ("conf",):
-        (tmp_path / sub).symlink_to(REPO / sub)
+    (tmp_path / "conf").symlink_to(REPO / "conf")
     monkeypatch.setattr(study, "ROOT", tmp_path)
     calls = []
 
@@ -125,10 +124,20 @@ def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch
         if cmd[2] == "pyspk.bin.train":
             exp = Path(cmd[cmd.index("--exp-dir") + 1])
             (exp / "final.pt").write_text("model")
-            resolved = study._resolved(yaml.safe_load((exp / "study_config.yaml").read_text()))
-            (exp / "config.yaml").write_text(yaml.safe_dump(resolved))  # as the trainer records it
+            config = Path(cmd[cmd.index("--config") + 1])
+            resolved = study._resolved(yaml.safe_load(config.read_text()))
+            (exp / "config.yaml").write_text(yaml.safe_dump(resolved))
 
     monkeypatch.setattr(study, "_run", fake_run)
+    return calls
+
+
+def test_a_backend_variant_reuses_its_parents_model(study, tmp_path, monkeypatch):
+    """ecapa.long2.proposed.bk_training trains nothing: it takes the parent's final.pt and test
+    x-vectors (training the parent first when it is missing), extracts its own back-end set (the
+    encoder's training set, not the clean speakers) and scores with all three back-ends."""
+    data = tmp_path / "data_so762"
+    calls = _fake_study(study, tmp_path, monkeypatch)
     by = {v.name: v for v in study.variants()}
     child = by["ecapa.long2.proposed.bk_training"]
     exp = study.run_system("speechocean762", child, 1, tmp_path / "out", threads=2)
@@ -220,22 +229,7 @@ def test_the_tuned_lambda_is_picked_on_development_runs_only(study, tmp_path):
 
 
 def test_an_lmft_variant_fine_tunes_its_parents_model(study, tmp_path, monkeypatch):
-    data = tmp_path / "data_so762"
-    for d, spk in (("so762_train", "a"), ("so762_train_combined", "b"), ("so762_test", "c")):
-        (data / d).mkdir(parents=True)
-        (data / d / "utt2spk").write_text(f"u1 {spk}\n")
-    (data / "so762_test" / "trials").write_text("u1 u1 target\n")
-    (tmp_path / "conf").symlink_to(REPO / "conf")
-    monkeypatch.setattr(study, "ROOT", tmp_path)
-    calls = []
-
-    def fake_run(cmd, log, env):
-        calls.append(cmd)
-        if cmd[2] == "pyspk.bin.train":
-            exp = Path(cmd[cmd.index("--exp-dir") + 1])
-            (exp / "final.pt").write_text("model")
-
-    monkeypatch.setattr(study, "_run", fake_run)
+    calls = _fake_study(study, tmp_path, monkeypatch)
     var = next(v for v in study.variants() if v.name == "lmft.aam")
     exp = study.run_system("speechocean762", var, 1, tmp_path / "out", threads=1)
     parent = tmp_path / "out" / "speechocean762" / "aam" / "s1"
