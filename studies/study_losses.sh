@@ -4,8 +4,8 @@
 #
 #   studies/study_losses.sh [--corpus synth|speechocean762] [--speechocean762-root DIR] [study_losses.py options]
 #   e.g. studies/study_losses.sh --corpus synth --groups rows --seeds 1,2,3
-# --speechocean762-root: where the corpus lies (local/download_speechocean762.sh fetches it); needed
-# the first time, when run.sh makes data_so762
+# --speechocean762-root: where the corpus lies (local/download_speechocean762.sh fetches it); run.sh
+# checks stage 0 (data_so762) on every call, so give it every time
 #
 # Resumable: rerun the same command after a kill; finished systems are reused.
 # Table: exp_study/<corpus>/study.md. Everything is a long run on 2 CPU cores (times:
