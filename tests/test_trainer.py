@@ -116,6 +116,17 @@ def test_balancers_whose_weights_move_learn(toy, tmp_path, balance):
     assert len({round(a, 6) for a in alphas}) > 12  # a weight per step, not a constant
 
 
+def test_a_parameter_level_balancer_trains_a_compiled_encoder(toy, tmp_path):
+    """Two backwards through a compiled encoder per step: the compiled backward keeps its buffers."""
+    cfg = system_config("proposed", epochs=1, steps=3)
+    data = config_to_dict(cfg)
+    data["train"]["compile"] = True
+    cfg = config_from_dict({**data, "balance": {"name": "nash_mtl"}}, "compiled")
+    train(cfg, toy, tmp_path / "exp", seed=1)
+    alphas = [float(r["alpha"]) for r in csv.DictReader(open(tmp_path / "exp" / "train.csv"))]
+    assert len(alphas) == 3 and all(0.0 < a < 1.0 for a in alphas)
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_cpu_amp_auto_follows_the_hardware_and_final_pt_records_it(toy, tmp_path, monkeypatch, native):
     """cpu_amp: auto trains in bfloat16 only where the CPU has bfloat16 GEMMs (emulated ones are

@@ -107,13 +107,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compile_encoder(encoder: torch.nn.Module) -> bool:
+def compile_encoder(encoder: torch.nn.Module, backward_twice: bool = False) -> bool:
     """``torch.compile`` the encoder in place (``nn.Module.compile``): the parameters, the
     state_dict keys and the maths stay; inductor fuses the elementwise passes (ReLU,
     BatchNorm, the pooling statistics) around the GEMMs, so a step on CPU makes fewer passes
     over memory (docs/speed.md). The C++ kernels are cached under ``TORCHINDUCTOR_CACHE_DIR`` (path.sh
     puts it in .cache/inductor), so only the first run of a shape pays the full compile.
-    Without a C++ compiler, or when inductor fails, training goes on in eager mode."""
+    Without a C++ compiler, or when inductor fails, training goes on in eager mode.
+    ``backward_twice``: the step back-propagates the encoder's graph once per loss (a balancer at
+    ``level: parameters``), so the compiled backward must keep its saved buffers (AOTAutograd
+    donates them to the first backward otherwise)."""
     import shutil
 
     if not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
@@ -122,6 +125,10 @@ def compile_encoder(encoder: torch.nn.Module) -> bool:
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # a failed compile falls back to eager, with a warning
+    if backward_twice:
+        import torch._functorch.config
+
+        torch._functorch.config.donated_buffer = False
     encoder.compile()
     return True
 
@@ -162,7 +169,7 @@ class Trainer:
         head = build_head(cfg.head, enc.embed_dim, len(self.data.speakers))
         self.model = SpeakerModel(enc, head).to(self.device)
         if cfg.train.compile:
-            compile_encoder(self.model.encoder)
+            compile_encoder(self.model.encoder, backward_twice=getattr(cfg.balance, "level", None) == "parameters")
         self.objective = Objective(
             cfg,
             len(self.data.speakers),
