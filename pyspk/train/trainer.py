@@ -107,16 +107,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compile_encoder(encoder: torch.nn.Module, backward_twice: bool = False) -> bool:
+def compile_encoder(encoder: torch.nn.Module) -> bool:
     """``torch.compile`` the encoder in place (``nn.Module.compile``): the parameters, the
     state_dict keys and the maths stay; inductor fuses the elementwise passes (ReLU,
     BatchNorm, the pooling statistics) around the GEMMs, so a step on CPU makes fewer passes
     over memory (docs/speed.md). The C++ kernels are cached under ``TORCHINDUCTOR_CACHE_DIR`` (path.sh
     puts it in .cache/inductor), so only the first run of a shape pays the full compile.
-    Without a C++ compiler, or when inductor fails, training goes on in eager mode.
-    ``backward_twice``: the step back-propagates the encoder's graph once per loss (a balancer at
-    ``level: parameters``), so the compiled backward must keep its saved buffers (AOTAutograd
-    donates them to the first backward otherwise)."""
+    Without a C++ compiler, or when inductor fails, training goes on in eager mode."""
     import shutil
 
     if not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
@@ -125,10 +122,6 @@ def compile_encoder(encoder: torch.nn.Module, backward_twice: bool = False) -> b
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # a failed compile falls back to eager, with a warning
-    if backward_twice:
-        import torch._functorch.config
-
-        torch._functorch.config.donated_buffer = False
     encoder.compile()
     return True
 
@@ -168,8 +161,15 @@ class Trainer:
         enc = build_encoder(cfg.encoder.name, feat_dim=self.data.feat_dim, **cfg.encoder.kwargs)
         head = build_head(cfg.head, enc.embed_dim, len(self.data.speakers))
         self.model = SpeakerModel(enc, head).to(self.device)
-        if cfg.train.compile:
-            compile_encoder(self.model.encoder, backward_twice=getattr(cfg.balance, "level", None) == "parameters")
+        if cfg.train.compile and getattr(cfg.balance, "level", None) == "parameters":
+            # a balancer on the encoder's parameters back-propagates the encoder once per loss; the
+            # compiled graph, back-propagated twice, gave gradients unlike eager mode's (and it
+            # refuses to without turning off its buffer donation), so such a system trains eager
+            log.warning(
+                "train.compile: off, balance.level is parameters (two backwards per step); training in eager mode"
+            )
+        elif cfg.train.compile:
+            compile_encoder(self.model.encoder)
         self.objective = Objective(
             cfg,
             len(self.data.speakers),
