@@ -63,8 +63,8 @@ class TaskGradients:
     """g1 (of L_cls) and g2 (of L_con) at one level; build with :meth:`at_embeddings` or
     :meth:`at_parameters`, read :meth:`products`, then :meth:`total` for the step's loss."""
 
-    def __init__(self, level: str, loss_cls: torch.Tensor, loss_con: torch.Tensor):
-        self.level, self.loss_cls, self.loss_con = level, loss_cls, loss_con
+    def __init__(self, level: str, loss_cls: torch.Tensor, loss_con: torch.Tensor, loss_scale: float = 1.0):
+        self.level, self.loss_cls, self.loss_con, self.loss_scale = level, loss_cls, loss_con, float(loss_scale)
         self.g1 = self.g2 = None  # flat float32 vectors (the global batch's at the parameter level)
         self.params: Optional[ParamGroups] = None
         self.own1: List[torch.Tensor] = []
@@ -81,7 +81,7 @@ class TaskGradients:
         (g1,) = _grads(loss_cls, [shared], retain=True)
         (g2,) = _grads(loss_con, [shared], retain=True)
         self.g1, self.g2 = g1.detach().reshape(-1), g2.detach().reshape(-1)
-        self.prods = _products(self.g1, self.g2)
+        self.prods = inner_products(self.g1, self.g2)
         if all_reduce is not None:  # rows of Z split over ranks: the products add up
             self.prods = all_reduce(self.prods)
         return self
@@ -102,10 +102,10 @@ class TaskGradients:
         if not shared:
             raise ValueError("balance.level parameters: the encoder has no trained parameters")
         own = [p for p in params.own if p.requires_grad]
-        self = cls("parameters", loss_cls, loss_con)
+        self = cls("parameters", loss_cls, loss_con, loss_scale)
         self.params = ParamGroups(shared, own)
         both = shared + own
-        s = float(loss_scale)
+        s = self.loss_scale
         grads1 = _grads(loss_cls * s if s != 1.0 else loss_cls, both, retain=True)
         grads2 = _grads(loss_con * s if s != 1.0 else loss_con, both, retain=False)  # the last use
         n = len(shared)
@@ -117,15 +117,24 @@ class TaskGradients:
         self.g1, self.g2 = g[: g.numel() // 2], g[g.numel() // 2 :]
         self.own1 = [t.detach() / s for t in grads1[n:]]
         self.own2 = [t.detach() / s for t in grads2[n:]]
-        self.prods = _products(self.g1, self.g2)
+        self.prods = inner_products(self.g1, self.g2)
         return self
 
     def products(self) -> tuple:
         """(g1·g1, g1·g2, g2·g2) as Python floats (float64 sums)."""
         return tuple(self.prods.tolist())
 
-    def finite(self) -> bool:
-        return all(math.isfinite(v) for v in self.products())
+    def overflowed(self) -> bool:
+        """Non-finite gradients of float16-scaled losses: the gradient scaler skips this step, so
+        the balancer takes any finite weights instead of solving for them. Unscaled, a non-finite
+        gradient is an error, which the balancers' solvers raise."""
+        return self.loss_scale != 1.0 and not all(math.isfinite(v) for v in self.products())
+
+    def logged(self, w_cls: float, total: torch.Tensor) -> float:
+        """The loss train.csv reports: w_cls·L_cls + (1 − w_cls)·L_con (NaN when ``total`` is not finite)."""
+        if not math.isfinite(float(total.detach())):
+            return float("nan")
+        return w_cls * float(self.loss_cls.detach()) + (1.0 - w_cls) * float(self.loss_con.detach())
 
     def total(
         self, w1: float, w2: float, head_grad: str = "full", head_loss: Optional[Callable] = None, shared=None
@@ -156,9 +165,10 @@ class TaskGradients:
         return torch.stack(parts).sum()
 
 
-def _products(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-    """float64 tensor [g1·g1, g1·g2, g2·g2]."""
-    a, b = g1.double(), g2.to(g1.device).double()
+def inner_products(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """float64 tensor [g1·g1, g1·g2, g2·g2] of the flattened gradients."""
+    a = g1.detach().reshape(-1).double()
+    b = g2.detach().reshape(-1).to(a.device).double()
     if a.shape != b.shape:
         raise ValueError(f"balance: gradients differ in size ({a.numel()} vs {b.numel()})")
     return torch.stack([a @ a, a @ b, b @ b])

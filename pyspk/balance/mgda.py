@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 
 from pyspk.balance import BALANCERS
-from pyspk.balance.gradients import HEAD_GRADS, LEVELS, TaskGradients, task_gradients
+from pyspk.balance.gradients import HEAD_GRADS, LEVELS, TaskGradients, inner_products, task_gradients
 
 NORMALIZATIONS = ("none", "l2", "loss", "authors")
 COMBINES = ("raw", "scaled")
@@ -70,15 +70,6 @@ def alpha_from_inner_products(g11: float, g12: float, g22: float, denominator: s
     elif denominator != "square":
         raise ValueError(f"alpha_from_inner_products: denominator must be square or norm, got {denominator!r}")
     return min(1.0, max(0.0, (g22 - g12) / dd))
-
-
-def inner_products(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-    """float64 tensor [g1·g1, g1·g2, g2·g2] of the flattened gradients."""
-    a = g1.detach().reshape(-1).double()
-    b = g2.detach().reshape(-1).to(a.device).double()
-    if a.shape != b.shape:
-        raise ValueError(f"min_norm_alpha: gradients differ in size ({a.numel()} vs {b.numel()})")
-    return torch.stack([a @ a, a @ b, b @ b])
 
 
 def min_norm_alpha(g1: torch.Tensor, g2: torch.Tensor) -> float:
@@ -136,8 +127,6 @@ def mgda_combine(
     ``combine`` whether the losses are combined with those scales (``scaled``) or as they
     are (``raw``).
     """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"mgda_combine: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     if combine not in COMBINES:
         raise ValueError(f"mgda_combine: combine must be one of {', '.join(COMBINES)}, got {combine!r}")
     grads = TaskGradients.at_embeddings(loss_cls, loss_con, shared, all_reduce)
@@ -182,16 +171,13 @@ class Mgda:
     def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None, **context):
         s = self.settings
         grads = task_gradients(s.level, loss_cls, loss_con, shared, all_reduce, context)
-        l1, l2 = float(loss_cls.detach()), float(loss_con.detach())
-        if s.level == "parameters" and not grads.finite():
-            if context.get("loss_scale", 1.0) == 1.0:
-                raise FloatingPointError("mgda: non-finite encoder gradient (NaN or inf)")
-            alpha, c1, c2 = 0.5, 1.0, 1.0  # float16 overflow: the scaler skips this step
+        if grads.overflowed():
+            alpha, c1, c2 = 0.5, 1.0, 1.0
         else:
-            alpha, c1, c2 = mgda_alpha(grads.products(), s.normalize, l1, l2)
+            alpha, c1, c2 = mgda_alpha(
+                grads.products(), s.normalize, float(loss_cls.detach()), float(loss_con.detach())
+            )
         if s.combine == "raw":
             c1 = c2 = 1.0
         total = grads.total(alpha * c1, (1.0 - alpha) * c2, s.head_grad, head_loss, shared)
-        logged = alpha * l1 + (1.0 - alpha) * l2  # unnormalised
-        logged = logged if math.isfinite(float(total.detach())) else float("nan")
-        return total, alpha, logged
+        return total, alpha, grads.logged(alpha, total)  # the unnormalised losses

@@ -86,14 +86,12 @@ class NashMtl:
     def __call__(self, loss_cls, loss_con, shared, head_loss, all_reduce=None, **context):
         s = self.settings
         grads = task_gradients(s.level, loss_cls, loss_con, shared, all_reduce, context)
-        if not grads.finite() and context.get("loss_scale", 1.0) != 1.0:
-            w1 = w2 = 0.5  # float16 overflow: the scaler skips this step
+        if grads.overflowed():
+            w1 = w2 = 0.5
         else:
             w1, w2 = nash_weights(*grads.products(), min_one_plus_cos=s.min_one_plus_cos)
         share = w1 / (w1 + w2)
         if s.scale == "unit_sum":
             w1, w2 = share, 1.0 - share
         total = grads.total(w1, w2, s.head_grad, head_loss, shared)
-        logged = share * float(loss_cls.detach()) + (1.0 - share) * float(loss_con.detach())
-        logged = logged if math.isfinite(float(total.detach())) else float("nan")
-        return total, share, logged
+        return total, share, grads.logged(share, total)
