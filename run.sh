@@ -351,21 +351,32 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   declare -A config3=()
   for sys in $systems; do config3[$sys]=$(pyspk show-config --files "$(system_config $sys)") || exit 1; done
   t0_3=$(mktemp)   # training logs newer than this were written by this run
+  # online from the clean set: its tables are the input, not the directory, whose feature stamp
+  # (from an earlier offline run) training does not read
+  inputs3=($train_data)
+  $online && ! $shards && inputs3=($train_data/{wav.scp,segments,utt2spk,spk2utt})
+  online3=(); $online && online3=($augment_config conf/fbank.yaml "$(stamp $data stage0_$corpus)")
+  $shards && online3+=("$(stamp $train_data shards)")
+  # train3 OUT SYS [INPUT ...] -- [ARG ...]: train system SYS's config into $exp/OUT, stamped (in the
+  # background with --train-jobs > 1: take a slot first); the INPUTs are read besides the config
+  # and the training data, the ARGs go to pyspk.bin.train
+  train3() {
+    local out=$1 sys=$2 extra_in=()
+    shift 2
+    while [ "$1" != -- ]; do extra_in+=("$1"); shift; done
+    shift
+    local args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
+      "$(stamp $exp/$out train)" ${extra_in[@]+"${extra_in[@]}"} ${config3[$sys]} ${inputs3[@]}
+      ${online3[@]+"${online3[@]}"} --
+      env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$out/log/train.log
+        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
+          --train-dir $train_data --exp-dir $exp/$out "$@" ${restart3} ${online_args[@]+"${online_args[@]}"})
+    if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
+  }
   for sys in $systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: training $sys ($(system_config $sys)) on $train_data -> $exp/$sys${threads3:+ ($threads3 thread(s), $jobs3 systems at once)}"
-    # online from the clean set: its tables are the input, not the directory, whose feature stamp
-    # (from an earlier offline run) training does not read
-    inputs3=($train_data)
-    $online && ! $shards && inputs3=($train_data/{wav.scp,segments,utt2spk,spk2utt})
-    online3=(); $online && online3=($augment_config conf/fbank.yaml "$(stamp $data stage0_$corpus)")
-    $shards && online3+=("$(stamp $train_data shards)")
-    args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
-      "$(stamp $exp/$sys train)" ${config3[$sys]} ${inputs3[@]} ${online3[@]+"${online3[@]}"} --
-      env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/$sys/log/train.log
-        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
-          --train-dir $train_data --exp-dir $exp/$sys ${restart3} ${online_args[@]+"${online_args[@]}"})
-    if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
+    train3 $sys $sys --
   done
   wait_bg
   # large-margin fine-tuning: from each trained system's last checkpoint, into <system>_lmft
@@ -373,14 +384,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for sys in $lmft_systems; do
     [ $jobs3 -gt 1 ] && bg_slot $jobs3
     echo "stage 3: large-margin fine-tuning of $sys ($lmft_config) -> $exp/${sys}_lmft"
-    args=(--stage 3 --param seed=$seed --param nproc=$nproc --param online="${online_args[*]}"
-      "$(stamp $exp/${sys}_lmft train)" "$(stamp $exp/$sys train)" $lmft_config ${config3[$sys]} ${inputs3[@]}
-      ${online3[@]+"${online3[@]}"} --
-      env ${threads3:+OMP_NUM_THREADS=$threads3} $train_cmd $exp/${sys}_lmft/log/train.log
-        utils/torchrun.sh --nproc $nproc pyspk.bin.train --config "$(system_config $sys)" --seed $seed
-          --train-dir $train_data --exp-dir $exp/${sys}_lmft --lmft $lmft_config --lmft-from $exp/$sys ${restart3}
-          ${online_args[@]+"${online_args[@]}"})
-    if [ $jobs3 -gt 1 ]; then stamped_bg "${args[@]}"; else stamped "${args[@]}"; fi
+    train3 ${sys}_lmft $sys "$(stamp $exp/$sys train)" $lmft_config -- --lmft $lmft_config --lmft-from $exp/$sys
   done
   wait_bg
   # Training runs under the queue script, so its warnings (a sampler that repeats utterances,

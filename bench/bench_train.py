@@ -83,7 +83,7 @@ from pyspk.models import build_encoder  # noqa: E402
 from pyspk.models.layers import GEMM_BACKENDS, default_gemm_backend, set_gemm_backend  # noqa: E402
 from pyspk.train.config import config_from_dict  # noqa: E402
 from pyspk.train.objective import Objective, SpeakerModel, build_head  # noqa: E402
-from pyspk.train.trainer import build_optimizer  # noqa: E402
+from pyspk.train.trainer import build_optimizer, resolve_cpu_amp  # noqa: E402
 
 ENCODERS = {"ecapa_tdnn": {"channels": 512}, "tdnn": {}, "resnet34": {}}
 NUM_SPK = 200
@@ -593,7 +593,7 @@ BALANCERS = {
 def bench_balancers(batch, steps, encoders):
     """The proposed objective's step with each balancer, per encoder: what the weighing costs.
     Steps of the variants alternate (load changes hit all alike); median per variant."""
-    bf16 = default_cpu_bf16()
+    bf16 = resolve_cpu_amp("auto")  # as train.cpu_amp: auto resolves on this CPU
     for name, kwargs in encoders.items():
         fns = {
             k: make_step(name, kwargs, {**PROPOSED, "balance": b}, batch, 200, mode="eager_bf16" if bf16 else "eager")
@@ -617,12 +617,6 @@ def bench_balancers(batch, steps, encoders):
                 f"{m:.3f} s per step against fixed's {base:.3f} s; {batch}x200, eager"
                 f"{', bfloat16 autocast' if bf16 else ''}, median of {steps} alternated steps",
             )
-
-
-def default_cpu_bf16() -> bool:
-    from pyspk.train.trainer import resolve_cpu_amp
-
-    return resolve_cpu_amp("auto")
 
 
 def bench_peak_memory(steps):
