@@ -45,6 +45,12 @@ def test_read_lmft_names_the_file_and_key(tmp_path):
     f.write_text("epochs: 2\ncrop_frame: 300\n")
     with pytest.raises(ConfigError, match=r"lmft.yaml: unknown key 'crop_frame'"):
         read_lmft(f)
+    f.write_text("epochs: two\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs': must be a whole number, got 'two'"):
+        read_lmft(f)
+    f.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match=r"key 'lr': must be a number, got 'fast'"):
+        read_lmft(f)
     f.write_text("head_margin: 2.0\n")
     with pytest.raises(ConfigError, match=r"key 'head_margin'"):
         read_lmft(f)

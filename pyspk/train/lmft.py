@@ -45,6 +45,16 @@ class LmftSettings:
         def fail(key, msg):
             raise ConfigError(f"{source}: key '{key}': {msg}")
 
+        for f in fields(self):
+            v, optional = getattr(self, f.name), "Optional" in str(f.type)
+            whole = "int" in str(f.type)
+            if v is None and optional:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)):
+                fail(
+                    f.name,
+                    f"must be {'a whole number' if whole else 'a number'}{' or null' if optional else ''}, got {v!r}",
+                )
         for key in ("epochs", "crop_frames"):
             if getattr(self, key) < 1:
                 fail(key, "must be >= 1")
