@@ -397,7 +397,9 @@ def variants() -> List[Variant]:
     return v
 
 
-LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# a doubling grid from a classifier-heavy sum to one that reaches the weights the moving balancers
+# settle at (MGDA on the parameters: alpha ~ 0.05, i.e. lambda = (1 - alpha) / alpha ~ 19)
+LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 # development speakers held out of training for tuning (dev_dirs); the rest train
 DEV_SPEAKERS = {"synth": 40, "speechocean762": 20}
 
