@@ -394,6 +394,16 @@ def variants() -> List[Variant]:
         v.append(Variant(f"proposed.{key}", "proposed", "balance", f"proposed, {what}", {"balance": bal}))
     for r in ROWS:
         v.append(Variant(f"lmft.{r}", r, "lmft", f"{r} as shipped, then large-margin fine-tuning", lmft_of=r))
+    for key in ("mgda_params", "nash_mtl"):
+        v.append(
+            Variant(
+                f"lmft.proposed.{key}",
+                "proposed",
+                "lmft",
+                f"proposed.{key}, then large-margin fine-tuning",
+                lmft_of=f"proposed.{key}",
+            )
+        )
     return v
 
 
