@@ -260,7 +260,7 @@ def variants() -> List[Variant]:
                 f"ecapa.shipped.{r}",
                 f"ecapa_{r}",
                 "ecapa",
-                f"{r} with ECAPA-TDNN C = 512 as shipped (1680 steps, bfloat16 where the CPU has it; "
+                f"{r} with ECAPA-TDNN C = 512 as shipped (1320 steps, bfloat16 where the CPU has it; "
                 "run with --jobs 1 --threads 2)",
             )
         )
