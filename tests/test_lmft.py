@@ -31,6 +31,12 @@ def test_lmft_config_raises_the_margins_and_keeps_the_rest():
     assert out["head"]["margin"] == 0.5
     assert out["head"]["margin_schedule"] == {"start": data["head"]["margin"], "warmup_epochs": 0.0}
     assert out["pair_loss"]["margin"] == 0.15
+    # a margin kept as trained starts at its full value, not at the system's warm-up start of 0
+    kept = lmft_config(data, LmftSettings(head_margin=None, pair_margin=None), "exp/proposed")
+    for block in ("head", "pair_loss"):
+        assert data[block]["margin_schedule"]["warmup_epochs"] > 0  # the system ramps from 0
+        assert kept[block]["margin"] == data[block]["margin"]
+        assert kept[block]["margin_schedule"]["warmup_epochs"] == 0.0
     assert out["encoder"] == data["encoder"] and out["balance"] == data["balance"]
     assert data["features"]["crop_frames"] != 300  # the input is left as it was
     # a softmax head and a system without a head: no margin to raise

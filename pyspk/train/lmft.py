@@ -85,9 +85,15 @@ def read_lmft(path) -> LmftSettings:
 
 
 def _raise_margin(block: dict, margin: Optional[float], warmup: float) -> None:
-    if block is None or margin is None or "margin" not in block:
+    """Ramp the block's margin from its trained value to ``margin``; with ``margin`` None keep the
+    trained value from the first step (the system's own warm-up ramp from 0 must not run again
+    on a model that has already trained at the full margin)."""
+    if block is None or "margin" not in block:
         return
     old = block["margin"]
+    if margin is None:
+        block["margin_schedule"] = {"start": old, "warmup_epochs": 0.0}
+        return
     block["margin"] = margin
     block["margin_schedule"] = {"start": old, "warmup_epochs": warmup}
 
