@@ -206,7 +206,8 @@ def test_development_speakers_leave_training_with_every_copy(study, tmp_path):
 
 def test_the_tuned_lambda_is_picked_on_development_runs_only(study, tmp_path):
     out = tmp_path / "out"
-    dev_eer = {0.25: 0.12, 0.5: 0.10, 1.0: 0.09, 2.0: 0.11, 4.0: 0.13}
+    dev_eer = {0.25: 0.12, 0.5: 0.10, 1.0: 0.09, 2.0: 0.11, 4.0: 0.13, 8.0: 0.14, 16.0: 0.15}
+    assert set(dev_eer) == set(study.LAMBDAS)
 
     def finish(lam, seed, eer):
         d = out / "synth" / f"dev.fixed.l{lam:g}" / f"s{seed}" / "scores"
