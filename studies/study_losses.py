@@ -372,6 +372,11 @@ def variants() -> List[Variant]:
         )
     )
     balancers = {
+        "mgda_ub": (
+            "MGDA-UB on unit gradients of the embeddings (alpha = 0.5: the plain sum; "
+            "speechocean762's proposed before it shipped MGDA on the parameters)",
+            {"level": "embeddings", "normalize": "l2"},
+        ),
         "mgda_params": (
             "MGDA on the encoder's parameters (raw gradients)",
             {"level": "parameters", "normalize": "none"},
