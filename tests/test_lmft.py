@@ -52,10 +52,10 @@ def test_read_lmft_names_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"lmft.yaml: unknown key 'crop_frame'"):
         read_lmft(f)
     f.write_text("epochs: two\n")
-    with pytest.raises(ConfigError, match=r"key 'epochs': must be a whole number, got 'two'"):
+    with pytest.raises(ConfigError, match=r"key 'epochs': expected an integer, got 'two'"):
         read_lmft(f)
     f.write_text("lr: fast\n")
-    with pytest.raises(ConfigError, match=r"key 'lr': must be a number, got 'fast'"):
+    with pytest.raises(ConfigError, match=r"key 'lr': expected a number, got 'fast'"):
         read_lmft(f)
     f.write_text("head_margin: 2.0\n")
     with pytest.raises(ConfigError, match=r"key 'head_margin'"):

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from pyspk.train.config import ConfigError
+from pyspk.train.config import _build as build_settings
 from pyspk.yamlio import safe_load
 
 
@@ -45,16 +46,6 @@ class LmftSettings:
         def fail(key, msg):
             raise ConfigError(f"{source}: key '{key}': {msg}")
 
-        for f in fields(self):
-            v, optional = getattr(self, f.name), "Optional" in str(f.type)
-            whole = "int" in str(f.type)
-            if v is None and optional:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)):
-                fail(
-                    f.name,
-                    f"must be {'a whole number' if whole else 'a number'}{' or null' if optional else ''}, got {v!r}",
-                )
         for key in ("epochs", "crop_frames"):
             if getattr(self, key) < 1:
                 fail(key, "must be >= 1")
@@ -71,15 +62,10 @@ class LmftSettings:
 
 
 def read_lmft(path) -> LmftSettings:
-    """An lmft yaml; an unknown key is an error naming the file and the key."""
+    """An lmft yaml, read with the training config's schema (an unknown key or a wrong type is an
+    error naming the file and the key), then range-checked."""
     data = safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of LMFT settings")
-    known = {f.name for f in fields(LmftSettings)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-    settings = LmftSettings(**data)
+    settings = build_settings(LmftSettings, data, "", str(path))
     settings.check(str(path))
     return settings
 
